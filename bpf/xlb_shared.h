@@ -1,0 +1,121 @@
+/* Structures and constants shared by the XDP data plane (bpf/xlb.c) and
+ * Python. console/dataplane/structs.py mirrors every struct and enum here;
+ * tests/test_structs.py compiles this header with BCC and checks the two agree.
+ * Addresses and ports are in network byte order; IPv4 addresses use addr[0]
+ * with the other three words zero. Change a layout => bump XLB_LAYOUT_VERSION
+ * (pinned maps of an older layout are then refused, not misread).
+ */
+#ifndef XLB_SHARED_H
+#define XLB_SHARED_H
+
+#define XLB_MAGIC 0x786c6230 /* "xlb0" */
+#define XLB_LAYOUT_VERSION 1
+
+#define XLB_MAX_QUEUES 64      /* RX queues counted; higher ones share the last slot */
+#define XLB_NUM_ACTIONS 5      /* XDP_ABORTED .. XDP_REDIRECT */
+#define XLB_NO_BACKEND 0xFFFFFFFFu
+
+#define XLB_AF_INET 4
+#define XLB_AF_INET6 6
+
+#define XLB_BACKEND_VALID 0x1  /* slot holds a backend (established flows may use it) */
+
+/* Why a packet got its verdict; one per-CPU counter each. Every packet the
+ * program sees is counted under exactly one reason. */
+enum xlb_reason {
+    XLB_R_PASS_NOT_IP = 0,       /* neither IPv4 nor IPv6 */
+    XLB_R_PASS_NOT_VIP,          /* destination is not a VIP address: host traffic */
+    XLB_R_PASS_VIP_NO_SERVICE,   /* VIP address, but no VIP on that port/protocol */
+    XLB_R_PASS_VIP_OTHER_PROTO,  /* VIP address, neither TCP nor UDP (ICMP, ext. headers) */
+    XLB_R_DROP_MALFORMED,        /* truncated or inconsistent headers */
+    XLB_R_DROP_FRAGMENT,         /* IPv4 fragment or IPv6 fragment header to a VIP */
+    XLB_R_DROP_IP_OPTIONS,       /* IPv4 options to a VIP */
+    XLB_R_DROP_NO_BACKEND,       /* VIP has no usable backend */
+    XLB_R_DROP_ADJUST_FAILED,    /* bpf_xdp_adjust_head/tail refused */
+    XLB_R_TX_ICMP_TOO_BIG,       /* too big after encapsulation: ICMP answered */
+    XLB_R_TX_ENCAP,              /* balanced: encapsulated to a backend */
+    XLB_R_MAX
+};
+
+struct xlb_vip_key {
+    __u32 addr[4];
+    __u16 port;      /* 0 = any port */
+    __u8 proto;      /* IPPROTO_TCP / IPPROTO_UDP */
+    __u8 family;     /* XLB_AF_INET / XLB_AF_INET6 */
+};
+
+struct xlb_vip_meta {
+    __u32 vip_id;    /* index of the per-VIP counters */
+    __u32 ring_slot; /* which Maglev ring in `rings` this VIP uses */
+    __u32 flags;
+    __u32 pad;
+};
+
+struct xlb_addr_key {    /* key of vip_addrs: is this destination a VIP address at all? */
+    __u32 addr[4];
+    __u8 family;
+    __u8 pad[3];
+};
+
+struct xlb_flow_key {
+    __u32 src[4];
+    __u32 dst[4];
+    __u16 sport;
+    __u16 dport;
+    __u8 proto;
+    __u8 family;
+    __u16 pad;
+};
+
+struct xlb_conn {        /* connection-table value */
+    __u32 backend_id;
+    __u32 vip_id;
+    __u64 last_seen_ns;  /* coarse clock, refreshed at most once a second */
+};
+
+struct xlb_backend {
+    __u32 addr[4];
+    __u8 family;
+    __u8 flags;          /* XLB_BACKEND_* */
+    __u16 pad;
+};
+
+struct xlb_config {      /* single entry of map `ctl` */
+    __u8 nexthop_mac[6];
+    __u8 has_nexthop_mac; /* 0: send encapsulated frames back to the sender's MAC */
+    __u8 pad0;
+    __u32 mtu;            /* largest IP packet after encapsulation */
+    __u32 src4_net;       /* outer IPv4 source = src4_net | (hash & src4_mask) */
+    __u32 src4_mask;
+    __u32 src6_net[4];
+    __u32 src6_mask[4];
+};
+
+struct xlb_meta {        /* single entry of map `meta`: what the pinned maps were made for */
+    __u32 magic;
+    __u32 layout_version;
+    __u32 ring_size;
+    __u32 max_vips;
+    __u32 max_backends;
+    __u32 max_queues;
+    __u64 max_connections;
+};
+
+struct xlb_queue_stats {
+    __u64 packets;
+    __u64 bytes;
+    __u64 actions[XLB_NUM_ACTIONS];
+};
+
+struct xlb_traffic {
+    __u64 packets;
+    __u64 bytes;
+};
+
+struct xlb_backend_stats {
+    __u64 packets;
+    __u64 bytes;
+    __u64 new_conns;
+};
+
+#endif /* XLB_SHARED_H */

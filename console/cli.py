@@ -1,0 +1,204 @@
+"""`xlb`: the command line. Each subcommand is a thin shell over a library call;
+known failures print one clear line on stderr (never a traceback) and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from console import __version__
+
+
+def _print(doc: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    print(json.dumps(doc, indent=2) if as_json else text(doc))
+
+
+def _human(n: float) -> str:
+    for unit in ("", "k", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}P"
+
+
+def _describe_text(d: dict[str, Any]) -> str:
+    a = d["attach"]
+    where = f"{a['interface']}" + (f" (netns {a['netns']})" if a.get("netns") else "")
+    state = (f"{a['mode']} XDP, prog {a['prog_id']}" if a.get("ours")
+             else f"NOT ATTACHED (interface reports {a.get('mode')}, prog {a.get('prog_id')})")
+    t = d["totals"]
+    rate = f", {t['pps']:.0f} pps" if "pps" in t else ""
+    lines = [f"instance {d['instance']}: {where}: {state}",
+             f"  packets {_human(t['packets'])}, bytes {_human(t['bytes'])}, "
+             f"dropped {_human(t['dropped'])}{rate}"]
+    for v in d["vips"]:
+        lines.append(f"  VIP {v['name']} ({v['vip']}): {_human(v['packets'])} packets")
+        for b in v["backends"]:
+            lines.append(f"    {b['address']:<28} weight {b['weight']!s:>5} {b['state']:<8} "
+                         f"ring {b['ring_share'] * 100:5.1f}%  packets {_human(b['packets'])}"
+                         f"  new conns {_human(b['new_connections'])}")
+    if d["queues"]:
+        lines.append("  RX queues: " + ", ".join(
+            f"q{q['queue']} {_human(q['packets'])}" + (f" ({q['pps']:.0f} pps)" if "pps" in q
+                                                       else "")
+            for q in d["queues"]))
+    busy = {k: v["packets"] for k, v in d["reasons"].items() if v["packets"]}
+    if busy:
+        lines.append("  verdicts: " + ", ".join(f"{k} {_human(v)}" for k, v in busy.items()))
+    return "\n".join(lines)
+
+
+def cmd_dataplane_load(args: argparse.Namespace) -> int:
+    from console.dataplane.config import load_config
+    from console.dataplane.lifecycle import load_instance
+
+    cfg = load_config(args.config)
+    doc = load_instance(cfg, mode=args.xdp_mode)
+    _print(doc, args.json, lambda d: (
+        f"{'adopted' if d['adopted'] else 'loaded'} instance {d['instance']} on "
+        f"{d['interface']}: {d['mode']} XDP, prog {d['prog_id']}; VIPs added "
+        f"{len(d['vips_added'])}, changed {len(d['vips_changed'])}, removed "
+        f"{len(d['vips_removed'])}"))
+    return 0
+
+
+def cmd_dataplane_apply(args: argparse.Namespace) -> int:
+    from console.dataplane.config import load_config
+    from console.dataplane.lifecycle import apply_config
+
+    doc = apply_config(load_config(args.config))
+    _print(doc, args.json, lambda d: (
+        f"applied to {d['instance']} in {d['seconds'] * 1000:.1f} ms: VIPs +{len(d['vips_added'])}"
+        f" ~{len(d['vips_changed'])} -{len(d['vips_removed'])}, backends "
+        f"+{len(d['backends_added'])} -{len(d['backends_removed'])}"))
+    return 0
+
+
+def cmd_dataplane_unload(args: argparse.Namespace) -> int:
+    from console.dataplane.lifecycle import unload_instance
+
+    if args.remove_pins and not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("--remove-pins drops the connection table; add --yes to confirm")
+        answer = input(f"Remove {args.instance}'s maps? Established flows lose their backend "
+                       "[y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    doc = unload_instance(args.instance, remove_pins=args.remove_pins)
+    _print(doc, args.json, lambda d: (
+        f"instance {d['instance']}: " + ("detached" if d["detached"] else "was not attached")
+        + ("; maps removed" if d["pins_removed"] else "; maps kept pinned (load adopts them)")))
+    return 0
+
+
+def _instances(args: argparse.Namespace) -> list[str]:
+    from console.dataplane.lifecycle import instances
+
+    names = [args.instance] if getattr(args, "instance", None) else instances()
+    return names
+
+
+def cmd_dataplane_show(args: argparse.Namespace) -> int:
+    from console.dataplane.lifecycle import describe
+
+    names = _instances(args)
+    if not names:
+        raise FileNotFoundError("no data plane instance is loaded (xlb dataplane load --config F)")
+    docs = [describe(n, sample=args.sample) for n in names]
+    _print(docs, args.json, lambda ds: "\n".join(_describe_text(d) for d in ds))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from console.dataplane.lifecycle import describe
+
+    docs = [describe(n, sample=args.sample) for n in _instances(args)]
+    summary = [{"instance": d["instance"], "attach": d["attach"], "totals": d["totals"],
+                "queues": d["queues"], "vips": [{k: v[k] for k in ("name", "vip", "packets")}
+                                                for v in d["vips"]]} for d in docs]
+    _print({"instances": summary}, args.json, lambda s: "\n".join(
+        _describe_text(d) for d in docs) or "no data plane instance is loaded")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from console.demo import run_demo
+
+    return run_demo(duration=args.duration, mode=args.xdp_mode)
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xlb", description="XDP load balancer and console")
+    p.add_argument("--version", action="version", version=f"xlb {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dp = sub.add_parser("dataplane", help="load, inspect and unload the XDP data plane")
+    dps = dp.add_subparsers(dest="action", required=True)
+    ld = dps.add_parser("load", help="compile/adopt, apply a config, attach XDP")
+    ld.add_argument("--config", required=True, help="instance config (TOML)")
+    ld.add_argument("--xdp-mode", choices=["native", "generic"], help="override the config")
+    ld.add_argument("--json", action="store_true")
+    ld.set_defaults(func=cmd_dataplane_load)
+    ap = dps.add_parser("apply", help="apply a changed config to a loaded instance")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--json", action="store_true")
+    ap.set_defaults(func=cmd_dataplane_apply)
+    ul = dps.add_parser("unload", help="detach XDP (maps stay pinned unless --remove-pins)")
+    ul.add_argument("--instance", required=True)
+    ul.add_argument("--remove-pins", action="store_true",
+                    help="also drop maps: the connection table and counters are lost")
+    ul.add_argument("--yes", action="store_true", help="confirm --remove-pins without asking")
+    ul.add_argument("--json", action="store_true")
+    ul.set_defaults(func=cmd_dataplane_unload)
+    sh = dps.add_parser("show", help="VIPs, backends, Maglev shares, counters")
+    sh.add_argument("--instance")
+    sh.add_argument("--sample", type=float, default=0.0, help="seconds to sample rates over")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_dataplane_show)
+
+    st = sub.add_parser("status", help="every instance: attach state, totals, rates")
+    st.add_argument("--instance")
+    st.add_argument("--sample", type=float, default=0.5, help="seconds to sample rates over")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    de = sub.add_parser("demo", help="load the data plane on a veth pair and show live counters")
+    de.add_argument("--duration", type=float, default=0.0, help="seconds (0: until Ctrl-C)")
+    de.add_argument("--xdp-mode", choices=["native", "generic"], default="native")
+    de.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from console.dataplane.bpfsys import BpfError
+    from console.dataplane.config import ConfigError
+    from console.dataplane.maps import LayoutError
+    from console.dataplane.xdp import AttachError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"xlb: invalid config:\n{e}", file=sys.stderr)
+    except UsageError as e:
+        print(f"xlb: {e}", file=sys.stderr)
+        return 2
+    except (AttachError, LayoutError, BpfError, PermissionError, FileNotFoundError,
+            RuntimeError) as e:
+        print(f"xlb: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The few bpf(2) commands xlb needs, called directly through ctypes.
+
+BCC compiles and loads the programs; everything after that (reading and
+writing pinned maps, test runs, program info) goes through these calls so a
+reader such as `xlb status` never needs a compiler, and the byte layouts are
+exactly the ctypes mirrors in structs.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from collections.abc import Iterator
+from typing import Any
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+SYS_BPF = 321  # x86_64
+
+MAP_LOOKUP_ELEM = 1
+MAP_UPDATE_ELEM = 2
+MAP_DELETE_ELEM = 3
+MAP_GET_NEXT_KEY = 4
+OBJ_PIN = 6
+OBJ_GET = 7
+PROG_TEST_RUN = 10
+PROG_GET_FD_BY_ID = 13
+OBJ_GET_INFO_BY_FD = 15
+MAP_LOOKUP_BATCH = 24
+MAP_UPDATE_BATCH = 26
+ENABLE_STATS = 32
+
+BPF_ANY = 0
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+
+class BpfError(OSError):
+    """A bpf(2) call failed; carries errno and what was attempted."""
+
+
+class _MapElemAttr(ctypes.Structure):
+    _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("key", ctypes.c_uint64), ("value", ctypes.c_uint64),
+                ("flags", ctypes.c_uint64)]
+
+
+class _ObjAttr(ctypes.Structure):
+    _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32),
+                ("file_flags", ctypes.c_uint32), ("path_fd", ctypes.c_int32)]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [("in_batch", ctypes.c_uint64), ("out_batch", ctypes.c_uint64),
+                ("keys", ctypes.c_uint64), ("values", ctypes.c_uint64),
+                ("count", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
+                ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _TestRunAttr(ctypes.Structure):
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+                ("batch_size", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
+                ("info", ctypes.c_uint64)]
+
+
+class _IdAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
+                ("open_flags", ctypes.c_uint32)]
+
+
+class _EnableStatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32)]
+
+
+class MapInfo(ctypes.Structure):
+    """struct bpf_map_info (the leading fields xlb reads)."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32),
+                ("key_size", ctypes.c_uint32), ("value_size", ctypes.c_uint32),
+                ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+                ("name", ctypes.c_char * 16)]
+
+
+class ProgInfo(ctypes.Structure):
+    """struct bpf_prog_info up to run_cnt (stable UAPI layout)."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32),
+                ("tag", ctypes.c_uint8 * 8), ("jited_prog_len", ctypes.c_uint32),
+                ("xlated_prog_len", ctypes.c_uint32), ("jited_prog_insns", ctypes.c_uint64),
+                ("xlated_prog_insns", ctypes.c_uint64), ("load_time", ctypes.c_uint64),
+                ("created_by_uid", ctypes.c_uint32), ("nr_map_ids", ctypes.c_uint32),
+                ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16),
+                ("ifindex", ctypes.c_uint32), ("gpl_compatible", ctypes.c_uint32),
+                ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64),
+                ("nr_jited_ksyms", ctypes.c_uint32), ("nr_jited_func_lens", ctypes.c_uint32),
+                ("jited_ksyms", ctypes.c_uint64), ("jited_func_lens", ctypes.c_uint64),
+                ("btf_id", ctypes.c_uint32), ("func_info_rec_size", ctypes.c_uint32),
+                ("func_info", ctypes.c_uint64), ("nr_func_info", ctypes.c_uint32),
+                ("nr_line_info", ctypes.c_uint32), ("line_info", ctypes.c_uint64),
+                ("jited_line_info", ctypes.c_uint64), ("nr_jited_line_info", ctypes.c_uint32),
+                ("line_info_rec_size", ctypes.c_uint32),
+                ("jited_line_info_rec_size", ctypes.c_uint32),
+                ("nr_prog_tags", ctypes.c_uint32), ("prog_tags", ctypes.c_uint64),
+                ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64)]
+
+
+def _call(cmd: int, attr: ctypes.Structure, what: str) -> int:
+    ret = _libc.syscall(SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise BpfError(err, f"{what}: {os.strerror(err)}")
+    return int(ret)
+
+
+def _addr(obj: Any) -> int:
+    return ctypes.addressof(obj)
+
+
+def obj_get(path: str) -> int:
+    """Open a pinned map or program; returns a new fd."""
+    raw = path.encode()
+    buf = ctypes.create_string_buffer(raw)
+    attr = _ObjAttr(pathname=_addr(buf))
+    return _call(OBJ_GET, attr, f"open pinned {path}")
+
+
+def obj_pin(fd: int, path: str) -> None:
+    buf = ctypes.create_string_buffer(path.encode())
+    attr = _ObjAttr(pathname=_addr(buf), bpf_fd=fd)
+    _call(OBJ_PIN, attr, f"pin {path}")
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return _call(PROG_GET_FD_BY_ID, _IdAttr(id=prog_id), f"open program id {prog_id}")
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info))
+    _call(OBJ_GET_INFO_BY_FD, attr, "map info")
+    return info
+
+
+def prog_info(fd: int) -> ProgInfo:
+    info = ProgInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info))
+    _call(OBJ_GET_INFO_BY_FD, attr, "program info")
+    return info
+
+
+def lookup(fd: int, key: ctypes.Structure | ctypes._SimpleCData, value: Any) -> bool:
+    """Fill `value` with the entry for `key`; False if there is none."""
+    attr = _MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value))
+    try:
+        _call(MAP_LOOKUP_ELEM, attr, "map lookup")
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def update(fd: int, key: Any, value: Any, flags: int = BPF_ANY) -> None:
+    attr = _MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value), flags=flags)
+    _call(MAP_UPDATE_ELEM, attr, "map update")
+
+
+def delete(fd: int, key: Any) -> bool:
+    attr = _MapElemAttr(map_fd=fd, key=_addr(key))
+    try:
+        _call(MAP_DELETE_ELEM, attr, "map delete")
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def keys(fd: int, key_type: type) -> Iterator[Any]:
+    """Iterate a hash map's keys (the map may change meanwhile, as for any reader)."""
+    cur = None
+    while True:
+        nxt = key_type()
+        attr = _MapElemAttr(map_fd=fd, key=_addr(cur) if cur is not None else 0,
+                            value=_addr(nxt))
+        try:
+            _call(MAP_GET_NEXT_KEY, attr, "map next key")
+        except BpfError as e:
+            if e.errno == errno.ENOENT:
+                return
+            raise
+        yield nxt
+        cur = nxt
+
+
+def update_batch(fd: int, key_array: Any, value_array: Any, count: int) -> None:
+    """Write `count` entries in one call (arrays: all Maglev entries at once)."""
+    attr = _BatchAttr(keys=_addr(key_array), values=_addr(value_array), count=count,
+                      map_fd=fd)
+    _call(MAP_UPDATE_BATCH, attr, "map batch update")
+    if attr.count != count:
+        raise BpfError(errno.EIO, f"map batch update wrote {attr.count} of {count} entries")
+
+
+def lookup_batch(fd: int, key_array: Any, value_array: Any, count: int, start: int = 0) -> int:
+    """Read up to `count` entries of an array map from index `start`; returns how many.
+
+    For arrays the batch cursor is the previous index, so `start - 1` resumes at `start`.
+    """
+    out = ctypes.c_uint64(0)
+    cursor = ctypes.c_uint32(start - 1) if start > 0 else None
+    attr = _BatchAttr(in_batch=_addr(cursor) if cursor is not None else 0,
+                      out_batch=_addr(out), keys=_addr(key_array),
+                      values=_addr(value_array), count=count, map_fd=fd)
+    try:
+        _call(MAP_LOOKUP_BATCH, attr, "map batch lookup")
+    except BpfError as e:
+        if e.errno != errno.ENOENT:  # ENOENT: reached the end, count says how many
+            raise
+    return int(attr.count)
+
+
+def test_run(prog_fd: int, packet: bytes, repeat: int = 1, out_size: int = 4096,
+             ctx: ctypes.Structure | None = None) -> tuple[int, bytes, int]:
+    """BPF_PROG_TEST_RUN: returns (action, packet out, mean ns per run)."""
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    data_out = ctypes.create_string_buffer(out_size)
+    attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(packet), data_size_out=out_size,
+                        data_in=_addr(data_in), data_out=_addr(data_out), repeat=repeat)
+    if ctx is not None:
+        attr.ctx_in = _addr(ctx)
+        attr.ctx_size_in = ctypes.sizeof(ctx)
+    _call(PROG_TEST_RUN, attr, "test run")
+    return int(attr.retval), data_out.raw[: attr.data_size_out], int(attr.duration)
+
+
+def enable_stats() -> int:
+    """Turn on run_time_ns/run_cnt accounting while the returned fd stays open."""
+    return _call(ENABLE_STATS, _EnableStatsAttr(type=0), "enable BPF stats")
+
+
+def possible_cpus() -> int:
+    """Per-CPU map values have one slot per *possible* CPU, not online CPU."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
+    total = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        total += (int(hi) if hi else int(lo)) - int(lo) + 1
+    return total

@@ -1,0 +1,149 @@
+"""ctypes mirror of bpf/xlb_shared.h: the one place Python knows map layouts.
+
+tests/test_structs.py compiles the header with BCC and checks every struct's
+size and field offsets, and every enum value, against this module.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+from enum import IntEnum
+
+XLB_MAGIC = 0x786C6230
+XLB_LAYOUT_VERSION = 1
+XLB_MAX_QUEUES = 64
+XLB_NUM_ACTIONS = 5
+XLB_NO_BACKEND = 0xFFFFFFFF
+XLB_AF_INET = 4
+XLB_AF_INET6 = 6
+XLB_BACKEND_VALID = 0x1
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+XDP_ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")
+
+
+class Reason(IntEnum):
+    """enum xlb_reason: why a packet got its verdict."""
+
+    PASS_NOT_IP = 0
+    PASS_NOT_VIP = 1
+    PASS_VIP_NO_SERVICE = 2
+    PASS_VIP_OTHER_PROTO = 3
+    DROP_MALFORMED = 4
+    DROP_FRAGMENT = 5
+    DROP_IP_OPTIONS = 6
+    DROP_NO_BACKEND = 7
+    DROP_ADJUST_FAILED = 8
+    TX_ICMP_TOO_BIG = 9
+    TX_ENCAP = 10
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def action(self) -> str:
+        return self.name.split("_", 1)[0].lower()
+
+
+XLB_R_MAX = len(Reason)
+
+
+class VipKey(ctypes.Structure):
+    _fields_ = [("addr", u32 * 4), ("port", u16), ("proto", u8), ("family", u8)]
+
+
+class VipMeta(ctypes.Structure):
+    _fields_ = [("vip_id", u32), ("ring_slot", u32), ("flags", u32), ("pad", u32)]
+
+
+class AddrKey(ctypes.Structure):
+    _fields_ = [("addr", u32 * 4), ("family", u8), ("pad", u8 * 3)]
+
+
+class FlowKey(ctypes.Structure):
+    _fields_ = [("src", u32 * 4), ("dst", u32 * 4), ("sport", u16), ("dport", u16),
+                ("proto", u8), ("family", u8), ("pad", u16)]
+
+
+class Conn(ctypes.Structure):
+    _fields_ = [("backend_id", u32), ("vip_id", u32), ("last_seen_ns", u64)]
+
+
+class Backend(ctypes.Structure):
+    _fields_ = [("addr", u32 * 4), ("family", u8), ("flags", u8), ("pad", u16)]
+
+
+class LbConfig(ctypes.Structure):
+    """struct xlb_config (map `ctl`)."""
+
+    _fields_ = [("nexthop_mac", u8 * 6), ("has_nexthop_mac", u8), ("pad0", u8),
+                ("mtu", u32), ("src4_net", u32), ("src4_mask", u32),
+                ("src6_net", u32 * 4), ("src6_mask", u32 * 4)]
+
+
+class Meta(ctypes.Structure):
+    _fields_ = [("magic", u32), ("layout_version", u32), ("ring_size", u32),
+                ("max_vips", u32), ("max_backends", u32), ("max_queues", u32),
+                ("max_connections", u64)]
+
+
+class QueueStats(ctypes.Structure):
+    _fields_ = [("packets", u64), ("bytes", u64), ("actions", u64 * XLB_NUM_ACTIONS)]
+
+
+class Traffic(ctypes.Structure):
+    _fields_ = [("packets", u64), ("bytes", u64)]
+
+
+class BackendStats(ctypes.Structure):
+    _fields_ = [("packets", u64), ("bytes", u64), ("new_conns", u64)]
+
+
+# struct name in the header -> mirror; the struct test walks this table.
+MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "xlb_vip_key": VipKey,
+    "xlb_vip_meta": VipMeta,
+    "xlb_addr_key": AddrKey,
+    "xlb_flow_key": FlowKey,
+    "xlb_conn": Conn,
+    "xlb_backend": Backend,
+    "xlb_config": LbConfig,
+    "xlb_meta": Meta,
+    "xlb_queue_stats": QueueStats,
+    "xlb_traffic": Traffic,
+    "xlb_backend_stats": BackendStats,
+}
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def pack_addr(addr: IPAddress) -> tuple[int, int, int, int]:
+    """An address as the four network-order words the data plane compares."""
+    raw = addr.packed.ljust(16, b"\0")
+    words = ctypes.cast(ctypes.create_string_buffer(raw, 16), ctypes.POINTER(u32 * 4))
+    return tuple(words.contents)  # type: ignore[return-value]
+
+
+def unpack_addr(words: ctypes.Array, family: int) -> IPAddress:  # type: ignore[type-arg]
+    raw = bytes(words)
+    if family == XLB_AF_INET:
+        return ipaddress.IPv4Address(raw[:4])
+    return ipaddress.IPv6Address(raw)
+
+
+def family_of(addr: IPAddress) -> int:
+    return XLB_AF_INET if addr.version == 4 else XLB_AF_INET6
+
+
+def net_port(port: int) -> int:
+    """Ports are stored as they sit in the packet (network order) in a host u16."""
+    return socket.htons(port)
+
+
+def host_port(port: int) -> int:
+    return socket.ntohs(port)

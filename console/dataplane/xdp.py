@@ -1,0 +1,91 @@
+"""Attach, detach and inspect XDP programs on interfaces through netlink.
+
+pyroute2 opens the netlink socket inside the target namespace, so a program
+compiled once in the root namespace can be attached in any netns by fd.
+Native (driver) and generic (SKB) mode cannot coexist on one interface: a
+mode switch detaches the other mode first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink.exceptions import NetlinkError
+
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
+# IFLA_XDP_ATTACHED values
+ATTACHED = {0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi"}
+
+
+class AttachError(RuntimeError):
+    """The kernel or the environment refused an XDP attach/detach."""
+
+
+@dataclass(frozen=True)
+class XdpState:
+    interface: str
+    netns: str
+    ifindex: int
+    mode: str | None   # native, generic, offload, multi, or None when nothing is attached
+    prog_id: int
+
+
+def _open(netns: str) -> Any:
+    return NetNS(netns) if netns else IPRoute()
+
+
+def _index(ipr: Any, interface: str, netns: str) -> int:
+    found = ipr.link_lookup(ifname=interface)
+    if not found:
+        where = f"network namespace {netns!r}" if netns else "this network namespace"
+        raise AttachError(f"interface {interface!r} not found in {where}")
+    return int(found[0])
+
+
+def query(interface: str, netns: str = "") -> XdpState:
+    with _open(netns) as ipr:
+        idx = _index(ipr, interface, netns)
+        link = ipr.get_links(idx)[0]
+        xdp = link.get_attr("IFLA_XDP")
+        attached = xdp.get_attr("IFLA_XDP_ATTACHED") if xdp is not None else 0
+        prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") if xdp is not None else 0
+        return XdpState(interface, netns, idx, ATTACHED.get(attached or 0, "unknown"),
+                        int(prog_id or 0))
+
+
+def _set(ipr: Any, idx: int, fd: int, flags: int) -> None:
+    ipr.link("set", index=idx, xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+
+
+def attach(interface: str, prog_fd: int, mode: str, netns: str = "") -> XdpState:
+    """Attach (or atomically replace) the program; switch mode if another is in effect."""
+    if mode not in MODE_FLAGS:
+        raise AttachError(f"unknown XDP mode {mode!r}: use native or generic")
+    with _open(netns) as ipr:
+        idx = _index(ipr, interface, netns)
+        current = query(interface, netns)
+        if current.mode and current.mode != mode and current.mode in MODE_FLAGS:
+            _set(ipr, idx, -1, MODE_FLAGS[current.mode])
+        try:
+            _set(ipr, idx, prog_fd, MODE_FLAGS[mode])
+        except NetlinkError as e:
+            hint = (" (the driver has no native XDP: try --xdp-mode generic)"
+                    if mode == "native" else "")
+            raise AttachError(f"attaching XDP ({mode}) to {interface} failed: "
+                              f"{e.args[-1] if e.args else e}{hint}") from e
+    state = query(interface, netns)
+    if state.mode != mode:
+        raise AttachError(f"asked for {mode} XDP on {interface}, kernel reports {state.mode}")
+    return state
+
+
+def detach(interface: str, netns: str = "") -> XdpState:
+    state = query(interface, netns)
+    if state.mode in MODE_FLAGS:
+        with _open(netns) as ipr:
+            _set(ipr, state.ifindex, -1, MODE_FLAGS[state.mode])
+    return query(interface, netns)
