@@ -284,6 +284,27 @@ static __always_inline int encapsulate(struct xdp_md *ctx, struct parsed *p,
         ip6->saddr.in6_u.u6_addr32[3] = cfg->src6_net[3] | (hash & cfg->src6_mask[3]);
         __builtin_memcpy(&ip6->daddr, be->addr, 16);
     }
+#ifdef XLB_BENCH_RESTORE
+    /* Benchmark builds only (bench/dataplane.py): BPF_PROG_TEST_RUN with
+     * repeat hands the *modified* frame to the next run, so undo the push and
+     * rebuild the original Ethernet header (untagged, no next-hop MAC). */
+    struct ethhdr *e = data;
+    if ((void *)(e + 1) > end)
+        return XDP_ABORTED;
+    u8 orig_src[ETH_ALEN], orig_dst[ETH_ALEN];
+    __builtin_memcpy(orig_src, e->h_dest, ETH_ALEN);
+    __builtin_memcpy(orig_dst, e->h_source, ETH_ALEN);
+    if (bpf_xdp_adjust_head(ctx, (int)outer))
+        return XDP_ABORTED;
+    data = (void *)(long)ctx->data;
+    end = (void *)(long)ctx->data_end;
+    e = data;
+    if ((void *)(e + 1) > end)
+        return XDP_ABORTED;
+    __builtin_memcpy(e->h_dest, orig_dst, ETH_ALEN);
+    __builtin_memcpy(e->h_source, orig_src, ETH_ALEN);
+    e->h_proto = p->flow.family == XLB_AF_INET ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+#endif
     return verdict(XLB_R_TX_ENCAP, bytes, XDP_TX);
 }
 

@@ -129,7 +129,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from console.demo import run_demo
 
-    return run_demo(duration=args.duration, mode=args.xdp_mode)
+    return run_demo(duration=args.duration, mode=args.xdp_mode, rate=args.rate)
 
 
 class UsageError(Exception):
@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="load the data plane on a veth pair and show live counters")
     de.add_argument("--duration", type=float, default=0.0, help="seconds (0: until Ctrl-C)")
     de.add_argument("--xdp-mode", choices=["native", "generic"], default="native")
+    de.add_argument("--rate", type=float, default=20000.0, help="packets per second to send")
     de.set_defaults(func=cmd_demo)
     return p
 

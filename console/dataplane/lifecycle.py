@@ -77,6 +77,8 @@ def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT
         state = xdp.attach(inst.interface, loaded.prog_fd, mode, inst.netns)
     except xdp.AttachError:
         if not loaded.adopted:  # nothing was running before: leave nothing behind
+            if xdp.query(inst.interface, inst.netns).prog_id == loaded.prog_id:
+                xdp.detach(inst.interface, inst.netns)
             loader.remove_pins(inst.name, pin_root)
             shutil.rmtree(run_dir(inst.name, run_root), ignore_errors=True)
         raise

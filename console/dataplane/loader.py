@@ -99,8 +99,12 @@ def check_pins(instance: str, geometry: Geometry, root: str = PIN_ROOT) -> bool:
     return True
 
 
-def load(instance: str, geometry: Geometry, root: str = PIN_ROOT) -> Loaded:
-    """Compile (about a second of clang), load, pin maps and program."""
+def load(instance: str, geometry: Geometry, root: str = PIN_ROOT,
+         extra_cflags: tuple[str, ...] = ()) -> Loaded:
+    """Compile (about a second of clang), load, pin maps and program.
+
+    extra_cflags is for the benchmark build (-DXLB_BENCH_RESTORE) only.
+    """
     from bcc import BPF  # Debian's python3-bpfcc; imported late: readers never need it
 
     adopted = check_pins(instance, geometry, root)
@@ -108,7 +112,7 @@ def load(instance: str, geometry: Geometry, root: str = PIN_ROOT) -> Loaded:
     os.makedirs(pins, exist_ok=True)
     src = resources.data_dir("bpf") / "xlb.c"
     try:
-        bpf = BPF(src_file=str(src).encode(), cflags=geometry.cflags(pins))
+        bpf = BPF(src_file=str(src).encode(), cflags=geometry.cflags(pins) + list(extra_cflags))
         fn = bpf.load_func(b"xlb_main", BPF.XDP)
     except Exception as e:
         raise RuntimeError(f"compiling/loading {src} failed: {e}") from e

@@ -13,14 +13,20 @@ Two departures from the paper:
 
 * Weights are honoured exactly. Each backend gets a target entry count from the largest-remainder
   method, so its share is within one entry of ``M * w / W``, and it stops claiming once it has
-  its target. Who reaches a slot first is decided by "virtual time" ``j / target``: a backend
-  with twice the target walks its permutation twice as fast.
-* The fill is batched instead of serial. In each round every backend that still needs ``k``
-  entries proposes the next ``k`` free slots on its permutation; a slot proposed by several goes
-  to the earliest virtual time (exact ties go to a fixed order derived from the keys' hashes);
-  then every backend skips past what it examined. Positions behind a backend's pointer are all
-  taken, so nobody ever misses a free slot, and each round fills roughly ``1 - 1/e`` of what is
-  left: about ``ln M`` rounds of vectorised work instead of ``M`` Python iterations.
+  its target. Who reaches a slot first is decided by virtual time: position ``j`` of a backend
+  with target ``T`` is reached at ``clock[j] / T`` with ``clock[j] ~ -ln(1 - j/M)`` (see
+  ``_clock`` for why not ``j / T``). Conceptually the fill is serial: take events in time
+  order, and a backend claims the slot at its position if the slot is free and it still needs
+  entries.
+* The fill is computed in batched rounds with the same result. Each round picks a horizon time;
+  every backend still short gathers (vectorised, ragged) all its positions up to the horizon
+  whose slots are free; each contested slot goes to the earliest time (exact ties: an order
+  fixed by the keys' hashes). A backend reaching a slot does not depend on its earlier wins or
+  losses, only on whether it has stopped, so the one correction needed is: a backend that won
+  more than it needs would have stopped at its need-th win, so its later proposals are dropped
+  and the round re-resolved until nobody is over. Every backend then moves past the horizon.
+  About a dozen rounds of numpy work replace ``M`` Python iterations, and the table is
+  bit-identical to the serial fill (the tests check this against a reference implementation).
 
 Everything is derived from blake2b digests of the keys, never from Python's salted ``hash()``, so a
 table is identical across processes, hosts and runs, and does not depend on the order of the list.
@@ -28,6 +34,7 @@ table is identical across processes, hosts and runs, and does not depend on the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 from collections.abc import Sequence
@@ -36,6 +43,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_RING_SIZE",
+    "MAX_RING_SIZE",
     "MAX_WEIGHT",
     "NO_BACKEND",
     "build_table",
@@ -52,13 +60,13 @@ NO_BACKEND = -1
 """Table entry meaning "no backend": every weight is zero or the pool is empty."""
 
 MAX_WEIGHT = 65535
-"""Weights are u16 on the wire (control plane and BPF maps)."""
+"""Weights are 16-bit."""
 
-# Window headroom: a backend needing k free slots, with a fraction f of the slots ahead of its
-# pointer free, examines k / f * _WINDOW_FACTOR + _WINDOW_SLACK positions per round. Too small
-# and it comes up short (another round); too large and it gathers positions it never uses.
-_WINDOW_FACTOR = 1.1
-_WINDOW_SLACK = 4
+MAX_RING_SIZE = 1 << 24
+"""Keeps the int64 index arithmetic and the fixed-point clock exact; 64 MiB of table is plenty."""
+
+# Fixed-point scale of the virtual clock (see _clock).
+_CLOCK_ONE = 1 << 40
 
 # Deterministic Miller-Rabin witnesses: exact for every n < 3.3e24, i.e. any 64-bit ring size.
 _MR_BASES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
@@ -94,10 +102,35 @@ def _digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
 
 
-def _validate(backends: Sequence[tuple[str, int]], ring_size: int) -> tuple[list[str], list[int]]:
+@functools.lru_cache(maxsize=4)
+def _clock(m: int) -> np.ndarray:
+    """Virtual clock of each permutation position: ``clock[j] ~ -ln(1 - j/m)``, fixed point.
+
+    Position j of a backend with target T is reached at time ``clock[j] / T``. A linear clock
+    (``j / T``) would make a heavy backend run off the end of its permutation long before a light
+    one, so who wins a slot would depend on the whole weight mix and removing a heavy backend
+    would reshuffle far more than its own slots. With this clock the time at which a backend
+    reaches a given slot is (nearly) exponential with rate T, so every backend claims in
+    proportion to its target throughout the fill, and scaling all targets together (what a
+    removal does) keeps everyone's relative order. It is the partial harmonic sum
+    ``H(m - 1) - H(m - 1 - j)`` in integers, so it is the same on every machine (``np.log`` may
+    differ by an ulp between CPUs, and the tables of all load balancers must agree).
+    """
+    step = _CLOCK_ONE // np.arange(m, 0, -1, dtype=np.int64)
+    clock = (np.cumsum(step) - step[0]).astype(np.float64)  # exact: < 2**45
+    clock.flags.writeable = False
+    return clock
+
+
+def _validate(
+    backends: Sequence[tuple[str, int]], ring_size: int
+) -> tuple[int, list[str], list[int]]:
     """Check inputs up front so a bad pool fails loudly instead of yielding a skewed table."""
-    if not is_prime(ring_size):
-        raise ValueError(f"ring_size must be prime (Maglev permutations need it), got {ring_size}")
+    m = operator.index(ring_size)
+    if m > MAX_RING_SIZE:
+        raise ValueError(f"ring_size must be at most {MAX_RING_SIZE}, got {m}")
+    if not is_prime(m):
+        raise ValueError(f"ring_size must be prime (Maglev permutations need it), got {m}")
     keys: list[str] = []
     weights: list[int] = []
     seen: set[str] = set()
@@ -115,11 +148,11 @@ def _validate(backends: Sequence[tuple[str, int]], ring_size: int) -> tuple[list
             raise ValueError(f"weight of backend {key!r} must be in 0..{MAX_WEIGHT}, got {w}")
         keys.append(key)
         weights.append(w)
-    return keys, weights
+    return m, keys, weights
 
 
 def _tiebreak_rank(digests: Sequence[bytes]) -> np.ndarray:
-    """Rank of each backend in digest order: a tie-break that ignores list order and names."""
+    """Rank of each backend in digest order: a tie-break fixed by the keys, not the list order."""
     order = sorted(range(len(digests)), key=digests.__getitem__)
     rank = np.empty(len(digests), dtype=np.int64)
     rank[order] = np.arange(len(digests), dtype=np.int64)
@@ -131,10 +164,7 @@ def _targets(weights: np.ndarray, ring_size: int, rank: np.ndarray) -> np.ndarra
     total = int(weights.sum())
     if total == 0:
         return np.zeros(len(weights), dtype=np.int64)
-    # Python ints: ring_size * weight can exceed int64 only for absurd rings, but be exact anyway.
-    quota = [divmod(ring_size * int(w), total) for w in weights]
-    base = np.array([q for q, _ in quota], dtype=np.int64)
-    rem = np.array([r for _, r in quota], dtype=np.int64)
+    base, rem = np.divmod(ring_size * weights, total)  # exact: at most 2**24 * 2**16 * N
     left = ring_size - int(base.sum())
     base[np.lexsort((rank, -rem))[:left]] += 1
     return base
@@ -142,9 +172,9 @@ def _targets(weights: np.ndarray, ring_size: int, rank: np.ndarray) -> np.ndarra
 
 def targets(backends: Sequence[tuple[str, int]], ring_size: int = DEFAULT_RING_SIZE) -> np.ndarray:
     """Exact entry count each backend will get, so callers and tests can check the split."""
-    keys, weights = _validate(backends, ring_size)
+    m, keys, weights = _validate(backends, ring_size)
     rank = _tiebreak_rank([_digest(k) for k in keys])
-    return _targets(np.array(weights, dtype=np.int64), ring_size, rank)
+    return _targets(np.array(weights, dtype=np.int64), m, rank)
 
 
 def build_table(
@@ -156,29 +186,26 @@ def build_table(
     the backend's slot preferences, which is what keeps tables stable as the pool changes.
     Returns ``NO_BACKEND`` everywhere when the pool is empty or every weight is 0.
     """
-    keys, weights = _validate(backends, ring_size)
-    m = ring_size
+    m, keys, weights = _validate(backends, ring_size)
     n = len(keys)
     table = np.full(m, NO_BACKEND, dtype=np.int32)
-    if n == 0 or not any(weights):
+    if not any(weights):
         return table
 
     digests = [_digest(k) for k in keys]
     rank = _tiebreak_rank(digests)
     target = _targets(np.array(weights, dtype=np.int64), m, rank)
-    h1 = [int.from_bytes(d[:8], "little") for d in digests]
-    h2 = [int.from_bytes(d[8:], "little") for d in digests]
-    offset = np.array([h % m for h in h1], dtype=np.int64)
-    skip = np.array([h % (m - 1) + 1 if m > 1 else 1 for h in h2], dtype=np.int64)
-    # Virtual time of position j is j / target: correctly rounded, so equal fractions compare
-    # equal, and (for M below ~2**17) distinct ones keep their order. It is deterministic anyway.
+    offset = np.array([int.from_bytes(d[:8], "little") % m for d in digests], dtype=np.int64)
+    skip = np.array(
+        [int.from_bytes(d[8:], "little") % (m - 1) + 1 for d in digests], dtype=np.int64
+    )
     target_f = target.astype(np.float64)
-    clock = (np.cumsum((1 << 40) // np.arange(m, 0, -1, dtype=np.int64)) - ((1 << 40) // m)).astype(np.float64)
+    clock = _clock(m)
 
     free = np.ones(m, dtype=bool)
     n_free = m
     need = target.copy()
-    ptr = np.zeros(n, dtype=np.int64)  # every permutation position before ptr is taken
+    ptr = np.zeros(n, dtype=np.int64)  # every position before ptr is taken, or need is 0
     best_time = np.empty(m, dtype=np.float64)
     best_rank = np.empty(m, dtype=np.int64)
 
@@ -186,59 +213,70 @@ def build_table(
         act = np.flatnonzero(need)
         a_need = need[act]
         a_ptr = ptr[act]
-        ahead = m - a_ptr  # positions not yet examined; they hold all n_free free slots
-        # Window expected to hold a_need free slots, with headroom, capped at the end.
-        win = np.ceil(a_need * (ahead * (_WINDOW_FACTOR / n_free))).astype(np.int64)
-        win = np.minimum(win + _WINDOW_SLACK, ahead)
+        a_tgt = target_f[act]
+        a_skip = skip[act]
 
-        # Ragged gather of positions a_ptr[g] .. a_ptr[g] + win[g] - 1 for every active g.
+        # Horizon: the median of the times at which each backend expects to have seen its
+        # remaining need in free slots (free density ahead of its pointer is n_free / ahead).
+        # Any horizon gives the serial result; the median trades rounds against wasted work.
+        ahead = m - a_ptr
+        est = np.minimum(a_ptr + np.ceil(a_need * (ahead / n_free)).astype(np.int64) - 1, m - 1)
+        half = len(act) // 2
+        tau = np.partition(clock[est] / a_tgt, half)[half]
+        # lim = how many positions have clock[j] / target <= tau (searchsorted on the product
+        # can be one off through rounding; fix that with the exact comparison).
+        lim = np.searchsorted(clock, tau * a_tgt, side="right")
+        lim -= (lim > 0) & (clock[np.maximum(lim - 1, 0)] / a_tgt > tau)
+        lim += (lim < m) & (clock[np.minimum(lim, m - 1)] / a_tgt <= tau)
+        win = np.maximum(lim - a_ptr, 0)
+
+        # Ragged gather of the slots at positions a_ptr[g] .. lim[g] - 1 for every active g.
         ends = np.cumsum(win)
+        starts = ends - win
         total = int(ends[-1])
-        grp = np.repeat(np.arange(len(act), dtype=np.int64), win)
-        pos = np.arange(total, dtype=np.int64) + np.repeat(a_ptr - (ends - win), win)
-        raw = offset[act][grp] + pos * skip[act][grp]
+        raw = np.repeat(offset[act] + (a_ptr - starts) * a_skip, win)
+        raw += np.arange(total, dtype=np.int64) * np.repeat(a_skip, win)
         slot = raw - (raw // m) * m  # == raw % m; floor-divide by a scalar is much cheaper
+        prop = np.flatnonzero(free[slot])
+        p_slot = slot[prop]
+        p_grp = np.searchsorted(ends, prop, side="right")
+        p_time = clock[prop - starts[p_grp] + a_ptr[p_grp]] / a_tgt[p_grp]
+        p_rank = rank[act][p_grp]
 
-        # Keep each backend's first a_need free slots; fewer if its window came up short.
-        is_free = free[slot]
-        seen_free = np.cumsum(is_free)
-        before = np.concatenate(([0], seen_free[ends[:-1] - 1]))
-        nth = seen_free - before[grp]  # 1-based rank among this window's free slots
-        keep = np.flatnonzero(is_free & (nth <= a_need[grp]))
-        k_grp = grp[keep]
-        k_pos = pos[keep]
-        k_slot = slot[keep]
+        # Earliest proposal wins each slot (exact ties: lowest digest rank). A backend that wins
+        # more than it needs would have stopped at its need-th win, so its later proposals are
+        # void; re-resolve until nobody is over. Voiding only ever grows, so this settles.
+        live = np.arange(len(prop))
+        while True:
+            s, t = p_slot[live], p_time[live]
+            best_time[s] = np.inf
+            np.minimum.at(best_time, s, t)
+            cand = live[t == best_time[s]]
+            s, r = p_slot[cand], p_rank[cand]
+            best_rank[s] = n
+            np.minimum.at(best_rank, s, r)
+            won = cand[r == best_rank[s]]
+            w_grp = p_grp[won]
+            n_won = np.bincount(w_grp, minlength=len(act))
+            over = n_won > a_need
+            if not over.any():
+                break
+            # Time of each over-subscribed backend's need-th win (won is in (group, time)
+            # order, so that is the win at offset need - 1 within the group).
+            o_won = won[over[w_grp]]
+            o_first = np.cumsum(n_won * over) - n_won
+            stop = o_won[o_first[over] + a_need[over] - 1]
+            cutoff = np.full(len(act), np.inf)
+            cutoff[p_grp[stop]] = p_time[stop]
+            live = live[p_time[live] <= cutoff[p_grp[live]]]
 
-        # Advance pointers: past the last proposal if the window had enough, else past it all.
-        # Lost proposals were taken by someone else this round, so skipping them is safe.
-        found = seen_free[ends - 1] - before
-        new_ptr = a_ptr + win
-        if len(keep):
-            last = np.flatnonzero(np.r_[k_grp[1:] != k_grp[:-1], True])
-            short = found[k_grp[last]] >= a_need[k_grp[last]]
-            new_ptr[k_grp[last][short]] = k_pos[last][short] + 1
-        ptr[act] = new_ptr
-        if not len(keep):
-            continue
-
-        # Conflicts: earliest virtual time wins; exact ties go to the lowest digest rank.
-        k_back = act[k_grp]
-        k_time = clock[k_pos] / target_f[k_back]
-        best_time[k_slot] = np.inf
-        np.minimum.at(best_time, k_slot, k_time)
-        cand = np.flatnonzero(k_time == best_time[k_slot])
-        c_slot = k_slot[cand]
-        c_rank = rank[k_back[cand]]
-        best_rank[c_slot] = n
-        np.minimum.at(best_rank, c_slot, c_rank)
-        won = cand[c_rank == best_rank[c_slot]]
-
-        w_slot = k_slot[won]
-        w_back = k_back[won]
+        w_slot = p_slot[won]
+        w_back = act[w_grp]
         table[w_slot] = w_back
         free[w_slot] = False
         n_free -= len(won)
         need -= np.bincount(w_back, minlength=n)
+        ptr[act] = np.maximum(lim, a_ptr)
     return table
 
 

@@ -26,7 +26,7 @@ from console.dataplane.config import Config, VipConfig
 from console.dataplane.loader import Geometry, geometry_from_pins
 from console.dataplane.maps import PIN_ROOT, InstanceMaps, PinnedMap
 
-RUN_ROOT = "/run/xlb"
+RUN_ROOT = os.environ.get("XLB_RUN_ROOT", "/run/xlb")
 PROTOCOLS = {"tcp": 6, "udp": 17}
 PROTOCOL_NAMES = {v: k for k, v in PROTOCOLS.items()}
 

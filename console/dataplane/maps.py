@@ -15,7 +15,7 @@ import numpy as np
 from console.dataplane import bpfsys
 from console.dataplane import structs as S
 
-PIN_ROOT = "/sys/fs/bpf/xlb"
+PIN_ROOT = os.environ.get("XLB_PIN_ROOT", "/sys/fs/bpf/xlb")  # override: tests, side-by-side labs
 
 
 class LayoutError(RuntimeError):

@@ -17,8 +17,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
-# IFLA_XDP_ATTACHED values
-ATTACHED = {0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi"}
+# IFLA_XDP_ATTACHED, as a number or as pyroute2's name for it
+ATTACHED: dict[int | str, str | None] = {
+    0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi",
+    "none": None, "xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload",
+    "xdpmulti": "multi",
+}
 
 
 class AttachError(RuntimeError):
@@ -53,7 +57,7 @@ def query(interface: str, netns: str = "") -> XdpState:
         xdp = link.get_attr("IFLA_XDP")
         attached = xdp.get_attr("IFLA_XDP_ATTACHED") if xdp is not None else 0
         prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") if xdp is not None else 0
-        return XdpState(interface, netns, idx, ATTACHED.get(attached or 0, "unknown"),
+        return XdpState(interface, netns, idx, ATTACHED.get(attached or 0, f"unknown ({attached})"),
                         int(prog_id or 0))
 
 

@@ -1,0 +1,137 @@
+"""Data-plane cost per packet through BPF_PROG_TEST_RUN (a figure, not a test).
+
+Usage: sudo .venv/bin/python bench/dataplane.py [--repeat N] [--runs 5] [--json]
+
+For each packet class: the median over --runs of the kernel's mean ns per run
+with --repeat repetitions, and its ratio to a floor program that only returns
+XDP_PASS. The kernel hands the *modified* frame to the next repetition, so the
+encapsulating classes run a build with -DXLB_BENCH_RESTORE that undoes the
+push (one extra bpf_xdp_adjust_head and a 14-byte write per packet); the
+restore overhead is measured and shown so the figures can be read net of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scapy.layers.inet import IP, TCP  # noqa: E402
+from scapy.layers.inet6 import IPv6  # noqa: E402
+from scapy.layers.l2 import Ether  # noqa: E402
+
+from console import resources  # noqa: E402
+from console.dataplane import bpfsys, loader  # noqa: E402
+from console.dataplane.config import parse_config  # noqa: E402
+from console.dataplane.manager import Dataplane, geometry_of  # noqa: E402
+
+XDP_PASS, XDP_TX = 2, 3
+CONFIG = {
+    "instance": {"name": "bench", "interface": "lo", "max_vips": 8, "max_backends": 256,
+                 "max_connections": 262144},
+    "vip": [
+        {"name": "web", "address": "10.100.0.10", "port": 80, "protocol": "tcp",
+         "backend": [{"address": f"10.0.{i // 250}.{i % 250 + 1}"} for i in range(100)]},
+        {"name": "web6", "address": "2001:db8::10", "port": 80, "protocol": "tcp",
+         "backend": [{"address": f"2001:db8:1::{i + 1:x}"} for i in range(100)]},
+    ],
+}
+
+
+def packets() -> dict[str, tuple[bytes, int]]:
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    v4 = IP(src="198.51.100.7", dst="10.100.0.10")
+    v6 = IPv6(src="2001:db8:ffff::7", dst="2001:db8::10")
+    return {
+        "syn_new_flow_v4": (bytes(e / v4 / TCP(sport=40000, dport=80, flags="S")), XDP_TX),
+        "established_v4": (bytes(e / v4 / TCP(sport=40001, dport=80, flags="A")), XDP_TX),
+        "established_v6": (bytes(e / v6 / TCP(sport=40001, dport=80, flags="A")), XDP_TX),
+        "syn_new_flow_v6": (bytes(e / v6 / TCP(sport=40002, dport=80, flags="S")), XDP_TX),
+        "non_vip_pass": (bytes(e / IP(src="198.51.100.7", dst="192.0.2.1") / TCP(dport=80)),
+                         XDP_PASS),
+    }
+
+
+def measure(fd: int, pkt: bytes, expect: int, repeat: int, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        action, _, ns = bpfsys.test_run(fd, pkt, repeat=repeat)
+        if action != expect:
+            raise SystemExit(f"unexpected XDP action {action} (wanted {expect}): bench is wrong")
+        samples.append(ns)
+    return float(statistics.median(samples))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/dataplane.py needs root (BPF)")
+    from bcc import BPF
+
+    pin_root = tempfile.mkdtemp(prefix="xlb-bench-", dir="/sys/fs/bpf")
+    run_root = tempfile.mkdtemp(prefix="xlb-bench-run-")
+    try:
+        cfg = parse_config(CONFIG)
+        geo = geometry_of(cfg)
+        floor_bpf = BPF(src_file=str(resources.data_dir("bpf") / "pass.c").encode())
+        floor = floor_bpf.load_func(b"xlb_floor", BPF.XDP)
+        prod = loader.load("prod", geo, pin_root)
+        bench = loader.load("bench", geo, pin_root, extra_cflags=("-DXLB_BENCH_RESTORE",))
+        for inst in ("prod", "bench"):
+            with Dataplane(inst, pin_root, run_root) as dp:
+                dp.apply(cfg)
+        pk = packets()
+        for name in ("established_v4", "established_v6"):  # create the connection entries
+            syn = pk[name][0]
+            bpfsys.test_run(bench.prog_fd, syn, repeat=1)
+        floor_ns = measure(floor.fd, pk["non_vip_pass"][0], XDP_PASS, args.repeat, args.runs)
+        results = {"floor_xdp_pass": floor_ns}
+        for name, (pkt, expect) in pk.items():
+            fd = bench.prog_fd if expect == XDP_TX else prod.prog_fd
+            results[name] = measure(fd, pkt, expect, args.repeat, args.runs)
+        # what the restore step alone costs: the same established flow, production
+        # build, run once per call is dominated by syscall cost, so instead time
+        # the restore pair (push + pop) directly in the bench build's floor terms
+        restore = BPF(text=b"""
+            #include <uapi/linux/bpf.h>
+            int restore(struct xdp_md *ctx) {
+                if (bpf_xdp_adjust_head(ctx, -20)) return XDP_ABORTED;
+                if (bpf_xdp_adjust_head(ctx, 20)) return XDP_ABORTED;
+                void *d = (void *)(long)ctx->data, *e = (void *)(long)ctx->data_end;
+                if (d + 14 > e) return XDP_ABORTED;
+                __builtin_memset(d, 0x02, 12);
+                return XDP_PASS;
+            }""")
+        rfn = restore.load_func(b"restore", BPF.XDP)
+        results["push_pop_overhead"] = measure(rfn.fd, pk["non_vip_pass"][0], XDP_PASS,
+                                               args.repeat, args.runs) - floor_ns
+    finally:
+        shutil.rmtree(pin_root, ignore_errors=True)
+        shutil.rmtree(run_root, ignore_errors=True)
+    doc = {"repeat": args.repeat, "runs": args.runs, "ns_per_packet": results,
+           "ratio_to_floor": {k: round(v / floor_ns, 2) for k, v in results.items()}}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"xlb data plane, BPF_PROG_TEST_RUN, repeat {args.repeat}, median of {args.runs}")
+    print(f"{'class':<22}{'ns/packet':>10}{'x floor':>9}")
+    for k, v in results.items():
+        print(f"{k:<22}{v:>10.0f}{v / floor_ns:>9.2f}")
+    print("encapsulating classes include the benchmark-only restore step "
+          f"(about {results['push_pop_overhead']:.0f} ns, push_pop_overhead)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The lab: network namespaces, links and traffic that stay on this machine."""
