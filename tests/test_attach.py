@@ -126,7 +126,11 @@ def test_cli_load_status_show_unload(veth_ns: str, roots: tuple[str, str],
         netns.send_frames(veth_ns, "peer0", frames(veth_ns), count=50).wait(timeout=30)
         r = xlb("status", "--json", "--sample", "0.2", env=env)
         assert r.returncode == 0, r.stderr
+        listed = {i["instance"]: i for i in json.loads(r.stdout)["instances"]}
+        assert "cli" in listed  # other tests' instances may share this pin root
+        r = xlb("status", "--json", "--instance", "cli", env=env)
         (inst,) = json.loads(r.stdout)["instances"]
+        assert inst == {**listed["cli"], "totals": inst["totals"], "queues": inst["queues"]}
         assert inst["instance"] == "cli" and inst["attach"]["mode"] == "generic"
         assert inst["attach"]["ours"] and inst["totals"]["packets"] >= 50
         r = xlb("dataplane", "show", "--instance", "cli", env=env)

@@ -50,7 +50,7 @@ BACKEND_STATES = ("active", "drained")
 
 # Defaults of the optional [instance] keys (and the bounds that go with them).
 DEFAULT_NETNS = ""
-DEFAULT_XDP_MODE = "native"
+DEFAULT_XDP_MODE: Literal["native", "generic"] = "native"
 DEFAULT_RING_SIZE = 65537
 DEFAULT_MAX_VIPS = 64
 DEFAULT_MAX_BACKENDS = 4096
@@ -59,7 +59,7 @@ DEFAULT_MTU = 1500
 DEFAULT_ENCAP_SOURCE_V4 = ipaddress.IPv4Network("172.16.0.0/16")
 DEFAULT_ENCAP_SOURCE_V6 = ipaddress.IPv6Network("fd00:5f1b::/64")
 DEFAULT_WEIGHT = 1
-DEFAULT_STATE = "active"
+DEFAULT_STATE: Literal["active", "drained"] = "active"
 
 RING_SIZE_RANGE = (13, 1048573)
 MAX_VIPS_RANGE = (1, 1024)
@@ -254,7 +254,8 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _vip_label(address: IPAddress, port: int, protocol: str) -> str:
+def vip_label(address: IPAddress, port: int, protocol: str) -> str:
+    """The one spelling of a VIP: 10.0.0.1:80/tcp, [2001:db8::1]:443/tcp."""
     host = f"[{address}]" if address.version == 6 else str(address)
     return f"{host}:{port}/{protocol}"
 
@@ -563,11 +564,11 @@ def _parse_vips(ck: _Checker, raw_vips: list | tuple) -> list[VipConfig]:
         if _BAD not in (addr, port, protocol):
             key = (addr, port, protocol)
             if key in keys:
-                ck.err(loc, f"{_vip_label(*key)} duplicates vip[{keys[key]}]")
+                ck.err(loc, f"{vip_label(*key)} duplicates vip[{keys[key]}]")
             else:
                 keys[key] = i
             if name is None:
-                name = _vip_label(*key)
+                name = vip_label(*key)
         if name is not None and name is not _BAD:
             if name in names:
                 ck.err(f"{loc}.name", f"{name!r} duplicates vip[{names[name]}]")

@@ -18,13 +18,13 @@ import numpy as np
 
 from console.dataplane import loader, xdp
 from console.dataplane import structs as S
-from console.dataplane.config import Config
+from console.dataplane.config import Config, vip_label
 from console.dataplane.manager import (
-    PROTOCOL_NAMES,
     RUN_ROOT,
     Counters,
     Dataplane,
     geometry_of,
+    key_label,
     run_dir,
 )
 from console.dataplane.maps import PIN_ROOT, pin_dir
@@ -139,12 +139,6 @@ def instances(pin_root: str = PIN_ROOT) -> list[str]:
         return []
 
 
-def _vip_name(key: S.VipKey) -> str:
-    addr = S.unpack_addr(key.addr, key.family)
-    host = f"[{addr}]" if isinstance(addr, ipaddress.IPv6Address) else str(addr)
-    return f"{host}:{S.host_port(key.port)}/{PROTOCOL_NAMES.get(key.proto, key.proto)}"
-
-
 def describe(instance: str, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT,
              sample: float = 0.0) -> dict[str, Any]:
     """Everything `show`/`status` print, from the pinned maps and netlink."""
@@ -160,12 +154,12 @@ def describe(instance: str, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT,
         names = {}
         weights: dict[tuple[str, str], dict[str, Any]] = {}
         for v in (applied.get("config") or {}).get("vip", []):
-            label = _vip_name_from_cfg(v)
+            label = vip_label(ipaddress.ip_address(v["address"]), v["port"], v["protocol"])
             names[label] = v.get("name", label)
             for b in v.get("backend", []):
                 weights[(label, b["address"])] = b
         for key, meta in dp.vip_entries().values():
-            label = _vip_name(key)
+            label = key_label(key)
             ring = dp.ring(meta.ring_slot)
             ids, counts = np.unique(ring, return_counts=True)
             share = dict(zip(ids.tolist(), (counts / len(ring)).tolist(), strict=True))
@@ -200,12 +194,6 @@ def describe(instance: str, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT,
             **counter_summary(first, c, sample)}
 
 
-def _vip_name_from_cfg(v: dict[str, Any]) -> str:
-    addr = ipaddress.ip_address(v["address"])
-    host = f"[{addr}]" if addr.version == 6 else str(addr)
-    return f"{host}:{v.get('port', 0)}/{v.get('protocol', 'tcp')}"
-
-
 def counter_summary(before: Counters, after: Counters, seconds: float) -> dict[str, Any]:
     """Totals, and rates when the two readings are `seconds` apart."""
     q = after.queues
@@ -218,7 +206,7 @@ def counter_summary(before: Counters, after: Counters, seconds: float) -> dict[s
         queues.append(row)
     reasons = {r.label: {"packets": int(after.reasons[r, 0]), "bytes": int(after.reasons[r, 1])}
                for r in S.Reason}
-    total = {"packets": int(q[:, 0].sum()), "bytes": int(q[:, 1].sum()),
+    total: dict[str, float] = {"packets": int(q[:, 0].sum()), "bytes": int(q[:, 1].sum()),
              "dropped": int(q[:, 2 + 1].sum() + q[:, 2].sum())}
     if seconds > 0:
         total["pps"] = round(float(q[:, 0].sum() - before.queues[:, 0].sum()) / seconds, 1)

@@ -10,7 +10,6 @@ it. Any failure undoes what was written and leaves the previous state.
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import json
 import os
 import time
@@ -22,7 +21,7 @@ import numpy as np
 
 from console.dataplane import maglev
 from console.dataplane import structs as S
-from console.dataplane.config import Config, VipConfig
+from console.dataplane.config import Config, VipConfig, vip_label
 from console.dataplane.loader import Geometry, geometry_from_pins
 from console.dataplane.maps import PIN_ROOT, InstanceMaps, PinnedMap
 
@@ -96,7 +95,7 @@ class _Undo:
     """Writes that remember how to take themselves back."""
 
     def __init__(self) -> None:
-        self.steps: list[Callable[[], None]] = []
+        self.steps: list[Callable[[], object]] = []
 
     def put(self, m: PinnedMap, key: Any, new: Any, old: Any | None) -> None:
         m.set(key, new)
@@ -139,7 +138,7 @@ class Dataplane:
 
     # -- reading state -----------------------------------------------------------
     def vip_entries(self) -> dict[bytes, tuple[S.VipKey, S.VipMeta]]:
-        return {_kt(k): (k, v) for k, v in self.maps["vips"].items()}  # type: ignore[misc]
+        return {_kt(k): (k, v) for k, v in self.maps["vips"].items()}  # type: ignore[misc,arg-type]
 
     def backend_entries(self) -> dict[int, S.Backend]:
         """id -> backend for every valid backend slot."""
@@ -230,7 +229,7 @@ class Dataplane:
             (plan.result.vips_changed if old is not None else plan.result.vips_added).append(
                 vip.name)
         plan.removed_vips = [(k, m) for kb, (k, m) in cur_vips.items() if kb not in seen]
-        plan.result.vips_removed = [_vip_label(k) for k, _ in plan.removed_vips]
+        plan.result.vips_removed = [key_label(k) for k, _ in plan.removed_vips]
         plan.vip_addrs = {_kt(addr_key(v.address)): addr_key(v.address) for v in cfg.vips}
         return plan
 
@@ -258,21 +257,21 @@ class Dataplane:
             if ring is not None:  # a fresh slot: invisible until the VIP points at it
                 m["rings"].write_u32_range(meta.ring_slot * g.ring_size, ring)
         cur_addrs = {_kt(k): k for k in m["vip_addrs"].keys()}
-        for kb, key in plan.vip_addrs.items():
+        for kb, akey in plan.vip_addrs.items():
             if kb not in cur_addrs:
-                undo.put(m["vip_addrs"], key, ctypes.c_uint32(1), None)
-        for key, meta, ring, old in plan.vips:
+                undo.put(m["vip_addrs"], akey, ctypes.c_uint32(1), None)
+        for vkey, meta, ring, old_meta in plan.vips:
             if ring is None:
                 continue
-            if old is None:
+            if old_meta is None:
                 m["vip_stats"].zero(meta.vip_id)
-            undo.put(m["vips"], key, meta, old)
+            undo.put(m["vips"], vkey, meta, old_meta)
         # removals last: the new state is complete before anything disappears
-        for key, meta in plan.removed_vips:
-            undo.delete(m["vips"], key, meta)
-        for kb, key in cur_addrs.items():
+        for vkey, meta in plan.removed_vips:
+            undo.delete(m["vips"], vkey, meta)
+        for kb, akey in cur_addrs.items():
             if kb not in plan.vip_addrs:
-                undo.delete(m["vip_addrs"], key, ctypes.c_uint32(1))
+                undo.delete(m["vip_addrs"], akey, ctypes.c_uint32(1))
         for bid, old in plan.removed_backends.items():
             undo.put(m["backends"], bid, S.Backend(), old)
 
@@ -300,7 +299,7 @@ class _Plan:
     result: ApplyResult = field(default_factory=ApplyResult)
 
 
-def _vip_label(key: S.VipKey) -> str:
-    addr = S.unpack_addr(key.addr, key.family)
-    host = f"[{addr}]" if isinstance(addr, ipaddress.IPv6Address) else str(addr)
-    return f"{host}:{S.host_port(key.port)}/{PROTOCOL_NAMES.get(key.proto, key.proto)}"
+def key_label(key: S.VipKey) -> str:
+    """vip_label() of a VIP map key."""
+    return vip_label(S.unpack_addr(key.addr, key.family), S.host_port(key.port),
+                     PROTOCOL_NAMES.get(key.proto, str(key.proto)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +25,8 @@ class LayoutError(RuntimeError):
 
 @dataclass(frozen=True)
 class MapSpec:
-    key: type
-    value: type
+    key: Any    # ctypes types; Any because mypy cannot follow ctypes' metaclass arithmetic
+    value: Any
     percpu: bool = False
 
 
@@ -75,9 +76,9 @@ class PinnedMap:
     def _value_buf(self) -> ctypes.Array:  # type: ignore[type-arg]
         return (self.spec.value * self.ncpu)()
 
-    def get(self, key: object) -> object | None:
+    def get(self, key: object) -> Any:
         val = self.spec.value()
-        return val if bpfsys.lookup(self.fd, self._key(key), val) else None
+        return val if bpfsys.lookup(self.fd, self._key(key), val) else None  # type: ignore[arg-type]
 
     def set(self, key: object, value: object) -> None:
         bpfsys.update(self.fd, self._key(key), value)
