@@ -112,15 +112,30 @@ def test_established_flow_keeps_backend_when_set_changes(dut: DataplaneUnderTest
         assert outer_v4(out)[0].dst == others[0]
 
 
-def test_removed_backend_flows_rebalance(dut: DataplaneUnderTest) -> None:
+def _without(cfg: dict, address: str, vips: tuple[int, ...]) -> dict:
+    for i in vips:
+        cfg["vip"][i]["backend"] = [b for b in cfg["vip"][i]["backend"] if b["address"] != address]
+    return cfg
+
+
+def test_backend_removed_everywhere_rebalances_its_flows(dut: DataplaneUnderTest) -> None:
     _, out = dut.run(syn(sport=50001))
     first = outer_v4(out)[0].dst
-    cfg = base_config()
-    cfg["vip"][0]["backend"] = [{"address": a} for a in sorted(WEB_BACKENDS - {first})]
-    dut.apply(cfg)
+    dut.apply(_without(base_config(), first, (0, 1)))  # web and dns
     action, out = dut.run(syn(sport=50001, flags="A"))
     assert action == XDP_TX
-    assert outer_v4(out)[0].dst != first
+    assert outer_v4(out)[0].dst in WEB_BACKENDS - {first}
+
+
+def test_backend_removed_from_one_vip_keeps_established_flows(dut: DataplaneUnderTest) -> None:
+    """Still a backend elsewhere: like a drain for this VIP (no new flows, old ones stay)."""
+    port = next(p for p in range(50100, 50400)
+                if outer_v4(dut.run(syn(sport=p))[1])[0].dst == "10.0.1.2")
+    dut.apply(_without(base_config(), "10.0.1.2", (0,)))  # dns still uses 10.0.1.2
+    action, out = dut.run(syn(sport=port, flags="A"))
+    assert action == XDP_TX and outer_v4(out)[0].dst == "10.0.1.2"
+    action, out = dut.run(syn(sport=port))  # a new connection on the same tuple moves
+    assert outer_v4(out)[0].dst != "10.0.1.2"
 
 
 def test_non_syn_without_entry_is_balanced_and_remembered(dut: DataplaneUnderTest) -> None:
