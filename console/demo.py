@@ -100,8 +100,8 @@ def run_demo(duration: float = 0.0, mode: str = "native", rate: float = 20000.0)
                 now = dp.counters()
                 print(_report(dp, prev, now, ids), flush=True)
                 prev = now
-                if sender.poll() is not None:
-                    print("traffic sender exited", file=sys.stderr)
+                if sender.poll() is not None and not stop["now"]:  # Ctrl-C reaches it too
+                    print(f"traffic sender exited ({sender.returncode})", file=sys.stderr)
                     return 1
     finally:
         if sender is not None and sender.poll() is None:
