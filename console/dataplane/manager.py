@@ -188,7 +188,7 @@ class Dataplane:
         cur_vips = self.vip_entries()
         cur_backends = self.backend_entries()
         by_addr = {S.unpack_addr(b.addr, b.family): i for i, b in cur_backends.items()}
-        plan = _Plan(lb_config(cfg))
+        plan = _Plan(lb_config(cfg), current_backends=cur_backends)
 
         free_ids = (i for i in range(g.max_backends) if i not in cur_backends)
         for addr in cfg.backend_addresses():
@@ -244,11 +244,10 @@ class Dataplane:
         m = self.maps
         g = self.geometry
         undo.put(m["ctl"], 0, plan.ctl, m["ctl"].get(0))
-        cur_backends = self.backend_entries()
         for addr, bid in plan.backend_ids.items():
             new = S.Backend(addr=S.pack_addr(addr), family=S.family_of(addr),
                             flags=S.XLB_BACKEND_VALID)
-            old = cur_backends.get(bid)
+            old = plan.current_backends.get(bid)
             if old is None or bytes(old) != bytes(new):
                 if old is None:
                     m["backend_stats"].zero(bid)
@@ -289,6 +288,7 @@ class Dataplane:
 @dataclass
 class _Plan:
     ctl: S.LbConfig
+    current_backends: dict[int, S.Backend]  # as read when planning
     backend_ids: dict[S.IPAddress, int] = field(default_factory=dict)
     removed_backends: dict[int, S.Backend] = field(default_factory=dict)
     # (key, new meta, ring to write or None if unchanged, old meta or None)
