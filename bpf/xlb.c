@@ -143,6 +143,27 @@ static __always_inline int write_l2(void *data, void *end, u32 shift, u32 l2_len
     return 0;
 }
 
+/* The common start of both ICMP answers: room for the new headers in front,
+ * the frame cut to l2 + grow + quote bytes, and an L2 header back to the
+ * sender. Returns XLB_R_MAX on success, else the reason to drop. */
+static __always_inline u32 reply_frame(struct xdp_md *ctx, u32 l2, u32 grow, u32 quote,
+                                       u16 ethertype)
+{
+    /* callers have checked l2 <= MAX_L2_LEN (the verifier needs that bound) */
+    if (bpf_xdp_adjust_head(ctx, -(int)grow))
+        return XLB_R_DROP_ADJUST_FAILED;
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    int tail = (int)(l2 + grow + quote) - (int)(end - data);
+    if (tail < 0 && bpf_xdp_adjust_tail(ctx, tail))
+        return XLB_R_DROP_ADJUST_FAILED;
+    data = (void *)(long)ctx->data;
+    end = (void *)(long)ctx->data_end;
+    if (write_l2(data, end, grow, l2, 0, ethertype))
+        return XLB_R_DROP_MALFORMED;
+    return XLB_R_MAX;
+}
+
 /* Answer "fragmentation needed" (v4) / "packet too big" (v6) to the sender:
  * the reply carries the original IP header and 8 bytes of its payload. */
 static __always_inline int icmp4_too_big(struct xdp_md *ctx, struct parsed *p, u32 mtu, u64 bytes)
@@ -152,17 +173,11 @@ static __always_inline int icmp4_too_big(struct xdp_md *ctx, struct parsed *p, u
     u32 l2 = p->l2_len;
     if (l2 > MAX_L2_LEN)
         return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
-    if (bpf_xdp_adjust_head(ctx, -(int)grow))
-        return verdict(XLB_R_DROP_ADJUST_FAILED, bytes, XDP_DROP);
+    u32 fail = reply_frame(ctx, l2, grow, quote, bpf_htons(ETH_P_IP));
+    if (fail != XLB_R_MAX)
+        return verdict(fail, bytes, XDP_DROP);
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
-    int tail = (int)(l2 + grow + quote) - (int)(end - data);
-    if (tail < 0 && bpf_xdp_adjust_tail(ctx, tail))
-        return verdict(XLB_R_DROP_ADJUST_FAILED, bytes, XDP_DROP);
-    data = (void *)(long)ctx->data;
-    end = (void *)(long)ctx->data_end;
-    if (write_l2(data, end, grow, l2, 0, bpf_htons(ETH_P_IP)))
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
     struct iphdr *ip = data + l2;
     struct icmphdr *icmp = (void *)(ip + 1);
     struct iphdr *orig = (void *)(icmp + 1);
@@ -197,17 +212,11 @@ static __always_inline int icmp6_too_big(struct xdp_md *ctx, struct parsed *p, u
     u32 l2 = p->l2_len;
     if (l2 > MAX_L2_LEN)
         return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
-    if (bpf_xdp_adjust_head(ctx, -(int)grow))
-        return verdict(XLB_R_DROP_ADJUST_FAILED, bytes, XDP_DROP);
+    u32 fail = reply_frame(ctx, l2, grow, quote, bpf_htons(ETH_P_IPV6));
+    if (fail != XLB_R_MAX)
+        return verdict(fail, bytes, XDP_DROP);
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
-    int tail = (int)(l2 + grow + quote) - (int)(end - data);
-    if (tail < 0 && bpf_xdp_adjust_tail(ctx, tail))
-        return verdict(XLB_R_DROP_ADJUST_FAILED, bytes, XDP_DROP);
-    data = (void *)(long)ctx->data;
-    end = (void *)(long)ctx->data_end;
-    if (write_l2(data, end, grow, l2, 0, bpf_htons(ETH_P_IPV6)))
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
     struct ipv6hdr *ip6 = data + l2;
     struct icmp6hdr *icmp = (void *)(ip6 + 1);
     struct ipv6hdr *orig = (void *)(icmp + 1);
