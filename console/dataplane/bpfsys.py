@@ -27,14 +27,11 @@ MAP_GET_NEXT_KEY = 4
 OBJ_PIN = 6
 OBJ_GET = 7
 PROG_TEST_RUN = 10
-PROG_GET_FD_BY_ID = 13
 OBJ_GET_INFO_BY_FD = 15
 MAP_LOOKUP_BATCH = 24
 MAP_UPDATE_BATCH = 26
-ENABLE_STATS = 32
 
 BPF_ANY = 0
-BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 
 
 class BpfError(OSError):
@@ -73,15 +70,6 @@ class _TestRunAttr(ctypes.Structure):
 class _InfoAttr(ctypes.Structure):
     _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
                 ("info", ctypes.c_uint64)]
-
-
-class _IdAttr(ctypes.Structure):
-    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
-                ("open_flags", ctypes.c_uint32)]
-
-
-class _EnableStatsAttr(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32)]
 
 
 class MapInfo(ctypes.Structure):
@@ -140,10 +128,6 @@ def obj_pin(fd: int, path: str) -> None:
     buf = ctypes.create_string_buffer(path.encode())
     attr = _ObjAttr(pathname=_addr(buf), bpf_fd=fd)
     _call(OBJ_PIN, attr, f"pin {path}")
-
-
-def prog_fd_by_id(prog_id: int) -> int:
-    return _call(PROG_GET_FD_BY_ID, _IdAttr(id=prog_id), f"open program id {prog_id}")
 
 
 def map_info(fd: int) -> MapInfo:
@@ -244,11 +228,6 @@ def test_run(prog_fd: int, packet: bytes, repeat: int = 1, out_size: int = 4096,
         attr.ctx_size_in = ctypes.sizeof(ctx)
     _call(PROG_TEST_RUN, attr, "test run")
     return int(attr.retval), data_out.raw[: attr.data_size_out], int(attr.duration)
-
-
-def enable_stats() -> int:
-    """Turn on run_time_ns/run_cnt accounting while the returned fd stays open."""
-    return _call(ENABLE_STATS, _EnableStatsAttr(type=0), "enable BPF stats")
 
 
 def possible_cpus() -> int:

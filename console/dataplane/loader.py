@@ -136,11 +136,6 @@ def load(instance: str, geometry: Geometry, root: str = PIN_ROOT,
     return Loaded(instance, fn.fd, int(info.id), pins, geometry, adopted, bpf)
 
 
-def open_pinned_prog(instance: str, root: str = PIN_ROOT) -> int:
-    """fd of the instance's pinned program (to attach or test without compiling)."""
-    return bpfsys.obj_get(os.path.join(pin_dir(instance, root), PROG_PIN))
-
-
 def geometry_from_pins(instance: str, root: str = PIN_ROOT) -> Geometry:
     m = PinnedMap(os.path.join(pin_dir(instance, root), "meta"), SPECS["meta"])
     try:
@@ -158,11 +153,3 @@ def remove_pins(instance: str, root: str = PIN_ROOT) -> bool:
         return False
     shutil.rmtree(pins)
     return True
-
-
-def program_ns_per_run(fd: int) -> tuple[int, int]:
-    """(run_cnt, run_time_ns) of a program, when BPF stats are enabled."""
-    info = bpfsys.prog_info(fd)
-    return int(info.run_cnt), int(info.run_time_ns)
-
-

@@ -26,13 +26,6 @@ def remove(name: str) -> None:
         netns.remove(name)
 
 
-def remove_prefixed(prefix: str) -> list[str]:
-    gone = [n for n in netns.listnetns() if n.startswith(prefix)]
-    for n in gone:
-        netns.remove(n)
-    return gone
-
-
 def veth(ns_a: str, if_a: str, ns_b: str, if_b: str, queues: int = 4, mtu: int = 1500) -> None:
     """A multi-queue veth pair between two namespaces (or within one), both up."""
     subprocess.run(
