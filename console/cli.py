@@ -132,6 +132,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, mode=args.xdp_mode, rate=args.rate)
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from console.lab import run
+
+    doc = {"up": run.up, "down": run.down, "status": run.status}[args.action]()
+    texts = {
+        "up": lambda d: (f"lab up in {d['seconds']} s: namespaces {', '.join(d['namespaces'])}; "
+                         f"VIP {d['vip']} (:80/tcp, :53/udp) on "
+                         + ", ".join(f"{lb['instance']} ({lb['mode']} XDP)" for lb in d["lbs"])
+                         + "\ntry: ip netns exec xlb-client curl http://" + d["vip"] + "/"),
+        "down": lambda d: (f"lab down: stopped {len(d['servers_stopped'])} servers, unloaded "
+                           f"{', '.join(d['unloaded']) or 'nothing'}, removed "
+                           f"{len(d['namespaces_removed'])} namespaces"),
+        "status": lambda d: "\n".join(
+            [f"{ns:<12} {'present' if ok else 'absent'}" for ns, ok in d["namespaces"].items()]
+            + [f"{lb:<12} data plane {'loaded' if ok else 'not loaded'}"
+               for lb, ok in d["lbs"].items()]),
+    }
+    _print(doc, args.json, texts[args.action])
+    return 0
+
+
 class UsageError(Exception):
     pass
 
@@ -170,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--sample", type=float, default=0.5, help="seconds to sample rates over")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+    lab = sub.add_parser("lab", help="the lab: client, router, LB, backends in namespaces")
+    lab.add_argument("action", choices=["up", "down", "status"])
+    lab.add_argument("--json", action="store_true")
+    lab.set_defaults(func=cmd_lab)
 
     de = sub.add_parser("demo", help="load the data plane on a veth pair and show live counters")
     de.add_argument("--duration", type=float, default=0.0, help="seconds (0: until Ctrl-C)")

@@ -1,0 +1,129 @@
+"""`xlb lab up | down | status`: the whole lab as one operation each.
+
+up: namespaces and links (topology.py), the decapsulation program on every
+backend, a pass program on the router's LB-facing veths (native XDP_TX on a
+veth needs an XDP program on the peer), the backends' servers, and the data
+plane for lb1. down: servers (by the PIDs recorded at up), data plane
+(unpinned), namespaces. Nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from console import resources
+from console.dataplane import lifecycle, xdp
+from console.dataplane.config import parse_config
+from console.dataplane.manager import RUN_ROOT
+from console.lab import topology
+from console.lab.topology import ROUTER, VIP, Lab
+
+STATE = os.path.join(RUN_ROOT, "lab.json")
+
+
+def lb_config(lab: Lab, lb: str) -> dict[str, Any]:
+    backends = [{"address": b.address} for b in lab.backends]
+    return {
+        "instance": {"name": lb, "interface": "l0", "netns": lab.lb_ns(lb), "xdp_mode": "native",
+                     "mtu": topology.LINK_MTU, "max_vips": 16, "max_backends": 256},
+        "vip": [
+            {"name": "web", "address": VIP, "port": 80, "protocol": "tcp", "backend": backends},
+            {"name": "dns", "address": VIP, "port": 53, "protocol": "udp", "backend": backends},
+        ],
+    }
+
+
+def _attach_helpers(lab: Lab) -> None:
+    from bcc import BPF
+
+    bpf_dir = resources.data_dir("bpf")
+    decap = BPF(src_file=str(bpf_dir / "decap.c").encode()).load_func(b"xlb_decap", BPF.XDP)
+    floor = BPF(src_file=str(bpf_dir / "pass.c").encode()).load_func(b"xlb_floor", BPF.XDP)
+    for be in lab.backends:
+        xdp.attach("b0", decap.fd, "native", be.name)
+    for lb in lab.lbs:
+        xdp.attach(f"r-{lb}", floor.fd, "native", ROUTER)
+
+
+def _start_servers(lab: Lab) -> dict[str, int]:
+    pids = {}
+    for be in lab.backends:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", be.name, sys.executable, "-m", "console.lab.server",
+             "--name", be.name.removeprefix(topology.PREFIX), "--vip", VIP],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        pids[be.name] = proc.pid
+    return pids
+
+
+def _wait_listening(lab: Lab, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    for be in lab.backends:
+        while "0.0.0.0:80" not in topology.sh(be.name, "ss", "-Hltn"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server in {be.name} did not start")
+            time.sleep(0.05)
+
+
+def up() -> dict[str, Any]:
+    lifecycle.require_root("xlb lab up")
+    started = time.monotonic()
+    down(quiet=True)
+    lab = topology.up()
+    try:
+        _attach_helpers(lab)
+        pids = _start_servers(lab)
+        os.makedirs(RUN_ROOT, exist_ok=True)
+        with open(STATE, "w") as f:
+            json.dump({"pids": pids, "lbs": list(lab.lbs)}, f)
+        _wait_listening(lab)
+        loaded = [lifecycle.load_instance(parse_config(lb_config(lab, lb))) for lb in lab.lbs]
+    except BaseException:
+        down(quiet=True)
+        raise
+    return {"namespaces": lab.namespaces(), "vip": VIP, "lbs": loaded,
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def down(quiet: bool = False) -> dict[str, Any]:
+    lifecycle.require_root("xlb lab down")
+    lab = Lab()
+    stopped = []
+    try:
+        with open(STATE) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        state = {}
+    for ns, pid in state.get("pids", {}).items():
+        try:  # the server runs in its own session: end that group (ip netns exec + python)
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(ns)
+        except ProcessLookupError:
+            pass
+    unloaded = []
+    for lb in state.get("lbs", list(lab.lbs)):
+        try:
+            lifecycle.unload_instance(lb, remove_pins=True)
+            unloaded.append(lb)
+        except FileNotFoundError:
+            pass
+    removed = topology.down(lab)
+    if os.path.exists(STATE):
+        os.unlink(STATE)
+    return {"servers_stopped": stopped, "unloaded": unloaded, "namespaces_removed": removed}
+
+
+def status() -> dict[str, Any]:
+    from pyroute2 import netns
+
+    lab = Lab()
+    present = set(netns.listnetns())
+    return {"namespaces": {ns: ns in present for ns in lab.namespaces()},
+            "lbs": {lb: lb in lifecycle.instances() for lb in lab.lbs}, "vip": VIP}

@@ -1,0 +1,81 @@
+"""The lab end to end: real TCP and UDP from the client namespace to the VIP,
+through the XDP load balancer, IP-in-IP to the backends, replies direct (DSR).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from pyroute2 import netns
+
+from console.dataplane.manager import Dataplane
+from console.dataplane.structs import Reason
+from console.lab import run, topology
+
+CLIENT_SCRIPT = """
+import json, socket, sys, urllib.request
+out = {"http": [], "udp": []}
+for i, src in enumerate(sys.argv[1:]):
+    s = socket.create_connection(("198.19.0.10", 80), timeout=3, source_address=(src, 0))
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\nConnection: close\\r\\n\\r\\n")
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    s.close()
+    out["http"].append(data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip())
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((src, 0))
+    u.settimeout(3)
+    u.sendto(b"ping%d" % i, ("198.19.0.10", 53))
+    data, peer = u.recvfrom(200)
+    out["udp"].append([data.decode(), peer[0]])
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[dict]:
+    try:
+        yield run.up()
+    finally:
+        run.down()
+
+
+def test_tcp_and_udp_through_dsr(lab: dict) -> None:
+    with Dataplane("lb1") as dp:
+        before = dp.counters()
+    r = subprocess.run(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
+                        CLIENT_SCRIPT, *topology.CLIENT_ADDRS], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    names = {"be1", "be2", "be3"}
+    assert len(out["http"]) == len(topology.CLIENT_ADDRS)
+    assert set(out["http"]) <= names and len(set(out["http"])) >= 2, Counter(out["http"])
+    for text, peer in out["udp"]:
+        assert peer == topology.VIP, "UDP replies must come from the VIP"
+        assert text.splitlines()[0] in names
+    with Dataplane("lb1") as dp:
+        after = dp.counters()
+    encap = after.reasons[Reason.TX_ENCAP, 0] - before.reasons[Reason.TX_ENCAP, 0]
+    seen = after.queues[:, 0].sum() - before.queues[:, 0].sum()
+    # every TCP connection is >= 4 client packets; UDP 1; replies never reach the LB
+    assert encap >= 5 * len(topology.CLIENT_ADDRS)
+    assert seen - encap < 10, "the LB saw more than the inbound direction"
+    assert (after.queues[:4, 0] - before.queues[:4, 0] > 0).sum() >= 2, "one RX queue only"
+
+
+def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
+    status = run.status()
+    assert all(status["namespaces"].values()) and status["lbs"]["lb1"]
+    result = run.down()
+    assert set(result["namespaces_removed"]) == set(topology.Lab().namespaces())
+    assert not [n for n in netns.listnetns() if n.startswith(topology.PREFIX)]
+    assert "lb1" not in run.lifecycle.instances()
+    ps = subprocess.run(["pgrep", "-f", "console.lab.server"], capture_output=True, text=True)
+    assert ps.stdout.strip() == ""
