@@ -129,7 +129,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from console.demo import run_demo
 
-    return run_demo(duration=args.duration, mode=args.xdp_mode, rate=args.rate)
+    return run_demo(duration=args.duration, rate=args.rate)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -151,6 +151,12 @@ def cmd_lab(args: argparse.Namespace) -> int:
     }
     _print(doc, args.json, texts[args.action])
     return 0
+
+
+def cmd_lab_traffic(args: argparse.Namespace) -> int:
+    from console.lab import run
+
+    return run.traffic(args.traffic_args).wait()
 
 
 class UsageError(Exception):
@@ -193,14 +199,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
 
     lab = sub.add_parser("lab", help="the lab: client, router, LB, backends in namespaces")
-    lab.add_argument("action", choices=["up", "down", "status"])
-    lab.add_argument("--json", action="store_true")
-    lab.set_defaults(func=cmd_lab)
+    labs = lab.add_subparsers(dest="action", required=True)
+    for action, text in (("up", "build the lab (replaces a running one)"),
+                         ("down", "remove everything the lab made"),
+                         ("status", "which lab parts exist")):
+        la = labs.add_parser(action, help=text)
+        la.add_argument("--json", action="store_true")
+        la.set_defaults(func=cmd_lab)
+    tr = labs.add_parser("traffic", add_help=False,
+                         help="real TCP/UDP to the VIP from the client namespace "
+                              "(--rate, --concurrency, --duration, --udp-every, --json; -h)")
+    tr.add_argument("traffic_args", nargs=argparse.REMAINDER)
+    tr.set_defaults(func=cmd_lab_traffic)
 
-    de = sub.add_parser("demo", help="load the data plane on a veth pair and show live counters")
+    de = sub.add_parser("demo", help="lab up, traffic, live load-balancer figures")
     de.add_argument("--duration", type=float, default=0.0, help="seconds (0: until Ctrl-C)")
-    de.add_argument("--xdp-mode", choices=["native", "generic"], default="native")
-    de.add_argument("--rate", type=float, default=20000.0, help="packets per second to send")
+    de.add_argument("--rate", type=float, default=100.0, help="new TCP connections per second")
     de.set_defaults(func=cmd_demo)
     return p
 
@@ -211,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     from console.dataplane.maps import LayoutError
     from console.dataplane.xdp import AttachError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["lab", "traffic"]:  # its options belong to console.lab.traffic
+        args = argparse.Namespace(func=cmd_lab_traffic, traffic_args=argv[2:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except ConfigError as e:

@@ -70,6 +70,31 @@ def test_tcp_and_udp_through_dsr(lab: dict) -> None:
     assert (after.queues[:4, 0] - before.queues[:4, 0] > 0).sum() >= 2, "one RX queue only"
 
 
+def test_traffic_generator_reports_real_connections(lab: dict) -> None:
+    gen = run.traffic(["--rate", "100", "--duration", "2", "--json"], quiet=True)
+    out, _ = gen.communicate(timeout=60)
+    assert gen.returncode == 0
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["tcp_ok"] >= 150 and summary["tcp_failed"] == 0
+    assert summary["udp_ok"] >= 150 and summary["udp_failed"] == 0
+    assert len(summary["backends"]) == 3
+
+
+def test_traffic_refuses_bad_options(lab: dict) -> None:
+    gen = run.traffic(["--rate", "0"], quiet=True)
+    gen.communicate(timeout=30)
+    assert gen.returncode == 2
+
+
+def test_demo_runs_the_lab_with_traffic_and_figures(lab: dict) -> None:
+    r = subprocess.run([sys.executable, "-m", "console", "demo", "--duration", "3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "lb1" in r.stdout and "new conn/s" in r.stdout
+    assert " 0 failed" in r.stdout and "lab is still running" in r.stdout
+    assert run.status()["lbs"]["lb1"]
+
+
 def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
     status = run.status()
     assert all(status["namespaces"].values()) and status["lbs"]["lb1"]

@@ -120,6 +120,18 @@ def down(quiet: bool = False) -> dict[str, Any]:
     return {"servers_stopped": stopped, "unloaded": unloaded, "namespaces_removed": removed}
 
 
+def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
+    """Start console.lab.traffic inside the client namespace (a child process)."""
+    from pyroute2 import netns
+
+    if topology.CLIENT not in netns.listnetns():
+        raise RuntimeError("the lab is not up: run `xlb lab up` first")
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-m",
+                             "console.lab.traffic", *args], stdout=subprocess.PIPE if quiet
+                            else None, stderr=out, start_new_session=quiet)
+
+
 def status() -> dict[str, Any]:
     from pyroute2 import netns
 

@@ -1,0 +1,147 @@
+"""Lab traffic: real TCP connections (HTTP GET) and UDP queries to the VIP.
+
+Runs inside the client namespace (`xlb lab traffic` re-executes itself
+there). Connections start at a steady rate from rotating client addresses
+and ephemeral ports, at most `concurrency` at a time; every second a line of
+figures, at the end a summary (JSON with --json). It only ever talks to the
+lab VIP, and stops after --duration or on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import socket
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from console.lab.topology import CLIENT_ADDRS, VIP
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    failed: int = 0
+    udp_ok: int = 0
+    udp_failed: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    backends: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, e: BaseException) -> None:
+        self.failed += 1
+        kind = type(e).__name__
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+        pct = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2)) if lat else None
+        return {"seconds": round(seconds, 2), "tcp_ok": self.ok, "tcp_failed": self.failed,
+                "connections_per_second": round(self.ok / seconds, 1) if seconds else 0,
+                "udp_ok": self.udp_ok, "udp_failed": self.udp_failed,
+                "latency_ms": {"p50": pct(0.5), "p99": pct(0.99),
+                               "mean": round(statistics.fmean(lat), 2) if lat else None}
+                if pct else None,
+                "backends": dict(sorted(self.backends.items())), "errors": self.errors}
+
+
+async def one_tcp(src: str, tally: Tally, timeout: float) -> None:
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(VIP, 80, local_addr=(src, 0)), timeout)
+        writer.write(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), timeout)
+        writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise ConnectionError("bad reply")
+        name = body.decode(errors="replace").strip()
+        tally.backends[name] = tally.backends.get(name, 0) + 1
+        tally.ok += 1
+        tally.latencies_ms.append((time.monotonic() - started) * 1000)
+    except (TimeoutError, OSError, ConnectionError) as e:
+        tally.fail(e)
+
+
+def one_udp(sock: socket.socket, tally: Tally) -> None:
+    try:
+        sock.sendto(b"q", (VIP, 53))
+        data, peer = sock.recvfrom(256)
+        if peer[0] != VIP:
+            raise ConnectionError(f"reply from {peer[0]}, not the VIP")
+        tally.udp_ok += 1
+    except (OSError, ConnectionError):
+        tally.udp_failed += 1
+
+
+async def generate(rate: float, concurrency: int, duration: float, udp_every: int,
+                   quiet: bool) -> dict[str, Any]:
+    tally = Tally()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    slots = asyncio.Semaphore(concurrency)
+    udp = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in CLIENT_ADDRS]
+    for s, src in zip(udp, CLIENT_ADDRS, strict=True):
+        s.bind((src, 0))
+        s.settimeout(0.5)
+    tasks: set[asyncio.Task[None]] = set()
+    started = next_report = time.monotonic()
+    last_ok = 0
+    i = 0
+    while not stop.is_set() and (duration <= 0 or time.monotonic() - started < duration):
+        await slots.acquire()
+        src = CLIENT_ADDRS[i % len(CLIENT_ADDRS)]
+        task = asyncio.create_task(one_tcp(src, tally, timeout=3.0))
+        task.add_done_callback(tasks.discard)
+        task.add_done_callback(lambda _t: slots.release())
+        tasks.add(task)
+        if udp_every and i % udp_every == 0:
+            await loop.run_in_executor(None, one_udp, udp[i % len(udp)], tally)
+        i += 1
+        now = time.monotonic()
+        if not quiet and now >= next_report:
+            print(f"{time.strftime('%H:%M:%S')} tcp ok {tally.ok} (+{tally.ok - last_ok}/s) "
+                  f"failed {tally.failed}  udp ok {tally.udp_ok} failed {tally.udp_failed}",
+                  flush=True)
+            last_ok = tally.ok
+            next_report = now + 1.0
+        pause = started + i / rate - time.monotonic()
+        if pause > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), pause)
+            except TimeoutError:
+                pass
+    if tasks:
+        await asyncio.wait(tasks, timeout=5.0)
+    for s in udp:
+        s.close()
+    return tally.summary(time.monotonic() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="xlb lab traffic", description=__doc__.splitlines()[0])
+    ap.add_argument("--rate", type=float, default=50.0, help="new TCP connections per second")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--duration", type=float, default=0.0, help="seconds (0: until stopped)")
+    ap.add_argument("--udp-every", type=int, default=1, help="a UDP query every N connections")
+    ap.add_argument("--json", action="store_true", help="only the final summary, as JSON")
+    args = ap.parse_args(argv)
+    if args.rate <= 0 or args.concurrency <= 0:
+        print("xlb lab traffic: --rate and --concurrency must be positive", file=sys.stderr)
+        return 2
+    summary = asyncio.run(generate(args.rate, args.concurrency, args.duration, args.udp_every,
+                                   quiet=args.json))
+    print(json.dumps(summary) if args.json else "summary: " + json.dumps(summary, indent=1))
+    return 0 if summary["tcp_failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
