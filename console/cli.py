@@ -159,6 +159,80 @@ def cmd_lab_traffic(args: argparse.Namespace) -> int:
     return run.traffic(args.traffic_args).wait()
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from console.agent.main import main as agent_main
+    from console.dataplane.lifecycle import require_root
+
+    require_root("xlb agent")
+    return agent_main(args.config)
+
+
+def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from console.agent.client import AgentClient
+
+    return AgentClient(args.socket)
+
+
+def _backends_text(vips: list[dict[str, Any]]) -> str:
+    lines = []
+    for v in vips:
+        lines.append(f"{v['name']} ({v['vip']}): {v['pps']:.0f} pps, "
+                     f"{v['healthy']}/{v['total']} healthy")
+        for b in v["backends"]:
+            lines.append(f"  {b['address']:<28} weight {b['weight']:>5}  {b['state']:<9} "
+                         f"ring {b['ring_share'] * 100:5.1f}%  {b['pps']:8.0f} pps  "
+                         f"{b['new_conns_per_s']:6.0f} new/s  health {b['health']}")
+    return "\n".join(lines) or "no VIPs"
+
+
+def cmd_vips(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        doc = c.call("vips")
+    _print(doc, args.json, lambda vs: "\n".join(
+        f"{v['name']:<16} {v['vip']:<28} {v['pps']:8.0f} pps  {v['healthy']}/{v['total']} healthy"
+        for v in vs) or "no VIPs")
+    return 0
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        doc = c.call("backends", vip=args.vip)
+    _print(doc, args.json, _backends_text)
+    return 0
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    if args.command == "drain" and not args.yes:
+        target = f"{args.address} in {'VIP ' + args.vip if args.vip else 'every VIP that has it'}"
+        if not sys.stdin.isatty():
+            raise UsageError(f"drain {target}: add --yes to confirm (no terminal to ask on)")
+        answer = input(f"Drain {target}? New connections avoid it; established ones stay. "
+                       "[y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    params: dict[str, Any] = {"address": args.address, "vip": args.vip, "force": args.force}
+    if args.command == "weight":
+        params["weight"] = args.weight
+    with _client(args) as c:
+        doc = c.call(args.command, **params)
+    _print(doc, args.json, lambda d: f"{args.command} {args.address}: done in "
+           + ", ".join(f"{n} ({d['before'][n]} -> {d['after'][n]})" for n in d["vips"]))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import time as _time
+
+    with _client(args) as c:
+        doc = c.call("audit", n=args.n)
+    _print(doc, args.json, lambda es: "\n".join(
+        f"{_time.strftime('%Y-%m-%d %H:%M:%S', _time.localtime(e['time']))} {e['user']}"
+        f"({e['uid']}) {e['action']} {e['params'].get('address')}: {e['before']} -> "
+        f"{e['after']}" for e in es) or "no changes recorded")
+    return 0
+
+
 class UsageError(Exception):
     pass
 
@@ -198,6 +272,37 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
+    ag = sub.add_parser("agent", help="run an instance's agent in the foreground")
+    ag.add_argument("--config", required=True, help="instance config with an [agent] table")
+    ag.set_defaults(func=cmd_agent)
+    for name, text in (("vips", "VIPs with rates and health"),
+                       ("backends", "backends per VIP: weight, state, Maglev share, rates")):
+        c = sub.add_parser(name, help=text + " (from the agent)")
+        c.add_argument("--socket", help="agent socket (default: the only one in /run/xlb)")
+        c.add_argument("--json", action="store_true")
+        if name == "backends":
+            c.add_argument("--vip", help="only this VIP (by name)")
+        c.set_defaults(func=cmd_vips if name == "vips" else cmd_backends)
+    for name, text in (("drain", "no new flows to a backend (established ones stay)"),
+                       ("undrain", "let a drained backend take new flows again"),
+                       ("weight", "set a backend's weight")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("address", help="backend address")
+        if name == "weight":
+            c.add_argument("weight", type=int, help="0..65535")
+        c.add_argument("--vip", help="only in this VIP (by name; default: every VIP with it)")
+        c.add_argument("--force", action="store_true",
+                       help="even if it leaves a VIP without a healthy backend")
+        c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        c.add_argument("--socket")
+        c.add_argument("--json", action="store_true")
+        c.set_defaults(func=cmd_change)
+    au = sub.add_parser("audit", help="recent changes: who, when, what, before and after")
+    au.add_argument("-n", type=int, default=20)
+    au.add_argument("--socket")
+    au.add_argument("--json", action="store_true")
+    au.set_defaults(func=cmd_audit)
+
     lab = sub.add_parser("lab", help="the lab: client, router, LB, backends in namespaces")
     labs = lab.add_subparsers(dest="action", required=True)
     for action, text in (("up", "build the lab (replaces a running one)"),
@@ -220,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from console.agent.client import AgentError
     from console.dataplane.bpfsys import BpfError
     from console.dataplane.config import ConfigError
     from console.dataplane.maps import LayoutError
@@ -234,11 +340,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as e:
         print(f"xlb: invalid config:\n{e}", file=sys.stderr)
+    except AgentError as e:
+        print(f"xlb: the agent refused: {e}", file=sys.stderr)
     except UsageError as e:
         print(f"xlb: {e}", file=sys.stderr)
         return 2
     except (AttachError, LayoutError, BpfError, PermissionError, FileNotFoundError,
-            RuntimeError) as e:
+            RuntimeError, ConnectionError) as e:
         print(f"xlb: {e}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130

@@ -1,0 +1,1 @@
+"""The agent: the long-running owner of one load-balancer instance."""

@@ -1,0 +1,247 @@
+"""The agent's state and operations: the only writer of one instance's data plane.
+
+The operator's intent (the desired Config: weights, drained states) is kept
+apart from what is applied (intent minus backends found down), so a backend
+that comes back healthy returns to exactly the weight it had. Intent
+survives restarts in /run/xlb/<instance>/agent.json as long as the config
+file is unchanged; a changed file wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from console.agent.audit import AuditLog
+from console.agent.rates import RateTracker
+from console.agent.settings import AgentConfig
+from console.dataplane import lifecycle
+from console.dataplane import structs as S
+from console.dataplane.config import Config, ConfigError, parse_config
+from console.dataplane.manager import Dataplane, key_label, run_dir
+
+
+class Refused(Exception):
+    """An operation the agent will not do as asked (e.g. the last healthy backend)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    uid: int
+    user: str
+    operator: bool
+
+
+class Agent:
+    def __init__(self, ac: AgentConfig):
+        self.settings = ac.settings
+        self.name = ac.config.instance.name
+        self.digest = ac.digest
+        self.desired = self._saved_intent(ac) or ac.config
+        self.down: dict[str, str] = {}  # backend address -> why it is out (health)
+        self.audit = AuditLog(ac.settings.audit_log)
+        self.rates = RateTracker(history_seconds=ac.settings.history, tick=ac.settings.tick)
+        self.lock = threading.Lock()
+        self.started = time.time()
+        self.load_result: dict[str, Any] = {}
+        self.dp: Dataplane | None = None
+        self.shares: dict[str, dict[str, float]] = {}
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.last: dict[str, Any] = {}
+        self.queue_count = 0
+
+    # -- start and intent ---------------------------------------------------------
+    def _state_path(self) -> str:
+        return os.path.join(run_dir(self.name), "agent.json")
+
+    def _saved_intent(self, ac: AgentConfig) -> Config | None:
+        try:
+            with open(os.path.join(run_dir(ac.config.instance.name), "agent.json")) as f:
+                doc = json.load(f)
+            if doc.get("digest") != ac.digest:
+                return None
+            return parse_config(doc["desired"])
+        except (OSError, ValueError, KeyError, ConfigError):
+            return None
+
+    def _save_intent(self) -> None:
+        path = self._state_path()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"digest": self.digest, "desired": self.desired.to_dict()}, f)
+        os.replace(path + ".tmp", path)
+
+    def start(self) -> dict[str, Any]:
+        """Load or adopt the data plane and apply the intent (all-or-nothing)."""
+        self.load_result = lifecycle.load_instance(self.effective())
+        self.dp = Dataplane(self.name)
+        self._refresh_shares()
+        self._save_intent()
+        return self.load_result
+
+    def close(self) -> None:
+        if self.dp:
+            self.dp.close()
+
+    # -- what is applied -------------------------------------------------------------
+    def effective(self) -> Config:
+        """The intent with backends found down taken out (weight 0, flows stay)."""
+        cfg = self.desired
+        for vip in cfg.vips:
+            for b in vip.backends:
+                if str(b.address) in self.down and b.state == "active":
+                    cfg = cfg.with_backend(vip.name, b.address, state="drained")
+        return cfg
+
+    def _refresh_shares(self) -> None:
+        """Maglev share per VIP and backend: once per apply, never per tick."""
+        assert self.dp is not None
+        ids = {i: str(S.unpack_addr(b.addr, b.family)) for i, b in
+               self.dp.backend_entries().items()}
+        out: dict[str, dict[str, float]] = {}
+        for key, meta in self.dp.vip_entries().values():
+            vals, counts = np.unique(self.dp.ring(meta.ring_slot), return_counts=True)
+            total = counts.sum()
+            out[key_label(key)] = {ids[int(v)]: float(c) / total
+                                   for v, c in zip(vals, counts, strict=True) if int(v) in ids}
+        self.shares = out
+
+    def _apply(self, new_desired: Config) -> None:
+        old = self.desired
+        self.desired = new_desired
+        try:
+            lifecycle.apply_config(self.effective())
+        except Exception:
+            self.desired = old
+            raise
+        self._refresh_shares()
+        self._save_intent()
+
+    # -- operations -------------------------------------------------------------------
+    def _targets(self, address: str, vip: str | None) -> list[str]:
+        names = [v.name for v in self.desired.vips
+                 if (vip is None or v.name == vip) and any(str(b.address) == address
+                                                          for b in v.backends)]
+        if not names:
+            where = f"VIP {vip!r}" if vip else "any VIP"
+            raise Refused(f"backend {address} is not in {where}")
+        return names
+
+    def _healthy_active(self, cfg: Config, vip_name: str) -> list[str]:
+        vip = cfg.vip(vip_name)
+        return [str(b.address) for b in vip.backends
+                if b.effective_weight > 0 and str(b.address) not in self.down]
+
+    def change_backend(self, caller: Caller, action: str, address: str, vip: str | None = None,
+                       weight: int | None = None, force: bool = False) -> dict[str, Any]:
+        """drain / undrain / weight on one backend (in one VIP, or every VIP that has it)."""
+        if not caller.operator:
+            raise PermissionError(f"{caller.user} (uid {caller.uid}) is read-only: only root "
+                                  f"and members of group {self.settings.operator_group!r} "
+                                  "may change the load balancer")
+        options: dict[str, dict[str, Any]] = {
+            "drain": {"state": "drained"}, "undrain": {"state": "active"},
+            "weight": {"weight": weight}}
+        changes = options[action]
+        with self.lock:
+            names = self._targets(address, vip)
+            new = self.desired
+            for name in names:
+                new = new.with_backend(name, address, **changes)
+            for name in names:
+                if self._healthy_active(self.desired, name) and not self._healthy_active(new,
+                                                                                         name):
+                    if not force:
+                        raise Refused(f"{action} {address} would leave VIP {name} without a "
+                                      "healthy backend: refused (use --force to do it anyway)")
+            before = {n: self.desired.vip(n).backend(address).to_dict() for n in names}
+            self._apply(new)
+            after = {n: self.desired.vip(n).backend(address).to_dict() for n in names}
+            params = {"address": address, "vip": vip, "weight": weight, "force": force}
+            entry = self.audit.append(uid=caller.uid, user=caller.user, action=action,
+                                      params=params, before=before, after=after)
+            self.last = self._snapshot(self.rates.last)  # readers see the change at once
+        self.emit("event", {"kind": "change", **entry})
+        return {"vips": names, "before": before, "after": after}
+
+    # -- reading ---------------------------------------------------------------------------
+    def emit(self, kind: str, doc: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            listener(kind, doc)
+
+    def tick(self) -> dict[str, Any]:
+        """Read counters (batch calls, never the connection table) and build a snapshot."""
+        assert self.dp is not None
+        with self.lock:
+            counters = self.dp.counters()
+            rates = self.rates.update(counters)
+            snap = self._snapshot(rates)
+        self.last = snap
+        return snap
+
+    def _snapshot(self, rates: Any) -> dict[str, Any]:
+        assert self.dp is not None
+        ids = {str(S.unpack_addr(b.addr, b.family)): i
+               for i, b in self.dp.backend_entries().items()}
+        vip_ids = {key_label(k): m.vip_id for k, m in self.dp.vip_entries().values()}
+        vips = []
+        for vip in self.desired.vips:
+            label = f"{vip.name}"
+            key = _vip_key_label(vip)
+            rows = []
+            for b in vip.backends:
+                addr = str(b.address)
+                bid = ids.get(addr)
+                pps = float(rates.backends[bid, 0]) if rates is not None and bid is not None else 0
+                new = float(rates.backends[bid, 2]) if rates is not None and bid is not None else 0
+                rows.append({"address": addr, "weight": b.weight,
+                             "state": _state(b.state, addr in self.down, pps),
+                             "health": self.down.get(addr, "up"),
+                             "ring_share": round(self.shares.get(key, {}).get(addr, 0.0), 6),
+                             "pps": round(pps, 1), "new_conns_per_s": round(new, 1)})
+            vid = vip_ids.get(key)
+            vips.append({"name": label, "vip": key, "backends": rows,
+                         "pps": round(float(rates.vips[vid, 0]), 1)
+                         if rates is not None and vid is not None else 0.0,
+                         "healthy": sum(1 for r in rows if r["health"] == "up"),
+                         "total": len(rows)})
+        q = rates.queues[:, 0] if rates is not None else np.zeros(S.XLB_MAX_QUEUES)
+        return {"instance": self.name, "time": time.time(),
+                "uptime": round(time.time() - self.started, 1),
+                "xdp_mode": self.load_result.get("mode"),
+                "interface": self.load_result.get("interface"),
+                "totals": {"pps": round(float(rates.pps), 1) if rates else 0.0,
+                           "bps": round(float(rates.bps), 1) if rates else 0.0,
+                           "drop_pps": round(float(rates.drop_pps), 1) if rates else 0.0},
+                "queues": [round(float(x), 1) for x in q[: self._queues_seen(q)]],
+                "reasons": {r.label: round(float(rates.reasons[r, 0]), 1) if rates else 0.0
+                            for r in S.Reason},
+                "vips": vips}
+
+    def _queues_seen(self, q: np.ndarray) -> int:
+        """Queues up to the highest that ever carried traffic: the list never shrinks."""
+        used = np.nonzero(q)[0]
+        if len(used):
+            self.queue_count = max(self.queue_count, int(used[-1]) + 1)
+        return max(self.queue_count, 1)
+
+
+def _vip_key_label(vip: Any) -> str:
+    from console.dataplane.config import vip_label
+
+    return vip_label(vip.address, vip.port, vip.protocol)
+
+
+def _state(configured: str, down: bool, pps: float) -> str:
+    if down:
+        return "down"
+    if configured == "drained":
+        return "draining" if pps > 0 else "drained"
+    return "active"

@@ -1,0 +1,57 @@
+"""`xlb agent --config FILE`: run one instance's agent in the foreground.
+
+Start: load or adopt the data plane, apply the intent, open the API socket.
+Then tick: read counters, compute rates, publish a snapshot. SIGTERM/SIGINT
+end the agent and leave the data plane running (nothing is detached or
+flushed); a crash leaves it running too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from console.agent import settings as agent_settings
+from console.agent.api import Server
+from console.agent.core import Agent
+
+
+async def run(agent: Agent) -> None:
+    server = Server(agent)
+    srv = await server.serve()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"xlb agent {agent.name}: {agent.load_result.get('mode')} XDP on "
+          f"{agent.load_result.get('interface')}, "
+          f"{'adopted pinned state' if agent.load_result.get('adopted') else 'loaded'}; "
+          f"API on {agent.settings.socket}", flush=True)
+    try:
+        while not stop.is_set():
+            snap = await asyncio.to_thread(agent.tick)
+            agent.emit("snapshot", snap)
+            try:
+                await asyncio.wait_for(stop.wait(), agent.settings.tick)
+            except TimeoutError:
+                pass
+    finally:
+        srv.close()
+        if os.path.exists(agent.settings.socket):
+            os.unlink(agent.settings.socket)
+        agent.close()
+        print(f"xlb agent {agent.name}: stopped; the data plane keeps running", flush=True)
+
+
+def main(config_path: str) -> int:
+    ac = agent_settings.load(config_path)
+    agent = Agent(ac)
+    agent.start()
+    asyncio.run(run(agent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
