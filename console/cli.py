@@ -141,7 +141,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
                          f"VIP {d['vip']} (:80/tcp, :53/udp) on "
                          + ", ".join(f"{lb['instance']} ({lb['mode']} XDP)" for lb in d["lbs"])
                          + "\ntry: ip netns exec xlb-client curl http://" + d["vip"] + "/"),
-        "down": lambda d: (f"lab down: stopped {len(d['servers_stopped'])} servers, unloaded "
+        "down": lambda d: (f"lab down: stopped {len(d['servers_stopped'])} servers and agents "
+                           f"{', '.join(d['agents_stopped']) or 'none'}, unloaded "
                            f"{', '.join(d['unloaded']) or 'nothing'}, removed "
                            f"{len(d['namespaces_removed'])} namespaces"),
         "status": lambda d: "\n".join(

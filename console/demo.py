@@ -1,8 +1,9 @@
 """`xlb demo` (the README's main command): the lab with traffic and live figures.
 
 Brings the lab up (console/lab), starts real TCP/UDP traffic from the client
-namespace, and prints lb1's figures every second: per-RX-queue pps, and per
-backend new connections/s and packets/s against its Maglev share. Ctrl-C (or
+namespace, and prints lb1's figures every second, from the agent's snapshots
+(its API, as the console will): per-RX-queue pps, and per backend new
+connections/s and packets/s against its Maglev share. Ctrl-C (or
 --duration) stops the traffic and prints its summary; the lab keeps running
 (`xlb lab down` removes it). The console replaces the printed figures when
 it lands.
@@ -14,35 +15,27 @@ import json
 import signal
 import time
 from types import FrameType
+from typing import Any
 
-import numpy as np
-
+from console.agent.client import AgentClient
 from console.dataplane import lifecycle
-from console.dataplane import structs as S
-from console.dataplane.manager import Counters, Dataplane
 from console.lab import run
 
 
-def _shares(dp: Dataplane) -> dict[int, float]:
-    """Each backend's share of the first VIP's Maglev ring."""
-    (_, meta), *_ = sorted(dp.vip_entries().values(), key=lambda kv: kv[1].vip_id)
-    ids, counts = np.unique(dp.ring(meta.ring_slot), return_counts=True)
-    return {int(i): float(c) / counts.sum() for i, c in zip(ids, counts, strict=True)}
-
-
-def report(prev: Counters, now: Counters, names: dict[int, str], shares: dict[int, float]) -> str:
-    dt = max(now.at - prev.at, 1e-6)
-    q = (now.queues[:, 0] - prev.queues[:, 0]) / dt
-    b = (now.backends - prev.backends) / dt
-    new_total = max(float(b[:, 2].sum()), 1e-9)
-    lines = [time.strftime("%H:%M:%S") + f"  lb1 {q.sum():7.0f} pps   "
-             + "  ".join(f"q{i} {q[i]:6.0f}" for i in range(4))]
-    for bid, name in sorted(names.items()):
-        lines.append(f"    {name:<12} {b[bid, 2]:6.0f} new conn/s ({b[bid, 2] / new_total:6.1%} of "
-                     f"new, Maglev share {shares.get(bid, 0):6.1%})  {b[bid, 0]:7.0f} pps")
-    r = now.reasons[:, 0] - prev.reasons[:, 0]
-    lines.append("    verdicts/s: " + (", ".join(
-        f"{x.label} {r[x] / dt:.0f}" for x in S.Reason if r[x]) or "none"))
+def report(snap: dict[str, Any]) -> str:
+    """One block of figures from an agent snapshot."""
+    q = snap["queues"]
+    lines = [time.strftime("%H:%M:%S") + f"  {snap['instance']} {snap['totals']['pps']:7.0f} pps"
+             "   " + "  ".join(f"q{i} {x:6.0f}" for i, x in enumerate(q))]
+    for vip in snap["vips"][:1]:
+        new_total = max(sum(b["new_conns_per_s"] for b in vip["backends"]), 1e-9)
+        for b in vip["backends"]:
+            lines.append(f"    {b['address']:<12} {b['new_conns_per_s']:6.0f} new conn/s "
+                         f"({b['new_conns_per_s'] / new_total:6.1%} of new, Maglev share "
+                         f"{b['ring_share']:6.1%})  {b['pps']:7.0f} pps  {b['state']}")
+    busy = {k: v for k, v in snap["reasons"].items() if v}
+    lines.append("    verdicts/s: " + (", ".join(f"{k} {v:.0f}" for k, v in busy.items())
+                                      or "none"))
     return "\n".join(lines)
 
 
@@ -61,18 +54,16 @@ def run_demo(duration: float = 0.0, rate: float = 100.0) -> int:
           f"({doc['lbs'][0]['mode']} XDP). Traffic: {rate:.0f} new TCP connections/s "
           "plus UDP. Ctrl-C stops the traffic; the lab keeps running.\n", flush=True)
     gen = run.traffic(["--rate", str(rate), "--json"], quiet=True)
+    next_print = 0.0
     try:
         started = time.monotonic()
-        with Dataplane("lb1") as dp:
-            names = {i: str(S.unpack_addr(b.addr, b.family))
-                     for i, b in dp.backend_entries().items()}
-            shares = _shares(dp)
-            prev = dp.counters()
-            while not stop["now"] and (duration <= 0 or time.monotonic() - started < duration):
-                time.sleep(1.0)
-                now = dp.counters()
-                print(report(prev, now, names, shares), flush=True)
-                prev = now
+        with AgentClient(doc["lbs"][0]["socket"]) as agent:
+            for kind, snap in agent.subscribe():
+                if stop["now"] or (duration > 0 and time.monotonic() - started >= duration):
+                    break
+                if kind == "snapshot" and time.monotonic() >= next_print:
+                    print(report(snap), flush=True)
+                    next_print = time.monotonic() + 0.9
     finally:
         if gen.poll() is None:
             gen.send_signal(signal.SIGTERM)

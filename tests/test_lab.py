@@ -95,6 +95,55 @@ def test_demo_runs_the_lab_with_traffic_and_figures(lab: dict) -> None:
     assert run.status()["lbs"]["lb1"]
 
 
+KEEPALIVE = """
+import socket, sys
+s = socket.create_connection(("198.19.0.10", 80), timeout=5, source_address=("198.18.0.40", 0))
+f = s.makefile("rb")
+def get():
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n")
+    length = 0
+    while (line := f.readline()) not in (b"\\r\\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return f.read(length).decode().strip()
+print(get(), flush=True)
+for _ in sys.stdin:
+    print(get(), flush=True)
+"""
+
+
+def new_connections(n: int) -> list[str]:
+    gen = run.traffic(["--rate", "200", "--duration", str(n / 200), "--udp-every", "0",
+                       "--json"], quiet=True)
+    out, _ = gen.communicate(timeout=60)
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["tcp_failed"] == 0
+    return list(summary["backends"])
+
+
+def test_drain_keeps_established_and_moves_new(lab: dict) -> None:
+    from console.agent.client import AgentClient
+
+    keep = subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
+                             KEEPALIVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert keep.stdout is not None and keep.stdin is not None
+        first = keep.stdout.readline().strip()
+        address = {f"be{i}": f"198.18.2.1{i}" for i in (1, 2, 3)}[first]
+        with AgentClient(lab["lbs"][0]["socket"]) as agent:
+            agent.call("drain", address=address, vip="web")
+            keep.stdin.write("again\n")
+            keep.stdin.flush()
+            assert keep.stdout.readline().strip() == first, "established connection moved"
+            assert first not in new_connections(100), "new connections reached a drained one"
+            agent.call("undrain", address=address, vip="web")
+            assert first in new_connections(100)
+    finally:
+        keep.kill()
+        keep.wait()
+
+
 def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
     status = run.status()
     assert all(status["namespaces"].values()) and status["lbs"]["lb1"]
@@ -102,5 +151,6 @@ def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
     assert set(result["namespaces_removed"]) == set(topology.Lab().namespaces())
     assert not [n for n in netns.listnetns() if n.startswith(topology.PREFIX)]
     assert "lb1" not in run.lifecycle.instances()
+    assert result["agents_stopped"] == ["lb1"] and not run._alive(lab["lbs"][0]["pid"])
     ps = subprocess.run(["pgrep", "-f", "console.lab.server"], capture_output=True, text=True)
     assert ps.stdout.strip() == ""

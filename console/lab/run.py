@@ -18,8 +18,9 @@ import time
 from typing import Any
 
 from console import resources
+from console.agent.settings import default_socket
 from console.dataplane import lifecycle, xdp
-from console.dataplane.config import parse_config
+from console.dataplane.config import dump_toml, parse_config
 from console.dataplane.manager import RUN_ROOT
 from console.lab import topology
 from console.lab.topology import ROUTER, VIP, Lab
@@ -84,12 +85,67 @@ def up() -> dict[str, Any]:
         with open(STATE, "w") as f:
             json.dump({"pids": pids, "lbs": list(lab.lbs)}, f)
         _wait_listening(lab)
-        loaded = [lifecycle.load_instance(parse_config(lb_config(lab, lb))) for lb in lab.lbs]
+        agents = {lb: _start_agent(lab, lb) for lb in lab.lbs}
+        with open(STATE, "w") as f:
+            json.dump({"pids": pids, "agents": agents, "lbs": list(lab.lbs)}, f)
+        loaded = [_wait_agent(lb, agents[lb]) for lb in lab.lbs]
     except BaseException:
         down(quiet=True)
         raise
     return {"namespaces": lab.namespaces(), "vip": VIP, "lbs": loaded,
             "seconds": round(time.monotonic() - started, 2)}
+
+
+def agent_config_path(lb: str) -> str:
+    return os.path.join(RUN_ROOT, "lab", f"{lb}.toml")
+
+
+def _start_agent(lab: Lab, lb: str) -> int:
+    """The lab's LBs run as agents, like production: the agent owns the data plane."""
+    path = agent_config_path(lb)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f'[agent]\nsocket = "{default_socket(lb)}"\n\n')
+        f.write(dump_toml(parse_config(lb_config(lab, lb))))
+    log = open(os.path.join(os.path.dirname(path), f"{lb}.log"), "ab")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "console", "agent", "--config", path],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True)
+    log.close()
+    return proc.pid
+
+
+def _wait_agent(lb: str, pid: int, timeout: float = 60.0) -> dict[str, Any]:
+    from console.agent.client import AgentClient
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise RuntimeError(f"the agent for {lb} exited: see "
+                               f"{os.path.join(RUN_ROOT, 'lab', lb + '.log')}")
+        try:
+            with AgentClient(default_socket(lb)) as c:
+                st = c.call("status")
+                if st.get("vips"):
+                    return {"instance": lb, "mode": st["xdp_mode"], "pid": pid,
+                            "socket": default_socket(lb)}
+        except (FileNotFoundError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the agent for {lb} did not answer within {timeout:.0f} s")
+
+
+def _alive(pid: int) -> bool:
+    try:  # reap it if it is our child (a zombie still answers kill 0)
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def down(quiet: bool = False) -> dict[str, Any]:
@@ -107,6 +163,17 @@ def down(quiet: bool = False) -> dict[str, Any]:
             stopped.append(ns)
         except ProcessLookupError:
             pass
+    agents_stopped = []
+    for lb, pid in state.get("agents", {}).items():
+        try:  # SIGTERM: the agent exits and leaves the data plane, unloaded next
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        for _ in range(100):
+            if not _alive(pid):
+                break
+            time.sleep(0.05)
+        agents_stopped.append(lb)
     unloaded = []
     for lb in state.get("lbs", list(lab.lbs)):
         try:
@@ -117,7 +184,8 @@ def down(quiet: bool = False) -> dict[str, Any]:
     removed = topology.down(lab)
     if os.path.exists(STATE):
         os.unlink(STATE)
-    return {"servers_stopped": stopped, "unloaded": unloaded, "namespaces_removed": removed}
+    return {"servers_stopped": stopped, "agents_stopped": agents_stopped, "unloaded": unloaded,
+            "namespaces_removed": removed}
 
 
 def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
