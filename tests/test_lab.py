@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -142,6 +143,32 @@ def test_drain_keeps_established_and_moves_new(lab: dict) -> None:
     finally:
         keep.kill()
         keep.wait()
+
+
+def wait_health(agent, address: str, up: bool, timeout: float = 10.0) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        (web,) = agent.call("backends", vip="web")
+        row = {b["address"]: b for b in web["backends"]}[address]
+        if (row["health"] == "up") == up:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{address} did not become {'up' if up else 'down'}")
+
+
+def test_backend_failure_is_detected_and_recovered(lab: dict) -> None:
+    from console.agent.client import AgentClient
+
+    with AgentClient(lab["lbs"][0]["socket"]) as agent:
+        run.stop_server("be3")
+        took = wait_health(agent, "198.18.2.13", up=False)
+        assert took < 0.5 * 2 + 0.25 + 1.5  # fall x interval + timeout, plus slack
+        (web,) = agent.call("backends", vip="web")
+        assert {b["address"]: b for b in web["backends"]}["198.18.2.13"]["ring_share"] == 0
+        assert set(new_connections(100)) == {"be1", "be2"}
+        run.start_server("be3")
+        wait_health(agent, "198.18.2.13", up=True)
+        assert "be3" in new_connections(100)
 
 
 def test_lab_status_and_down_leave_nothing(lab: dict) -> None:

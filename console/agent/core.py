@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from console.agent.audit import AuditLog
+from console.agent.health import CheckSpec
 from console.agent.rates import RateTracker
 from console.agent.settings import AgentConfig
 from console.dataplane import lifecycle
@@ -170,6 +171,45 @@ class Agent:
             self.last = self._snapshot(self.rates.last)  # readers see the change at once
         self.emit("event", {"kind": "change", **entry})
         return {"vips": names, "before": before, "after": after}
+
+    # -- health ------------------------------------------------------------------------------
+    def health_targets(self) -> dict[str, CheckSpec]:
+        """One check per backend address, from the instance's namespace."""
+        st = self.settings
+        if st.health == "none":
+            return {}
+        out: dict[str, CheckSpec] = {}
+        for vip in self.desired.vips:
+            port = st.health_port or (vip.port if vip.protocol == "tcp" else 0)
+            for b in vip.backends:
+                if port and str(b.address) not in out:
+                    out[str(b.address)] = CheckSpec(
+                        st.health, port, st.health_path, st.health_interval, st.health_timeout,
+                        st.health_rise, st.health_fall, self.desired.instance.netns)
+        return out
+
+    def set_health(self, address: str, healthy: bool, reason: str) -> None:
+        """A verdict changed: take the backend out of (or back into) Maglev. Its
+        established flows stay where they are either way."""
+        with self.lock:
+            if healthy == (address not in self.down):
+                return
+            before = dict(self.down)
+            if healthy:
+                del self.down[address]
+            else:
+                self.down[address] = reason or "down"
+            try:
+                lifecycle.apply_config(self.effective())
+            except Exception as e:
+                self.down = before
+                self.emit("event", {"kind": "error", "time": time.time(),
+                                    "message": f"health change for {address} not applied: {e}"})
+                return
+            self._refresh_shares()
+            self.last = self._snapshot(self.rates.last)
+        self.emit("event", {"kind": "health", "time": time.time(), "address": address,
+                            "healthy": healthy, "reason": reason})
 
     # -- reading ---------------------------------------------------------------------------
     def emit(self, kind: str, doc: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import sys
 from console.agent import settings as agent_settings
 from console.agent.api import Server
 from console.agent.core import Agent
+from console.agent.health import HealthChecker
 
 
 async def run(agent: Agent) -> None:
@@ -29,6 +30,11 @@ async def run(agent: Agent) -> None:
           f"{agent.load_result.get('interface')}, "
           f"{'adopted pinned state' if agent.load_result.get('adopted') else 'loaded'}; "
           f"API on {agent.settings.socket}", flush=True)
+    def on_change(address: str, healthy: bool, reason: str) -> None:
+        loop.create_task(asyncio.to_thread(agent.set_health, address, healthy, reason))
+
+    checker = HealthChecker(on_change)
+    checker.set_targets(agent.health_targets())
     try:
         while not stop.is_set():
             snap = await asyncio.to_thread(agent.tick)
@@ -38,6 +44,7 @@ async def run(agent: Agent) -> None:
             except TimeoutError:
                 pass
     finally:
+        await checker.close()
         srv.close()
         if os.path.exists(agent.settings.socket):
             os.unlink(agent.settings.socket)

@@ -7,6 +7,13 @@
     operator_group = "xlb"          # members (and root) may change things
     socket_group = ""               # group owning the socket (default: operator_group)
     audit_log = ""                  # default: /var/lib/xlb/<instance>/audit.jsonl
+    health = "tcp"                  # tcp | http | none: one check per backend address
+    health_port = 0                 # default: the port of the first TCP VIP with the backend
+    health_path = "/"               # for http
+    health_interval = 1.0           # seconds; timeout <= interval
+    health_timeout = 0.5
+    health_rise = 2                 # consecutive results that change the verdict
+    health_fall = 2
 
 Everything else in the file is the data plane config (console/dataplane/config.py).
 """
@@ -16,14 +23,17 @@ from __future__ import annotations
 import hashlib
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from console.agent.health import CheckSpec
 from console.dataplane.config import Config, ConfigError, parse_config
 from console.dataplane.manager import RUN_ROOT
 
 STATE_ROOT = os.environ.get("XLB_STATE_ROOT", "/var/lib/xlb")
-KEYS = ("socket", "tick", "history", "operator_group", "socket_group", "audit_log")
+KEYS = ("socket", "tick", "history", "operator_group", "socket_group", "audit_log", "health",
+        "health_port", "health_path", "health_interval", "health_timeout", "health_rise",
+        "health_fall")
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,13 @@ class AgentSettings:
     operator_group: str
     socket_group: str
     audit_log: str
+    health: str = "tcp"
+    health_port: int = 0
+    health_path: str = "/"
+    health_interval: float = 1.0
+    health_timeout: float = 0.5
+    health_rise: int = 2
+    health_fall: int = 2
 
 
 @dataclass(frozen=True)
@@ -76,9 +93,23 @@ def _settings(raw: Any, instance: str) -> AgentSettings:
         socket_group=get("socket_group", str, ""),
         audit_log=get("audit_log", str, "")
         or os.path.join(STATE_ROOT, instance, "audit.jsonl"))
+    health = dict(health=get("health", str, "tcp"), health_port=get("health_port", int, 0),
+                  health_path=get("health_path", str, "/"),
+                  health_interval=get("health_interval", float, 1.0),
+                  health_timeout=get("health_timeout", float, 0.5),
+                  health_rise=get("health_rise", int, 2), health_fall=get("health_fall", int, 2))
+    if health["health"] not in ("tcp", "http", "none"):
+        errors.append(f"agent.health: {health['health']!r} is not tcp, http or none")
+    if health["health"] != "none":
+        try:
+            CheckSpec(health["health"], health["health_port"] or 1, health["health_path"],
+                      health["health_interval"], health["health_timeout"],
+                      health["health_rise"], health["health_fall"])
+        except ValueError as e:
+            errors.append(f"agent: {e}")
     if errors:
         raise ConfigError(errors)
-    return s
+    return replace(s, **health)
 
 
 def load(path: str) -> AgentConfig:

@@ -52,16 +52,46 @@ def _attach_helpers(lab: Lab) -> None:
         xdp.attach(f"r-{lb}", floor.fd, "native", ROUTER)
 
 
+def _start_server(ns: str) -> int:
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "console.lab.server",
+         "--name", ns.removeprefix(topology.PREFIX), "--vip", VIP],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    return proc.pid
+
+
 def _start_servers(lab: Lab) -> dict[str, int]:
-    pids = {}
-    for be in lab.backends:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", be.name, sys.executable, "-m", "console.lab.server",
-             "--name", be.name.removeprefix(topology.PREFIX), "--vip", VIP],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
-        pids[be.name] = proc.pid
-    return pids
+    return {be.name: _start_server(be.name) for be in lab.backends}
+
+
+def _state() -> dict[str, Any]:
+    try:
+        with open(STATE) as f:
+            return json.load(f)  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def stop_server(backend: str) -> None:
+    """Stop one backend's servers (a backend failure, for demos and tests)."""
+    state = _state()
+    pid = state.get("pids", {}).pop(topology.PREFIX + backend, None)
+    if pid is None:
+        raise RuntimeError(f"no running server for backend {backend!r} in this lab")
+    os.killpg(pid, signal.SIGTERM)
+    with open(STATE, "w") as f:
+        json.dump(state, f)
+
+
+def start_server(backend: str) -> None:
+    state = _state()
+    ns = topology.PREFIX + backend
+    if ns in state.get("pids", {}):
+        raise RuntimeError(f"backend {backend!r} already has a running server")
+    state.setdefault("pids", {})[ns] = _start_server(ns)
+    with open(STATE, "w") as f:
+        json.dump(state, f)
 
 
 def _wait_listening(lab: Lab, timeout: float = 10.0) -> None:
@@ -105,7 +135,8 @@ def _start_agent(lab: Lab, lb: str) -> int:
     path = agent_config_path(lb)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        f.write(f'[agent]\nsocket = "{default_socket(lb)}"\n\n')
+        f.write(f'[agent]\nsocket = "{default_socket(lb)}"\nhealth_interval = 0.5\n'
+                'health_timeout = 0.25\n\n')
         f.write(dump_toml(parse_config(lb_config(lab, lb))))
     log = open(os.path.join(os.path.dirname(path), f"{lb}.log"), "ab")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "console", "agent", "--config", path],
@@ -152,11 +183,7 @@ def down(quiet: bool = False) -> dict[str, Any]:
     lifecycle.require_root("xlb lab down")
     lab = Lab()
     stopped = []
-    try:
-        with open(STATE) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        state = {}
+    state = _state()
     for ns, pid in state.get("pids", {}).items():
         try:  # the server runs in its own session: end that group (ip netns exec + python)
             os.killpg(pid, signal.SIGTERM)
