@@ -171,6 +171,37 @@ def test_backend_failure_is_detected_and_recovered(lab: dict) -> None:
         assert "be3" in new_connections(100)
 
 
+def test_agent_restart_keeps_established_connections(lab: dict) -> None:
+    import signal
+
+    from console.agent.client import AgentClient
+
+    keep = subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
+                             KEEPALIVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert keep.stdout is not None and keep.stdin is not None
+        first = keep.stdout.readline().strip()
+        address = {f"be{i}": f"198.18.2.1{i}" for i in (1, 2, 3)}[first]
+        with AgentClient(lab["lbs"][0]["socket"]) as agent:
+            agent.call("drain", address=address, vip="web")  # Maglev alone would move it
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            info = run.restart_agent("lb1", sig)
+            lab["lbs"][0]["pid"] = info["pid"]
+            keep.stdin.write("again\n")
+            keep.stdin.flush()
+            assert keep.stdout.readline().strip() == first, f"connection moved after {sig!r}"
+            with AgentClient(info["socket"]) as agent:
+                (web,) = agent.call("backends", vip="web")
+                row = {b["address"]: b for b in web["backends"]}[address]
+                assert row["state"] in ("drained", "draining"), "intent lost on restart"
+        with AgentClient(lab["lbs"][0]["socket"]) as agent:
+            agent.call("undrain", address=address, vip="web")
+    finally:
+        keep.kill()
+        keep.wait()
+
+
 def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
     status = run.status()
     assert all(status["namespaces"].values()) and status["lbs"]["lb1"]

@@ -146,6 +146,25 @@ def _start_agent(lab: Lab, lb: str) -> int:
     return proc.pid
 
 
+def restart_agent(lb: str, sig: int = signal.SIGTERM) -> dict[str, Any]:
+    """End lb's agent with `sig` (SIGKILL = a crash) and start it again; it adopts the
+    pinned data plane, which never stopped forwarding."""
+    state = _state()
+    pid = state.get("agents", {}).get(lb)
+    if pid is None:
+        raise RuntimeError(f"no agent for {lb!r} in this lab")
+    os.kill(pid, sig)
+    for _ in range(200):
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    new = _start_agent(Lab(), lb)
+    state["agents"][lb] = new
+    with open(STATE, "w") as f:
+        json.dump(state, f)
+    return _wait_agent(lb, new)
+
+
 def _wait_agent(lb: str, pid: int, timeout: float = 60.0) -> dict[str, Any]:
     from console.agent.client import AgentClient
 
