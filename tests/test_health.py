@@ -92,7 +92,8 @@ class HttpServer:
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(main())
+    """Run one test's coroutine; a hang (e.g. a timeout that does not fire) fails it."""
+    asyncio.run(asyncio.wait_for(main(), 10))
 
 
 # --- CheckSpec ---------------------------------------------------------------------------

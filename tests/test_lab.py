@@ -113,6 +113,32 @@ for _ in sys.stdin:
 """
 
 
+class KeepAlive:
+    """One long-lived HTTP connection from the client namespace; get() asks on it again."""
+
+    def __enter__(self) -> KeepAlive:
+        self.proc = subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable,
+                                      "-c", KEEPALIVE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.first = self._line()
+        self.address = {f"be{i}": f"198.18.2.1{i}" for i in (1, 2, 3)}[self.first]
+        return self
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def get(self) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("again\n")
+        self.proc.stdin.flush()
+        return self._line()
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def new_connections(n: int) -> list[str]:
     gen = run.traffic(["--rate", "200", "--duration", str(n / 200), "--udp-every", "0",
                        "--json"], quiet=True)
@@ -125,24 +151,12 @@ def new_connections(n: int) -> list[str]:
 def test_drain_keeps_established_and_moves_new(lab: dict) -> None:
     from console.agent.client import AgentClient
 
-    keep = subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
-                             KEEPALIVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        assert keep.stdout is not None and keep.stdin is not None
-        first = keep.stdout.readline().strip()
-        address = {f"be{i}": f"198.18.2.1{i}" for i in (1, 2, 3)}[first]
-        with AgentClient(lab["lbs"][0]["socket"]) as agent:
-            agent.call("drain", address=address, vip="web")
-            keep.stdin.write("again\n")
-            keep.stdin.flush()
-            assert keep.stdout.readline().strip() == first, "established connection moved"
-            assert first not in new_connections(100), "new connections reached a drained one"
-            agent.call("undrain", address=address, vip="web")
-            assert first in new_connections(100)
-    finally:
-        keep.kill()
-        keep.wait()
+    with KeepAlive() as keep, AgentClient(lab["lbs"][0]["socket"]) as agent:
+        agent.call("drain", address=keep.address, vip="web")
+        assert keep.get() == keep.first, "established connection moved"
+        assert keep.first not in new_connections(100), "new connections reached a drained one"
+        agent.call("undrain", address=keep.address, vip="web")
+        assert keep.first in new_connections(100)
 
 
 def wait_health(agent, address: str, up: bool, timeout: float = 10.0) -> float:  # type: ignore[no-untyped-def]
@@ -176,30 +190,19 @@ def test_agent_restart_keeps_established_connections(lab: dict) -> None:
 
     from console.agent.client import AgentClient
 
-    keep = subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
-                             KEEPALIVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        assert keep.stdout is not None and keep.stdin is not None
-        first = keep.stdout.readline().strip()
-        address = {f"be{i}": f"198.18.2.1{i}" for i in (1, 2, 3)}[first]
+    with KeepAlive() as keep:
         with AgentClient(lab["lbs"][0]["socket"]) as agent:
-            agent.call("drain", address=address, vip="web")  # Maglev alone would move it
+            agent.call("drain", address=keep.address, vip="web")  # Maglev alone would move it
         for sig in (signal.SIGTERM, signal.SIGKILL):
             info = run.restart_agent("lb1", sig)
             lab["lbs"][0]["pid"] = info["pid"]
-            keep.stdin.write("again\n")
-            keep.stdin.flush()
-            assert keep.stdout.readline().strip() == first, f"connection moved after {sig!r}"
+            assert keep.get() == keep.first, f"connection moved after {sig!r}"
             with AgentClient(info["socket"]) as agent:
                 (web,) = agent.call("backends", vip="web")
-                row = {b["address"]: b for b in web["backends"]}[address]
+                row = {b["address"]: b for b in web["backends"]}[keep.address]
                 assert row["state"] in ("drained", "draining"), "intent lost on restart"
         with AgentClient(lab["lbs"][0]["socket"]) as agent:
-            agent.call("undrain", address=address, vip="web")
-    finally:
-        keep.kill()
-        keep.wait()
+            agent.call("undrain", address=keep.address, vip="web")
 
 
 def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
