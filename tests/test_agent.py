@@ -36,6 +36,7 @@ tick = 0.25
 audit_log = "{tmp}/audit.jsonl"
 operator_group = "xlb-test-operators-none"
 socket_group = "nogroup"
+metrics = "127.0.0.1:0"
 
 [instance]
 name = "agt"
@@ -273,3 +274,28 @@ def test_cli_clients(agent: AgentProc) -> None:
     assert r.returncode == 0, r.stderr
     r = xlb("audit", "--json")
     assert [e["action"] for e in json.loads(r.stdout)] == ["drain"]
+
+
+def test_metrics_show_the_console_figures(agent: AgentProc) -> None:
+    import urllib.request
+
+    with agent.client() as c:
+        port = c.call("status")["metrics_port"]
+    assert port > 0
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'xlb_up{instance="agt"} 1.0' in text
+    assert 'xlb_backend_ring_share{backend="10.0.1.2",instance="agt",vip="web"} 0.75' in text
+    assert 'xlb_vip_backends{instance="agt",vip="dns"} 1.0' in text
+    assert "xlb_queue_packets_per_second" in text and "xlb_reason_packets_per_second" in text
+
+
+def test_bad_agent_settings_are_one_clear_error(tmp_path: Any) -> None:
+    path = os.path.join(str(tmp_path), "bad.toml")
+    with open(path, "w") as f:
+        f.write('[agent]\nmetrics = "nowhere"\ntick = 0.01\nhealth = "ping"\n'
+                '[instance]\nname = "x"\ninterface = "eth0"\n')
+    r = subprocess.run([sys.executable, "-m", "console", "agent", "--config", path],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    for text in ("agent.metrics", "agent.tick", "agent.health"):
+        assert text in r.stderr

@@ -93,7 +93,12 @@ class HttpServer:
 
 def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run one test's coroutine; a hang (e.g. a timeout that does not fire) fails it."""
-    asyncio.run(asyncio.wait_for(main(), 10))
+
+    async def guarded() -> None:
+        async with asyncio.timeout(10):  # same task, so other_tasks() stays exact
+            await main()
+
+    asyncio.run(guarded())
 
 
 # --- CheckSpec ---------------------------------------------------------------------------

@@ -79,6 +79,9 @@ def test_traffic_generator_reports_real_connections(lab: dict) -> None:
     assert summary["tcp_ok"] >= 150 and summary["tcp_failed"] == 0
     assert summary["udp_ok"] >= 150 and summary["udp_failed"] == 0
     assert len(summary["backends"]) == 3
+    total = sum(summary["backends"].values())
+    for name, n in summary["backends"].items():  # equal Maglev shares: 1/3 each (3 sigma)
+        assert 0.2 < n / total < 0.47, (name, summary["backends"])
 
 
 def test_traffic_refuses_bad_options(lab: dict) -> None:

@@ -57,6 +57,7 @@ class Agent:
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.last: dict[str, Any] = {}
         self.queue_count = 0
+        self.metrics_port = 0
 
     # -- start and intent ---------------------------------------------------------
     def _state_path(self) -> str:
@@ -253,7 +254,7 @@ class Agent:
                          "healthy": sum(1 for r in rows if r["health"] == "up"),
                          "total": len(rows)})
         q = rates.queues[:, 0] if rates is not None else np.zeros(S.XLB_MAX_QUEUES)
-        return {"instance": self.name, "time": time.time(),
+        return {"instance": self.name, "time": time.time(), "metrics_port": self.metrics_port,
                 "uptime": round(time.time() - self.started, 1),
                 "xdp_mode": self.load_result.get("mode"),
                 "interface": self.load_result.get("interface"),

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 
+from console.agent import metrics
 from console.agent import settings as agent_settings
 from console.agent.api import Server
 from console.agent.core import Agent
@@ -22,6 +23,14 @@ from console.agent.health import HealthChecker
 async def run(agent: Agent) -> None:
     server = Server(agent)
     srv = await server.serve()
+    if agent.settings.metrics:
+        try:
+            agent.metrics_port = metrics.serve(agent.settings.metrics, lambda: agent.last)
+        except OSError as e:
+            srv.close()
+            raise RuntimeError(f"metrics on {agent.settings.metrics}: {e.strerror}; set "
+                               "[agent] metrics to another host:port, or \"\" to turn it "
+                               "off") from e
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -29,7 +38,9 @@ async def run(agent: Agent) -> None:
     print(f"xlb agent {agent.name}: {agent.load_result.get('mode')} XDP on "
           f"{agent.load_result.get('interface')}, "
           f"{'adopted pinned state' if agent.load_result.get('adopted') else 'loaded'}; "
-          f"API on {agent.settings.socket}", flush=True)
+          f"API on {agent.settings.socket}"
+          + (f", metrics on port {agent.metrics_port}" if agent.metrics_port else ""),
+          flush=True)
     def on_change(address: str, healthy: bool, reason: str) -> None:
         loop.create_task(asyncio.to_thread(agent.set_health, address, healthy, reason))
 

@@ -7,6 +7,7 @@
     operator_group = "xlb"          # members (and root) may change things
     socket_group = ""               # group owning the socket (default: operator_group)
     audit_log = ""                  # default: /var/lib/xlb/<instance>/audit.jsonl
+    metrics = "127.0.0.1:9465"      # Prometheus exporter, host:port ("" = off)
     health = "tcp"                  # tcp | http | none: one check per backend address
     health_port = 0                 # default: the port of the first TCP VIP with the backend
     health_path = "/"               # for http
@@ -31,7 +32,8 @@ from console.dataplane.config import Config, ConfigError, parse_config
 from console.dataplane.manager import RUN_ROOT
 
 STATE_ROOT = os.environ.get("XLB_STATE_ROOT", "/var/lib/xlb")
-KEYS = ("socket", "tick", "history", "operator_group", "socket_group", "audit_log", "health",
+KEYS = ("socket", "tick", "history", "operator_group", "socket_group", "audit_log", "metrics",
+        "health",
         "health_port", "health_path", "health_interval", "health_timeout", "health_rise",
         "health_fall")
 
@@ -44,6 +46,7 @@ class AgentSettings:
     operator_group: str
     socket_group: str
     audit_log: str
+    metrics: str = "127.0.0.1:9465"
     health: str = "tcp"
     health_port: int = 0
     health_path: str = "/"
@@ -98,6 +101,11 @@ def _settings(raw: Any, instance: str) -> AgentSettings:
                   health_interval=get("health_interval", float, 1.0),
                   health_timeout=get("health_timeout", float, 0.5),
                   health_rise=get("health_rise", int, 2), health_fall=get("health_fall", int, 2))
+    metrics = get("metrics", str, "127.0.0.1:9465")
+    host, _, port = metrics.rpartition(":")
+    if metrics and not (host and port.isdigit() and int(port) <= 65535):
+        errors.append(f"agent.metrics: {metrics!r} is not host:port (\"\" turns it off)")
+    health["metrics"] = metrics
     if health["health"] not in ("tcp", "http", "none"):
         errors.append(f"agent.health: {health['health']!r} is not tcp, http or none")
     if health["health"] != "none":
