@@ -5,6 +5,7 @@ through the XDP load balancer, IP-in-IP to the backends, replies direct (DSR).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -216,5 +217,6 @@ def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
     assert not [n for n in netns.listnetns() if n.startswith(topology.PREFIX)]
     assert "lb1" not in run.lifecycle.instances()
     assert result["agents_stopped"] == ["lb1"] and not run._alive(lab["lbs"][0]["pid"])
+    assert not os.path.exists(run.STATE) and not os.path.exists(run.agent_config_path("lb1"))
     ps = subprocess.run(["pgrep", "-f", "console.lab.server"], capture_output=True, text=True)
     assert ps.stdout.strip() == ""

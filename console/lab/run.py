@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,6 +231,7 @@ def down(quiet: bool = False) -> dict[str, Any]:
     removed = topology.down(lab)
     if os.path.exists(STATE):
         os.unlink(STATE)
+    shutil.rmtree(os.path.dirname(agent_config_path("lb1")), ignore_errors=True)
     return {"servers_stopped": stopped, "agents_stopped": agents_stopped, "unloaded": unloaded,
             "namespaces_removed": removed}
 
