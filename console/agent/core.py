@@ -25,7 +25,7 @@ from console.agent.rates import RateTracker
 from console.agent.settings import AgentConfig
 from console.dataplane import lifecycle
 from console.dataplane import structs as S
-from console.dataplane.config import Config, ConfigError, parse_config
+from console.dataplane.config import Config, ConfigError, parse_config, vip_label
 from console.dataplane.manager import Dataplane, key_label, run_dir
 
 
@@ -234,8 +234,7 @@ class Agent:
         vip_ids = {key_label(k): m.vip_id for k, m in self.dp.vip_entries().values()}
         vips = []
         for vip in self.desired.vips:
-            label = f"{vip.name}"
-            key = _vip_key_label(vip)
+            key = vip_label(vip.address, vip.port, vip.protocol)
             rows = []
             for b in vip.backends:
                 addr = str(b.address)
@@ -248,7 +247,7 @@ class Agent:
                              "ring_share": round(self.shares.get(key, {}).get(addr, 0.0), 6),
                              "pps": round(pps, 1), "new_conns_per_s": round(new, 1)})
             vid = vip_ids.get(key)
-            vips.append({"name": label, "vip": key, "backends": rows,
+            vips.append({"name": vip.name, "vip": key, "backends": rows,
                          "pps": round(float(rates.vips[vid, 0]), 1)
                          if rates is not None and vid is not None else 0.0,
                          "healthy": sum(1 for r in rows if r["health"] == "up"),
@@ -272,12 +271,6 @@ class Agent:
         if len(used):
             self.queue_count = max(self.queue_count, int(used[-1]) + 1)
         return max(self.queue_count, 1)
-
-
-def _vip_key_label(vip: Any) -> str:
-    from console.dataplane.config import vip_label
-
-    return vip_label(vip.address, vip.port, vip.protocol)
 
 
 def _state(configured: str, down: bool, pps: float) -> str:
