@@ -45,7 +45,7 @@ class Agent:
         self.settings = ac.settings
         self.name = ac.config.instance.name
         self.digest = ac.digest
-        self.desired = self._saved_intent(ac) or ac.config
+        self.desired = self._saved_intent(ac.digest) or ac.config
         self.down: dict[str, str] = {}  # backend address -> why it is out (health)
         self.audit = AuditLog(ac.settings.audit_log)
         self.rates = RateTracker(history_seconds=ac.settings.history, tick=ac.settings.tick)
@@ -54,6 +54,8 @@ class Agent:
         self.load_result: dict[str, Any] = {}
         self.dp: Dataplane | None = None
         self.shares: dict[str, dict[str, float]] = {}
+        self.backend_ids: dict[str, int] = {}   # address -> data-plane id, as last applied
+        self.vip_ids: dict[str, int] = {}       # VIP label -> counter row, as last applied
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.last: dict[str, Any] = {}
         self.queue_count = 0
@@ -63,11 +65,11 @@ class Agent:
     def _state_path(self) -> str:
         return os.path.join(run_dir(self.name), "agent.json")
 
-    def _saved_intent(self, ac: AgentConfig) -> Config | None:
+    def _saved_intent(self, digest: str) -> Config | None:
         try:
-            with open(os.path.join(run_dir(ac.config.instance.name), "agent.json")) as f:
+            with open(self._state_path()) as f:
                 doc = json.load(f)
-            if doc.get("digest") != ac.digest:
+            if doc.get("digest") != digest:
                 return None
             return parse_config(doc["desired"])
         except (OSError, ValueError, KeyError, ConfigError):
@@ -84,7 +86,7 @@ class Agent:
         """Load or adopt the data plane and apply the intent (all-or-nothing)."""
         self.load_result = lifecycle.load_instance(self.effective())
         self.dp = Dataplane(self.name)
-        self._refresh_shares()
+        self._refresh_layout()
         self._save_intent()
         return self.load_result
 
@@ -102,29 +104,37 @@ class Agent:
                     cfg = cfg.with_backend(vip.name, b.address, state="drained")
         return cfg
 
-    def _refresh_shares(self) -> None:
-        """Maglev share per VIP and backend: once per apply, never per tick."""
+    def _refresh_layout(self) -> None:
+        """Ids and Maglev shares as applied: read once per apply, never per tick."""
         assert self.dp is not None
         ids = {i: str(S.unpack_addr(b.addr, b.family)) for i, b in
                self.dp.backend_entries().items()}
-        out: dict[str, dict[str, float]] = {}
+        shares: dict[str, dict[str, float]] = {}
+        vip_ids: dict[str, int] = {}
         for key, meta in self.dp.vip_entries().values():
+            label = key_label(key)
+            vip_ids[label] = meta.vip_id
             vals, counts = np.unique(self.dp.ring(meta.ring_slot), return_counts=True)
             total = counts.sum()
-            out[key_label(key)] = {ids[int(v)]: float(c) / total
-                                   for v, c in zip(vals, counts, strict=True) if int(v) in ids}
-        self.shares = out
+            shares[label] = {ids[int(v)]: float(c) / total
+                             for v, c in zip(vals, counts, strict=True) if int(v) in ids}
+        self.shares, self.vip_ids = shares, vip_ids
+        self.backend_ids = {addr: i for i, addr in ids.items()}
 
-    def _apply(self, new_desired: Config) -> None:
-        old = self.desired
-        self.desired = new_desired
+    def _commit(self, desired: Config, down: dict[str, str]) -> None:
+        """Apply new intent and/or health verdicts together; on failure keep the old ones.
+        Call with the lock held."""
+        old = self.desired, self.down
+        self.desired, self.down = desired, down
+        assert self.dp is not None
         try:
-            lifecycle.apply_config(self.effective())
+            self.dp.apply(self.effective())
         except Exception:
-            self.desired = old
+            self.desired, self.down = old
             raise
-        self._refresh_shares()
+        self._refresh_layout()
         self._save_intent()
+        self.last = self._snapshot(self.rates.last)  # readers see the change at once
 
     # -- operations -------------------------------------------------------------------
     def _targets(self, address: str, vip: str | None) -> list[str]:
@@ -164,12 +174,11 @@ class Agent:
                         raise Refused(f"{action} {address} would leave VIP {name} without a "
                                       "healthy backend: refused (use --force to do it anyway)")
             before = {n: self.desired.vip(n).backend(address).to_dict() for n in names}
-            self._apply(new)
+            self._commit(new, self.down)
             after = {n: self.desired.vip(n).backend(address).to_dict() for n in names}
             params = {"address": address, "vip": vip, "weight": weight, "force": force}
             entry = self.audit.append(uid=caller.uid, user=caller.user, action=action,
                                       params=params, before=before, after=after)
-            self.last = self._snapshot(self.rates.last)  # readers see the change at once
         self.emit("event", {"kind": "change", **entry})
         return {"vips": names, "before": before, "after": after}
 
@@ -195,20 +204,15 @@ class Agent:
         with self.lock:
             if healthy == (address not in self.down):
                 return
-            before = dict(self.down)
-            if healthy:
-                del self.down[address]
-            else:
-                self.down[address] = reason or "down"
+            down = {a: r for a, r in self.down.items() if a != address}
+            if not healthy:
+                down[address] = reason or "down"
             try:
-                lifecycle.apply_config(self.effective())
+                self._commit(self.desired, down)
             except Exception as e:
-                self.down = before
                 self.emit("event", {"kind": "error", "time": time.time(),
                                     "message": f"health change for {address} not applied: {e}"})
                 return
-            self._refresh_shares()
-            self.last = self._snapshot(self.rates.last)
         self.emit("event", {"kind": "health", "time": time.time(), "address": address,
                             "healthy": healthy, "reason": reason})
 
@@ -228,10 +232,7 @@ class Agent:
         return snap
 
     def _snapshot(self, rates: Any) -> dict[str, Any]:
-        assert self.dp is not None
-        ids = {str(S.unpack_addr(b.addr, b.family)): i
-               for i, b in self.dp.backend_entries().items()}
-        vip_ids = {key_label(k): m.vip_id for k, m in self.dp.vip_entries().values()}
+        ids, vip_ids = self.backend_ids, self.vip_ids
         vips = []
         for vip in self.desired.vips:
             key = vip_label(vip.address, vip.port, vip.protocol)
