@@ -74,6 +74,13 @@ def _state() -> dict[str, Any]:
         return {}
 
 
+def _save_state(state: dict[str, Any]) -> None:
+    """What down() needs to end the lab's processes: written as soon as they exist."""
+    os.makedirs(RUN_ROOT, exist_ok=True)
+    with open(STATE, "w") as f:
+        json.dump(state, f)
+
+
 def stop_server(backend: str) -> None:
     """Stop one backend's servers (a backend failure, for demos and tests)."""
     state = _state()
@@ -81,8 +88,7 @@ def stop_server(backend: str) -> None:
     if pid is None:
         raise RuntimeError(f"no running server for backend {backend!r} in this lab")
     os.killpg(pid, signal.SIGTERM)
-    with open(STATE, "w") as f:
-        json.dump(state, f)
+    _save_state(state)
 
 
 def start_server(backend: str) -> None:
@@ -91,8 +97,7 @@ def start_server(backend: str) -> None:
     if ns in state.get("pids", {}):
         raise RuntimeError(f"backend {backend!r} already has a running server")
     state.setdefault("pids", {})[ns] = _start_server(ns)
-    with open(STATE, "w") as f:
-        json.dump(state, f)
+    _save_state(state)
 
 
 def _wait_listening(lab: Lab, timeout: float = 10.0) -> None:
@@ -107,21 +112,18 @@ def _wait_listening(lab: Lab, timeout: float = 10.0) -> None:
 def up() -> dict[str, Any]:
     lifecycle.require_root("xlb lab up")
     started = time.monotonic()
-    down(quiet=True)
+    down()
     lab = topology.up()
     try:
         _attach_helpers(lab)
         pids = _start_servers(lab)
-        os.makedirs(RUN_ROOT, exist_ok=True)
-        with open(STATE, "w") as f:
-            json.dump({"pids": pids, "lbs": list(lab.lbs)}, f)
+        _save_state({"pids": pids, "lbs": list(lab.lbs)})
         _wait_listening(lab)
         agents = {lb: _start_agent(lab, lb) for lb in lab.lbs}
-        with open(STATE, "w") as f:
-            json.dump({"pids": pids, "agents": agents, "lbs": list(lab.lbs)}, f)
+        _save_state({"pids": pids, "agents": agents, "lbs": list(lab.lbs)})
         loaded = [_wait_agent(lb, agents[lb]) for lb in lab.lbs]
     except BaseException:
-        down(quiet=True)
+        down()
         raise
     return {"namespaces": lab.namespaces(), "vip": VIP, "lbs": loaded,
             "seconds": round(time.monotonic() - started, 2)}
@@ -161,8 +163,7 @@ def restart_agent(lb: str, sig: int = signal.SIGTERM) -> dict[str, Any]:
         time.sleep(0.05)
     new = _start_agent(Lab(), lb)
     state["agents"][lb] = new
-    with open(STATE, "w") as f:
-        json.dump(state, f)
+    _save_state(state)
     return _wait_agent(lb, new)
 
 
@@ -199,7 +200,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def down(quiet: bool = False) -> dict[str, Any]:
+def down() -> dict[str, Any]:
     lifecycle.require_root("xlb lab down")
     lab = Lab()
     stopped = []
