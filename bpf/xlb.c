@@ -327,9 +327,11 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
         return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
     u32 hash = flow_hash(&p->flow);
     u64 now = bpf_ktime_get_coarse_ns();
+    u64 epoch = now >> XLB_ACTIVE_EPOCH_SHIFT;
     u32 backend_id = XLB_NO_BACKEND;
     struct xlb_backend *be = 0;
     int new_conn = 0;
+    int touched = 0;  /* the flow's first packet in this epoch: counted as active */
 
     int syn = p->flow.proto == IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02;
     if (!syn) {
@@ -338,7 +340,11 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
             backend_id = c->backend_id;
             be = backends.lookup(&backend_id);
             if (be && (be->flags & XLB_BACKEND_VALID)) {
-                if (now - c->last_seen_ns > XLB_NSEC_PER_SEC)
+                /* compare with the old last_seen, before it is refreshed; a new
+                 * epoch always refreshes it, so the flow counts once per epoch */
+                u64 seen = c->last_seen_ns;
+                touched = (seen >> XLB_ACTIVE_EPOCH_SHIFT) < epoch;
+                if (touched || now - seen > XLB_NSEC_PER_SEC)
                     c->last_seen_ns = now;
             } else {
                 be = 0;
@@ -358,6 +364,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
                               .last_seen_ns = now};
         conns.update(&p->flow, &nc);
         new_conn = 1;
+        touched = 1;
     }
 
     u32 vip_id = vip->vip_id;
@@ -371,6 +378,15 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
         bs->packets++;
         bs->bytes += bytes;
         bs->new_conns += new_conn;
+        if (touched) {
+            /* per-CPU map: no other writer; a slot from an older epoch restarts */
+            u32 slot = epoch & 1;
+            if (bs->active_epoch[slot] != epoch) {
+                bs->active_epoch[slot] = epoch;
+                bs->active[slot] = 0;
+            }
+            bs->active[slot]++;
+        }
     }
 
     u32 outer = be->family == XLB_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);

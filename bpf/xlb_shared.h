@@ -9,7 +9,7 @@
 #define XLB_SHARED_H
 
 #define XLB_MAGIC 0x786c6230 /* "xlb0" */
-#define XLB_LAYOUT_VERSION 1
+#define XLB_LAYOUT_VERSION 2   /* 2: active-flow epochs in xlb_backend_stats */
 
 #define XLB_MAX_QUEUES 64      /* RX queues counted; higher ones share the last slot */
 #define XLB_NUM_ACTIONS 5      /* XDP_ABORTED .. XDP_REDIRECT */
@@ -19,6 +19,11 @@
 #define XLB_AF_INET6 6
 
 #define XLB_BACKEND_VALID 0x1  /* slot holds a backend (established flows may use it) */
+
+/* Active flows are counted per "activity epoch" of 2^XLB_ACTIVE_EPOCH_SHIFT ns
+ * of CLOCK_MONOTONIC (33: about 8.6 s): a flow counts once in an epoch, on
+ * its first packet in it. See struct xlb_backend_stats. */
+#define XLB_ACTIVE_EPOCH_SHIFT 33
 
 /* Why a packet got its verdict; one per-CPU counter each. Every packet the
  * program sees is counted under exactly one reason. */
@@ -70,7 +75,8 @@ struct xlb_flow_key {
 struct xlb_conn {        /* connection-table value */
     __u32 backend_id;
     __u32 vip_id;
-    __u64 last_seen_ns;  /* coarse clock, refreshed at most once a second */
+    __u64 last_seen_ns;  /* coarse clock; refreshed at most once a second, and on the
+                          * first packet of an activity epoch */
 };
 
 struct xlb_backend {
@@ -116,6 +122,12 @@ struct xlb_backend_stats {
     __u64 packets;
     __u64 bytes;
     __u64 new_conns;
+    /* Distinct flows that sent a packet in an epoch (epoch = ns >> XLB_ACTIVE_EPOCH_SHIFT),
+     * in slot epoch & 1; active_epoch[slot] says which epoch the slot holds (a slot
+     * whose epoch is not the one asked for is stale). Per CPU, so readers sum the
+     * CPUs' slots that hold the wanted epoch. */
+    __u64 active[2];
+    __u64 active_epoch[2];
 };
 
 #endif /* XLB_SHARED_H */

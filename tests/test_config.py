@@ -251,6 +251,103 @@ def test_with_backend_errors():
         cfg.with_backend("web", "10.0.1.2", address="10.0.1.9")
 
 
+def test_with_added_backend():
+    cfg = parse_config(base())
+    new = cfg.with_added_backend("web", "fd00:0::9", weight=4)
+    assert new.vip("web").backends[-1] == BackendConfig(ipaddress.IPv6Address("fd00::9"), 4)
+    assert new.vip("web").backends[:2] == cfg.vip("web").backends
+    assert new.vips[1:] == cfg.vips[1:] and len(cfg.vip("web").backends) == 2
+    drained = cfg.with_added_backend("10.100.0.11:53/udp", ipaddress.ip_address("10.0.1.2"),
+                                     state="drained")
+    assert drained.vips[2].backends == (BackendConfig(ipaddress.IPv4Address("10.0.1.2"), 1,
+                                                      "drained"),)
+    assert parse_config(new.to_dict()) == new
+
+
+def test_with_added_backend_errors():
+    cfg = parse_config(base())
+    with pytest.raises(KeyError, match="no VIP named 'nope'"):
+        cfg.with_added_backend("nope", "10.0.1.9")
+    with pytest.raises(ConfigError) as info:
+        cfg.with_added_backend("web", "10.0.1.2")
+    assert info.value.errors == ["VIP 'web' already has backend 10.0.1.2"]
+    with pytest.raises(ConfigError) as info:
+        cfg.with_added_backend("web", "10.00.1.2")
+    assert info.value.errors == ["vip['web'].backend[2].address: '10.00.1.2' is not an IP address"]
+    with pytest.raises(ConfigError) as info:
+        cfg.with_added_backend("web", "127.0.0.1", weight=70000, state="gone")
+    assert info.value.errors == [
+        "vip['web'].backend[2].address: 127.0.0.1 is a loopback address",
+        "vip['web'].backend[2].weight: 70000 is out of range 0..65535",
+        "vip['web'].backend[2].state: 'gone' is not 'active' or 'drained'",
+    ]
+    with pytest.raises(ConfigError, match=r"backend\[2\].address: 10.100.0.10 is a VIP address"):
+        cfg.with_added_backend("web", "10.100.0.10")
+    small = parse_config({**base(), "instance": {"name": "lb1", "interface": "x",
+                                                 "max_backends": 3}})
+    with pytest.raises(ConfigError, match="4 distinct backend addresses exceed"):
+        small.with_added_backend("web", "10.0.1.9")
+
+
+def test_without_backend():
+    cfg = parse_config(base())
+    new = cfg.without_backend("web", "10.0.1.2")
+    assert [str(b.address) for b in new.vip("web").backends] == ["10.0.1.3"]
+    assert new.vips[1] == cfg.vips[1], "the same address in another VIP stays"
+    empty = new.without_backend("web", ipaddress.ip_address("10.0.1.3"))
+    assert empty.vip("web").backends == ()
+    with pytest.raises(KeyError, match="no VIP named 'nope'"):
+        cfg.without_backend("nope", "10.0.1.2")
+    with pytest.raises(KeyError, match="VIP 'web' has no backend '10.0.1.9'"):
+        cfg.without_backend("web", "10.0.1.9")
+    with pytest.raises(ConfigError, match="backend address 'bogus' is not an IP address"):
+        cfg.without_backend("web", "bogus")
+
+
+def test_with_added_vip_and_without_vip():
+    cfg = parse_config(base())
+    new = cfg.with_added_vip("api", "2001:db8::20", 8443, "tcp",
+                             [{"address": "10.0.1.2", "weight": 2}, {"address": "fd00::7"},
+                              BackendConfig(ipaddress.IPv4Address("10.0.1.8"), 0)])
+    api = new.vip("api")
+    assert (str(api.address), api.port, api.protocol) == ("2001:db8::20", 8443, "tcp")
+    assert [(str(b.address), b.weight) for b in api.backends] == [
+        ("10.0.1.2", 2), ("fd00::7", 1), ("10.0.1.8", 0)]
+    assert new.vips[:3] == cfg.vips and new.vips[3] is new.vip("api")
+    assert new.without_vip("api") == cfg
+    assert cfg.with_added_vip("bare", "10.100.0.12", 0, "udp").vip("bare").backends == ()
+    rest = cfg.without_vip("web")
+    assert [v.name for v in rest.vips] == [v.name for v in cfg.vips[1:]]
+    assert "10.0.1.3" not in {str(a) for a in rest.backend_addresses()}
+    with pytest.raises(KeyError, match="no VIP named 'nope'"):
+        cfg.without_vip("nope")
+
+
+def test_with_added_vip_errors():
+    cfg = parse_config(base())
+    with pytest.raises(ConfigError) as info:
+        cfg.with_added_vip("web", "10.100.0.99", 80, "tcp")
+    assert info.value.errors == ["a VIP named 'web' exists already"]
+    with pytest.raises(ConfigError) as info:
+        cfg.with_added_vip("again", "10.100.0.10", 80, "tcp")
+    assert info.value.errors == ["vip['again']: 10.100.0.10:80/tcp duplicates vip['web']"]
+    with pytest.raises(ConfigError) as info:
+        cfg.with_added_vip("bad", "nowhere", 70000, "sctp",
+                           [{"address": "10.0.1.1"}, {"address": "10.0.1.1"},
+                            {"adress": "10.0.1.2"}])
+    assert info.value.errors == [
+        "vip['bad'].address: 'nowhere' is not an IP address",
+        "vip['bad'].port: 70000 is out of range 0..65535",
+        "vip['bad'].protocol: 'sctp' is not 'tcp' or 'udp'",
+        "vip['bad'].backend[1].address: 10.0.1.1 duplicates vip['bad'].backend[0]",
+        "vip['bad'].backend[2]: unknown key 'adress'",
+        "vip['bad'].backend[2].address: missing required key",
+    ]
+    full = parse_config({**base(), "instance": {"name": "lb1", "interface": "x", "max_vips": 3}})
+    with pytest.raises(ConfigError, match=r"4 VIPs exceed instance.max_vips \(3\)"):
+        full.with_added_vip("more", "10.100.0.99", 80, "tcp")
+
+
 # ------------------------------------------------------------- validation errors
 
 

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from console.dataplane import bpfsys, loader
+from console.dataplane import structs as S
 from console.dataplane.config import parse_config
 from console.dataplane.manager import ApplyError, Dataplane, geometry_of
-from console.dataplane.maps import LayoutError
+from console.dataplane.maps import SPECS, LayoutError, PinnedMap
 from tests.conftest import XDP_TX, DataplaneUnderTest, base_config
 from tests.test_packets import outer_v4, syn
 
@@ -155,3 +156,24 @@ def test_pins_of_another_geometry_are_refused(roots: tuple[str, str]) -> None:
             loader.load("geo", other, pin_root)
     finally:
         loader.remove_pins("geo", pin_root)
+
+
+def test_pins_of_an_older_layout_are_refused_with_the_way_out(roots: tuple[str, str]) -> None:
+    """Pins made by an xlb with another struct layout (e.g. before the active-flow
+    epochs of layout 2) are refused, and the message says what to do."""
+    pin_root, _ = roots
+    cfg = parse_config(base_config("oldlayout"))
+    loader.load("oldlayout", geometry_of(cfg), pin_root)
+    try:
+        meta = PinnedMap(f"{pin_root}/oldlayout/meta", SPECS["meta"])
+        try:
+            m = meta.get(0)
+            m.layout_version = S.XLB_LAYOUT_VERSION - 1
+            meta.set(0, m)
+        finally:
+            meta.close()
+        with pytest.raises(LayoutError, match=r"layout version 1, this xlb uses 2\).*"
+                                              r"--remove-pins"):
+            loader.load("oldlayout", geometry_of(cfg), pin_root)
+    finally:
+        loader.remove_pins("oldlayout", pin_root)

@@ -60,7 +60,8 @@ def test_reason_enum_matches() -> None:
 
 @pytest.mark.parametrize("name", ["XLB_MAGIC", "XLB_LAYOUT_VERSION", "XLB_MAX_QUEUES",
                                   "XLB_NUM_ACTIONS", "XLB_NO_BACKEND", "XLB_AF_INET",
-                                  "XLB_AF_INET6", "XLB_BACKEND_VALID"])
+                                  "XLB_AF_INET6", "XLB_BACKEND_VALID",
+                                  "XLB_ACTIVE_EPOCH_SHIFT"])
 def test_constants_match(name: str) -> None:
     m = re.search(rf"^#define {name}\s+(0x[0-9a-fA-F]+|\d+)u?\b", HEADER.read_text(), re.M)
     assert m, name

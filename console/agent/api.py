@@ -6,6 +6,15 @@ open the socket (mode 0660, group `socket_group`) is read-only.
 
 Methods, read:  status, vips, backends {vip?}, audit {n?}, subscribe
         change: drain / undrain {address, vip?, force?}, weight {address, weight, vip?, force?}
+                add_backend {vip, address, weight?, state?}, remove_backend {vip, address, force?}
+                add_vip {name, address, port, protocol, backends?: [{address, weight?, state?}]}
+                remove_vip {name}
+A change answers {"vips": [names], "before": {name: ...}, "after": {name: ...}} (a
+backend's or a VIP's table, null where there is none). Errors: -32602 for bad parameters,
+including a change the config rules reject (a bad address, an existing backend or VIP
+name, too many VIPs); -32002 for a refusal (an unknown VIP or backend, the last healthy
+backend without force); -32001 for a read-only caller; -32003 when the data plane refused,
+and then nothing was applied.
 `subscribe` answers once, then streams notifications: {"method": "snapshot",
 "params": {...}} every tick and {"method": "event", ...} on every change.
 """
@@ -21,11 +30,12 @@ import socket
 import struct
 from typing import Any
 
+from console.agent.client import REFUSED
 from console.agent.core import Agent, Caller, Refused
 from console.dataplane.config import ConfigError
 
 PARSE_ERROR, INVALID_REQUEST, NO_METHOD, INVALID_PARAMS = -32700, -32600, -32601, -32602
-PERMISSION, REFUSED, FAILED = -32001, -32002, -32003
+PERMISSION, FAILED = -32001, -32003  # REFUSED (-32002) is shared with the client
 
 CHANGES = {"drain", "undrain", "weight"}
 MAX_LINE = 1 << 16
@@ -131,7 +141,8 @@ class Server:
         except PermissionError as e:
             return _error(rid, PERMISSION, str(e)), False
         except (Refused, KeyError) as e:
-            return _error(rid, REFUSED, str(e).strip("'\"")), False
+            text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            return _error(rid, REFUSED, str(text)), False
         except ConfigError as e:
             return _error(rid, INVALID_PARAMS, str(e)), False
         except Exception as e:  # the data plane refused: nothing was applied
@@ -160,11 +171,26 @@ class Server:
             weight = _req(params, "weight", int) if method == "weight" else None
             return await asyncio.to_thread(a.change_backend, caller, method, address, vip,
                                            weight, force)
+        if method == "add_backend":
+            return await asyncio.to_thread(
+                a.add_backend, caller, _req(params, "vip", str), _req(params, "address", str),
+                _default(params, "weight", int, 1), _default(params, "state", str, "active"))
+        if method == "remove_backend":
+            return await asyncio.to_thread(
+                a.remove_backend, caller, _req(params, "vip", str),
+                _req(params, "address", str), bool(_opt(params, "force", bool)))
+        if method == "add_vip":
+            return await asyncio.to_thread(
+                a.add_vip, caller, _req(params, "name", str), _req(params, "address", str),
+                _req(params, "port", int), _req(params, "protocol", str),
+                _default(params, "backends", list, []))
+        if method == "remove_vip":
+            return await asyncio.to_thread(a.remove_vip, caller, _req(params, "name", str))
         raise ApiError(NO_METHOD, f"unknown method {method!r}")
 
 
 def _req(params: dict[str, Any], key: str, kind: type) -> Any:
-    if key not in params:
+    if params.get(key) is None:
         raise ApiError(INVALID_PARAMS, f"missing parameter {key!r}")
     return _opt(params, key, kind)
 
@@ -175,6 +201,11 @@ def _opt(params: dict[str, Any], key: str, kind: type) -> Any:
                                                                 and isinstance(value, bool))):
         raise ApiError(INVALID_PARAMS, f"parameter {key!r} must be {kind.__name__}")
     return value
+
+
+def _default(params: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = _opt(params, key, kind)
+    return default if value is None else value
 
 
 def _error(rid: Any, code: int, message: str) -> dict[str, Any]:

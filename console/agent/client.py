@@ -12,6 +12,8 @@ from typing import Any
 
 from console.dataplane.manager import RUN_ROOT
 
+REFUSED = -32002  # the agent's error code for an operation it will not do as asked
+
 
 class AgentError(Exception):
     """The agent answered with an error (code and message from JSON-RPC)."""

@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Any
 
 from console.agent import metrics
 from console.agent import settings as agent_settings
@@ -46,6 +47,14 @@ async def run(agent: Agent) -> None:
 
     checker = HealthChecker(on_change)
     checker.set_targets(agent.health_targets())
+
+    def on_event(kind: str, doc: dict[str, Any]) -> None:
+        # An operator change may add or remove backends: check exactly the new set. Runs in
+        # the changing thread, so the loop does it; unchanged checks keep running untouched.
+        if kind == "event" and doc.get("kind") == "change" and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: checker.set_targets(agent.health_targets()))
+
+    agent.listeners.append(on_event)
     try:
         while not stop.is_set():
             snap = await asyncio.to_thread(agent.tick)
@@ -55,6 +64,7 @@ async def run(agent: Agent) -> None:
             except TimeoutError:
                 pass
     finally:
+        agent.listeners.remove(on_event)
         await checker.close()
         srv.close()
         if os.path.exists(agent.settings.socket):

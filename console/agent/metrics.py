@@ -51,10 +51,16 @@ class SnapshotCollector(Collector):
         vip_pps = gauge("vip_packets_per_second", "packets per second per VIP", ["vip"])
         healthy = gauge("vip_backends_healthy", "healthy backends per VIP", ["vip"])
         total = gauge("vip_backends", "backends per VIP", ["vip"])
+        vip_active = gauge("vip_active_connections",
+                           "sum of the VIP's backends' active connections", ["vip"])
         per_backend = {
             "pps": gauge("backend_packets_per_second", "packets per second", ["vip", "backend"]),
             "new_conns_per_s": gauge("backend_new_connections_per_second",
                                      "new connections per second", ["vip", "backend"]),
+            "active_conns": gauge("backend_active_connections",
+                                  "flows that sent a packet in the last complete activity "
+                                  "epoch (~8.6 s), counted in the data plane",
+                                  ["vip", "backend"]),
             "ring_share": gauge("backend_ring_share", "share of the Maglev table",
                                 ["vip", "backend"]),
             "weight": gauge("backend_weight", "configured weight", ["vip", "backend"]),
@@ -64,12 +70,13 @@ class SnapshotCollector(Collector):
             vip_pps.add_metric([inst, v["name"]], v["pps"])
             healthy.add_metric([inst, v["name"]], v["healthy"])
             total.add_metric([inst, v["name"]], v["total"])
+            vip_active.add_metric([inst, v["name"]], v["active_conns"])
             for b in v["backends"]:
                 labels = [inst, v["name"], b["address"]]
                 for key, g in per_backend.items():
                     g.add_metric(labels, b[key])
                 b_up.add_metric(labels, 1.0 if b["health"] == "up" else 0.0)
-        yield from (vip_pps, healthy, total, *per_backend.values(), b_up)
+        yield from (vip_pps, healthy, total, vip_active, *per_backend.values(), b_up)
 
 
 def serve(listen: str, snapshot: Callable[[], dict[str, Any]]) -> int:

@@ -16,7 +16,8 @@ would otherwise silently fall back to a default.
 The dataclasses are frozen: a running instance compares the old and the new
 configuration to decide what to change in the BPF maps, which only works if
 nobody mutates them in place.  Constructing them directly does not validate;
-go through `parse_config`, `load_config` or `Config.with_backend`.
+go through `parse_config`, `load_config` or the `Config.with_*`/`without_*`
+methods.
 """
 
 from __future__ import annotations
@@ -239,6 +240,58 @@ class Config:
                 b.update(changes)
         return parse_config(data)
 
+    # Topology changes. Like `with_backend` they return a new Config that went through
+    # every rule of `parse_config` (addresses, duplicates, max_vips, max_backends, ...).
+    # A name or address that is not there raises KeyError; anything that would make the
+    # config invalid (including "already there") raises ConfigError, with locations that
+    # name VIPs by name: vip['web'].backend[2].address.
+
+    def with_added_backend(self, vip_name: str, address: IPAddress | str, /,
+                           weight: int = DEFAULT_WEIGHT, state: str = DEFAULT_STATE) -> Config:
+        """A new Config with one more backend (last) in VIP `vip_name`."""
+        vip = self.vip(vip_name)
+        addr = _address_or_raw(address)
+        if any(b.address == addr for b in vip.backends):
+            raise ConfigError(f"VIP {vip_name!r} already has backend {addr}")
+        data = self.to_dict()
+        data["vip"][self.vips.index(vip)]["backend"].append(
+            {"address": str(addr) if addr is not None else address, "weight": weight,
+             "state": state})
+        return _reparse(data)
+
+    def without_backend(self, vip_name: str, address: IPAddress | str, /) -> Config:
+        """A new Config without this backend in VIP `vip_name` (other VIPs keep theirs)."""
+        vip = self.vip(vip_name)
+        addr = _address_or_raw(address)
+        if addr is None:
+            raise ConfigError(f"backend address {_show(address)} is not an IP address")
+        target = vip.backend(addr).address
+        data = self.to_dict()
+        vd = data["vip"][self.vips.index(vip)]
+        vd["backend"] = [b for b in vd["backend"] if b["address"] != str(target)]
+        return _reparse(data)
+
+    def with_added_vip(self, name: str, address: IPAddress | str, port: int, protocol: str,
+                       backends: Iterable[Mapping[str, Any] | BackendConfig] = ()) -> Config:
+        """A new Config with one more VIP (last); `backends` are [[vip.backend]] tables
+        ({address, weight?, state?}) or BackendConfigs."""
+        if any(v.name == name for v in self.vips):
+            raise ConfigError(f"a VIP named {_show(name)} exists already")
+        addr = _address_or_raw(address)
+        data = self.to_dict()
+        data["vip"].append({
+            "name": name, "address": str(addr) if addr is not None else address,
+            "port": port, "protocol": protocol,
+            "backend": [b.to_dict() if isinstance(b, BackendConfig) else b for b in backends]})
+        return _reparse(data)
+
+    def without_vip(self, name: str, /) -> Config:
+        """A new Config without VIP `name`."""
+        vip = self.vip(name)
+        data = self.to_dict()
+        del data["vip"][self.vips.index(vip)]
+        return _reparse(data)
+
 
 # ------------------------------------------------------------------------ helpers
 
@@ -271,6 +324,28 @@ def _as_address(value: IPAddress | str) -> IPAddress:
         return ipaddress.ip_address(str(value))
     except ValueError:
         raise KeyError(f"{str(value)!r} is not an IP address") from None
+
+
+def _address_or_raw(value: object) -> IPAddress | None:
+    """`value` as an address, or None to let `parse_config` say what is wrong with it."""
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    return _parse_address(value) if isinstance(value, str) else None
+
+
+def _reparse(data: dict[str, Any]) -> Config:
+    """`parse_config` of an edited `Config.to_dict()`. The operator asked by VIP name, not
+    by position, so error locations say vip['web'] instead of vip[0]."""
+    try:
+        return parse_config(data)
+    except ConfigError as e:
+        names = [v.get("name") if isinstance(v, Mapping) else None for v in data["vip"]]
+
+        def label(m: re.Match[str]) -> str:
+            name = names[int(m.group(1))]
+            return f"vip[{name!r}]" if isinstance(name, str) else m.group(0)
+
+        raise ConfigError(re.sub(r"vip\[(\d+)\]", label, err) for err in e.errors) from None
 
 
 class _Bad:

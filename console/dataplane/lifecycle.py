@@ -174,7 +174,8 @@ def describe(instance: str, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT,
                              "state": conf.get("state", "active") if conf else "unknown",
                              "ring_share": round(share.get(bid, 0.0), 6),
                              "packets": int(c.backends[bid, 0]), "bytes": int(c.backends[bid, 1]),
-                             "new_connections": int(c.backends[bid, 2])})
+                             "new_connections": int(c.backends[bid, 2]),
+                             "active_connections": int(c.active[bid])})
             vips.append({"name": names.get(label, label), "vip": label, "id": meta.vip_id,
                          "ring_slot": meta.ring_slot, "packets": int(c.vips[meta.vip_id, 0]),
                          "bytes": int(c.vips[meta.vip_id, 1]), "backends": rows})

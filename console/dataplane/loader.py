@@ -92,8 +92,11 @@ def check_pins(instance: str, geometry: Geometry, root: str = PIN_ROOT) -> bool:
                 assert isinstance(meta, S.Meta)
                 if meta.magic and (meta.magic != S.XLB_MAGIC
                                    or meta.layout_version != S.XLB_LAYOUT_VERSION):
-                    raise LayoutError(f"{path}: made by another xlb layout "
-                                      f"(version {meta.layout_version})")
+                    raise LayoutError(
+                        f"{path}: the pinned maps were made by another xlb (map layout "
+                        f"version {meta.layout_version}, this xlb uses "
+                        f"{S.XLB_LAYOUT_VERSION}); unload with --remove-pins and load "
+                        "again (established flows are lost)")
         finally:
             m.close()
     return True

@@ -89,6 +89,36 @@ class Counters:
     vips: np.ndarray      # (max_vips, 2): packets, bytes
     backends: np.ndarray  # (max_backends, 3): packets, bytes, new connections
     reasons: np.ndarray   # (reasons, 2): packets, bytes
+    # (max_backends,): distinct flows that sent a packet in epoch `active_epoch`
+    # (by default the last complete one); a gauge, not a cumulative counter
+    active: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    active_epoch: int = -1
+
+
+# columns of struct xlb_backend_stats read as u64 words
+_ACTIVE = S.BackendStats.active.offset // 8              # active[0], active[1]
+_ACTIVE_EPOCH = S.BackendStats.active_epoch.offset // 8  # active_epoch[0], active_epoch[1]
+_BACKEND_SUMMED = _ACTIVE                                # packets, bytes, new_conns
+
+
+def activity_epoch(monotonic_ns: int) -> int:
+    """The data plane's activity epoch at a CLOCK_MONOTONIC time (what
+    bpf_ktime_get_coarse_ns() reads, give or take a jiffy)."""
+    return monotonic_ns >> S.XLB_ACTIVE_EPOCH_SHIFT
+
+
+def active_flows(rows: np.ndarray, epoch: int) -> np.ndarray:
+    """Distinct flows per backend in `epoch`, from per-CPU backend_stats rows.
+
+    rows: (backends, cpus, u64 words of struct xlb_backend_stats). Each CPU
+    counts in slot epoch & 1 and records the epoch it counts for; a CPU whose
+    slot holds another epoch (it saw no new or returning flow then) is stale
+    and contributes nothing. O(backends x cpus), whatever the number of flows.
+    """
+    slot = epoch & 1
+    counts = rows[:, :, _ACTIVE + slot]
+    fresh = rows[:, :, _ACTIVE_EPOCH + slot] == np.uint64(epoch)
+    return np.where(fresh, counts, np.uint64(0)).sum(axis=1, dtype=np.uint64)
 
 
 class _Undo:
@@ -156,11 +186,19 @@ class Dataplane:
         except (OSError, ValueError):
             return None
 
-    def counters(self) -> Counters:
+    def counters(self, active_epoch: int | None = None) -> Counters:
+        """One batch read per stats map. `active` is for the last complete
+        activity epoch unless `active_epoch` names another (tests: the current)."""
         m = self.maps
-        return Counters(time.monotonic(), m["queue_stats"].read_array(),
-                        m["vip_stats"].read_array(), m["backend_stats"].read_array(),
-                        m["reason_stats"].read_array())
+        at = time.monotonic_ns()
+        if active_epoch is None:
+            active_epoch = activity_epoch(at) - 1
+        backends = m["backend_stats"].read_percpu()
+        return Counters(at / 1e9, m["queue_stats"].read_array(),
+                        m["vip_stats"].read_array(),
+                        backends[:, :, :_BACKEND_SUMMED].sum(axis=1),
+                        m["reason_stats"].read_array(),
+                        active_flows(backends, active_epoch), active_epoch)
 
     # -- applying a config ---------------------------------------------------------
     def apply(self, cfg: Config) -> ApplyResult:

@@ -130,13 +130,20 @@ class PinnedMap:
         One batch syscall for the whole map: the agent's tick cost depends on
         the number of queues/VIPs/backends, never on the number of flows.
         """
+        return self.read_percpu().sum(axis=1)
+
+    def read_percpu(self) -> np.ndarray:
+        """Every entry as (entries, cpus, u64 fields), in one batch syscall.
+
+        For fields that must not be summed blindly (backend_stats' active-flow
+        epochs); a map that is not per-CPU reads as one CPU.
+        """
         n = self.max_entries
         fields = ctypes.sizeof(self.spec.value) // 8
         keys = np.zeros(n, dtype=np.uint32)
         vals = np.zeros(n * self.ncpu * fields, dtype=np.uint64)
         got = bpfsys.lookup_batch(self.fd, _np_ptr(keys), _np_ptr(vals), n)
-        rows = vals.reshape(n, self.ncpu, fields)[:got]
-        return rows.sum(axis=1)
+        return vals.reshape(n, self.ncpu, fields)[:got]
 
     def zero(self, index: int) -> None:
         """Reset one entry (per-CPU: every CPU's copy), e.g. counters of a reused id."""

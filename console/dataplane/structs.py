@@ -12,13 +12,14 @@ import socket
 from enum import IntEnum
 
 XLB_MAGIC = 0x786C6230
-XLB_LAYOUT_VERSION = 1
+XLB_LAYOUT_VERSION = 2
 XLB_MAX_QUEUES = 64
 XLB_NUM_ACTIONS = 5
 XLB_NO_BACKEND = 0xFFFFFFFF
 XLB_AF_INET = 4
 XLB_AF_INET6 = 6
 XLB_BACKEND_VALID = 0x1
+XLB_ACTIVE_EPOCH_SHIFT = 33  # activity epoch: 2**33 ns of CLOCK_MONOTONIC, about 8.6 s
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
@@ -100,7 +101,11 @@ class Traffic(ctypes.Structure):
 
 
 class BackendStats(ctypes.Structure):
-    _fields_ = [("packets", u64), ("bytes", u64), ("new_conns", u64)]
+    """Per CPU; active[epoch & 1] counts the flows first seen in that epoch, and
+    active_epoch[epoch & 1] says which epoch the slot holds."""
+
+    _fields_ = [("packets", u64), ("bytes", u64), ("new_conns", u64),
+                ("active", u64 * 2), ("active_epoch", u64 * 2)]
 
 
 # struct name in the header -> mirror; the struct test walks this table.
