@@ -11,18 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from console import __version__
+from console.units import human as _human
 
 
 def _print(doc: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     print(json.dumps(doc, indent=2) if as_json else text(doc))
 
 
-def _human(n: float) -> str:
-    for unit in ("", "k", "M", "G", "T"):
-        if abs(n) < 1000:
-            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
-        n /= 1000
-    return f"{n:.1f}P"
 
 
 def _describe_text(d: dict[str, Any]) -> str:
@@ -40,7 +35,8 @@ def _describe_text(d: dict[str, Any]) -> str:
         for b in v["backends"]:
             lines.append(f"    {b['address']:<28} weight {b['weight']!s:>5} {b['state']:<8} "
                          f"ring {b['ring_share'] * 100:5.1f}%  packets {_human(b['packets'])}"
-                         f"  new conns {_human(b['new_connections'])}")
+                         f"  new conns {_human(b['new_connections'])}"
+                         f"  active {_human(b.get('active_connections', 0))}")
     if d["queues"]:
         lines.append("  RX queues: " + ", ".join(
             f"q{q['queue']} {_human(q['packets'])}" + (f" ({q['pps']:.0f} pps)" if "pps" in q
@@ -129,7 +125,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from console.demo import run_demo
 
-    return run_demo(duration=args.duration, rate=args.rate)
+    return run_demo(duration=args.duration, rate=args.rate,
+                    console=False if args.no_console else None, theme=args.theme)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -168,6 +165,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return agent_main(args.config)
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from console.tui.main import run as run_console
+
+    return run_console(args.socket, args.read_only, args.theme, args.web, args.host, args.port)
+
+
 def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from console.agent.client import AgentClient
 
@@ -178,11 +181,13 @@ def _backends_text(vips: list[dict[str, Any]]) -> str:
     lines = []
     for v in vips:
         lines.append(f"{v['name']} ({v['vip']}): {v['pps']:.0f} pps, "
+                     f"{v.get('active_conns', 0)} active, "
                      f"{v['healthy']}/{v['total']} healthy")
         for b in v["backends"]:
             lines.append(f"  {b['address']:<28} weight {b['weight']:>5}  {b['state']:<9} "
                          f"ring {b['ring_share'] * 100:5.1f}%  {b['pps']:8.0f} pps  "
-                         f"{b['new_conns_per_s']:6.0f} new/s  health {b['health']}")
+                         f"{b['new_conns_per_s']:6.0f} new/s  "
+                         f"{b.get('active_conns', 0):7d} active  health {b['health']}")
     return "\n".join(lines) or "no VIPs"
 
 
@@ -202,16 +207,26 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirm(args: argparse.Namespace, target: str, consequences: Callable[[], str]) -> bool:
+    """Go on with `target`? --yes, or "y" on a terminal; with no terminal, --yes is needed
+    (UsageError). `consequences` is worked out only when someone is asked."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{target}: add --yes to confirm (no terminal to ask on)")
+    answer = input(f"{target[0].upper()}{target[1:]}? {consequences()} [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("nothing changed")
+    return False
+
+
 def cmd_change(args: argparse.Namespace) -> int:
-    if args.command == "drain" and not args.yes:
-        target = f"{args.address} in {'VIP ' + args.vip if args.vip else 'every VIP that has it'}"
-        if not sys.stdin.isatty():
-            raise UsageError(f"drain {target}: add --yes to confirm (no terminal to ask on)")
-        answer = input(f"Drain {target}? New connections avoid it; established ones stay. "
-                       "[y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing changed")
-            return 1
+    if args.command == "drain" and not _confirm(
+            args, f"drain {args.address} in "
+                  f"{'VIP ' + args.vip if args.vip else 'every VIP that has it'}",
+            lambda: "New connections avoid it; established ones stay."):
+        return 1
     params: dict[str, Any] = {"address": args.address, "vip": args.vip, "force": args.force}
     if args.command == "weight":
         params["weight"] = args.weight
@@ -222,6 +237,116 @@ def cmd_change(args: argparse.Namespace) -> int:
     return 0
 
 
+def _canonical(address: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address  # the agent says what is wrong with it
+
+
+def _vip_rows(c: Any, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """VIP `name` and all VIPs, as the agent shows them. A VIP that is not there is refused
+    before anyone is asked to confirm removing it (the agent would refuse it the same way)."""
+    from console.agent.client import REFUSED, AgentError
+
+    vips = c.call("backends")
+    for v in vips:
+        if v["name"] == name:
+            return v, vips
+    known = ", ".join(repr(v["name"]) for v in vips) or "none"
+    raise AgentError(REFUSED, f"no VIP named {name!r} (known: {known})")
+
+
+def _backend_removal(c: Any, vip: str, address: str) -> str:
+    """What removing `address` from `vip` does to its flows, as the data plane does it."""
+    from console.agent.client import REFUSED, AgentError
+
+    this, vips = _vip_rows(c, vip)
+    if not any(b["address"] == _canonical(address) for b in this["backends"]):
+        raise AgentError(REFUSED, f"VIP {vip!r} has no backend {address!r}")
+    others = [v["name"] for v in vips if v["name"] != vip
+              and any(b["address"] == _canonical(address) for b in v["backends"])]
+    if others:
+        which = f"VIP {others[0]} still has" if len(others) == 1 else (
+            f"VIPs {', '.join(others)} still have")
+        return (f"It gets no new flows from VIP {vip}; {which} it, so its established flows "
+                "stay, as if drained.")
+    return ("No other VIP has it, so it is invalidated: its established flows move to the "
+            "remaining backends, which do not know them (those connections break).")
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.action == "add":
+            doc = c.call("add_backend", vip=args.vip, address=args.address, weight=args.weight,
+                         state="drained" if args.drained else "active")
+        else:
+            if not _confirm(args, f"remove backend {args.address} from VIP {args.vip}",
+                            lambda: _backend_removal(c, args.vip, args.address)):
+                return 1
+            doc = c.call("remove_backend", vip=args.vip, address=args.address,
+                         force=args.force)
+    _print(doc, args.json, lambda d: (
+        f"added backend {d['after'][args.vip]['address']} to VIP {args.vip}: weight "
+        f"{d['after'][args.vip]['weight']}, {d['after'][args.vip]['state']} (health checks "
+        "follow)" if args.action == "add" else
+        f"removed backend {d['before'][args.vip]['address']} from VIP {args.vip}"))
+    return 0
+
+
+def _backend_arg(text: str) -> dict[str, Any]:
+    """--backend ADDR[:WEIGHT]; an IPv6 address with a weight is written [ADDR]:WEIGHT."""
+    weight: str | None = None
+    if text.startswith("["):
+        addr, bracket, rest = text[1:].partition("]")
+        if rest:
+            weight = rest[1:] if rest.startswith(":") else "not a number"
+        if not bracket:
+            weight = "not a number"
+    elif text.count(":") == 1:
+        addr, weight = text.split(":")
+    else:
+        addr = text  # IPv4 or a bare IPv6 address, without a weight
+    if weight is None:
+        return {"address": addr}
+    if not weight.isdigit():
+        raise UsageError(f"--backend {text!r}: expected ADDR[:WEIGHT] ([ADDR]:WEIGHT for IPv6)")
+    return {"address": addr, "weight": int(weight)}
+
+
+def _vip_removal(c: Any, name: str) -> str:
+    label = _vip_rows(c, name)[0]["vip"]
+    return (f"Its traffic will no longer be balanced: packets to {label} pass to this host's "
+            "own network stack (XDP_PASS), so new connections are not balanced and "
+            "established ones no longer reach their backends.")
+
+
+def cmd_vip(args: argparse.Namespace) -> int:
+    backends = [_backend_arg(b) for b in getattr(args, "backend", None) or []]
+    with _client(args) as c:
+        if args.action == "add":
+            doc = c.call("add_vip", name=args.name, address=args.address, port=args.port,
+                         protocol=args.protocol, backends=backends)
+        else:
+            if not _confirm(args, f"remove VIP {args.name}",
+                            lambda: _vip_removal(c, args.name)):
+                return 1
+            doc = c.call("remove_vip", name=args.name)
+
+    def text(d: dict[str, Any]) -> str:
+        v = d["after"][args.name] if args.action == "add" else d["before"][args.name]
+        host = f"[{v['address']}]" if ":" in v["address"] else v["address"]
+        where = f"VIP {args.name} ({host}:{v['port']}/{v['protocol']})"
+        if args.action == "add":
+            return f"added {where} with {len(v['backend'])} backend(s)"
+        return f"removed {where}: its packets now pass to the host"
+
+    _print(doc, args.json, text)
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     import time as _time
 
@@ -229,7 +354,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         doc = c.call("audit", n=args.n)
     _print(doc, args.json, lambda es: "\n".join(
         f"{_time.strftime('%Y-%m-%d %H:%M:%S', _time.localtime(e['time']))} {e['user']}"
-        f"({e['uid']}) {e['action']} {e['params'].get('address')}: {e['before']} -> "
+        f"({e['uid']}) {e['action']} {e['params'].get('name') or e['params'].get('address')}: "
+        f"{e['before']} -> "
         f"{e['after']}" for e in es) or "no changes recorded")
     return 0
 
@@ -298,6 +424,37 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--socket")
         c.add_argument("--json", action="store_true")
         c.set_defaults(func=cmd_change)
+    be = sub.add_parser("backend", help="add a backend to a VIP, or remove it")
+    bes = be.add_subparsers(dest="action", required=True)
+    c = bes.add_parser("add", help="add a backend to a VIP: new flows at once, health checks "
+                                   "follow")
+    c.add_argument("address", help="backend address (IPv4 or IPv6)")
+    c.add_argument("--vip", required=True, help="the VIP (by name)")
+    c.add_argument("--weight", type=int, default=1, help="0..65535 (default 1)")
+    c.add_argument("--drained", action="store_true", help="add it drained (no new flows yet)")
+    c = bes.add_parser("remove", help="remove a backend from a VIP (asks first)")
+    c.add_argument("address", help="backend address")
+    c.add_argument("--vip", required=True, help="the VIP (by name)")
+    c.add_argument("--force", action="store_true",
+                   help="even if it leaves the VIP without a healthy backend")
+    c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    vi = sub.add_parser("vip", help="add a VIP, or remove one")
+    vis = vi.add_subparsers(dest="action", required=True)
+    c = vis.add_parser("add", help="add a VIP, balanced at once")
+    c.add_argument("name", metavar="NAME", help="unique VIP name")
+    c.add_argument("address", metavar="ADDRESS", help="VIP address (IPv4 or IPv6)")
+    c.add_argument("port", metavar="PORT", type=int, help="0..65535 (0 = any port)")
+    c.add_argument("protocol", metavar="PROTO", help="tcp | udp")
+    c.add_argument("--backend", action="append", metavar="ADDR[:WEIGHT]",
+                   help="a backend (repeat for more; IPv6 with a weight: [ADDR]:WEIGHT)")
+    c = vis.add_parser("remove", help="remove a VIP: its packets pass to the host (asks first)")
+    c.add_argument("name", help="the VIP (by name)")
+    c.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    for group, func in ((bes, cmd_backend), (vis, cmd_vip)):
+        for c in group.choices.values():
+            c.add_argument("--socket")
+            c.add_argument("--json", action="store_true")
+            c.set_defaults(func=func)
     au = sub.add_parser("audit", help="recent changes: who, when, what, before and after")
     au.add_argument("-n", type=int, default=20)
     au.add_argument("--socket")
@@ -318,9 +475,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("traffic_args", nargs=argparse.REMAINDER)
     tr.set_defaults(func=cmd_lab_traffic)
 
-    de = sub.add_parser("demo", help="lab up, traffic, live load-balancer figures")
+    co = sub.add_parser("console", help="the live operations console (Textual)")
+    co.add_argument("--socket", action="append",
+                    help="agent socket; repeat for a fleet (default: every one in /run/xlb)")
+    co.add_argument("--read-only", action="store_true", help="show everything, change nothing")
+    co.add_argument("--theme", help="xlb-dark (default), xlb-light, xlb-high-contrast")
+    co.add_argument("--web", action="store_true",
+                    help="serve the console to a browser instead (textual-serve)")
+    co.add_argument("--host", default="127.0.0.1", help="with --web (default 127.0.0.1)")
+    co.add_argument("--port", type=int, default=8000, help="with --web (default 8000)")
+    co.set_defaults(func=cmd_console)
+
+    de = sub.add_parser("demo", help="lab up, traffic, then the console")
     de.add_argument("--duration", type=float, default=0.0, help="seconds (0: until Ctrl-C)")
     de.add_argument("--rate", type=float, default=100.0, help="new TCP connections per second")
+    de.add_argument("--no-console", action="store_true",
+                    help="print live figures instead of opening the console")
+    de.add_argument("--theme", help="console theme")
     de.set_defaults(func=cmd_demo)
     return p
 
@@ -331,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     from console.dataplane.config import ConfigError
     from console.dataplane.maps import LayoutError
     from console.dataplane.xdp import AttachError
+    from console.tui.main import ConsoleError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["lab", "traffic"]:  # its options belong to console.lab.traffic
@@ -346,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"xlb: {e}", file=sys.stderr)
         return 2
+    except ConsoleError as e:
+        print(f"xlb console: {e}", file=sys.stderr)
     except (AttachError, LayoutError, BpfError, PermissionError, FileNotFoundError,
             RuntimeError, ConnectionError) as e:
         print(f"xlb: {e}", file=sys.stderr)

@@ -1,18 +1,18 @@
-"""`xlb demo` (the README's main command): the lab with traffic and live figures.
+"""`xlb demo` (the README's main command): the lab with traffic, then the console.
 
 Brings the lab up (console/lab), starts real TCP/UDP traffic from the client
-namespace, and prints lb1's figures every second, from the agent's snapshots
-(its API, as the console will): per-RX-queue pps, and per backend new
-connections/s and packets/s against its Maglev share. Ctrl-C (or
---duration) stops the traffic and prints its summary; the lab keeps running
-(`xlb lab down` removes it). The console replaces the printed figures when
-it lands.
+namespace, and opens the console on lb1's agent. Quitting the console stops the traffic
+and prints its summary; the lab keeps running (`xlb lab down` removes it).
+Without a terminal (or with --no-console) it prints lb1's figures every
+second instead, from the agent's snapshots: per-RX-queue pps, and per backend
+new connections/s and packets/s against its Maglev share.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from types import FrameType
 from typing import Any
@@ -39,8 +39,12 @@ def report(snap: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(duration: float = 0.0, rate: float = 100.0) -> int:
+def run_demo(duration: float = 0.0, rate: float = 100.0, console: bool | None = None,
+             theme: str | None = None) -> int:
+    """Lab up, traffic, then the console (or printed figures without a terminal)."""
     lifecycle.require_root("xlb demo")
+    if console is None:
+        console = sys.stdin.isatty() and sys.stdout.isatty()
     stop = {"now": False}
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
@@ -50,31 +54,51 @@ def run_demo(duration: float = 0.0, rate: float = 100.0) -> int:
     signal.signal(signal.SIGINT, on_signal)
     print("building the lab (client, router, lb1, be1..be3) ...", flush=True)
     doc = run.up()
+    sock = doc["lbs"][0]["socket"]
     print(f"lab up in {doc['seconds']} s; VIP {doc['vip']}:80/tcp and :53/udp on lb1 "
           f"({doc['lbs'][0]['mode']} XDP). Traffic: {rate:.0f} new TCP connections/s "
-          "plus UDP. Ctrl-C stops the traffic; the lab keeps running.\n", flush=True)
-    gen = run.traffic(["--rate", str(rate), "--json"], quiet=True)
-    next_print = 0.0
+          "plus UDP.", flush=True)
+    gen = run.traffic(["--rate", str(rate), "--json"]
+                      + (["--duration", str(duration)] if duration > 0 else []), quiet=True)
     try:
-        started = time.monotonic()
-        with AgentClient(doc["lbs"][0]["socket"]) as agent:
-            for kind, snap in agent.subscribe():
-                if stop["now"] or (duration > 0 and time.monotonic() - started >= duration):
-                    break
-                if kind == "snapshot" and time.monotonic() >= next_print:
-                    print(report(snap), flush=True)
-                    next_print = time.monotonic() + 0.9
+        if console:
+            from console.tui.app import XlbConsole
+
+            print("opening the console (q quits it; the load balancer keeps running) ...",
+                  flush=True)
+            XlbConsole([sock], theme=theme).run()
+        else:
+            print("no terminal: printing lb1's figures instead of the console. Ctrl-C stops "
+                  "the traffic; the lab keeps running.\n", flush=True)
+            _print_figures(sock, duration, stop)
     finally:
         if gen.poll() is None:
             gen.send_signal(signal.SIGTERM)
         out, _ = gen.communicate(timeout=30)
+    print(traffic_summary(out))
+    print("the lab is still running (`xlb console` opens the console again, `xlb lab down` "
+          "removes the lab)", flush=True)
+    return 0
+
+
+def _print_figures(sock: str, duration: float, stop: dict[str, bool]) -> None:
+    next_print = 0.0
+    started = time.monotonic()
+    with AgentClient(sock) as agent:
+        for kind, snap in agent.subscribe():
+            if stop["now"] or (duration > 0 and time.monotonic() - started >= duration):
+                break
+            if kind == "snapshot" and time.monotonic() >= next_print:
+                print(report(snap), flush=True)
+                next_print = time.monotonic() + 0.9
+
+
+def traffic_summary(out: bytes) -> str:
     try:
         summary = json.loads(out.decode().strip().splitlines()[-1])
-        print(f"\ntraffic: {summary['tcp_ok']} TCP connections ok, {summary['tcp_failed']} "
-              f"failed ({summary['connections_per_second']}/s); UDP {summary['udp_ok']} ok, "
-              f"{summary['udp_failed']} failed; latency {summary['latency_ms']}; "
-              f"per backend {summary['backends']}")
+        return (f"\ntraffic: {summary['tcp_ok']} TCP connections ok, {summary['tcp_failed']} "
+                f"failed ({summary['connections_per_second']}/s); UDP {summary['udp_ok']} ok, "
+                f"{summary['udp_failed']} failed; latency {summary['latency_ms']}; "
+                f"per backend {summary['backends']}")
     except (ValueError, IndexError, KeyError):
-        print("\ntraffic generator gave no summary")
-    print("the lab is still running: `xlb lab down` removes it", flush=True)
-    return 0
+        return "\ntraffic generator gave no summary"

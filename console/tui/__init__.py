@@ -1,0 +1,1 @@
+"""The operations console: a Textual app over the agent API (console.agent.client)."""

@@ -1,0 +1,48 @@
+"""Text drawing for the views: bars and sparklines as plain characters.
+
+One Static of text lines is far cheaper to redraw than one widget per queue
+or per backend, which matters at 64 queues and thousands of backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SPARKS = "▁▂▃▄▅▆▇█"
+EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+
+def spark(values: Sequence[float], width: int, top: float | None = None) -> str:
+    """The last `width` values as a sparkline, scaled to `top` (default: their maximum)."""
+    vals = list(values)[-width:] if width > 0 else []
+    if not vals:
+        return " " * max(width, 0)
+    hi = max(vals) if top is None else top
+    if hi <= 0:
+        line = SPARKS[0] * len(vals)
+    else:
+        last = len(SPARKS) - 1
+        line = "".join(SPARKS[min(last, max(0, round(v / hi * last)))] for v in vals)
+    return line.rjust(width)
+
+
+def bar(fraction: float, width: int) -> str:
+    """A horizontal bar `fraction` (0..1) of `width` cells, in eighths of a cell."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    out = "█" * full + (EIGHTHS[part] if part else "")
+    return out.ljust(width)
+
+
+def ago(seconds: float) -> str:
+    """A short age: 42s, 5m, 3h, 2d."""
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def pct(x: float) -> str:
+    return f"{x * 100:5.1f}%"

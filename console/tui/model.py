@@ -1,0 +1,299 @@
+"""What the console knows: the latest snapshot of each agent, and short histories.
+
+The agent sends one snapshot per tick; the console keeps the last few minutes
+of the figures it draws as sparklines (bounded deques, so memory is fixed)
+and derives what the views show (fleet totals, observed shares, the hot
+queue). Pure Python with no Textual: the views stay thin and this is tested
+directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+HISTORY = 120          # snapshots kept per series (2 minutes at the default tick)
+HOT_FACTOR = 1.5       # a queue above 1.5x the mean of the busy queues is "hot"
+
+
+@dataclass
+class Link:
+    """What the console knows about its connection to one agent."""
+
+    path: str
+    connected: bool = False
+    error: str = ""
+    since: float = field(default_factory=time.time)
+    operator: bool = False
+    user: str = ""
+
+
+@dataclass
+class Instance:
+    name: str
+    snap: dict[str, Any] = field(default_factory=dict)
+    pps: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    bps: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    drops: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    queues: list[deque[float]] = field(default_factory=list)
+    reasons: dict[str, deque[float]] = field(default_factory=dict)
+
+    def add(self, snap: dict[str, Any]) -> None:
+        self.snap = snap
+        t = snap.get("totals", {})
+        self.pps.append(float(t.get("pps", 0.0)))
+        self.bps.append(float(t.get("bps", 0.0)))
+        self.drops.append(float(t.get("drop_pps", 0.0)))
+        qs = snap.get("queues", [])
+        while len(self.queues) < len(qs):
+            self.queues.append(deque(maxlen=HISTORY))
+        for series, value in zip(self.queues, qs, strict=False):
+            series.append(float(value))
+        for label, value in snap.get("reasons", {}).items():
+            self.reasons.setdefault(label, deque(maxlen=HISTORY)).append(float(value))
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    instance: str
+    queue: int
+    pps: float
+    history: tuple[float, ...]
+    hot: bool
+
+
+@dataclass(frozen=True)
+class BackendRow:
+    address: str
+    weight: int
+    state: str
+    health: str
+    ring_share: float
+    conn_share: float     # observed share of new connections in this VIP
+    packet_share: float   # observed share of packets in this VIP
+    active: int
+    new_per_s: float
+    pps: float
+    changed: float        # when the state or health last changed (agent time), 0 = unknown
+
+
+@dataclass(frozen=True)
+class VipRef:
+    """A VIP of one instance: what the Backends view selects."""
+
+    instance: str
+    name: str
+    label: str
+    healthy: int
+    total: int
+    pps: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.instance}/{self.name}"
+
+
+class Fleet:
+    """Every agent the console follows, and which instance is in focus (None = all)."""
+
+    def __init__(self, paths: list[str]):
+        self.links = {p: Link(p) for p in paths}
+        self.instances: dict[str, Instance] = {}
+        self.by_path: dict[str, str] = {}
+        self.focus: str | None = None
+
+    # -- updates from the links ----------------------------------------------------
+    def snapshot(self, path: str, snap: dict[str, Any]) -> Instance:
+        name = str(snap.get("instance", path))
+        self.by_path[path] = name
+        inst = self.instances.setdefault(name, Instance(name))
+        inst.add(snap)
+        link = self.links.setdefault(path, Link(path))
+        if not link.connected:
+            link.connected, link.error, link.since = True, "", time.time()
+        return inst
+
+    def hello(self, path: str, status: dict[str, Any]) -> None:
+        link = self.links.setdefault(path, Link(path))
+        link.connected, link.error, link.since = True, "", time.time()
+        caller = status.get("caller", {})
+        link.operator = bool(caller.get("operator"))
+        link.user = str(caller.get("user", ""))
+        if status.get("instance"):
+            self.snapshot(path, status)
+
+    def lost(self, path: str, error: str) -> None:
+        link = self.links.setdefault(path, Link(path))
+        if link.connected or link.error != error:
+            link.since = time.time()
+        link.connected, link.error = False, error
+
+    # -- what the views read ---------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self.instances)
+
+    def shown(self) -> list[Instance]:
+        """The instances in focus: one, or all of them."""
+        if self.focus is not None and self.focus in self.instances:
+            return [self.instances[self.focus]]
+        return [self.instances[n] for n in self.names()]
+
+    def cycle_focus(self) -> str | None:
+        order: list[str | None] = [None, *self.names()]
+        self.focus = order[(order.index(self.focus) + 1) % len(order)] if (
+            self.focus in order) else None
+        return self.focus
+
+    def operator(self) -> bool:
+        """May this console change things? Only if every connected agent says so."""
+        up = [link for link in self.links.values() if link.connected]
+        return bool(up) and all(link.operator for link in up)
+
+    def link_of(self, instance: str) -> Link | None:
+        for path, name in self.by_path.items():
+            if name == instance:
+                return self.links.get(path)
+        return None
+
+    def path_of(self, instance: str) -> str | None:
+        for path, name in self.by_path.items():
+            if name == instance:
+                return path
+        return None
+
+    def totals(self) -> dict[str, float]:
+        out = {"pps": 0.0, "bps": 0.0, "drop_pps": 0.0}
+        for inst in self.shown():
+            for k in out:
+                out[k] += float(inst.snap.get("totals", {}).get(k, 0.0))
+        return out
+
+    def history(self, kind: str) -> list[float]:
+        """Sum of a total's history over the shown instances, newest last."""
+        series = [getattr(inst, kind) for inst in self.shown()]
+        if not series:
+            return []
+        n = max(len(s) for s in series)
+        out = [0.0] * n
+        for s in series:
+            for i, v in enumerate(s):
+                out[n - len(s) + i] += v
+        return out
+
+    def queue_rows(self) -> list[QueueRow]:
+        rows = []
+        for inst in self.shown():
+            qs = [float(x) for x in inst.snap.get("queues", [])]
+            hot = hot_queues(qs)
+            for i, pps in enumerate(qs):
+                hist = tuple(inst.queues[i]) if i < len(inst.queues) else ()
+                rows.append(QueueRow(inst.name, i, pps, hist, i in hot))
+        return rows
+
+    def vips(self) -> list[VipRef]:
+        out = []
+        for inst in self.shown():
+            for v in inst.snap.get("vips", []):
+                out.append(VipRef(inst.name, v["name"], v.get("vip", ""), int(v.get("healthy", 0)),
+                                  int(v.get("total", 0)), float(v.get("pps", 0.0))))
+        return out
+
+    def vip_doc(self, ref: VipRef) -> dict[str, Any] | None:
+        inst = self.instances.get(ref.instance)
+        if inst is None:
+            return None
+        for v in inst.snap.get("vips", []):
+            if v["name"] == ref.name:
+                return v  # type: ignore[no-any-return]
+        return None
+
+    def backend_rows(self, ref: VipRef) -> list[BackendRow]:
+        doc = self.vip_doc(ref)
+        return backend_rows(doc["backends"]) if doc else []
+
+    def reasons(self) -> list[tuple[str, float, int, list[float]]]:
+        """(reason, rate, total, history) over the shown instances."""
+        rates: dict[str, float] = {}
+        totals: dict[str, int] = {}
+        hist: dict[str, list[float]] = {}
+        for inst in self.shown():
+            for label, rate in inst.snap.get("reasons", {}).items():
+                rates[label] = rates.get(label, 0.0) + float(rate)
+                totals[label] = totals.get(label, 0) + int(
+                    inst.snap.get("reason_totals", {}).get(label, 0))
+                h = list(inst.reasons.get(label, ()))
+                prev = hist.setdefault(label, [])
+                hist[label] = _add_aligned(prev, h)
+        return [(k, rates[k], totals[k], hist[k]) for k in rates]
+
+
+def _add_aligned(a: list[float], b: list[float]) -> list[float]:
+    n = max(len(a), len(b))
+    out = [0.0] * n
+    for s in (a, b):
+        for i, v in enumerate(s):
+            out[n - len(s) + i] += v
+    return out
+
+
+def hot_queues(qs: list[float]) -> set[int]:
+    """Queues carrying much more than their share: > HOT_FACTOR x the mean of all queues.
+
+    With a single queue nothing is "hot" (there is nothing to compare with).
+    """
+    if len(qs) < 2:
+        return set()
+    mean = sum(qs) / len(qs)
+    if mean <= 0:
+        return set()
+    return {i for i, x in enumerate(qs) if x > HOT_FACTOR * mean}
+
+
+def backend_rows(backends: list[dict[str, Any]]) -> list[BackendRow]:
+    new_total = sum(float(b.get("new_conns_per_s", 0.0)) for b in backends)
+    pkt_total = sum(float(b.get("pps", 0.0)) for b in backends)
+    rows = []
+    for b in backends:
+        new = float(b.get("new_conns_per_s", 0.0))
+        pps = float(b.get("pps", 0.0))
+        rows.append(BackendRow(
+            address=str(b["address"]), weight=int(b.get("weight", 0)),
+            state=str(b.get("state", "?")), health=str(b.get("health", "?")),
+            ring_share=float(b.get("ring_share", 0.0)),
+            conn_share=new / new_total if new_total else 0.0,
+            packet_share=pps / pkt_total if pkt_total else 0.0,
+            active=int(b.get("active_conns", 0)), new_per_s=new, pps=pps,
+            changed=float(b.get("changed", 0.0))))
+    return rows
+
+
+SORT_KEYS: dict[str, Any] = {
+    "address": lambda r: _addr_key(r.address),
+    "weight": lambda r: -r.weight,
+    "state": lambda r: r.state,
+    "ring share": lambda r: -r.ring_share,
+    "conn share": lambda r: -r.conn_share,
+    "active": lambda r: -r.active,
+    "new/s": lambda r: -r.new_per_s,
+}
+
+
+def _addr_key(address: str) -> tuple[int, ...]:
+    import ipaddress
+
+    try:
+        a = ipaddress.ip_address(address)
+        return (a.version, int(a))
+    except ValueError:
+        return (9, 0)
+
+
+def sort_and_filter(rows: list[BackendRow], sort: str, text: str) -> list[BackendRow]:
+    """The Backends table's rows: filtered by a substring of address/state/health, sorted."""
+    text = text.strip().lower()
+    if text:
+        rows = [r for r in rows if text in r.address.lower() or text in r.state
+                or text in r.health.lower()]
+    return sorted(rows, key=SORT_KEYS.get(sort, SORT_KEYS["address"]))

@@ -1,0 +1,1 @@
+"""One module per console view; each is a widget that redraws from the Fleet."""
