@@ -200,6 +200,20 @@ def cmd_vips(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drops(args: argparse.Namespace) -> int:
+    """The console's Drops view as a command: every verdict reason, rate and total."""
+    with _client(args) as c:
+        st = c.call("status")
+    totals = st.get("reason_totals", {})
+    doc = [{"reason": r, "kind": r.split("_", 1)[0], "per_s": rate, "total": totals.get(r, 0)}
+           for r, rate in st.get("reasons", {}).items()]
+    doc.sort(key=lambda d: ({"drop": 0, "tx": 1}.get(d["kind"], 2), -d["per_s"], -d["total"]))
+    _print(doc, args.json, lambda ds: "\n".join(
+        f"{d['reason']:<22} {d['kind']:<5} {_human(d['per_s']):>7}/s  {_human(d['total']):>7} total"
+        for d in ds) or "no verdicts yet")
+    return 0
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     with _client(args) as c:
         doc = c.call("backends", vip=args.vip)
@@ -402,14 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     ag = sub.add_parser("agent", help="run an instance's agent in the foreground")
     ag.add_argument("--config", required=True, help="instance config with an [agent] table")
     ag.set_defaults(func=cmd_agent)
-    for name, text in (("vips", "VIPs with rates and health"),
-                       ("backends", "backends per VIP: weight, state, Maglev share, rates")):
+    for name, text, func in (("vips", "VIPs with rates and health", cmd_vips),
+                             ("backends", "backends per VIP: weight, state, Maglev share, rates",
+                              cmd_backends),
+                             ("drops", "verdict reasons: drops, passes, encapsulations",
+                              cmd_drops)):
         c = sub.add_parser(name, help=text + " (from the agent)")
         c.add_argument("--socket", help="agent socket (default: the only one in /run/xlb)")
         c.add_argument("--json", action="store_true")
         if name == "backends":
             c.add_argument("--vip", help="only this VIP (by name)")
-        c.set_defaults(func=cmd_vips if name == "vips" else cmd_backends)
+        c.set_defaults(func=func)
     for name, text in (("drain", "no new flows to a backend (established ones stay)"),
                        ("undrain", "let a drained backend take new flows again"),
                        ("weight", "set a backend's weight")):

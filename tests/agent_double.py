@@ -32,6 +32,7 @@ class AgentDouble:
             path, instance, operator, frozen, tick)
         self.n_queues, self.n_cpus, self.hot_queue = queues, cpus, hot_queue
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.audit: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.n = 0
         self.started = 1_700_000_000.0
@@ -112,6 +113,13 @@ class AgentDouble:
                 result = {"subscribed": True, "tick": self.tick}
             elif method in ("drain", "undrain", "weight"):
                 result = self._change(method, params)
+                with self.lock:
+                    self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
+                                       "action": method, "params": params,
+                                       "before": result["before"], "after": result["after"]})
+            elif method == "audit":
+                with self.lock:
+                    result = self.audit[-int(params.get("n", 50)):]
             else:
                 return _error(rid, -32601, f"unknown method {method!r}"), False
         except _Fail as e:

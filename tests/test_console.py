@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from console.tui import themes
 from console.tui.app import XlbConsole
-from console.tui.dialogs import ConfirmScreen, HelpScreen, WeightScreen
+from console.tui.dialogs import BackendScreen, ConfirmScreen, HelpScreen, WeightScreen
 from console.tui.main import ConsoleError, sockets
 from tests.agent_double import AgentDouble
 
@@ -440,3 +440,27 @@ def test_web_console_serves_the_live_app(double: AgentDouble, tmp_path: Path) ->
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_enter_shows_the_backend_and_its_audit_trail(double: AgentDouble) -> None:
+    app = XlbConsole([double.path])
+
+    async def scenario(pilot: Any) -> None:
+        await select_backend(app, pilot, "198.18.2.3")
+        await pilot.press("w")
+        await until(lambda: isinstance(app.screen, WeightScreen), pilot)
+        app.screen.query_one("#weight-input", Input).value = ""
+        await pilot.press("7", "enter")
+        await until(lambda: double.backend("web", "198.18.2.3")["weight"] == 7, pilot)
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, BackendScreen), pilot)
+        body = str(app.screen.query_one("#dialog-body", Static).render())
+        assert "198.19.0.10:80/tcp" in body and "Maglev table share" in body
+        await until(lambda: "weight" in str(
+            app.screen.query_one("#audit-body", Static).render()), pilot)
+        audit = str(app.screen.query_one("#audit-body", Static).render())
+        assert "tester (uid 1000)" in audit and "'weight': 7" in audit
+        await pilot.press("escape")
+        await until(lambda: not isinstance(app.screen, BackendScreen), pilot)
+
+    run(app, scenario)

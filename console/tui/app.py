@@ -23,8 +23,8 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from console.agent.client import REFUSED, AgentError
 from console.tui import themes
-from console.tui.dialogs import ConfirmScreen, HelpScreen, WeightScreen
-from console.tui.draw import ago
+from console.tui.dialogs import BackendScreen, ConfirmScreen, HelpScreen, WeightScreen
+from console.tui.draw import ago, pct
 from console.tui.link import AgentLink
 from console.tui.model import BackendRow, Fleet, VipRef
 from console.tui.views.backends import Backends
@@ -301,6 +301,50 @@ class XlbConsole(App[None]):
 
         self.push_screen(WeightScreen(row.address, ref.name, row.weight), chosen)
 
+    def action_details(self) -> None:
+        """Enter on a backend: everything about it, and who changed it when."""
+        sel = self._selection()
+        if sel is None:
+            return
+        ref, row = sel
+        inst = self.fleet.instances.get(ref.instance)
+        now = float(inst.snap.get("time", 0)) if inst else 0.0
+        facts = [("VIP", f"{ref.name} {ref.label} on {ref.instance}"),
+                 ("weight", str(row.weight)), ("state", row.state), ("health", row.health),
+                 ("Maglev table share", pct(row.ring_share).strip()),
+                 ("share of new connections", pct(row.conn_share).strip()),
+                 ("share of packets", pct(row.packet_share).strip()),
+                 ("active connections", f"{row.active} (flows seen in the last ~8.6 s)"),
+                 ("new connections/s", f"{row.new_per_s:.1f}"), ("packets/s", f"{row.pps:.1f}"),
+                 ("last change", f"{ago(now - row.changed)} ago" if row.changed else "-"),
+                 ("in VIPs", ", ".join(v.name for v in self.fleet.vips()
+                                       if v.instance == ref.instance and any(
+                                           b.address == row.address
+                                           for b in self.fleet.backend_rows(v))))]
+        screen = BackendScreen(f"Backend {row.address}", facts)
+        self.push_screen(screen)
+        self.run_worker(self._load_audit(ref, row.address, screen), group="audit")
+
+    async def _load_audit(self, ref: VipRef, address: str, screen: BackendScreen) -> None:
+        link = self.links.get(self.fleet.path_of(ref.instance) or "")
+        if link is None:
+            screen.show_audit([f"not connected to {ref.instance}"])
+            return
+        try:
+            entries = await asyncio.to_thread(link.call, "audit", n=500)
+        except (AgentError, OSError) as e:
+            screen.show_audit([f"the audit log could not be read: {e}"])
+            return
+        lines = []
+        for entry in reversed(entries):
+            if entry.get("params", {}).get("address") != address:
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M:%S",
+                                 time.localtime(float(entry.get("time", 0))))
+            lines.append(f"{when}  {entry.get('user')} (uid {entry.get('uid')})  "
+                         f"{entry.get('action')}  {entry.get('before')} -> {entry.get('after')}")
+        screen.show_audit(lines[:50])
+
     def _change(self, ref: VipRef, method: str, params: dict[str, Any]) -> None:
         self.run_worker(self._send(ref, method, {**params, "vip": ref.name}), group="changes")
 
@@ -340,6 +384,8 @@ class XlbConsole(App[None]):
                                 self.action_undrain)
             yield SystemCommand("Set weight of selected backend", "0..65535",
                                 self.action_weight)
+        yield SystemCommand("Details of selected backend", "figures and audit trail",
+                            self.action_details)
         for ref in self.fleet.vips():
             yield SystemCommand(f"Backends of VIP {ref.key}", ref.label,
                                 lambda k=ref.key: self._show_vip(k))

@@ -114,3 +114,30 @@ class HelpScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+class BackendScreen(ModalScreen[None]):
+    """One backend in full, and the audit trail of changes to it (fetched in a worker)."""
+
+    BINDINGS = [Binding("escape,enter,q", "close", "Close")]
+
+    def __init__(self, title: str, facts: list[tuple[str, str]]):
+        super().__init__()
+        self.title_text, self.facts = title, facts
+
+    def compose(self) -> ComposeResult:
+        width = max(len(k) for k, _ in self.facts)
+        with Vertical(id="dialog", classes="help"):
+            yield Label(self.title_text, id="dialog-title")
+            yield Static("\n".join(f"{k:<{width}}  {v}" for k, v in self.facts), id="dialog-body",
+                         markup=False)
+            yield Label("Recent changes (audit log)", id="audit-title")
+            with VerticalScroll():
+                yield Static("loading …", id="audit-body", markup=False)
+            yield Static("Esc closes", id="dialog-hint")
+
+    def show_audit(self, lines: list[str]) -> None:
+        self.query_one("#audit-body", Static).update("\n".join(lines) or "no changes recorded")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -32,6 +32,7 @@ class Backends(View):
             ("v / V", "next / previous VIP"),
             ("s", "sort by the next column"),
             ("/", "filter by address, state or health (Esc clears)"),
+            ("enter", "the selected backend in full, with its audit trail"),
             ("↑ ↓", "select a backend"))
     BINDINGS = [Binding("v", "next_vip(1)", "VIP▸"), Binding("V", "next_vip(-1)", "◂VIP",
                                                              show=False),
@@ -132,6 +133,10 @@ class Backends(View):
             if not event.value.strip():
                 event.input.display = False
             self.query_one("#be-table").focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "be-table":
+            self.console.action_details()
 
     # -- drawing ------------------------------------------------------------------------
     def redraw(self, fleet: Fleet) -> None:
