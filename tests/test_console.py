@@ -464,3 +464,26 @@ def test_enter_shows_the_backend_and_its_audit_trail(double: AgentDouble) -> Non
         await until(lambda: not isinstance(app.screen, BackendScreen), pilot)
 
     run(app, scenario)
+
+
+def test_keys_work_during_a_snapshot_burst(tmp_path: Path) -> None:
+    """200 snapshots/s: redraws coalesce (fewer redraws than snapshots) and keys still act."""
+    d = AgentDouble(str(tmp_path / "burst.sock"), backends=50, tick=0.005).start()
+    try:
+        app = XlbConsole([d.path])
+
+        async def scenario(pilot: Any) -> None:
+            await until(lambda: len(app.fleet.instances["lb1"].pps) > 100, pilot, timeout=20)
+            got = d.n
+            assert app.redraws < got
+            await pilot.press("2")
+            assert app.query_one("#views", TabbedContent).active == "backends"
+            await select_backend(app, pilot, "198.18.2.7")
+            await pilot.press("d")
+            await until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
+            await pilot.press("y")
+            await until(lambda: d.backend("web", "198.18.2.7")["state"] == "drained", pilot)
+
+        run(app, scenario)
+    finally:
+        d.stop()

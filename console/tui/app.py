@@ -83,6 +83,7 @@ class XlbConsole(App[None]):
         self._xlb_themes = [t.name for t in themes.load_themes()]
         self._wanted_theme = theme or themes.remembered() or themes.DEFAULT
         self._redraw_pending = False
+        self.redraws = 0  # how many times the view was redrawn (bursts coalesce)
 
     # -- layout --------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -149,6 +150,7 @@ class XlbConsole(App[None]):
 
     def _redraw(self) -> None:
         self._redraw_pending = False
+        self.redraws += 1
         self._draw_status()
         view = self.current_view()
         if view is not None:
