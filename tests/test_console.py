@@ -487,3 +487,28 @@ def test_keys_work_during_a_snapshot_burst(tmp_path: Path) -> None:
         run(app, scenario)
     finally:
         d.stop()
+
+
+def test_rows_off_screen_catch_up_when_scrolled_into_view(tmp_path: Path) -> None:
+    """Large tables update only the rows on screen; the others are current once shown."""
+    d = AgentDouble(str(tmp_path / "big.sock"), backends=300, tick=0.2).start()
+    try:
+        app = XlbConsole([d.path])
+        far = "198.18.3.40"  # backend 290: far below the first screen
+
+        async def scenario(pilot: Any) -> None:
+            await select_backend(app, pilot, "198.18.2.1")
+            with d.lock:
+                next(b for b in d.vips[0]["backends"] if b["address"] == far)["state"] = "drained"
+            await until(lambda: any(r.address == far and r.state == "drained"
+                                    for r in app.fleet.backend_rows(app.fleet.vips()[0])), pilot)
+            d.stop()  # no more snapshots: only the scroll can bring the row up to date
+            await pilot.pause(0.3)
+            table = app.query_one("#be-table", DataTable)
+            assert "drained" not in str(table.get_cell(far, "state"))  # off screen: not drawn
+            table.move_cursor(row=table_keys(app, "#be-table").index(far), animate=False)
+            await until(lambda: "drained" in str(table.get_cell(far, "state")), pilot)
+
+        run(app, scenario)
+    finally:
+        d.stop()

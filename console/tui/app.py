@@ -131,7 +131,9 @@ class XlbConsole(App[None]):
             self._event(msg.path, msg.doc)
         if msg.kind in ("hello", "lost"):
             self.refresh_bindings()  # read-only or not may have changed
-        self.schedule_redraw()
+            self._draw_status()
+        if msg.kind in ("snapshot", "hello"):
+            self.schedule_redraw()  # only new figures redraw the view
 
     def _event(self, path: str, doc: dict[str, Any]) -> None:
         name = self.fleet.by_path.get(path, path)

@@ -9,9 +9,11 @@ directly.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 HISTORY = 120          # snapshots kept per series (2 minutes at the default tick)
@@ -269,6 +271,15 @@ def backend_rows(backends: list[dict[str, Any]]) -> list[BackendRow]:
     return rows
 
 
+@lru_cache(maxsize=65536)
+def _addr_key(address: str) -> tuple[int, ...]:
+    try:
+        a = ipaddress.ip_address(address)
+        return (a.version, int(a))
+    except ValueError:
+        return (9, 0)
+
+
 SORT_KEYS: dict[str, Any] = {
     "address": lambda r: _addr_key(r.address),
     "weight": lambda r: -r.weight,
@@ -278,16 +289,6 @@ SORT_KEYS: dict[str, Any] = {
     "active": lambda r: -r.active,
     "new/s": lambda r: -r.new_per_s,
 }
-
-
-def _addr_key(address: str) -> tuple[int, ...]:
-    import ipaddress
-
-    try:
-        a = ipaddress.ip_address(address)
-        return (a.version, int(a))
-    except ValueError:
-        return (9, 0)
 
 
 def sort_and_filter(rows: list[BackendRow], sort: str, text: str) -> list[BackendRow]:

@@ -61,6 +61,8 @@ class Backends(View):
 
     def on_mount(self) -> None:
         self.query_one("#be-filter").display = False
+        # rows off screen are brought up to date when they scroll into view
+        self.watch(self.query_one("#be-table"), "scroll_y", self._scrolled, init=False)
 
     # -- selection --------------------------------------------------------------------
     def selected_vip(self, fleet: Fleet) -> VipRef | None:
@@ -134,6 +136,10 @@ class Backends(View):
                 event.input.display = False
             self.query_one("#be-table").focus()
 
+    def _scrolled(self, _old: float, _new: float) -> None:
+        if self._fleet is not None:
+            self.redraw(self._fleet)
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "be-table":
             self.console.action_details()
@@ -146,14 +152,16 @@ class Backends(View):
         table: DataTable[Any] = self.query_one("#be-table", DataTable)
         if ref is None:
             title.update("No VIP yet: waiting for the agent's first snapshot …")
-            sync_table(table, [], self._rows)
+            sync_table(table, [], tuple, self._rows)
             self.query_one("#be-chart", Static).update("")
             return
         all_rows = fleet.backend_rows(ref)
         rows = sort_and_filter(all_rows, self.sort, self.filter_text)
         title.update(self._title(fleet, ref, len(rows), len(all_rows)))
         now = max((float(i.snap.get("time", 0)) for i in fleet.shown()), default=0.0)
-        sync_table(table, [(r.address, self._cells(r, now)) for r in rows], self._rows)
+        by_key = {r.address: r for r in rows}
+        sync_table(table, list(by_key), lambda k: self._cells(by_key[k], now), self._rows,
+                   only_visible=True)
         self.query_one("#be-chart", Static).update(self._chart(rows))
 
     def _title(self, fleet: Fleet, ref: VipRef, shown: int, total: int) -> Text:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.text import Text
 from textual.containers import Container
+from textual.theme import Theme
 from textual.widgets import DataTable
 
 from console.tui.model import Fleet
@@ -19,6 +20,17 @@ STATE_MARK = {"active": "● active", "draining": "◐ draining", "drained": "�
               "down": "✗ down"}
 STATE_ROLE = {"active": "success", "draining": "warning", "drained": "secondary",
               "down": "error"}
+
+
+_COLOURS: dict[tuple[str, str], str] = {}
+
+
+def theme_colour(theme: Theme, role: str) -> str:
+    """Looked up once per theme and role: cells ask for colours thousands of times."""
+    key = (theme.name, role)
+    if key not in _COLOURS:
+        _COLOURS[key] = str(getattr(theme, role, None) or theme.foreground or theme.primary)
+    return _COLOURS[key]
 
 
 class View(Container):
@@ -43,9 +55,7 @@ class View(Container):
 
     def role(self, role: str) -> str:
         """A colour of the current theme by role (success, warning, error, accent, ...)."""
-        theme = self.app.current_theme
-        value = getattr(theme, role, None) or theme.foreground or theme.primary
-        return str(value)
+        return theme_colour(self.app.current_theme, role)
 
     def styled(self, text: str, role: str, bold: bool = False) -> Text:
         return Text(text, style=f"{'bold ' if bold else ''}{self.role(role)}")
@@ -61,36 +71,37 @@ def num(text: str, width: int = 7) -> str:
     return text.rjust(width)
 
 
-def sync_table(table: DataTable[Any], rows: list[tuple[str, tuple[Any, ...]]],
-               last: dict[str, tuple[Any, ...]]) -> None:
-    """Make `table` show `rows` ((key, cells) in order), touching only what changed.
+def sync_table(table: DataTable[Any], keys: list[str], cells: Callable[[str], tuple[Any, ...]],
+               last: dict[str, tuple[Any, ...]], only_visible: bool = False) -> None:
+    """Make `table` show one row per key, in order, with `cells(key)`; touch only what changed.
 
     Same keys in the same order: changed cells are updated in place (cheap, and
-    the cursor stays put). Otherwise the rows are rebuilt and the cursor is put
-    back on the same key if it is still there.
+    the cursor stays put). With only_visible, just the rows on screen are
+    brought up to date: at thousands of rows that is most of the saving, and
+    the view redraws again when the table scrolls. Otherwise the rows are
+    rebuilt and the cursor is put back on the same key if it is still there.
     """
-    keys = [k for k, _ in rows]
     columns = list(table.columns)
     if keys == list(last):
-        for key, cells in rows:
-            old = last[key]
-            for col, value, before in zip(columns, cells, old, strict=False):
+        todo = keys
+        if only_visible:
+            top = int(table.scroll_offset.y)
+            todo = keys[max(0, top - 2): top + table.size.height + 2]
+        for key in todo:
+            new, old = cells(key), last[key]
+            for col, value, before in zip(columns, new, old, strict=False):
                 if value != before:
                     table.update_cell(key, col, value,
                                       update_width=len(str(value)) > len(str(before)))
-            last[key] = cells
+            last[key] = new
         return
-    selected = None
-    if table.row_count and table.cursor_row >= 0:
-        try:
-            selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # noqa: BLE001 - no valid cursor cell: nothing to restore
-            selected = None
+    selected = cell_key(table)
     table.clear()
     last.clear()
-    for key, cells in rows:
-        table.add_row(*cells, key=key)
-        last[key] = cells
+    for key in keys:
+        row = cells(key)
+        table.add_row(*row, key=key)
+        last[key] = row
     if selected in last:
         table.move_cursor(row=keys.index(selected), animate=False)
 

@@ -56,12 +56,13 @@ class Drops(View):
         self.query_one("#dr-title", Static).update(title)
         order = sorted(reasons, key=lambda r: ({"drop": 0, "tx": 1, "pass": 2}.get(
             kind_of(r[0]), 3), -r[1], -r[2], r[0]))
-        rows = []
+        rows = {}
         for name, rate, total, hist in order:
             kind = kind_of(name)
             role = "error" if kind == "drop" and (rate or total) else "foreground"
             label = ("▲ " if name == worst_name else "  ") + name
-            rows.append((name, (self.marked(label, role, bold=name == worst_name), kind,
-                                num(human(rate)), num(human(total)),
-                                self.marked(spark(hist, SPARK_WIDTH), role))))
-        sync_table(self.query_one("#dr-table", DataTable), rows, self._rows)
+            rows[name] = (self.marked(label, role, bold=name == worst_name), kind,
+                          num(human(rate)), num(human(total)),
+                          self.marked(spark(hist, SPARK_WIDTH), role))
+        sync_table(self.query_one("#dr-table", DataTable), list(rows), rows.__getitem__,
+                   self._rows)
