@@ -135,7 +135,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     doc = {"up": run.up, "down": run.down, "status": run.status}[args.action]()
     texts = {
         "up": lambda d: (f"lab up in {d['seconds']} s: namespaces {', '.join(d['namespaces'])}; "
-                         f"VIP {d['vip']} (:80/tcp, :53/udp) on "
+                         f"VIPs {d['vip']} and {d['vip6']} (:80/tcp, :53/udp) on "
                          + ", ".join(f"{lb['instance']} ({lb['mode']} XDP)" for lb in d["lbs"])
                          + "\ntry: ip netns exec xlb-client curl http://" + d["vip"] + "/"),
         "down": lambda d: (f"lab down: stopped {len(d['servers_stopped'])} servers and agents "
@@ -488,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
         la.set_defaults(func=cmd_lab)
     tr = labs.add_parser("traffic", add_help=False,
                          help="real TCP/UDP to the VIP from the client namespace "
-                              "(--rate, --concurrency, --duration, --udp-every, --json; -h)")
+                              "(--rate, --concurrency, --duration, --udp-every, --v6-every, "
+                              "--json; -h)")
     tr.add_argument("traffic_args", nargs=argparse.REMAINDER)
     tr.set_defaults(func=cmd_lab_traffic)
 

@@ -55,9 +55,9 @@ def run_demo(duration: float = 0.0, rate: float = 100.0, console: bool | None = 
     print("building the lab (client, router, lb1, be1..be3) ...", flush=True)
     doc = run.up()
     sock = doc["lbs"][0]["socket"]
-    print(f"lab up in {doc['seconds']} s; VIP {doc['vip']}:80/tcp and :53/udp on lb1 "
-          f"({doc['lbs'][0]['mode']} XDP). Traffic: {rate:.0f} new TCP connections/s "
-          "plus UDP.", flush=True)
+    print(f"lab up in {doc['seconds']} s; VIPs {doc['vip']} and {doc['vip6']}, :80/tcp and "
+          f":53/udp, on lb1 ({doc['lbs'][0]['mode']} XDP). Traffic: {rate:.0f} new TCP "
+          "connections/s (every 4th over IPv6) plus UDP.", flush=True)
     gen = run.traffic(["--rate", str(rate), "--json"]
                       + (["--duration", str(duration)] if duration > 0 else []), quiet=True)
     try:
@@ -98,7 +98,8 @@ def traffic_summary(out: bytes) -> str:
         summary = json.loads(out.decode().strip().splitlines()[-1])
         return (f"\ntraffic: {summary['tcp_ok']} TCP connections ok, {summary['tcp_failed']} "
                 f"failed ({summary['connections_per_second']}/s); UDP {summary['udp_ok']} ok, "
-                f"{summary['udp_failed']} failed; latency {summary['latency_ms']}; "
-                f"per backend {summary['backends']}")
+                f"{summary['udp_failed']} failed; of these over IPv6: TCP "
+                f"{summary['v6']['tcp_ok']} ok, {summary['v6']['tcp_failed']} failed; "
+                f"latency {summary['latency_ms']}; per backend {summary['backends']}")
     except (ValueError, IndexError, KeyError):
         return "\ntraffic generator gave no summary"

@@ -24,19 +24,26 @@ from console.dataplane import lifecycle, xdp
 from console.dataplane.config import dump_toml, parse_config
 from console.dataplane.manager import RUN_ROOT
 from console.lab import topology
-from console.lab.topology import ROUTER, VIP, Lab
+from console.lab.topology import ROUTER, VIP, VIP6, Lab
 
 STATE = os.path.join(RUN_ROOT, "lab.json")
 
 
 def lb_config(lab: Lab, lb: str) -> dict[str, Any]:
     backends = [{"address": b.address} for b in lab.backends]
+    backends6 = [{"address": b.address6} for b in lab.backends]  # 6in6
     return {
         "instance": {"name": lb, "interface": "l0", "netns": lab.lb_ns(lb), "xdp_mode": "native",
-                     "mtu": topology.LINK_MTU, "max_vips": 16, "max_backends": 256},
+                     "mtu": topology.LINK_MTU, "max_vips": 16, "max_backends": 256,
+                     # outer IPv6 sources from the lab's prefix, one /64 per LB
+                     "encap_source_v6": f"{topology.NET6}:f{lab.lbs.index(lb) + 1}::/64"},
         "vip": [
             {"name": "web", "address": VIP, "port": 80, "protocol": "tcp", "backend": backends},
             {"name": "dns", "address": VIP, "port": 53, "protocol": "udp", "backend": backends},
+            {"name": "web6", "address": VIP6, "port": 80, "protocol": "tcp",
+             "backend": backends6},
+            {"name": "dns6", "address": VIP6, "port": 53, "protocol": "udp",
+             "backend": backends6},
         ],
     }
 
@@ -56,7 +63,7 @@ def _attach_helpers(lab: Lab) -> None:
 def _start_server(ns: str) -> int:
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, "-m", "console.lab.server",
-         "--name", ns.removeprefix(topology.PREFIX), "--vip", VIP],
+         "--name", ns.removeprefix(topology.PREFIX), "--vip", VIP, "--vip6", VIP6],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     return proc.pid
@@ -103,7 +110,7 @@ def start_server(backend: str) -> None:
 def _wait_listening(lab: Lab, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     for be in lab.backends:
-        while "0.0.0.0:80" not in topology.sh(be.name, "ss", "-Hltn"):
+        while not {"0.0.0.0:80", "[::]:80"} <= set(topology.sh(be.name, "ss", "-Hltn").split()):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server in {be.name} did not start")
             time.sleep(0.05)
@@ -125,7 +132,7 @@ def up() -> dict[str, Any]:
     except BaseException:
         down()
         raise
-    return {"namespaces": lab.namespaces(), "vip": VIP, "lbs": loaded,
+    return {"namespaces": lab.namespaces(), "vip": VIP, "vip6": VIP6, "lbs": loaded,
             "seconds": round(time.monotonic() - started, 2)}
 
 
@@ -246,7 +253,17 @@ def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
     out = subprocess.DEVNULL if quiet else None
     return subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-m",
                              "console.lab.traffic", *args], stdout=subprocess.PIPE if quiet
-                            else None, stderr=out, start_new_session=quiet)
+                            else None, stderr=out, start_new_session=quiet,
+                            preexec_fn=_end_with_parent)
+
+
+def _end_with_parent() -> None:
+    """In the child: SIGTERM it when its parent dies (a closed terminal, a killed demo), so
+    the generator never outlives whoever started it. It stops on SIGTERM like on Ctrl-C."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def status() -> dict[str, Any]:
@@ -255,4 +272,5 @@ def status() -> dict[str, Any]:
     lab = Lab()
     present = set(netns.listnetns())
     return {"namespaces": {ns: ns in present for ns in lab.namespaces()},
-            "lbs": {lb: lb in lifecycle.instances() for lb in lab.lbs}, "vip": VIP}
+            "lbs": {lb: lb in lifecycle.instances() for lb in lab.lbs}, "vip": VIP,
+            "vip6": VIP6}
