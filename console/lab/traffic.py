@@ -38,13 +38,10 @@ class Counts:
 
 
 @dataclass
-class Tally:
-    ok: int = 0
-    failed: int = 0
-    udp_ok: int = 0
-    udp_failed: int = 0
+class Tally(Counts):
+    """Both families together, with what only the totals keep."""
+
     latencies_ms: list[float] = field(default_factory=list)
-    backends: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     v6: Counts = field(default_factory=Counts)
 
