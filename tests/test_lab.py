@@ -117,6 +117,37 @@ def test_traffic_generator_reports_real_connections(lab: dict) -> None:
         assert 0.2 < n / total < 0.47, (name, summary["backends"])
 
 
+def test_traffic_generator_ends_with_whoever_started_it(lab: dict) -> None:
+    """A killed demo (or a closed terminal) leaves no traffic generator behind."""
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom console.lab import run\n"
+         "g = run.traffic(['--rate', '20', '--json'], quiet=True)\nprint(g.pid, flush=True)\n"
+         "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None
+    gen = int(starter.stdout.readline())
+    try:
+        time.sleep(1.0)
+        os.kill(gen, 0)  # it runs
+        starter.kill()   # SIGKILL: no cleanup code of the starter runs
+        starter.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(gen, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the traffic generator outlived its starter")
+    finally:
+        try:
+            os.kill(gen, 9)
+        except ProcessLookupError:
+            pass
+        if starter.poll() is None:
+            starter.kill()
+
+
 def test_traffic_refuses_bad_options(lab: dict) -> None:
     for bad in (["--rate", "0"], ["--v6-every", "-1"]):
         gen = run.traffic(bad, quiet=True)
@@ -254,34 +285,3 @@ def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
     assert not os.path.exists(run.STATE) and not os.path.exists(run.agent_config_path("lb1"))
     ps = subprocess.run(["pgrep", "-f", "console.lab.server"], capture_output=True, text=True)
     assert ps.stdout.strip() == ""
-
-
-def test_traffic_generator_ends_with_whoever_started_it(lab: dict) -> None:
-    """A killed demo (or a closed terminal) leaves no traffic generator behind."""
-    starter = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom console.lab import run\n"
-         "g = run.traffic(['--rate', '20', '--json'], quiet=True)\nprint(g.pid, flush=True)\n"
-         "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True)
-    assert starter.stdout is not None
-    gen = int(starter.stdout.readline())
-    try:
-        time.sleep(1.0)
-        os.kill(gen, 0)  # it runs
-        starter.kill()   # SIGKILL: no cleanup code of the starter runs
-        starter.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                os.kill(gen, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError("the traffic generator outlived its starter")
-    finally:
-        try:
-            os.kill(gen, 9)
-        except ProcessLookupError:
-            pass
-        if starter.poll() is None:
-            starter.kill()
