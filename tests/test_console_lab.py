@@ -70,9 +70,12 @@ def test_main_command_lands_in_a_live_console_and_keys_drain(demo_in_tmux: None)
              timeout=90)
     wait_for(lambda: " 0 pps" not in screen().split("Traffic", 1)[-1].splitlines()[0],
              "traffic in the overview")
-    keys("2")
+    keys("2", "v")  # typed at once, as people do: the v must not be lost in the switch
+    wait_for(lambda: "VIP dns" in screen(), "the next VIP")
+    keys("V")
     first = "198.18.2.11"  # be1: the first row, sorted by address
-    wait_for(lambda: first in screen() and "Distribution" in screen(), "the Backends view")
+    wait_for(lambda: "VIP web " in screen() and first in screen() and "Distribution" in screen(),
+             "the Backends view of web")
     assert backend_state(first) == "active"
     keys("d")
     wait_for(lambda: "Drain backend" in screen(), "the confirmation")

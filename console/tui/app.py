@@ -40,6 +40,7 @@ VIEWS: tuple[tuple[str, type[View]], ...] = (
     ("overview", Overview), ("backends", Backends), ("drops", Drops), ("bgp", Bgp),
     ("flows", Flows), ("probes", Probes))
 CHANGE_ACTIONS = {"drain", "undrain", "weight"}
+BACKENDS_ACTIONS = {"next_vip", "next_sort", "filter"}
 QUIT_MESSAGE = ("xlb console closed. The load balancer keeps running: nothing was changed by "
                 "quitting. (In the lab, `xlb lab down` removes everything.)")
 
@@ -58,6 +59,10 @@ class XlbConsole(App[None]):
     BINDINGS = [
         *(Binding(str(i + 1), f"show_view('{name}')", cls.TITLE, show=False)
           for i, (name, cls) in enumerate(VIEWS)),
+        Binding("v", "next_vip(1)", "VIP▸"),
+        Binding("V", "next_vip(-1)", "◂VIP", show=False),
+        Binding("s", "next_sort", "Sort", show=False),
+        Binding("slash", "filter", "Filter"),
         Binding("d", "drain", "Drain"),
         Binding("u", "undrain", "Undrain"),
         Binding("w", "weight", "Weight"),
@@ -240,7 +245,18 @@ class XlbConsole(App[None]):
     def action_quit_console(self) -> None:
         self.exit(message=QUIT_MESSAGE)
 
+    def action_next_vip(self, step: int) -> None:
+        self.backends_view().action_next_vip(step)
+
+    def action_next_sort(self) -> None:
+        self.backends_view().action_next_sort()
+
+    def action_filter(self) -> None:
+        self.backends_view().action_filter()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in BACKENDS_ACTIONS:
+            return isinstance(self.current_view(), Backends)
         if action in CHANGE_ACTIONS:
             if not isinstance(self.current_view(), Backends):
                 return False
@@ -407,7 +423,7 @@ class XlbConsole(App[None]):
 
     def _filter_backends(self) -> None:
         self.action_show_view("backends")
-        self.backends_view().action_filter()
+        self.action_filter()
 
     def _show_vip(self, key: str) -> None:
         self.action_show_view("backends")

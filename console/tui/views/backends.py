@@ -34,11 +34,9 @@ class Backends(View):
             ("/", "filter by address, state or health (Esc clears)"),
             ("enter", "the selected backend in full, with its audit trail"),
             ("↑ ↓", "select a backend"))
-    BINDINGS = [Binding("v", "next_vip(1)", "VIP▸"), Binding("V", "next_vip(-1)", "◂VIP",
-                                                             show=False),
-                Binding("s", "next_sort", "Sort", show=False),
-                Binding("slash", "filter", "Filter"),
-                Binding("escape", "clear_filter", "Clear filter", show=False)]
+    # v, V, s and / are the app's bindings (so a key typed right after `2` is not lost
+    # while the focus moves); the app hands them to this view
+    BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False)]
 
     def __init__(self, **kw: Any):
         super().__init__(**kw)
@@ -46,7 +44,6 @@ class Backends(View):
         self.sort = "address"
         self.filter_text = ""
         self._rows: dict[str, tuple[Any, ...]] = {}
-        self._fleet: Fleet | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="be-title")
@@ -76,9 +73,7 @@ class Backends(View):
         return None
 
     def selected_backend(self) -> BackendRow | None:
-        fleet = self._fleet
-        if fleet is None:
-            return None
+        fleet = self.console.fleet
         ref = self.selected_vip(fleet)
         key = cell_key(self.query_one("#be-table", DataTable))
         if ref is None or key is None:
@@ -89,26 +84,22 @@ class Backends(View):
         return None
 
     def action_next_vip(self, step: int) -> None:
-        if self._fleet is None:
-            return
-        vips = self._fleet.vips()
+        vips = self.console.fleet.vips()
         if not vips:
             return
         keys = [v.key for v in vips]
         i = keys.index(self.vip_key) if self.vip_key in keys else 0
         self.vip_key = keys[(i + step) % len(keys)]
-        self.redraw(self._fleet)
+        self.redraw(self.console.fleet)
 
     def select_vip(self, key: str) -> None:
         self.vip_key = key
-        if self._fleet is not None:
-            self.redraw(self._fleet)
+        self.redraw(self.console.fleet)
 
     def action_next_sort(self) -> None:
         order = list(SORT_KEYS)
         self.sort = order[(order.index(self.sort) + 1) % len(order)]
-        if self._fleet is not None:
-            self.redraw(self._fleet)
+        self.redraw(self.console.fleet)
 
     def action_filter(self) -> None:
         box = self.query_one("#be-filter", Input)
@@ -121,14 +112,12 @@ class Backends(View):
         box.display = False
         self.filter_text = ""
         self.query_one("#be-table").focus()
-        if self._fleet is not None:
-            self.redraw(self._fleet)
+        self.redraw(self.console.fleet)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "be-filter":
             self.filter_text = event.value
-            if self._fleet is not None:
-                self.redraw(self._fleet)
+            self.redraw(self.console.fleet)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "be-filter":
@@ -137,8 +126,7 @@ class Backends(View):
             self.query_one("#be-table").focus()
 
     def _scrolled(self, _old: float, _new: float) -> None:
-        if self._fleet is not None:
-            self.redraw(self._fleet)
+        self.redraw(self.console.fleet)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id == "be-table":
@@ -146,7 +134,6 @@ class Backends(View):
 
     # -- drawing ------------------------------------------------------------------------
     def redraw(self, fleet: Fleet) -> None:
-        self._fleet = fleet
         ref = self.selected_vip(fleet)
         title = self.query_one("#be-title", Static)
         table: DataTable[Any] = self.query_one("#be-table", DataTable)
