@@ -31,7 +31,7 @@ NS = f"xlbag-{os.getpid()}"
 NOBODY = 65534  # nobody:nogroup on Debian
 
 
-def config(tmp: str, health: str = "tcp") -> str:
+def config(tmp: str, health: str = "tcp", extra: str = "") -> str:
     return f"""
 [agent]
 socket = "{tmp}/agent.sock"
@@ -41,6 +41,7 @@ operator_group = "xlb-test-operators-none"
 socket_group = "nogroup"
 metrics = "127.0.0.1:0"
 health = "{health}"
+{extra}
 
 [instance]
 name = "agt"
@@ -119,7 +120,13 @@ def agent(roots: tuple[str, str]) -> Iterator[AgentProc]:
     yield from running_agent(roots, "none")
 
 
-def running_agent(roots: tuple[str, str], health: str) -> Iterator[AgentProc]:
+@pytest.fixture
+def moving(roots: tuple[str, str]) -> Iterator[AgentProc]:
+    """Health checks that find every backend down, with health_down_flows = "move"."""
+    yield from running_agent(roots, "tcp", 'health_down_flows = "move"')
+
+
+def running_agent(roots: tuple[str, str], health: str, extra: str = "") -> Iterator[AgentProc]:
     pin_root, run_root = roots
     tmp = tempfile.mkdtemp(prefix="xlb-agent-test-")  # 0755 below: the read-only peer
     os.chmod(tmp, 0o755)                              # (nobody) must reach the socket
@@ -130,7 +137,7 @@ def running_agent(roots: tuple[str, str], health: str) -> Iterator[AgentProc]:
     try:
         netns.veth(NS, "xlb0", NS, "peer0", queues=4)
         with open(a.path, "w") as f:
-            f.write(config(tmp, health))
+            f.write(config(tmp, health, extra))
         a.start()
         yield a
     finally:
@@ -683,11 +690,11 @@ def test_bad_agent_settings_are_one_clear_error(tmp_path: Any) -> None:
     path = os.path.join(str(tmp_path), "bad.toml")
     with open(path, "w") as f:
         f.write('[agent]\nmetrics = "nowhere"\ntick = 0.01\nhealth = "ping"\n'
-                '[instance]\nname = "x"\ninterface = "eth0"\n')
+                'health_down_flows = "drop"\n[instance]\nname = "x"\ninterface = "eth0"\n')
     r = subprocess.run([sys.executable, "-m", "console", "agent", "--config", path],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    for text in ("agent.metrics", "agent.tick", "agent.health"):
+    for text in ("agent.metrics", "agent.tick", "agent.health:", "agent.health_down_flows"):
         assert text in r.stderr
 
 
@@ -729,3 +736,30 @@ def test_active_connections_reach_snapshot_cli_and_metrics(agent: AgentProc) -> 
     assert r.returncode == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if "10.0.1.2" in x)
     assert "      7 active" in line and "7 active," in r.stdout
+
+
+def _until_down(agent: AgentProc, address: str) -> None:
+    deadline = time.monotonic() + 15
+    with agent.client() as c:
+        while backends(c)[address]["health"] == "up":
+            assert time.monotonic() < deadline, "never found down"
+            time.sleep(0.1)
+        assert backends(c)[address]["state"] == "down"
+
+
+def test_down_backends_keep_their_flows_by_default(checking: AgentProc) -> None:
+    """health_down_flows = "stay": out of Maglev, but still a valid backend for its flows."""
+    _until_down(checking, "10.0.1.1")
+    time.sleep(0.5)
+    assert "10.0.1.1" in pinned(checking)["backends"]
+
+
+def test_down_backends_flows_move_when_configured(moving: AgentProc) -> None:
+    """health_down_flows = "move": the backend is invalidated, its flows rebalance."""
+    _until_down(moving, "10.0.1.1")
+    deadline = time.monotonic() + 5
+    while "10.0.1.1" in pinned(moving)["backends"]:
+        assert time.monotonic() < deadline, "the down backend is still valid in the data plane"
+        time.sleep(0.1)
+    with moving.client() as c:  # the intent still has it: it comes back when healthy
+        assert "10.0.1.1" in backends(c)

@@ -106,11 +106,21 @@ class Agent:
 
     # -- what is applied -------------------------------------------------------------
     def effective(self) -> Config:
-        """The intent with backends found down taken out (weight 0, flows stay)."""
+        """The intent with backends found down taken out of Maglev (no new flows).
+
+        health_down_flows "stay": they act as drained, established flows stay on them.
+        "move": they leave the applied config altogether, so the data plane invalidates
+        them and their flows are rebalanced over the healthy backends.
+        """
         cfg = self.desired
+        move = self.settings.health_down_flows == "move"
         for vip in cfg.vips:
             for b in vip.backends:
-                if str(b.address) in self.down and b.state == "active":
+                if str(b.address) not in self.down:
+                    continue
+                if move:
+                    cfg = cfg.without_backend(vip.name, b.address)
+                elif b.state == "active":
                     cfg = cfg.with_backend(vip.name, b.address, state="drained")
         return cfg
 

@@ -15,6 +15,8 @@
     health_timeout = 0.5
     health_rise = 2                 # consecutive results that change the verdict
     health_fall = 2
+    health_down_flows = "stay"      # stay: a down backend's established flows stay on it;
+                                    # move: they are rebalanced over the healthy backends
 
 Everything else in the file is the data plane config (console/dataplane/config.py).
 """
@@ -35,7 +37,7 @@ STATE_ROOT = os.environ.get("XLB_STATE_ROOT", "/var/lib/xlb")
 KEYS = ("socket", "tick", "history", "operator_group", "socket_group", "audit_log", "metrics",
         "health",
         "health_port", "health_path", "health_interval", "health_timeout", "health_rise",
-        "health_fall")
+        "health_fall", "health_down_flows")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class AgentSettings:
     health_timeout: float = 0.5
     health_rise: int = 2
     health_fall: int = 2
+    health_down_flows: str = "stay"
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,16 @@ def _settings(raw: Any, instance: str) -> AgentSettings:
                   health_path=get("health_path", str, "/"),
                   health_interval=get("health_interval", float, 1.0),
                   health_timeout=get("health_timeout", float, 0.5),
-                  health_rise=get("health_rise", int, 2), health_fall=get("health_fall", int, 2))
+                  health_rise=get("health_rise", int, 2), health_fall=get("health_fall", int, 2),
+                  health_down_flows=get("health_down_flows", str, "stay"))
     metrics = get("metrics", str, "127.0.0.1:9465")
     host, _, port = metrics.rpartition(":")
     if metrics and not (host and port.isdigit() and int(port) <= 65535):
         errors.append(f"agent.metrics: {metrics!r} is not host:port (\"\" turns it off)")
     health["metrics"] = metrics
+    if health["health_down_flows"] not in ("stay", "move"):
+        errors.append(f"agent.health_down_flows: {health['health_down_flows']!r} is not stay or "
+                      "move")
     if health["health"] not in ("tcp", "http", "none"):
         errors.append(f"agent.health: {health['health']!r} is not tcp, http or none")
     if health["health"] != "none":
