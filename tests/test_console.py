@@ -512,3 +512,23 @@ def test_rows_off_screen_catch_up_when_scrolled_into_view(tmp_path: Path) -> Non
         run(app, scenario)
     finally:
         d.stop()
+
+
+def test_ipv6_labels_in_brackets_are_text_not_markup(double: AgentDouble) -> None:
+    with double.lock:
+        double.vips[0]["vip"] = "[fd00:5f1b:19::10]:80/tcp"
+        double.vips[0]["backends"][0]["address"] = "fd00:5f1b:18:2::11"
+    app = XlbConsole([double.path])
+
+    async def scenario(pilot: Any) -> None:
+        await select_backend(app, pilot, "fd00:5f1b:18:2::11")
+        assert "[fd00:5f1b:19::10]:80/tcp" in str(app.query_one("#be-title", Static).render())
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
+        body = str(app.screen.query_one("#dialog-body", Static).render())
+        assert "[fd00:5f1b:19::10]:80/tcp" in body and "fd00:5f1b:18:2::11" in body
+        await pilot.press("y")
+        await until(lambda: double.backend("web", "fd00:5f1b:18:2::11")["state"] == "drained",
+                    pilot)
+
+    run(app, scenario)

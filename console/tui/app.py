@@ -17,6 +17,7 @@ from typing import Any
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
@@ -89,6 +90,11 @@ class XlbConsole(App[None]):
         self._wanted_theme = theme or themes.remembered() or themes.DEFAULT
         self._redraw_pending = False
         self.redraws = 0  # how many times the view was redrawn (bursts coalesce)
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Notifications quote agents and addresses ([fd00::1]:80): plain text by default."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     # -- layout --------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -171,7 +177,7 @@ class XlbConsole(App[None]):
         now = time.time()
         parts = ["[b]xlb[/b]"]
         for path, link in self.fleet.links.items():
-            name = self.fleet.by_path.get(path, path)
+            name = escape(self.fleet.by_path.get(path, path))
             inst = self.fleet.instances.get(name)
             age = now - float(inst.snap.get("time", 0)) if inst and inst.snap else None
             if link.connected and age is not None and age > STALE:
@@ -180,9 +186,9 @@ class XlbConsole(App[None]):
                 parts.append(f"[$success]{name} ● live[/]")
             else:
                 parts.append(f"[$error]{name} ✗ disconnected {ago(now - link.since)} "
-                             f"(reconnecting): {_short(link.error, 40)}[/]")
+                             f"(reconnecting): {escape(_short(link.error, 40))}[/]")
         if len(self.fleet.instances) > 1:
-            parts.append(f"focus: {self.fleet.focus or 'whole fleet'}")
+            parts.append(f"focus: {escape(self.fleet.focus or 'whole fleet')}")
         connected = any(link.connected for link in self.fleet.links.values())
         if self.read_only_flag or (connected and not self.fleet.operator()):
             why = "--read-only" if self.read_only_flag else "read-only credentials"

@@ -24,8 +24,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog", classes="danger" if self.danger else ""):
-            yield Label(self.title_text, id="dialog-title")
-            yield Static(self.body, id="dialog-body")
+            yield Label(self.title_text, id="dialog-title", markup=False)
+            yield Static(self.body, id="dialog-body", markup=False)  # addresses like [fd00::1]
             with Horizontal(id="dialog-buttons"):
                 yield Button(f"{self.yes} (y)", variant="error" if self.danger else "primary",
                              id="yes")
@@ -52,7 +52,8 @@ class WeightScreen(ModalScreen[int | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(f"Weight of {self.backend} in VIP {self.vip}", id="dialog-title")
+            yield Label(f"Weight of {self.backend} in VIP {self.vip}", id="dialog-title",
+                        markup=False)
             yield Static(f"Now {self.current}. 0..{MAX_WEIGHT}; 0 takes no new flows "
                          "(like a drain). Enter applies, Esc cancels.", id="dialog-body")
             yield Input(str(self.current), id="weight-input", type="integer",
@@ -128,7 +129,7 @@ class BackendScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         width = max(len(k) for k, _ in self.facts)
         with Vertical(id="dialog", classes="help"):
-            yield Label(self.title_text, id="dialog-title")
+            yield Label(self.title_text, id="dialog-title", markup=False)
             yield Static("\n".join(f"{k:<{width}}  {v}" for k, v in self.facts), id="dialog-body",
                          markup=False)
             yield Label("Recent changes (audit log)", id="audit-title")
