@@ -17,6 +17,7 @@ from typing import Any
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
@@ -166,8 +167,11 @@ class XlbConsole(App[None]):
         self.redraws += 1
         self._draw_status()
         view = self.current_view()
-        if view is not None:
-            view.redraw(self.fleet)
+        if view is not None and view.is_attached:
+            try:
+                view.redraw(self.fleet)
+            except NoMatches:  # a message that arrives while the app shuts down
+                pass
 
     # -- header ---------------------------------------------------------------------------------
     def read_only(self) -> bool:
@@ -193,14 +197,15 @@ class XlbConsole(App[None]):
         if self.read_only_flag or (connected and not self.fleet.operator()):
             why = "--read-only" if self.read_only_flag else "read-only credentials"
             parts.append(f"[reverse $warning] READ-ONLY ({why}) [/]")
-        self.query_one("#status", Static).update("  │  ".join(parts))
+        for status in self.query("#status").results(Static):  # none while shutting down
+            status.update("  │  ".join(parts))
 
     # -- views -----------------------------------------------------------------------------------
     def current_view(self) -> View | None:
-        active = self.query_one("#views", TabbedContent).active
-        try:
+        try:  # None during start-up and shut-down, when the panes do not exist
+            active = self.query_one("#views", TabbedContent).active
             return self.query_one(f"#view-{active}", View)
-        except Exception:  # noqa: BLE001 - during start-up, before the panes exist
+        except NoMatches:
             return None
 
     def backends_view(self) -> Backends:
