@@ -202,12 +202,14 @@ def cmd_vips(args: argparse.Namespace) -> int:
 
 def cmd_drops(args: argparse.Namespace) -> int:
     """The console's Drops view as a command: every verdict reason, rate and total."""
+    from console.dataplane.structs import ACTION_ORDER, reason_action
+
     with _client(args) as c:
         st = c.call("status")
     totals = st.get("reason_totals", {})
-    doc = [{"reason": r, "kind": r.split("_", 1)[0], "per_s": rate, "total": totals.get(r, 0)}
+    doc = [{"reason": r, "kind": reason_action(r), "per_s": rate, "total": totals.get(r, 0)}
            for r, rate in st.get("reasons", {}).items()]
-    doc.sort(key=lambda d: ({"drop": 0, "tx": 1}.get(d["kind"], 2), -d["per_s"], -d["total"]))
+    doc.sort(key=lambda d: (ACTION_ORDER.get(d["kind"], 3), -d["per_s"], -d["total"]))
     _print(doc, args.json, lambda ds: "\n".join(
         f"{d['reason']:<22} {d['kind']:<5} {_human(d['per_s']):>7}/s  {_human(d['total']):>7} total"
         for d in ds) or "no verdicts yet")

@@ -70,6 +70,7 @@ class Agent:
         self.changed_at: dict[str, float] = {}  # backend address -> last state/health change
         self.metrics_port = 0
         self.active = np.zeros(0, dtype=np.uint64)  # per backend id, from the last tick
+        self.cpus: list[dict[str, float]] = []       # per-CPU load over the last tick
 
     # -- start and intent ---------------------------------------------------------
     def _state_path(self) -> str:
@@ -325,6 +326,7 @@ class Agent:
             rates = self.rates.update(counters)
             self.active = counters.active
             self.reason_totals = counters.reasons[:, 0].copy()
+            self.cpus = cpu_load()  # once per tick: each call measures since the last one
             snap = self._snapshot(rates)
         self.last = snap
         return snap
@@ -371,7 +373,7 @@ class Agent:
                             for r in S.Reason},
                 "reason_totals": {r.label: int(self.reason_totals[r])
                                   if len(self.reason_totals) > r else 0 for r in S.Reason},
-                "cpus": cpu_load(),
+                "cpus": self.cpus,
                 "vips": vips}
 
     def _queues_seen(self, q: np.ndarray) -> int:

@@ -47,8 +47,16 @@ class Reason(IntEnum):
 
     @property
     def action(self) -> str:
-        return self.name.split("_", 1)[0].lower()
+        return reason_action(self.label)
 
+
+def reason_action(label: str) -> str:
+    """"pass", "drop" or "tx": the verdict of a reason, from its label (as in snapshots)."""
+    return label.split("_", 1)[0]
+
+
+# how verdict reasons are listed to people (console Drops view, `xlb drops`): drops first
+ACTION_ORDER = {"drop": 0, "tx": 1, "pass": 2}
 
 XLB_R_MAX = len(Reason)
 

@@ -81,13 +81,13 @@ class XlbConsole(App[None]):
                    ("?", "this help"),
                    ("q", "quit (the load balancer keeps running)"))
 
-    def __init__(self, sockets: list[str], read_only: bool = False, theme: str | None = None,
-                 links: bool = True):
+    def __init__(self, sockets: list[str], read_only: bool = False, theme: str | None = None):
         super().__init__()
         self.fleet = Fleet(sockets)
         self.read_only_flag = read_only
-        self.links = {p: AgentLink(p, self._deliver) for p in sockets} if links else {}
-        self._xlb_themes = [t.name for t in themes.load_themes()]
+        self.links = {p: AgentLink(p, self._deliver) for p in sockets}
+        self._themes = themes.load_themes()
+        self._xlb_themes = [t.name for t in self._themes]
         self._wanted_theme = theme or themes.remembered() or themes.DEFAULT
         self._redraw_pending = False
         self.redraws = 0  # how many times the view was redrawn (bursts coalesce)
@@ -107,7 +107,7 @@ class XlbConsole(App[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        for t in themes.load_themes():
+        for t in self._themes:
             self.register_theme(t)
         self.theme = (self._wanted_theme if self._wanted_theme in self.available_themes
                       else themes.DEFAULT)
@@ -181,8 +181,8 @@ class XlbConsole(App[None]):
         now = time.time()
         parts = ["[b]xlb[/b]"]
         for path, link in self.fleet.links.items():
+            inst = self.fleet.instances.get(self.fleet.by_path.get(path, ""))
             name = escape(self.fleet.by_path.get(path, path))
-            inst = self.fleet.instances.get(name)
             age = now - float(inst.snap.get("time", 0)) if inst and inst.snap else None
             if link.connected and age is not None and age > STALE:
                 parts.append(f"[$warning]{name} ◌ no data for {ago(age)}[/]")
@@ -348,16 +348,19 @@ class XlbConsole(App[None]):
                  ("active connections", f"{row.active} (flows seen in the last ~8.6 s)"),
                  ("new connections/s", f"{row.new_per_s:.1f}"), ("packets/s", f"{row.pps:.1f}"),
                  ("last change", f"{ago(now - row.changed)} ago" if row.changed else "-"),
-                 ("in VIPs", ", ".join(v.name for v in self.fleet.vips()
-                                       if v.instance == ref.instance and any(
-                                           b.address == row.address
-                                           for b in self.fleet.backend_rows(v))))]
+                 ("in VIPs", ", ".join(v["name"] for v in inst.snap.get("vips", [])
+                                       if any(b["address"] == row.address
+                                              for b in v["backends"])) if inst else "?")]
         screen = BackendScreen(f"Backend {row.address}", facts)
         self.push_screen(screen)
         self.run_worker(self._load_audit(ref, row.address, screen), group="audit")
 
+    def _link(self, instance: str) -> AgentLink | None:
+        """The link to the agent that owns `instance`, once it has said who it is."""
+        return self.links.get(self.fleet.path_of(instance) or "")
+
     async def _load_audit(self, ref: VipRef, address: str, screen: BackendScreen) -> None:
-        link = self.links.get(self.fleet.path_of(ref.instance) or "")
+        link = self._link(ref.instance)
         if link is None:
             screen.show_audit([f"not connected to {ref.instance}"])
             return
@@ -380,8 +383,7 @@ class XlbConsole(App[None]):
         self.run_worker(self._send(ref, method, {**params, "vip": ref.name}), group="changes")
 
     async def _send(self, ref: VipRef, method: str, params: dict[str, Any]) -> None:
-        path = self.fleet.path_of(ref.instance)
-        link = self.links.get(path or "")
+        link = self._link(ref.instance)
         what = f"{method} {params.get('address')} in {ref.name}"
         if link is None:
             self.notify(f"{what}: not connected to {ref.instance}", severity="error")

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 HISTORY = 120          # snapshots kept per series (2 minutes at the default tick)
-HOT_FACTOR = 1.5       # a queue above 1.5x the mean of the busy queues is "hot"
+HOT_FACTOR = 1.5       # a queue above 1.5x the mean of all queues is "hot"
 
 
 @dataclass
@@ -29,7 +29,6 @@ class Link:
     error: str = ""
     since: float = field(default_factory=time.time)
     operator: bool = False
-    user: str = ""
 
 
 @dataclass
@@ -122,7 +121,6 @@ class Fleet:
         link.connected, link.error, link.since = True, "", time.time()
         caller = status.get("caller", {})
         link.operator = bool(caller.get("operator"))
-        link.user = str(caller.get("user", ""))
         if status.get("instance"):
             self.snapshot(path, status)
 
@@ -153,12 +151,6 @@ class Fleet:
         up = [link for link in self.links.values() if link.connected]
         return bool(up) and all(link.operator for link in up)
 
-    def link_of(self, instance: str) -> Link | None:
-        for path, name in self.by_path.items():
-            if name == instance:
-                return self.links.get(path)
-        return None
-
     def path_of(self, instance: str) -> str | None:
         for path, name in self.by_path.items():
             if name == instance:
@@ -174,14 +166,9 @@ class Fleet:
 
     def history(self, kind: str) -> list[float]:
         """Sum of a total's history over the shown instances, newest last."""
-        series = [getattr(inst, kind) for inst in self.shown()]
-        if not series:
-            return []
-        n = max(len(s) for s in series)
-        out = [0.0] * n
-        for s in series:
-            for i, v in enumerate(s):
-                out[n - len(s) + i] += v
+        out: list[float] = []
+        for inst in self.shown():
+            out = _add_aligned(out, list(getattr(inst, kind)))
         return out
 
     def queue_rows(self) -> list[QueueRow]:
@@ -225,13 +212,13 @@ class Fleet:
                 rates[label] = rates.get(label, 0.0) + float(rate)
                 totals[label] = totals.get(label, 0) + int(
                     inst.snap.get("reason_totals", {}).get(label, 0))
-                h = list(inst.reasons.get(label, ()))
-                prev = hist.setdefault(label, [])
-                hist[label] = _add_aligned(prev, h)
+                hist[label] = _add_aligned(hist.get(label, []),
+                                           list(inst.reasons.get(label, ())))
         return [(k, rates[k], totals[k], hist[k]) for k in rates]
 
 
 def _add_aligned(a: list[float], b: list[float]) -> list[float]:
+    """Element-wise sum of two histories aligned at their newest end."""
     n = max(len(a), len(b))
     out = [0.0] * n
     for s in (a, b):

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
+from console.dataplane.structs import ACTION_ORDER, reason_action
 from console.tui.draw import spark
 from console.tui.model import Fleet
 from console.tui.views.base import View, num, sync_table
@@ -15,10 +16,6 @@ from console.units import human
 
 COLUMNS = ("verdict reason", "kind", "rate/s", "total", "last 2 min")
 SPARK_WIDTH = 30
-
-
-def kind_of(reason: str) -> str:
-    return reason.split("_", 1)[0]  # pass / drop / tx
 
 
 class Drops(View):
@@ -42,7 +39,7 @@ class Drops(View):
 
     def redraw(self, fleet: Fleet) -> None:
         reasons = fleet.reasons()
-        drops = [r for r in reasons if kind_of(r[0]) == "drop"]
+        drops = [r for r in reasons if reason_action(r[0]) == "drop"]
         worst = max(drops, key=lambda r: (r[1], r[2]), default=None)
         worst_name = worst[0] if worst and (worst[1] > 0 or worst[2] > 0) else None
         title = Text()
@@ -54,11 +51,11 @@ class Drops(View):
         else:
             title.append("   no drops", style=self.role("success"))
         self.query_one("#dr-title", Static).update(title)
-        order = sorted(reasons, key=lambda r: ({"drop": 0, "tx": 1, "pass": 2}.get(
-            kind_of(r[0]), 3), -r[1], -r[2], r[0]))
+        order = sorted(reasons, key=lambda r: (ACTION_ORDER.get(reason_action(r[0]), 3),
+                                               -r[1], -r[2], r[0]))
         rows = {}
         for name, rate, total, hist in order:
-            kind = kind_of(name)
+            kind = reason_action(name)
             role = "error" if kind == "drop" and (rate or total) else "foreground"
             label = ("▲ " if name == worst_name else "  ") + name
             rows[name] = (self.marked(label, role, bold=name == worst_name), kind,
