@@ -27,10 +27,10 @@ from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
-from console import resources  # noqa: E402
-from console.dataplane import bpfsys, loader  # noqa: E402
-from console.dataplane.config import parse_config  # noqa: E402
-from console.dataplane.manager import Dataplane, geometry_of  # noqa: E402
+from xlb import resources  # noqa: E402
+from xlb.dataplane import bpfsys, loader  # noqa: E402
+from xlb.dataplane.config import parse_config  # noqa: E402
+from xlb.dataplane.manager import Dataplane, geometry_of  # noqa: E402
 
 XDP_PASS, XDP_TX = 2, 3
 CONFIG = {

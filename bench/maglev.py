@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from console.dataplane.maglev import (  # noqa: E402  (needs the sys.path line above)
+from xlb.dataplane.maglev import (  # noqa: E402  (needs the sys.path line above)
     DEFAULT_RING_SIZE,
     build_table,
     disruption,

@@ -1,3 +1,1 @@
-"""xlb: XDP layer-4 load balancer and its operations console."""
-
-__version__ = "0.1.0"
+"""The operations console: a Textual app over the agent API (xlb.agent.client)."""

@@ -1,0 +1,447 @@
+"""`xlb console`: the Textual app on-call engineers run over SSH.
+
+A client of one or more agents (AgentLink per socket, each in its own
+thread). Snapshots arrive as messages; the app folds them into the Fleet
+model and redraws the visible view only, coalescing bursts. Changes run in
+workers, so no key ever waits on the network. Quitting leaves the load
+balancer exactly as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from textual import on
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.css.query import NoMatches
+from textual.markup import escape
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from console import themes
+from console.dialogs import BackendScreen, ConfirmScreen, HelpScreen, WeightScreen
+from console.draw import ago, pct
+from console.link import AgentLink
+from console.model import BackendRow, Fleet, VipRef
+from console.views.backends import Backends
+from console.views.base import View
+from console.views.drops import Drops
+from console.views.overview import Overview
+from console.views.pending import Bgp, Flows, Probes
+from xlb.agent.client import REFUSED, AgentError
+
+NARROW = 110             # below this many columns the layout stacks
+STALE = 5.0              # seconds without a snapshot before the header says so
+
+VIEWS: tuple[tuple[str, type[View]], ...] = (
+    ("overview", Overview), ("backends", Backends), ("drops", Drops), ("bgp", Bgp),
+    ("flows", Flows), ("probes", Probes))
+CHANGE_ACTIONS = {"drain", "undrain", "weight"}
+BACKENDS_ACTIONS = {"next_vip", "next_sort", "filter"}
+QUIT_MESSAGE = ("xlb console closed. The load balancer keeps running: nothing was changed by "
+                "quitting. (In the lab, `xlb lab down` removes everything.)")
+
+
+class AgentMessage(Message):
+    """Something an AgentLink heard (posted from its thread)."""
+
+    def __init__(self, path: str, kind: str, doc: dict[str, Any]):
+        super().__init__()
+        self.path, self.kind, self.doc = path, kind, doc
+
+
+class XlbConsole(App[None]):
+    TITLE = "xlb console"
+    CSS_PATH = str(themes.stylesheet())
+    BINDINGS = [
+        *(Binding(str(i + 1), f"show_view('{name}')", cls.TITLE, show=False)
+          for i, (name, cls) in enumerate(VIEWS)),
+        Binding("v", "next_vip(1)", "VIP▸"),
+        Binding("V", "next_vip(-1)", "◂VIP", show=False),
+        Binding("s", "next_sort", "Sort", show=False),
+        Binding("slash", "filter", "Filter"),
+        Binding("d", "drain", "Drain"),
+        Binding("u", "undrain", "Undrain"),
+        Binding("w", "weight", "Weight"),
+        Binding("i", "next_instance", "Instance"),
+        Binding("t", "next_theme", "Theme", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_console", "Quit"),
+    ]
+    GLOBAL_KEYS = (("1 … 6", "Overview, Backends, Drops, BGP, Flows, Probes"),
+                   ("tab", "move between the tabs and the view"),
+                   ("ctrl+p", "command palette: every action by name"),
+                   ("t", "next theme (remembered)"),
+                   ("i", "focus one instance / the whole fleet (with several agents)"),
+                   ("?", "this help"),
+                   ("q", "quit (the load balancer keeps running)"))
+
+    def __init__(self, sockets: list[str], read_only: bool = False, theme: str | None = None):
+        super().__init__()
+        self.fleet = Fleet(sockets)
+        self.read_only_flag = read_only
+        self.links = {p: AgentLink(p, self._deliver) for p in sockets}
+        self._themes = themes.load_themes()
+        self._xlb_themes = [t.name for t in self._themes]
+        self._wanted_theme = theme or themes.remembered() or themes.DEFAULT
+        self._redraw_pending = False
+        self.redraws = 0  # how many times the view was redrawn (bursts coalesce)
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Notifications quote agents and addresses ([fd00::1]:80): plain text by default."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    # -- layout --------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        with TabbedContent(id="views", initial="overview"):
+            for i, (name, cls) in enumerate(VIEWS):
+                with TabPane(f"{i + 1} {cls.TITLE}", id=name):
+                    yield cls(id=f"view-{name}")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        for t in self._themes:
+            self.register_theme(t)
+        self.theme = (self._wanted_theme if self._wanted_theme in self.available_themes
+                      else themes.DEFAULT)
+        self.theme_changed_signal.subscribe(self, lambda t: themes.remember(t.name))
+        for link in self.links.values():
+            link.start()
+        self.set_interval(1.0, self._draw_status)
+        self._draw_status()
+        self._apply_width(self.size.width)
+
+    def on_unmount(self) -> None:
+        for link in self.links.values():
+            link.stop()
+
+    def on_resize(self, event: Any) -> None:
+        self._apply_width(event.size.width)
+
+    def _apply_width(self, width: int) -> None:
+        self.screen.set_class(width < NARROW, "narrow")
+
+    # -- data in ------------------------------------------------------------------------------
+    def _deliver(self, path: str, kind: str, doc: dict[str, Any]) -> None:
+        self.post_message(AgentMessage(path, kind, doc))
+
+    def on_agent_message(self, msg: AgentMessage) -> None:
+        if msg.kind == "snapshot":
+            self.fleet.snapshot(msg.path, msg.doc)
+        elif msg.kind == "hello":
+            self.fleet.hello(msg.path, msg.doc)
+        elif msg.kind == "lost":
+            self.fleet.lost(msg.path, str(msg.doc.get("error", "connection lost")))
+        elif msg.kind == "event":
+            self._event(msg.path, msg.doc)
+        if msg.kind in ("hello", "lost"):
+            self.refresh_bindings()  # read-only or not may have changed
+            self._draw_status()
+        if msg.kind in ("snapshot", "hello"):
+            self.schedule_redraw()  # only new figures redraw the view
+
+    def _event(self, path: str, doc: dict[str, Any]) -> None:
+        name = self.fleet.by_path.get(path, path)
+        if doc.get("kind") == "health":
+            state = "back up" if doc.get("healthy") else f"DOWN ({doc.get('reason', '')})"
+            self.notify(f"{name}: backend {doc.get('address')} {state}",
+                        severity="information" if doc.get("healthy") else "warning")
+        elif doc.get("kind") == "error":
+            self.notify(f"{name}: {doc.get('message')}", severity="error")
+
+    def schedule_redraw(self) -> None:
+        """Many messages in a burst make one redraw, after the burst is handled."""
+        if not self._redraw_pending:
+            self._redraw_pending = True
+            self.call_later(self._redraw)
+
+    def _redraw(self) -> None:
+        self._redraw_pending = False
+        self.redraws += 1
+        self._draw_status()
+        view = self.current_view()
+        if view is not None and view.is_attached:
+            try:
+                view.redraw(self.fleet)
+            except NoMatches:  # a message that arrives while the app shuts down
+                pass
+
+    # -- header ---------------------------------------------------------------------------------
+    def read_only(self) -> bool:
+        return self.read_only_flag or not self.fleet.operator()
+
+    def _draw_status(self) -> None:
+        now = time.time()
+        parts = ["[b]xlb[/b]"]
+        for path, link in self.fleet.links.items():
+            inst = self.fleet.instances.get(self.fleet.by_path.get(path, ""))
+            name = escape(self.fleet.by_path.get(path, path))
+            age = now - float(inst.snap.get("time", 0)) if inst and inst.snap else None
+            if link.connected and age is not None and age > STALE:
+                parts.append(f"[$warning]{name} ◌ no data for {ago(age)}[/]")
+            elif link.connected:
+                parts.append(f"[$success]{name} ● live[/]")
+            else:
+                parts.append(f"[$error]{name} ✗ disconnected {ago(now - link.since)} "
+                             f"(reconnecting): {escape(_short(link.error, 40))}[/]")
+        if len(self.fleet.instances) > 1:
+            parts.append(f"focus: {escape(self.fleet.focus or 'whole fleet')}")
+        connected = any(link.connected for link in self.fleet.links.values())
+        if self.read_only_flag or (connected and not self.fleet.operator()):
+            why = "--read-only" if self.read_only_flag else "read-only credentials"
+            parts.append(f"[reverse $warning] READ-ONLY ({why}) [/]")
+        for status in self.query("#status").results(Static):  # none while shutting down
+            status.update("  │  ".join(parts))
+
+    # -- views -----------------------------------------------------------------------------------
+    def current_view(self) -> View | None:
+        try:  # None during start-up and shut-down, when the panes do not exist
+            active = self.query_one("#views", TabbedContent).active
+            return self.query_one(f"#view-{active}", View)
+        except NoMatches:
+            return None
+
+    def backends_view(self) -> Backends:
+        return self.query_one("#view-backends", Backends)
+
+    def action_show_view(self, name: str) -> None:
+        self.query_one("#views", TabbedContent).active = name
+        self._focus_view(name)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        self.refresh_bindings()
+        self.schedule_redraw()
+
+    def _focus_view(self, name: str) -> None:
+        view = self.query_one(f"#view-{name}", View)
+        tables = view.query("DataTable")
+        if tables:
+            tables.first().focus()
+        self.schedule_redraw()
+
+    def action_next_instance(self) -> None:
+        if len(self.fleet.instances) < 2:
+            self.notify("only one instance: nothing to switch", severity="information")
+            return
+        focus = self.fleet.cycle_focus()
+        self.notify(f"showing {focus or 'the whole fleet'}")
+        self.schedule_redraw()
+
+    def action_next_theme(self) -> None:
+        names = self._xlb_themes
+        i = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(i + 1) % len(names)]
+        self.notify(f"theme {self.theme}")
+
+    def action_help(self) -> None:
+        view = self.current_view()
+        title = view.TITLE if view else "xlb"
+        keys = list(view.KEYS) if view else []
+        if isinstance(view, Backends):
+            note = ("Read-only: d, u and w are disabled." if self.read_only() else
+                    "d asks before draining; a change the agent refuses (e.g. the last healthy "
+                    "backend) is shown, and you may then force it.")
+        else:
+            note = ""
+        self.push_screen(HelpScreen(title, keys, list(self.GLOBAL_KEYS), note))
+
+    def action_quit_console(self) -> None:
+        self.exit(message=QUIT_MESSAGE)
+
+    def action_next_vip(self, step: int) -> None:
+        self.backends_view().action_next_vip(step)
+
+    def action_next_sort(self) -> None:
+        self.backends_view().action_next_sort()
+
+    def action_filter(self) -> None:
+        self.backends_view().action_filter()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in BACKENDS_ACTIONS:
+            return isinstance(self.current_view(), Backends)
+        if action in CHANGE_ACTIONS:
+            if not isinstance(self.current_view(), Backends):
+                return False
+            return None if self.read_only() else True
+        if action == "next_instance":
+            return len(self.fleet.instances) > 1
+        return True
+
+    # -- changes ---------------------------------------------------------------------------------
+    def _selection(self) -> tuple[VipRef, BackendRow] | None:
+        view = self.backends_view()
+        ref, row = view.selected_vip(self.fleet), view.selected_backend()
+        if ref is None or row is None:
+            self.notify("select a backend in the Backends view first (2, then ↑ ↓)",
+                        severity="warning")
+            return None
+        return ref, row
+
+    def _refuse_read_only(self) -> bool:
+        if self.read_only():
+            self.notify("read-only: this console cannot change the load balancer",
+                        severity="error")
+            return True
+        return False
+
+    def action_drain(self) -> None:
+        sel = None if self._refuse_read_only() else self._selection()
+        if sel is None:
+            return
+        ref, row = sel
+        body = (f"Drain backend {row.address} in VIP {ref.name} ({ref.label}) on {ref.instance}?"
+                f"\n\nIt gets no new connections. Its {row.active} active connection(s) stay on "
+                f"it until they close; the other backends take the new ones.")
+        self.push_screen(ConfirmScreen("Drain backend", body, yes="Drain"),
+                         lambda yes: self._change(ref, "drain", {"address": row.address})
+                         if yes else self.notify("drain cancelled: nothing changed"))
+
+    def action_undrain(self) -> None:
+        sel = None if self._refuse_read_only() else self._selection()
+        if sel is not None:
+            ref, row = sel
+            self._change(ref, "undrain", {"address": row.address})
+
+    def action_weight(self) -> None:
+        sel = None if self._refuse_read_only() else self._selection()
+        if sel is None:
+            return
+        ref, row = sel
+
+        def chosen(weight: int | None) -> None:
+            if weight is None:
+                self.notify("weight unchanged")
+            elif weight == 0:
+                body = (f"Weight 0 for {row.address} in VIP {ref.name} on {ref.instance} takes "
+                        "it out of the Maglev table: no new connections; established ones "
+                        "stay until they close.")
+                self.push_screen(ConfirmScreen("Weight 0", body, yes="Set weight 0"),
+                                 lambda yes: self._change(ref, "weight", {
+                                     "address": row.address, "weight": 0}) if yes else None)
+            else:
+                self._change(ref, "weight", {"address": row.address, "weight": weight})
+
+        self.push_screen(WeightScreen(row.address, ref.name, row.weight), chosen)
+
+    def action_details(self) -> None:
+        """Enter on a backend: everything about it, and who changed it when."""
+        sel = self._selection()
+        if sel is None:
+            return
+        ref, row = sel
+        inst = self.fleet.instances.get(ref.instance)
+        now = float(inst.snap.get("time", 0)) if inst else 0.0
+        facts = [("VIP", f"{ref.name} {ref.label} on {ref.instance}"),
+                 ("weight", str(row.weight)), ("state", row.state), ("health", row.health),
+                 ("Maglev table share", pct(row.ring_share).strip()),
+                 ("share of new connections", pct(row.conn_share).strip()),
+                 ("share of packets", pct(row.packet_share).strip()),
+                 ("active connections", f"{row.active} (flows seen in the last ~8.6 s)"),
+                 ("new connections/s", f"{row.new_per_s:.1f}"), ("packets/s", f"{row.pps:.1f}"),
+                 ("last change", f"{ago(now - row.changed)} ago" if row.changed else "-"),
+                 ("in VIPs", ", ".join(v["name"] for v in inst.snap.get("vips", [])
+                                       if any(b["address"] == row.address
+                                              for b in v["backends"])) if inst else "?")]
+        screen = BackendScreen(f"Backend {row.address}", facts)
+        self.push_screen(screen)
+        self.run_worker(self._load_audit(ref, row.address, screen), group="audit")
+
+    def _link(self, instance: str) -> AgentLink | None:
+        """The link to the agent that owns `instance`, once it has said who it is."""
+        return self.links.get(self.fleet.path_of(instance) or "")
+
+    async def _load_audit(self, ref: VipRef, address: str, screen: BackendScreen) -> None:
+        link = self._link(ref.instance)
+        if link is None:
+            screen.show_audit([f"not connected to {ref.instance}"])
+            return
+        try:
+            entries = await asyncio.to_thread(link.call, "audit", n=500)
+        except (AgentError, OSError) as e:
+            screen.show_audit([f"the audit log could not be read: {e}"])
+            return
+        lines = []
+        for entry in reversed(entries):
+            if entry.get("params", {}).get("address") != address:
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M:%S",
+                                 time.localtime(float(entry.get("time", 0))))
+            lines.append(f"{when}  {entry.get('user')} (uid {entry.get('uid')})  "
+                         f"{entry.get('action')}  {entry.get('before')} -> {entry.get('after')}")
+        screen.show_audit(lines[:50])
+
+    def _change(self, ref: VipRef, method: str, params: dict[str, Any]) -> None:
+        self.run_worker(self._send(ref, method, {**params, "vip": ref.name}), group="changes")
+
+    async def _send(self, ref: VipRef, method: str, params: dict[str, Any]) -> None:
+        link = self._link(ref.instance)
+        what = f"{method} {params.get('address')} in {ref.name}"
+        if link is None:
+            self.notify(f"{what}: not connected to {ref.instance}", severity="error")
+            return
+        try:
+            await asyncio.to_thread(link.call, method, **params)
+        except AgentError as e:
+            if e.code == REFUSED and "force" in str(e) and not params.get("force"):
+                body = f"The agent refused: {e}\n\nDo it anyway?"
+                self.push_screen(ConfirmScreen("Refused by the agent", body, yes="Force"),
+                                 lambda yes: self._change(ref, method, {**params, "force": True})
+                                 if yes else self.notify("nothing changed"))
+            else:
+                self.notify(f"{what}: {e}", title="refused", severity="error", timeout=8)
+            return
+        except OSError as e:
+            self.notify(f"{what}: {ref.instance} unreachable: {e}", severity="error", timeout=8)
+            return
+        self.notify(f"{what}: done on {ref.instance}", title="applied")
+
+    # -- command palette -------------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for name, cls in VIEWS:
+            yield SystemCommand(f"Show {cls.TITLE}", f"switch to the {cls.TITLE} view",
+                                lambda n=name: self.action_show_view(n))
+        if not self.read_only():
+            yield SystemCommand("Drain selected backend", "no new flows; established stay",
+                                self.action_drain)
+            yield SystemCommand("Undrain selected backend", "new flows again",
+                                self.action_undrain)
+            yield SystemCommand("Set weight of selected backend", "0..65535",
+                                self.action_weight)
+        yield SystemCommand("Details of selected backend", "figures and audit trail",
+                            self.action_details)
+        for ref in self.fleet.vips():
+            yield SystemCommand(f"Backends of VIP {ref.key}", ref.label,
+                                lambda k=ref.key: self._show_vip(k))
+        yield SystemCommand("Sort backends by next column", "address, weight, state, shares…",
+                            self.backends_view().action_next_sort)
+        yield SystemCommand("Filter backends", "by address, state or health",
+                            self._filter_backends)
+        for t in self._xlb_themes:
+            yield SystemCommand(f"Theme {t}", "remembered for next time",
+                                lambda t=t: setattr(self, "theme", t))
+        if len(self.fleet.instances) > 1:
+            yield SystemCommand("Focus next instance", "one instance or the whole fleet",
+                                self.action_next_instance)
+        yield SystemCommand("Keys (help)", "every key of this view", self.action_help)
+
+    def _filter_backends(self) -> None:
+        self.action_show_view("backends")
+        self.action_filter()
+
+    def _show_vip(self, key: str) -> None:
+        self.action_show_view("backends")
+        self.backends_view().select_vip(key)
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"

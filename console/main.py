@@ -1,0 +1,66 @@
+"""`xlb console`: find the agents, check the arguments, run the app (or serve it on the web)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from xlb.agent.client import find_sockets
+from xlb.dataplane.manager import RUN_ROOT
+
+
+class ConsoleError(Exception):
+    """A clear reason the console cannot start (no agent, bad theme, ...)."""
+
+
+def sockets(given: list[str] | None) -> list[str]:
+    """The agent sockets to follow: the ones given, else every one under /run/xlb."""
+    if given:
+        given = list(dict.fromkeys(given))
+        missing = [p for p in given if not os.path.exists(p)]
+        if missing and len(missing) == len(given):
+            raise ConsoleError(f"no agent socket at {', '.join(missing)} (is `xlb agent` "
+                               "running? `xlb lab up` starts the lab's)")
+        return given
+    found = find_sockets()
+    if not found:
+        raise ConsoleError(f"no agent is running (no socket in {RUN_ROOT}): start the lab with "
+                           "`xlb lab up`, or an agent with `xlb agent --config FILE`")
+    return found
+
+
+def run(given: list[str] | None, read_only: bool, theme: str | None, web: bool,
+        host: str = "127.0.0.1", port: int = 8000) -> int:
+    from console import themes
+
+    paths = sockets(given)
+    names = [t.name for t in themes.load_themes()]
+    if theme is not None and theme not in names:
+        raise ConsoleError(f"unknown theme {theme!r}: choose one of {', '.join(names)}")
+    if web:
+        return serve_web(paths, read_only, theme, host, port)
+    from console.app import XlbConsole
+
+    app = XlbConsole(paths, read_only=read_only, theme=theme)
+    app.run()
+    return app.return_code or 0
+
+
+def serve_web(paths: list[str], read_only: bool, theme: str | None, host: str, port: int) -> int:
+    """The same console in a browser (textual-serve), for lab demos. Local only by default."""
+    try:
+        from textual_serve.server import Server
+    except ImportError as e:
+        raise ConsoleError("--web needs textual-serve (pip install textual-serve)") from e
+    args = [sys.executable, "-m", "xlb", "console"]
+    for p in paths:
+        args += ["--socket", p]
+    if read_only:
+        args.append("--read-only")
+    if theme:
+        args += ["--theme", theme]
+    print(f"xlb console on http://{host}:{port}/ (Ctrl-C stops serving; the load balancer keeps "
+          "running)", flush=True)
+    Server(shlex.join(args), host=host, port=port, title="xlb console").serve()
+    return 0

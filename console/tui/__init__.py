@@ -1,1 +1,0 @@
-"""The operations console: a Textual app over the agent API (console.agent.client)."""

@@ -1,0 +1,205 @@
+"""Backends: per VIP, weight/state/health, Maglev share against observed traffic.
+
+The keys that change things (d, u, w) are the app's actions; this view only
+says which backend and VIP are selected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Input, Static
+
+from console.draw import ago, bar, pct
+from console.model import SORT_KEYS, BackendRow, Fleet, VipRef, sort_and_filter
+from console.views.base import STATE_MARK, STATE_ROLE, View, cell_key, num, sync_table
+from xlb.units import human
+
+COLUMNS = ("backend", "weight", "state", "ring", "conns", "pkts", "active", "new/s", "health",
+           "changed")
+CHART_ROWS = 40   # the chart shows the first rows of the table; the table has them all
+
+
+class Backends(View):
+    TITLE = "Backends"
+    KEYS = (("d", "drain the selected backend (asks first)"),
+            ("u", "undrain the selected backend"),
+            ("w", "set the selected backend's weight"),
+            ("v / V", "next / previous VIP"),
+            ("s", "sort by the next column"),
+            ("/", "filter by address, state or health (Esc clears)"),
+            ("enter", "the selected backend in full, with its audit trail"),
+            ("↑ ↓", "select a backend"))
+    # v, V, s and / are the app's bindings (so a key typed right after `2` is not lost
+    # while the focus moves); the app hands them to this view
+    BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False)]
+
+    def __init__(self, **kw: Any):
+        super().__init__(**kw)
+        self.vip_key: str | None = None
+        self.sort = "address"
+        self.filter_text = ""
+        self._rows: dict[str, tuple[Any, ...]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="be-title")
+        table: DataTable[Any] = DataTable(id="be-table", cursor_type="row", zebra_stripes=True)
+        for name in COLUMNS:
+            table.add_column(name, key=name)
+        yield table
+        yield Input(placeholder="filter: address, state or health; Enter keeps, Esc clears",
+                    id="be-filter")
+        with VerticalScroll(id="be-chart-box"):
+            yield Static(id="be-chart")
+
+    def on_mount(self) -> None:
+        self.query_one("#be-filter").display = False
+        # rows off screen are brought up to date when they scroll into view
+        self.watch(self.query_one("#be-table"), "scroll_y", self._scrolled, init=False)
+
+    # -- selection --------------------------------------------------------------------
+    def selected_vip(self, fleet: Fleet) -> VipRef | None:
+        vips = fleet.vips()
+        for v in vips:
+            if v.key == self.vip_key:
+                return v
+        if vips:
+            self.vip_key = vips[0].key
+            return vips[0]
+        return None
+
+    def selected_backend(self) -> BackendRow | None:
+        fleet = self.console.fleet
+        ref = self.selected_vip(fleet)
+        key = cell_key(self.query_one("#be-table", DataTable))
+        if ref is None or key is None:
+            return None
+        for row in fleet.backend_rows(ref):
+            if row.address == key:
+                return row
+        return None
+
+    def action_next_vip(self, step: int) -> None:
+        vips = self.console.fleet.vips()
+        if not vips:
+            return
+        keys = [v.key for v in vips]
+        i = keys.index(self.vip_key) if self.vip_key in keys else 0
+        self.vip_key = keys[(i + step) % len(keys)]
+        self.redraw(self.console.fleet)
+
+    def select_vip(self, key: str) -> None:
+        self.vip_key = key
+        self.redraw(self.console.fleet)
+
+    def action_next_sort(self) -> None:
+        order = list(SORT_KEYS)
+        self.sort = order[(order.index(self.sort) + 1) % len(order)]
+        self.redraw(self.console.fleet)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#be-filter", Input)
+        box.display = True
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#be-filter", Input)
+        box.value = ""
+        box.display = False
+        self.filter_text = ""
+        self.query_one("#be-table").focus()
+        self.redraw(self.console.fleet)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "be-filter":
+            self.filter_text = event.value
+            self.redraw(self.console.fleet)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "be-filter":
+            if not event.value.strip():
+                event.input.display = False
+            self.query_one("#be-table").focus()
+
+    def _scrolled(self, _old: float, _new: float) -> None:
+        self.redraw(self.console.fleet)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "be-table":
+            self.console.action_details()
+
+    # -- drawing ------------------------------------------------------------------------
+    def redraw(self, fleet: Fleet) -> None:
+        ref = self.selected_vip(fleet)
+        title = self.query_one("#be-title", Static)
+        table: DataTable[Any] = self.query_one("#be-table", DataTable)
+        if ref is None:
+            title.update("No VIP yet: waiting for the agent's first snapshot …")
+            sync_table(table, [], tuple, self._rows)
+            self.query_one("#be-chart", Static).update("")
+            return
+        all_rows = fleet.backend_rows(ref)
+        rows = sort_and_filter(all_rows, self.sort, self.filter_text)
+        title.update(self._title(fleet, ref, len(rows), len(all_rows)))
+        now = max((float(i.snap.get("time", 0)) for i in fleet.shown()), default=0.0)
+        by_key = {r.address: r for r in rows}
+        sync_table(table, list(by_key), lambda k: self._cells(by_key[k], now), self._rows,
+                   only_visible=True)
+        self.query_one("#be-chart", Static).update(self._chart(rows))
+
+    def _title(self, fleet: Fleet, ref: VipRef, shown: int, total: int) -> Text:
+        ok = ref.healthy == ref.total and ref.total > 0
+        t = Text()
+        t.append("VIP ", style="bold")
+        t.append(f"{ref.name}", style=f"bold {self.role('accent')}")
+        if len(fleet.instances) > 1:
+            t.append(f" on {ref.instance}")
+        t.append(f"  {ref.label}  ")
+        t.append(f"{ref.healthy}/{ref.total} healthy", style=self.role("success" if ok
+                                                                       else "warning"))
+        t.append(f"   sort: {self.sort}")
+        if self.filter_text.strip():
+            t.append(f"   filter: {self.filter_text.strip()!r} ({shown} of {total})",
+                     style=self.role("warning"))
+        n = len(fleet.vips())
+        if n > 1:
+            t.append(f"   (v: next of {n} VIPs)")
+        return t
+
+    def _cells(self, r: BackendRow, now: float) -> tuple[Any, ...]:
+        state = self.marked(STATE_MARK.get(r.state, r.state).ljust(10),
+                            STATE_ROLE.get(r.state, "warning"))
+        health = (self.marked("✓ up", "success") if r.health == "up"
+                  else self.marked(f"✗ {r.health}", "error"))
+        changed = ago(now - r.changed) if r.changed and now else "-"
+        return (r.address, num(str(r.weight), 6), state, num(pct(r.ring_share)),
+                num(pct(r.conn_share)), num(pct(r.packet_share)), num(human(r.active)),
+                num(human(r.new_per_s)), health, num(changed))
+
+    def _chart(self, rows: list[BackendRow]) -> Text:
+        out = Text()
+        out.append("Distribution  ", style="bold")
+        out.append("▆ Maglev table share", style=self.role("primary"))
+        out.append("   ")
+        out.append("▆ observed share of new connections", style=self.role("accent"))
+        out.append("\n")
+        if not rows:
+            return out
+        shown = rows[:CHART_ROWS]
+        addr_w = max(len(r.address) for r in shown)
+        width = (self.query_one("#be-chart").size.width or 80) - 2  # room for a scrollbar
+        bar_w = max(4, (width - addr_w - 18) // 2)
+        top = max(max(r.ring_share, r.conn_share) for r in rows) or 1.0
+        for r in shown:
+            out.append(f"{r.address:>{addr_w}} ")
+            out.append(bar(r.ring_share / top, bar_w), style=self.role("primary"))
+            out.append(f" {pct(r.ring_share)} ")
+            out.append(bar(r.conn_share / top, bar_w), style=self.role("accent"))
+            out.append(f" {pct(r.conn_share)}\n")
+        if len(rows) > CHART_ROWS:
+            out.append(f"{'':>{addr_w}} … {len(rows) - CHART_ROWS} more in the table above\n")
+        return out

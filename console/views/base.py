@@ -1,0 +1,117 @@
+"""What every view shares: redraw from the Fleet, theme colours, and table syncing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from rich.text import Text
+from textual.containers import Container
+from textual.theme import Theme
+from textual.widgets import DataTable
+
+from console.model import Fleet
+
+if TYPE_CHECKING:
+    from console.app import XlbConsole
+
+STATE_MARK = {"active": "● active", "draining": "◐ draining", "drained": "○ drained",
+              "down": "✗ down"}
+STATE_ROLE = {"active": "success", "draining": "warning", "drained": "secondary",
+              "down": "error"}
+
+
+_COLOURS: dict[tuple[str, str], str] = {}
+
+
+def theme_colour(theme: Theme, role: str) -> str:
+    """Looked up once per theme and role: cells ask for colours thousands of times."""
+    key = (theme.name, role)
+    if key not in _COLOURS:
+        _COLOURS[key] = str(getattr(theme, role, None) or theme.foreground or theme.primary)
+    return _COLOURS[key]
+
+
+class View(Container):
+    """A tab's content. The app calls redraw() when it is shown and on each snapshot."""
+
+    TITLE = ""
+    # the keys this view adds, for the help screen: (key, what it does)
+    KEYS: Sequence[tuple[str, str]] = ()
+    can_focus = False
+
+    @property
+    def console(self) -> XlbConsole:
+        return self.app  # type: ignore[return-value]
+
+    def redraw(self, fleet: Fleet) -> None:
+        raise NotImplementedError
+
+    def on_resize(self) -> None:
+        """Bars and charts are drawn to the width: redraw when it changes (or first known)."""
+        if self.console.current_view() is self:
+            self.console.schedule_redraw()
+
+    def role(self, role: str) -> str:
+        """A colour of the current theme by role (success, warning, error, accent, ...)."""
+        return theme_colour(self.app.current_theme, role)
+
+    def styled(self, text: str, role: str, bold: bool = False) -> Text:
+        return Text(text, style=f"{'bold ' if bold else ''}{self.role(role)}")
+
+    def marked(self, text: str, role: str, bold: bool = False) -> str:
+        """A table cell as markup: plain strings are cheap to build and compare, and the
+        table turns only the visible ones into styled text when it draws them."""
+        return f"[{'bold ' if bold else ''}{self.role(role)}]{escape(text)}[/]"
+
+
+def num(text: str, width: int = 7) -> str:
+    """A right-aligned figure for a table cell."""
+    return text.rjust(width)
+
+
+def sync_table(table: DataTable[Any], keys: list[str], cells: Callable[[str], tuple[Any, ...]],
+               last: dict[str, tuple[Any, ...]], only_visible: bool = False) -> None:
+    """Make `table` show one row per key, in order, with `cells(key)`; touch only what changed.
+
+    Same keys in the same order: changed cells are updated in place (cheap, and
+    the cursor stays put). With only_visible, just the rows on screen are
+    brought up to date: at thousands of rows that is most of the saving, and
+    the view redraws again when the table scrolls. Otherwise the rows are
+    rebuilt and the cursor is put back on the same key if it is still there.
+    """
+    columns = list(table.columns)
+    if keys == list(last):
+        todo = keys
+        if only_visible:
+            top = int(table.scroll_offset.y)
+            todo = keys[max(0, top - 2): top + table.size.height + 2]
+        for key in todo:
+            new, old = cells(key), last[key]
+            for col, value, before in zip(columns, new, old, strict=False):
+                if value != before:
+                    table.update_cell(key, col, value,
+                                      update_width=len(str(value)) > len(str(before)))
+            last[key] = new
+        return
+    selected = cell_key(table)
+    table.clear()
+    last.clear()
+    for key in keys:
+        row = cells(key)
+        table.add_row(*row, key=key)
+        last[key] = row
+    if selected in last:
+        table.move_cursor(row=keys.index(selected), animate=False)
+
+
+def cell_key(table: DataTable[Any]) -> str | None:
+    """The key of the row under the cursor, or None."""
+    if not table.row_count:
+        return None
+    try:
+        value = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except Exception:  # noqa: BLE001 - cursor outside the rows
+        return None
+    return str(value) if value is not None else None

@@ -1,0 +1,135 @@
+"""Overview: is traffic flowing, which queue/CPU is hot, is every VIP healthy."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Static
+
+from console.draw import ago, bar, spark
+from console.model import Fleet, Instance
+from console.views.base import View
+from xlb.units import human
+
+SPARK_WIDTH = 24
+
+
+class Overview(View):
+    TITLE = "Overview"
+    KEYS = (("i", "focus one instance / the whole fleet"),)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="ov-summary")
+        with Horizontal(id="ov-middle"):
+            with VerticalScroll(id="ov-queues-box"):
+                yield Static(id="ov-queues")
+            with Vertical(id="ov-side"):
+                with VerticalScroll(id="ov-cpus-box"):
+                    yield Static(id="ov-cpus")
+                with VerticalScroll(id="ov-vips-box"):
+                    yield Static(id="ov-vips")
+
+    def redraw(self, fleet: Fleet) -> None:
+        self.query_one("#ov-summary", Static).update(self._summary(fleet))
+        self.query_one("#ov-queues", Static).update(self._queues(fleet))
+        self.query_one("#ov-cpus", Static).update(self._cpus(fleet))
+        self.query_one("#ov-vips", Static).update(self._vips(fleet))
+
+    # -- parts ---------------------------------------------------------------------------
+    def _summary(self, fleet: Fleet) -> Text:
+        out = Text()
+        shown = fleet.shown()
+        if not shown:
+            out.append("Waiting for the first snapshot from ", style=self.role("warning"))
+            out.append(", ".join(fleet.links) or "no agent", style="bold")
+            out.append(" …")
+            return out
+        for inst in shown:
+            out.append_text(self._identity(inst))
+            out.append("\n")
+        t = fleet.totals()
+        width = max(8, min(SPARK_WIDTH, (self.size.width - 60) // 3 or SPARK_WIDTH))
+        drop_role = "error" if t["drop_pps"] > 0 else "success"
+        out.append("Traffic ", style="bold")
+        out.append(f"{human(t['pps']):>7} pps ")
+        out.append(spark(fleet.history("pps"), width), style=self.role("primary"))
+        out.append(f"  {human(t['bps']):>7}bit/s ")
+        out.append(spark(fleet.history("bps"), width), style=self.role("primary"))
+        out.append(f"  drops {human(t['drop_pps']):>6}/s ", style=self.role(drop_role))
+        out.append(spark(fleet.history("drops"), width), style=self.role(drop_role))
+        if len(shown) > 1:
+            out.append("\nFleet   ", style="bold")
+            out.append("   ".join(
+                f"{i.name} {human(i.snap.get('totals', {}).get('pps', 0.0))} pps"
+                for i in shown))
+        return out
+
+    def _identity(self, inst: Instance) -> Text:
+        s = inst.snap
+        mode = s.get("xdp_mode") or "?"
+        t = Text()
+        t.append(f"{s.get('instance', inst.name)}", style=f"bold {self.role('accent')}")
+        t.append(f" on {s.get('host', '?')}  ·  LB mode {str(s.get('lb_mode', 'dsr')).upper()}"
+                 f"  ·  XDP ")
+        t.append(mode, style=self.role("success" if mode == "native" else "warning"))
+        t.append(f" on {s.get('interface', '?')}  ·  up {ago(float(s.get('uptime', 0)))}")
+        return t
+
+    def _queues(self, fleet: Fleet) -> Text:
+        rows = fleet.queue_rows()
+        out = Text()
+        several = len({r.instance for r in rows}) > 1
+        out.append(f"RX queues  ({len(rows)})\n", style="bold")
+        if not rows:
+            out.append("no queue has carried traffic yet")
+            return out
+        top = max((r.pps for r in rows), default=0.0) or 1.0
+        width = self.query_one("#ov-queues").size.width or 60
+        bar_w = max(6, min(30, width - 40))
+        spark_w = max(0, min(40, width - bar_w - 30))
+        for r in rows:
+            name = f"{r.instance}/q{r.queue}" if several else f"q{r.queue}"
+            role = "error" if r.hot else "primary"
+            out.append(f"{name:>8} ")
+            out.append(bar(r.pps / top, bar_w), style=self.role(role))
+            out.append(f" {human(r.pps):>6} pps ")
+            if spark_w:
+                out.append(spark(r.history, spark_w), style=self.role(role))
+            if r.hot:
+                out.append(" ▲ HOT", style=f"bold {self.role('error')}")
+            out.append("\n")
+        return out
+
+    def _cpus(self, fleet: Fleet) -> Text:
+        out = Text()
+        for inst in fleet.shown()[:1]:  # the instances share this host's CPUs in the lab
+            cpus = inst.snap.get("cpus", [])
+            out.append(f"CPU  busy (softirq)  {inst.name}\n", style="bold")
+            if not cpus:
+                out.append("the agent sends no CPU figures")
+            width = max(6, min(20, (self.query_one("#ov-cpus").size.width or 40) - 24))
+            for i, c in enumerate(cpus):
+                busy, si = float(c.get("busy", 0.0)), float(c.get("softirq", 0.0))
+                role = "error" if busy >= 90 else "warning" if busy >= 70 else "success"
+                out.append(f"cpu{i:<3}")
+                out.append(bar(busy / 100, width), style=self.role(role))
+                out.append(f" {busy:3.0f}% (si {si:3.0f}%)\n")
+        return out
+
+    def _vips(self, fleet: Fleet) -> Text:
+        out = Text()
+        vips = fleet.vips()
+        out.append(f"VIPs  ({len(vips)})\n", style="bold")
+        several = len({v.instance for v in vips}) > 1
+        wide = (self.query_one("#ov-vips").size.width or 80) >= 56
+        for v in vips:
+            ok = v.healthy == v.total and v.total > 0
+            role = "success" if ok else "error" if v.healthy == 0 else "warning"
+            mark = "✓" if ok else "✗" if v.healthy == 0 else "!"
+            name = f"{v.instance}/{v.name}" if several else v.name
+            out.append(f" {mark} ", style=f"bold {self.role(role)}")
+            out.append(f"{name:<10} " + (f"{v.label:<22} " if wide else ""))
+            out.append(f"{v.healthy}/{v.total} healthy", style=self.role(role))
+            out.append(f" {human(v.pps):>6} pps\n")
+        return out

@@ -1,0 +1,765 @@
+"""The agent over its API: operations, audit, read-only peers, bad requests, restarts.
+
+A real agent process runs against a veth pair in a namespace made here, with
+private pin/run/state roots; everything is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from xlb.agent.client import AgentClient, AgentError
+from xlb.dataplane import lifecycle, xdp
+from xlb.dataplane import structs as S
+from xlb.dataplane.manager import Dataplane, key_label
+from xlb.lab import netns
+
+NS = f"xlbag-{os.getpid()}"
+NOBODY = 65534  # nobody:nogroup on Debian
+
+
+def config(tmp: str, health: str = "tcp", extra: str = "") -> str:
+    return f"""
+[agent]
+socket = "{tmp}/agent.sock"
+tick = 0.25
+audit_log = "{tmp}/audit.jsonl"
+operator_group = "xlb-test-operators-none"
+socket_group = "nogroup"
+metrics = "127.0.0.1:0"
+health = "{health}"
+{extra}
+
+[instance]
+name = "agt"
+interface = "xlb0"
+netns = "{NS}"
+max_vips = 4
+max_backends = 16
+max_connections = 4096
+
+[[vip]]
+name = "web"
+address = "10.100.0.10"
+port = 80
+protocol = "tcp"
+[[vip.backend]]
+address = "10.0.1.1"
+[[vip.backend]]
+address = "10.0.1.2"
+weight = 3
+
+[[vip]]
+name = "dns"
+address = "10.100.0.10"
+port = 53
+protocol = "udp"
+[[vip.backend]]
+address = "10.0.1.1"
+"""
+
+
+class AgentProc:
+    def __init__(self, tmp: str, env: dict[str, str]):
+        self.tmp, self.env = tmp, env
+        self.path = os.path.join(tmp, "agent.toml")
+        self.socket = os.path.join(tmp, "agent.sock")
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "xlb", "agent", "--config",
+                                      self.path], env=self.env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited: {self.proc.communicate()}")
+            try:
+                with AgentClient(self.socket) as c:
+                    if c.call("status").get("vips"):
+                        return
+            except (FileNotFoundError, ConnectionError, AgentError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError("agent did not come up")
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        out, _ = self.proc.communicate(timeout=30)
+        return out
+
+    def client(self) -> AgentClient:
+        return AgentClient(self.socket)
+
+
+@pytest.fixture
+def checking(roots: tuple[str, str]) -> Iterator[AgentProc]:
+    """An agent with TCP health checks. The backends are not reachable from the namespace:
+    they are found down after about 1.5 s (health_fall 2, 1 s apart)."""
+    yield from running_agent(roots, "tcp")
+
+
+@pytest.fixture
+def agent(roots: tuple[str, str]) -> Iterator[AgentProc]:
+    """An agent without health checks: every backend counts as healthy however long the
+    test takes (on a slow machine too), so the last-healthy guard is deterministic."""
+    yield from running_agent(roots, "none")
+
+
+@pytest.fixture
+def moving(roots: tuple[str, str]) -> Iterator[AgentProc]:
+    """Health checks that find every backend down, with health_down_flows = "move"."""
+    yield from running_agent(roots, "tcp", 'health_down_flows = "move"')
+
+
+def running_agent(roots: tuple[str, str], health: str, extra: str = "") -> Iterator[AgentProc]:
+    pin_root, run_root = roots
+    tmp = tempfile.mkdtemp(prefix="xlb-agent-test-")  # 0755 below: the read-only peer
+    os.chmod(tmp, 0o755)                              # (nobody) must reach the socket
+    env = {**os.environ, "XLB_PIN_ROOT": pin_root, "XLB_RUN_ROOT": run_root,
+           "XLB_STATE_ROOT": tmp}
+    netns.create(NS)
+    a = AgentProc(tmp, env)
+    try:
+        netns.veth(NS, "xlb0", NS, "peer0", queues=4)
+        with open(a.path, "w") as f:
+            f.write(config(tmp, health, extra))
+        a.start()
+        yield a
+    finally:
+        if a.proc is not None and a.proc.poll() is None:
+            a.proc.kill()
+            a.proc.wait()
+        if os.path.isdir(os.path.join(pin_root, "agt")):
+            lifecycle.unload_instance("agt", remove_pins=True, pin_root=pin_root,
+                                      run_root=run_root)
+        netns.remove(NS)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def backends(c: AgentClient, vip: str = "web") -> dict[str, dict[str, Any]]:
+    (v,) = c.call("backends", vip=vip)
+    return {b["address"]: b for b in v["backends"]}
+
+
+def test_status_reports_the_instance(agent: AgentProc) -> None:
+    with agent.client() as c:
+        st = c.call("status")
+        assert st["instance"] == "agt" and st["xdp_mode"] == "native"
+        assert st["caller"] == {"user": "root", "operator": True}
+        web = backends(c)
+        assert abs(web["10.0.1.2"]["ring_share"] - 0.75) < 0.001
+        assert {v["name"] for v in c.call("vips")} == {"web", "dns"}
+
+
+def test_drain_is_applied_audited_and_undone(agent: AgentProc) -> None:
+    with agent.client() as c:
+        r = c.call("drain", address="10.0.1.2", vip="web")
+        assert r["after"]["web"]["state"] == "drained"
+        web = backends(c)
+        assert web["10.0.1.2"]["ring_share"] == 0 and web["10.0.1.1"]["ring_share"] == 1.0
+        (entry,) = c.call("audit", n=5)
+        assert (entry["uid"], entry["user"], entry["action"]) == (0, "root", "drain")
+        assert entry["before"]["web"]["state"] == "active"
+        assert entry["after"]["web"]["state"] == "drained"
+        c.call("undrain", address="10.0.1.2")
+        assert backends(c)["10.0.1.2"]["ring_share"] > 0.7
+        c.call("weight", address="10.0.1.2", weight=1, vip="web")
+        assert abs(backends(c)["10.0.1.2"]["ring_share"] - 0.5) < 0.001
+        assert [e["action"] for e in c.call("audit", n=5)] == ["drain", "undrain", "weight"]
+
+
+def test_last_healthy_backend_needs_force(agent: AgentProc) -> None:
+    with agent.client() as c:
+        with pytest.raises(AgentError, match="without a healthy backend") as e:
+            c.call("drain", address="10.0.1.1", vip="dns")
+        assert e.value.code == -32002
+        assert backends(c, "dns")["10.0.1.1"]["ring_share"] == 1.0
+        c.call("drain", address="10.0.1.1", vip="dns", force=True)
+        assert backends(c, "dns")["10.0.1.1"]["ring_share"] == 0
+
+
+READONLY = """
+import json, sys
+from xlb.agent.client import AgentClient, AgentError
+c = AgentClient(sys.argv[1])
+out = {"status": c.call("status")["caller"]}
+try:
+    c.call("drain", address="10.0.1.2", vip="web")
+    out["drain"] = "allowed"
+except AgentError as e:
+    out["drain"] = [e.code, str(e)]
+print(json.dumps(out))
+"""
+
+
+def as_nobody(agent: AgentProc, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python script as nobody (a read-only peer), with the agent's socket as argv[1]."""
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    r = subprocess.run([sys.executable, "-c", script, agent.socket, *args], capture_output=True,
+                       text=True, preexec_fn=drop, env=agent.env, timeout=60,
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_read_only_peer_sees_but_cannot_change(agent: AgentProc) -> None:
+    out = json.loads(as_nobody(agent, READONLY).stdout)
+    assert out["status"] == {"user": "nobody", "operator": False}
+    assert out["drain"][0] == -32001 and "read-only" in out["drain"][1]
+    with agent.client() as c:
+        assert backends(c)["10.0.1.2"]["state"] == "active"
+        assert c.call("audit") == []
+
+
+def raw(path: str, data: bytes) -> dict[str, Any]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(data)
+    line = s.makefile("rb").readline()
+    s.close()
+    return json.loads(line)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("data,code", [
+    (b"not json\n", -32700),
+    (b'{"method": "status"}\n', -32600),
+    (b'[1, 2]\n', -32600),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "reboot"}\n', -32601),
+    (b'{"jsonrpc": "2.0", "id": 2, "method": "drain", "params": {}}\n', -32602),
+    (b'{"jsonrpc": "2.0", "id": 3, "method": "weight", "params": '
+     b'{"address": "10.0.1.2", "weight": "heavy"}}\n', -32602),
+    (b'{"jsonrpc": "2.0", "id": 4, "method": "weight", "params": '
+     b'{"address": "10.0.1.2", "weight": 70000}}\n', -32602),
+    (b'{"jsonrpc": "2.0", "id": 5, "method": "drain", "params": {"address": "10.9.9.9"}}\n',
+     -32002),
+    (b'{"jsonrpc": "2.0", "id": 6, "method": "drain", "params": [1]}\n', -32602),
+])
+def test_malformed_requests_get_clear_errors_and_change_nothing(agent: AgentProc, data: bytes,
+                                                                code: int) -> None:
+    reply = raw(agent.socket, data)
+    assert reply["error"]["code"] == code and reply["error"]["message"]
+    with agent.client() as c:
+        web = backends(c)
+        assert web["10.0.1.2"]["weight"] == 3 and web["10.0.1.2"]["state"] == "active"
+        assert c.call("audit") == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_restart_keeps_data_plane_and_intent(agent: AgentProc, sig: int) -> None:
+    with agent.client() as c:
+        c.call("drain", address="10.0.1.2", vip="web")
+    prog = xdp.query("xlb0", NS).prog_id
+    agent.stop(sig)
+    state = xdp.query("xlb0", NS)
+    assert state.mode == "native" and state.prog_id == prog, "the data plane must keep running"
+    agent.start()
+    with agent.client() as c:
+        web = backends(c)
+        assert web["10.0.1.2"]["state"] in ("drained", "draining")
+        assert web["10.0.1.2"]["ring_share"] == 0
+        assert len(c.call("audit")) == 1
+
+
+def test_subscription_streams_snapshots(agent: AgentProc) -> None:
+    with agent.client() as c:
+        stream = c.subscribe()
+        kinds = [next(stream)[0] for _ in range(3)]
+        assert kinds == ["snapshot"] * 3
+
+
+def test_cli_clients(agent: AgentProc) -> None:
+    def xlb(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "xlb", *args, "--socket",
+                               agent.socket], capture_output=True, text=True, env=agent.env,
+                              timeout=60)
+    r = xlb("backends", "--json")
+    assert r.returncode == 0 and {b["address"] for v in json.loads(r.stdout)
+                                  for b in v["backends"]} == {"10.0.1.1", "10.0.1.2"}
+    r = xlb("drain", "10.0.1.2")
+    assert r.returncode == 2 and "--yes" in r.stderr
+    r = xlb("drain", "10.0.1.1", "--vip", "dns", "--yes")
+    assert r.returncode == 1 and "refused" in r.stderr and "Traceback" not in r.stderr
+    r = xlb("drain", "10.0.1.2", "--yes")
+    assert r.returncode == 0, r.stderr
+    r = xlb("audit", "--json")
+    assert [e["action"] for e in json.loads(r.stdout)] == ["drain"]
+    r = xlb("drops", "--json")
+    drops = json.loads(r.stdout)
+    assert r.returncode == 0 and {d["reason"] for d in drops} == {x.label for x in S.Reason}
+    assert all(d["kind"] in ("drop", "pass", "tx") and d["total"] >= 0 for d in drops)
+    assert drops[0]["kind"] == "drop"  # drops first, as the console shows them
+
+
+# -- add/remove backends and VIPs ------------------------------------------------------------
+
+def pinned(agent: AgentProc) -> dict[str, Any]:
+    """What the pinned maps hold: VIP keys, valid backend addresses, VIP addresses."""
+    with Dataplane("agt", agent.env["XLB_PIN_ROOT"], agent.env["XLB_RUN_ROOT"]) as dp:
+        return {"vips": {key_label(k) for k, _ in dp.vip_entries().values()},
+                "backends": {str(S.unpack_addr(b.addr, b.family))
+                             for b in dp.backend_entries().values()},
+                "vip_addrs": len(dp.maps["vip_addrs"].keys())}
+
+
+def state(agent: AgentProc) -> dict[str, Any]:
+    """Everything an add/remove changes: the API's view, the audit and the pinned maps."""
+    with agent.client() as c:
+        vips = [(v["name"], v["vip"], [(b["address"], b["weight"], b["state"], b["ring_share"])
+                                       for b in v["backends"]]) for v in c.call("backends")]
+        return {"vips": vips, "audit": c.call("audit"), "pinned": pinned(agent)}
+
+
+def test_add_and_remove_backend_change_the_data_plane(agent: AgentProc) -> None:
+    with agent.client() as c:
+        r = c.call("add_backend", vip="web", address="10.0.1.9", weight=2)
+        assert r == {"vips": ["web"], "before": {"web": None},
+                     "after": {"web": {"address": "10.0.1.9", "weight": 2, "state": "active"}}}
+        shares = {a: b["ring_share"] for a, b in backends(c).items()}
+        assert shares.keys() == {"10.0.1.1", "10.0.1.2", "10.0.1.9"}
+        assert abs(shares["10.0.1.9"] - 2 / 6) < 0.001 and abs(shares["10.0.1.2"] - 0.5) < 0.001
+        assert "10.0.1.9" in pinned(agent)["backends"]
+
+        r = c.call("remove_backend", vip="web", address="10.0.1.9")
+        assert r["before"]["web"]["weight"] == 2 and r["after"] == {"web": None}
+        assert "10.0.1.9" not in backends(c)
+        assert "10.0.1.9" not in pinned(agent)["backends"], "in no VIP: invalidated"
+
+        c.call("remove_backend", vip="web", address="10.0.1.1")  # dns still has it
+        assert {a: b["ring_share"] for a, b in backends(c).items()} == {"10.0.1.2": 1.0}
+        assert backends(c, "dns")["10.0.1.1"]["ring_share"] == 1.0
+        assert "10.0.1.1" in pinned(agent)["backends"]
+
+        c.call("add_backend", vip="dns", address="fd00:0::5", state="drained")
+        assert backends(c, "dns")["fd00::5"]["state"] == "drained"
+        assert backends(c, "dns")["fd00::5"]["ring_share"] == 0
+
+        audit = c.call("audit")
+        assert [e["action"] for e in audit] == ["add_backend", "remove_backend",
+                                                "remove_backend", "add_backend"]
+        assert all((e["uid"], e["user"]) == (0, "root") for e in audit)
+        assert audit[0]["params"] == {"vip": "web", "address": "10.0.1.9", "weight": 2,
+                                      "state": "active"}
+        assert audit[0]["before"] == {"web": None} and audit[0]["after"]["web"]["weight"] == 2
+        assert audit[2]["before"]["web"]["address"] == "10.0.1.1"
+        assert audit[2]["after"] == {"web": None}
+        assert audit[3]["after"]["dns"] == {"address": "fd00::5", "weight": 1,
+                                            "state": "drained"}
+
+
+def test_add_and_remove_vip_change_the_data_plane(agent: AgentProc) -> None:
+    assert pinned(agent)["vip_addrs"] == 1
+    with agent.client() as c:
+        r = c.call("add_vip", name="api", address="10.100.0.20", port=443, protocol="tcp",
+                   backends=[{"address": "10.0.1.5", "weight": 2}, {"address": "10.0.1.1"}])
+        assert r["vips"] == ["api"] and r["before"] == {"api": None}
+        assert r["after"]["api"]["backend"] == [
+            {"address": "10.0.1.5", "weight": 2, "state": "active"},
+            {"address": "10.0.1.1", "weight": 1, "state": "active"}]
+        assert {v["name"]: v["vip"] for v in c.call("vips")}["api"] == "10.100.0.20:443/tcp"
+        api = backends(c, "api")
+        assert abs(api["10.0.1.5"]["ring_share"] - 2 / 3) < 0.001
+        p = pinned(agent)
+        assert "10.100.0.20:443/tcp" in p["vips"] and "10.0.1.5" in p["backends"]
+        assert p["vip_addrs"] == 2
+
+        c.call("add_vip", name="bare", address="2001:db8::30", port=0, protocol="udp")
+        assert backends(c, "bare") == {}
+        assert "[2001:db8::30]:0/udp" in pinned(agent)["vips"]
+
+        r = c.call("remove_vip", name="api")
+        assert r["before"]["api"]["address"] == "10.100.0.20" and r["after"] == {"api": None}
+        assert {v["name"] for v in c.call("vips")} == {"web", "dns", "bare"}
+        p = pinned(agent)
+        assert "10.100.0.20:443/tcp" not in p["vips"], "its packets now pass to the host"
+        assert p["vip_addrs"] == 2, "10.100.0.20 is no VIP address any more"
+        assert "10.0.1.5" not in p["backends"] and "10.0.1.1" in p["backends"]
+
+        c.call("remove_vip", name="dns")  # web keeps the address: only the service goes
+        p = pinned(agent)
+        assert "10.100.0.10:53/udp" not in p["vips"] and "10.100.0.10:80/tcp" in p["vips"]
+        audit = c.call("audit")
+        assert [e["action"] for e in audit] == ["add_vip", "add_vip", "remove_vip",
+                                                "remove_vip"]
+        assert audit[0]["params"]["backends"][0] == {"address": "10.0.1.5", "weight": 2}
+        assert audit[0]["before"] == {"api": None}
+        assert audit[0]["after"]["api"]["port"] == 443
+        assert audit[2]["before"]["api"]["protocol"] == "tcp" and audit[2]["after"] == {
+            "api": None}
+
+
+def test_removing_the_last_healthy_backend_needs_force(agent: AgentProc) -> None:
+    before = state(agent)
+    with agent.client() as c:
+        with pytest.raises(AgentError, match="remove_backend 10.0.1.1 would leave VIP dns "
+                                             "without a healthy backend") as e:
+            c.call("remove_backend", vip="dns", address="10.0.1.1")
+        assert e.value.code == -32002
+        assert state(agent) == before
+        c.call("drain", address="10.0.1.2", vip="web")
+        with pytest.raises(AgentError, match="VIP web without a healthy backend"):
+            c.call("remove_backend", vip="web", address="10.0.1.1")  # 10.0.1.2 is drained
+        r = c.call("remove_backend", vip="dns", address="10.0.1.1", force=True)
+        assert r["after"] == {"dns": None}
+        assert backends(c, "dns") == {}
+        assert [e["action"] for e in c.call("audit")] == ["drain", "remove_backend"]
+        assert c.call("audit")[-1]["params"]["force"] is True
+
+
+READONLY_CHANGES = """
+import json, sys
+from xlb.agent.client import AgentClient, AgentError
+c = AgentClient(sys.argv[1])
+out = []
+for method, params in json.loads(sys.argv[2]):
+    try:
+        c.call(method, **params)
+        out.append("allowed")
+    except AgentError as e:
+        out.append([e.code, str(e)])
+print(json.dumps(out))
+"""
+
+
+def test_read_only_peer_cannot_add_or_remove(agent: AgentProc) -> None:
+    before = state(agent)
+    calls = [("add_backend", {"vip": "web", "address": "10.0.1.9"}),
+             ("remove_backend", {"vip": "web", "address": "10.0.1.2"}),
+             ("add_vip", {"name": "api", "address": "10.100.0.20", "port": 443,
+                          "protocol": "tcp"}),
+             ("remove_vip", {"name": "web"})]
+    r = as_nobody(agent, READONLY_CHANGES, json.dumps(calls))
+    for code, message in json.loads(r.stdout):
+        assert code == -32001 and "read-only" in message
+    assert state(agent) == before
+
+
+@pytest.mark.parametrize("method,params,code,message", [
+    ("add_backend", {"vip": "nope", "address": "10.0.1.9"}, -32002, "no VIP named 'nope'"),
+    ("add_backend", {"vip": "web", "address": "10.0.1.2"}, -32602,
+     "VIP 'web' already has backend 10.0.1.2"),
+    ("add_backend", {"vip": "web", "address": "10.0.1.300"}, -32602,
+     "vip['web'].backend[2].address: '10.0.1.300' is not an IP address"),
+    ("add_backend", {"vip": "web", "address": "127.0.0.1"}, -32602, "is a loopback address"),
+    ("add_backend", {"vip": "web", "address": "10.100.0.10"}, -32602, "is a VIP address"),
+    ("add_backend", {"vip": "web", "address": "10.0.1.9", "weight": 70000}, -32602,
+     "70000 is out of range 0..65535"),
+    ("add_backend", {"vip": "web", "address": "10.0.1.9", "weight": "heavy"}, -32602,
+     "parameter 'weight' must be int"),
+    ("add_backend", {"vip": "web", "address": "10.0.1.9", "state": "gone"}, -32602,
+     "'gone' is not 'active' or 'drained'"),
+    ("add_backend", {"vip": "web"}, -32602, "missing parameter 'address'"),
+    ("add_backend", {"vip": None, "address": "10.0.1.9"}, -32602, "missing parameter 'vip'"),
+    ("add_backend", {"vip": "web", "address": 167772425}, -32602,
+     "parameter 'address' must be str"),
+    ("remove_backend", {"vip": "web", "address": "10.0.1.9"}, -32002,
+     "VIP 'web' has no backend '10.0.1.9'"),
+    ("remove_backend", {"vip": "nope", "address": "10.0.1.2"}, -32002, "no VIP named 'nope'"),
+    ("remove_backend", {"vip": "web", "address": "bogus"}, -32602, "not an IP address"),
+    ("remove_backend", {"vip": "web", "address": "10.0.1.2", "force": "yes"}, -32602,
+     "parameter 'force' must be bool"),
+    ("add_vip", {"name": "api", "address": "10.100.0.20", "port": 443, "protocol": "sctp"},
+     -32602, "vip['api'].protocol: 'sctp' is not 'tcp' or 'udp'"),
+    ("add_vip", {"name": "web", "address": "10.100.0.20", "port": 443, "protocol": "tcp"},
+     -32602, "a VIP named 'web' exists already"),
+    ("add_vip", {"name": "web2", "address": "10.100.0.10", "port": 80, "protocol": "tcp"},
+     -32602, "vip['web2']: 10.100.0.10:80/tcp duplicates vip['web']"),
+    ("add_vip", {"name": "api", "address": "10.0.1.1", "port": 80, "protocol": "tcp"},
+     -32602, "10.0.1.1 is a VIP address"),
+    ("add_vip", {"name": "api", "address": "::1", "port": 80, "protocol": "tcp"},
+     -32602, "vip['api'].address: ::1 is a loopback address"),
+    ("add_vip", {"name": "api", "address": "10.100.0.20", "port": "443", "protocol": "tcp"},
+     -32602, "parameter 'port' must be int"),
+    ("add_vip", {"name": "api", "address": "10.100.0.20", "protocol": "tcp"}, -32602,
+     "missing parameter 'port'"),
+    ("add_vip", {"name": "api", "address": "10.100.0.20", "port": 443, "protocol": "tcp",
+                 "backends": "10.0.1.5"}, -32602, "parameter 'backends' must be list"),
+    ("add_vip", {"name": "api", "address": "10.100.0.20", "port": 443, "protocol": "tcp",
+                 "backends": [{"address": "10.0.1.5", "wieght": 2}, "10.0.1.6"]}, -32602,
+     "vip['api'].backend[0]: unknown key 'wieght'\nvip['api'].backend[1]: expected a table"),
+    ("remove_vip", {"name": "nope"}, -32002, "no VIP named 'nope' (known: 'web', 'dns')"),
+    ("remove_vip", {}, -32602, "missing parameter 'name'"),
+])
+def test_bad_topology_changes_get_clear_errors_and_change_nothing(
+        agent: AgentProc, method: str, params: dict[str, Any], code: int,
+        message: str) -> None:
+    before = state(agent)
+    with agent.client() as c, pytest.raises(AgentError) as e:
+        c.call(method, **params)
+    assert e.value.code == code and message in str(e.value), str(e.value)
+    assert state(agent) == before
+
+
+def test_too_many_vips_is_refused_and_changes_nothing(agent: AgentProc) -> None:
+    with agent.client() as c:
+        for i in (1, 2):
+            c.call("add_vip", name=f"v{i}", address=f"10.100.0.{20 + i}", port=80,
+                   protocol="tcp")
+        before = state(agent)
+        with pytest.raises(AgentError, match=r"5 VIPs exceed instance.max_vips \(4\)") as e:
+            c.call("add_vip", name="v3", address="10.100.0.23", port=80, protocol="tcp")
+        assert e.value.code == -32602
+    assert state(agent) == before
+
+
+def test_topology_intent_survives_a_restart(agent: AgentProc) -> None:
+    with agent.client() as c:
+        c.call("add_backend", vip="web", address="10.0.1.9", weight=2)
+        c.call("remove_backend", vip="web", address="10.0.1.1")
+        c.call("add_vip", name="api", address="10.100.0.20", port=443, protocol="tcp",
+               backends=[{"address": "10.0.1.5"}])
+        c.call("remove_vip", name="dns")
+    before = state(agent)
+    agent.stop()
+    agent.start()
+    after = state(agent)
+    assert after == before
+    assert [v[0] for v in after["vips"]] == ["web", "api"]
+    assert {b[0] for b in after["vips"][0][2]} == {"10.0.1.2", "10.0.1.9"}
+    assert after["pinned"]["backends"] == {"10.0.1.2", "10.0.1.9", "10.0.1.5"}
+
+
+def test_health_checks_follow_added_and_removed_backends(checking: AgentProc) -> None:
+    """An added backend is checked (here: found down, the namespace has no route to it);
+    a removed one is no longer, and its verdict goes with it."""
+    agent = checking
+    def health(c: AgentClient) -> str:
+        return str(backends(c)["10.0.1.9"]["health"])
+
+    with agent.client() as c:
+        c.call("add_backend", vip="web", address="10.0.1.9")
+        deadline = time.monotonic() + 10
+        while health(c) == "up" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert health(c) == "tcp connect 10.0.1.9:80: Network is unreachable"
+        assert backends(c)["10.0.1.9"]["ring_share"] == 0
+        c.call("remove_backend", vip="web", address="10.0.1.9", force=True)
+        c.call("add_backend", vip="web", address="10.0.1.9")
+        assert health(c) == "up", "a new check starts from healthy, as at the agent's start"
+
+
+def test_cli_adds_and_removes_backends_and_vips(agent: AgentProc) -> None:
+    def xlb(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "xlb", *args, "--socket",
+                               agent.socket], capture_output=True, text=True,
+                              env=agent.env, timeout=60, stdin=subprocess.DEVNULL)
+
+    def fails(r: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+        assert r.returncode == code and text in r.stderr, r
+        assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1
+
+    r = xlb("backend", "add", "10.0.1.9", "--vip", "web", "--weight", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["after"]["web"] == {"address": "10.0.1.9", "weight": 2,
+                                                    "state": "active"}
+    r = xlb("backend", "add", "fd00::9", "--vip", "dns", "--drained")
+    assert r.returncode == 0 and "added backend fd00::9 to VIP dns: weight 1, drained" in (
+        r.stdout)
+    fails(xlb("backend", "add", "10.0.1.9", "--vip", "web"), 1, "already has backend 10.0.1.9")
+    fails(xlb("backend", "add", "10.0.1.10", "--vip", "nope"), 1, "no VIP named 'nope'")
+    fails(xlb("backend", "remove", "10.0.1.9", "--vip", "web"), 2,
+          "remove backend 10.0.1.9 from VIP web: add --yes to confirm")
+    r = xlb("backend", "remove", "10.0.1.9", "--vip", "web", "--yes", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["after"] == {"web": None}, r.stderr
+    fails(xlb("backend", "remove", "10.0.1.1", "--vip", "dns", "--yes"), 1,
+          "without a healthy backend: refused (use --force")
+
+    r = xlb("vip", "add", "api", "10.100.0.20", "443", "tcp", "--backend", "10.0.1.5:2",
+            "--backend", "10.0.1.1", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [(b["address"], b["weight"]) for b in json.loads(r.stdout)["after"]["api"][
+        "backend"]] == [("10.0.1.5", 2), ("10.0.1.1", 1)]
+    fails(xlb("vip", "add", "v6", "2001:db8::20", "80", "tcp", "--backend", "[fd00::1]:x"), 2,
+          "expected ADDR[:WEIGHT] ([ADDR]:WEIGHT for IPv6)")
+    fails(xlb("vip", "add", "bad", "10.100.0.21", "80", "sctp"), 1,
+          "vip['bad'].protocol: 'sctp' is not 'tcp' or 'udp'")
+    fails(xlb("vip", "remove", "api"), 2, "remove VIP api: add --yes to confirm")
+    r = xlb("vip", "remove", "api", "--yes")
+    assert r.returncode == 0 and r.stdout.strip() == (
+        "removed VIP api (10.100.0.20:443/tcp): its packets now pass to the host"), r.stderr
+    r = xlb("audit")
+    assert r.returncode == 0 and "remove_vip api:" in r.stdout
+    r = xlb("audit", "--json")
+    assert [e["action"] for e in json.loads(r.stdout)] == [
+        "add_backend", "add_backend", "remove_backend", "add_vip", "remove_vip"]
+
+
+def test_cli_asks_on_a_terminal_what_a_removal_does(agent: AgentProc) -> None:
+    def ask(answer: str, *args: str) -> subprocess.CompletedProcess[str]:
+        leader, follower = pty.openpty()
+        try:
+            os.write(leader, answer.encode() + b"\n")
+            return subprocess.run([sys.executable, "-m", "xlb", *args, "--socket",
+                                   agent.socket], stdin=follower, capture_output=True,
+                                  text=True, env=agent.env, timeout=60)
+        finally:
+            os.close(leader)
+            os.close(follower)
+
+    r = ask("n", "vip", "remove", "web")
+    assert r.returncode == 1 and "nothing changed" in r.stdout
+    assert ("Remove VIP web? Its traffic will no longer be balanced: packets to "
+            "10.100.0.10:80/tcp pass to this host's own network stack (XDP_PASS)") in r.stdout
+    r = ask("y", "backend", "remove", "10.0.1.1", "--vip", "web")
+    assert r.returncode == 0, r.stderr
+    assert "VIP dns still has it, so its established flows stay, as if drained" in r.stdout
+    r = ask("yes", "backend", "remove", "10.0.1.2", "--vip", "web", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "No other VIP has it, so it is invalidated: its established flows move" in r.stdout
+    for args, message in ((("vip", "remove", "nope"), "no VIP named 'nope' (known: 'web', "
+                           "'dns')"),
+                          (("backend", "remove", "10.0.1.9", "--vip", "web"),
+                           "VIP 'web' has no backend '10.0.1.9'")):
+        r = ask("y", *args)  # nothing to confirm: refused before asking
+        assert r.returncode == 1 and message in r.stderr and "[y/N]" not in r.stdout, r
+    with agent.client() as c:
+        assert backends(c) == {} and {v["name"] for v in c.call("vips")} == {"web", "dns"}
+
+
+class FailingDataplane:
+    def apply(self, cfg: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_data_plane_failure_changes_nothing(tmp_path: Any, monkeypatch: Any) -> None:
+    """-32003, and the intent, the audit log and the listeners saw nothing."""
+    import asyncio
+
+    from xlb.agent import core
+    from xlb.agent.api import Server
+    from xlb.agent.settings import load
+
+    monkeypatch.setattr(core, "run_dir", lambda name: str(tmp_path))
+    path = tmp_path / "agent.toml"
+    path.write_text(config(str(tmp_path), "none"))
+    agent = core.Agent(load(str(path)))
+    agent.dp = FailingDataplane()  # type: ignore[assignment]
+    events: list[Any] = []
+    agent.listeners.append(lambda kind, doc: events.append(doc))
+    desired = agent.desired
+    server = Server(agent)
+    root = core.Caller(0, "root", True)
+    for method, params in (("add_backend", {"vip": "web", "address": "10.0.1.9"}),
+                           ("remove_backend", {"vip": "web", "address": "10.0.1.2"}),
+                           ("add_vip", {"name": "api", "address": "10.100.0.20", "port": 443,
+                                        "protocol": "tcp"}),
+                           ("remove_vip", {"name": "dns"})):
+        line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        reply, _ = asyncio.run(server._handle(line.encode(), root))
+        assert reply is not None
+        assert reply["error"] == {"code": -32003,
+                                  "message": "OSError: [Errno 28] No space left on device"}
+        assert agent.desired is desired and agent.down == {}
+    assert agent.audit.tail() == [] and events == []
+    assert not os.path.exists(tmp_path / "agent.json")
+
+
+def test_metrics_show_the_console_figures(agent: AgentProc) -> None:
+    import urllib.request
+
+    with agent.client() as c:
+        port = c.call("status")["metrics_port"]
+    assert port > 0
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'xlb_up{instance="agt"} 1.0' in text
+    assert 'xlb_backend_ring_share{backend="10.0.1.2",instance="agt",vip="web"} 0.75' in text
+    assert 'xlb_vip_backends{instance="agt",vip="dns"} 1.0' in text
+    assert "xlb_queue_packets_per_second" in text and "xlb_reason_packets_per_second" in text
+
+
+def test_bad_agent_settings_are_one_clear_error(tmp_path: Any) -> None:
+    path = os.path.join(str(tmp_path), "bad.toml")
+    with open(path, "w") as f:
+        f.write('[agent]\nmetrics = "nowhere"\ntick = 0.01\nhealth = "ping"\n'
+                'health_down_flows = "drop"\n[instance]\nname = "x"\ninterface = "eth0"\n')
+    r = subprocess.run([sys.executable, "-m", "xlb", "agent", "--config", path],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    for text in ("agent.metrics", "agent.tick", "agent.health:", "agent.health_down_flows"):
+        assert text in r.stderr
+
+
+def test_active_connections_reach_snapshot_cli_and_metrics(agent: AgentProc) -> None:
+    """The agent reports the data plane's active-flow count of the last complete epoch."""
+    import urllib.request
+
+    from xlb.dataplane import structs as S
+    from xlb.dataplane.manager import Dataplane, activity_epoch
+
+    with Dataplane("agt", agent.env["XLB_PIN_ROOT"], agent.env["XLB_RUN_ROOT"]) as dp:
+        (bid,) = [i for i, b in dp.backend_entries().items()
+                  if str(S.unpack_addr(b.addr, b.family)) == "10.0.1.2"]
+        m = dp.maps["backend_stats"]
+        epoch = activity_epoch(time.monotonic_ns())
+        vals = (S.BackendStats * m.ncpu)()
+        # what the data plane leaves after 7 flows in each of the last two epochs
+        # (both, so that an epoch boundary during the test does not matter)
+        for e in (epoch - 1, epoch):
+            vals[0].active[e & 1], vals[0].active_epoch[e & 1] = 7, e
+        m.set(bid, vals)
+    deadline = time.monotonic() + 10
+    with agent.client() as c:
+        while True:
+            (web,) = c.call("backends", vip="web")
+            if web["active_conns"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        rows = {b["address"]: b["active_conns"] for b in web["backends"]}
+        assert rows == {"10.0.1.1": 0, "10.0.1.2": 7} and web["active_conns"] == 7
+        port = c.call("status")["metrics_port"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert ('xlb_backend_active_connections{backend="10.0.1.2",instance="agt",vip="web"} 7.0'
+            in text)
+    assert 'xlb_vip_active_connections{instance="agt",vip="web"} 7.0' in text
+    r = subprocess.run([sys.executable, "-m", "xlb", "backends", "--vip", "web",
+                        "--socket", agent.socket], capture_output=True, text=True,
+                       env=agent.env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if "10.0.1.2" in x)
+    assert "      7 active" in line and "7 active," in r.stdout
+
+
+def _until_down(agent: AgentProc, address: str) -> None:
+    deadline = time.monotonic() + 15
+    with agent.client() as c:
+        while backends(c)[address]["health"] == "up":
+            assert time.monotonic() < deadline, "never found down"
+            time.sleep(0.1)
+        assert backends(c)[address]["state"] == "down"
+
+
+def test_down_backends_keep_their_flows_by_default(checking: AgentProc) -> None:
+    """health_down_flows = "stay": out of Maglev, but still a valid backend for its flows."""
+    _until_down(checking, "10.0.1.1")
+    time.sleep(0.5)
+    assert "10.0.1.1" in pinned(checking)["backends"]
+
+
+def test_down_backends_flows_move_when_configured(moving: AgentProc) -> None:
+    """health_down_flows = "move": the backend is invalidated, its flows rebalance."""
+    _until_down(moving, "10.0.1.1")
+    deadline = time.monotonic() + 5
+    while "10.0.1.1" in pinned(moving)["backends"]:
+        assert time.monotonic() < deadline, "the down backend is still valid in the data plane"
+        time.sleep(0.1)
+    with moving.client() as c:  # the intent still has it: it comes back when healthy
+        assert "10.0.1.1" in backends(c)

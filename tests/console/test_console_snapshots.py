@@ -1,0 +1,43 @@
+"""SVG snapshots of every console view at 80x24 and 160x48 (pytest-textual-snapshot).
+
+The data comes from a frozen AgentDouble (fixed figures, one snapshot per
+hour, so the sparklines have a known length). After an intended change of
+the look, review and accept with `pytest tests/test_console_snapshots.py
+--snapshot-update`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from console.app import VIEWS, XlbConsole
+from tests.agent_double import AgentDouble
+from tests.helpers import until
+
+SIZES = [(80, 24), (160, 48)]
+
+
+@pytest.fixture
+def frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentDouble]:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    d = AgentDouble(str(tmp_path / "lb1.sock"), backends=5, frozen=True, tick=3600).start()
+    yield d
+    d.stop()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("view", range(len(VIEWS)), ids=[name for name, _ in VIEWS])
+def test_view(frozen: AgentDouble, snap_compare: Any, view: int, size: tuple[int, int]) -> None:
+    app = XlbConsole([frozen.path])
+
+    async def ready(pilot: Any) -> None:
+        await until(lambda: "lb1" in app.fleet.instances
+                    and len(app.fleet.instances["lb1"].pps) >= 2, pilot)
+        await pilot.press(str(view + 1))
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)

@@ -1,0 +1,68 @@
+"""bpf/xlb_shared.h and xlb/dataplane/structs.py must describe the same bytes.
+
+clang (through BCC) lays out every struct of the header; BCC turns each
+map's key type into ctypes, which we compare field by field with the mirror.
+The enum and the #define constants are compared by name and value.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+
+import pytest
+
+from xlb import resources
+from xlb.dataplane import structs as S
+
+HEADER = resources.data_dir("bpf") / "xlb_shared.h"
+
+
+def _layout(t: type) -> list[tuple[str, int, int]]:
+    return [(name, getattr(t, name).offset, getattr(t, name).size)
+            for name, *_ in t._fields_]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict[str, type]:
+    from bcc import BPF
+
+    maps = "\n".join(f"BPF_HASH(m_{name}, struct {name}, u32, 1);" for name in S.MIRRORS)
+    text = f'#include "{HEADER}"\n{maps}\n'
+    b = BPF(text=text.encode())
+    try:
+        return {name: b[f"m_{name}".encode()].Key for name in S.MIRRORS}
+    finally:
+        b.cleanup()
+
+
+@pytest.mark.parametrize("name", sorted(S.MIRRORS))
+def test_struct_layout_matches_header(compiled: dict[str, type], name: str) -> None:
+    c_type = compiled[name]
+    mirror = S.MIRRORS[name]
+    assert ctypes.sizeof(c_type) == ctypes.sizeof(mirror), name
+    assert _layout(c_type) == _layout(mirror), name
+
+
+def test_every_header_struct_is_mirrored() -> None:
+    structs = set(re.findall(r"^struct (xlb_\w+) \{", HEADER.read_text(), re.M))
+    assert structs == set(S.MIRRORS)
+
+
+def test_reason_enum_matches() -> None:
+    body = re.search(r"enum xlb_reason \{(.*?)\};", HEADER.read_text(), re.S)
+    assert body
+    names = re.findall(r"^\s*XLB_R_(\w+)", body.group(1), re.M)
+    assert names[-1] == "MAX"
+    assert names[:-1] == [r.name for r in S.Reason]
+    assert list(range(len(S.Reason))) == [int(r) for r in S.Reason]
+
+
+@pytest.mark.parametrize("name", ["XLB_MAGIC", "XLB_LAYOUT_VERSION", "XLB_MAX_QUEUES",
+                                  "XLB_NUM_ACTIONS", "XLB_NO_BACKEND", "XLB_AF_INET",
+                                  "XLB_AF_INET6", "XLB_BACKEND_VALID",
+                                  "XLB_ACTIVE_EPOCH_SHIFT"])
+def test_constants_match(name: str) -> None:
+    m = re.search(rf"^#define {name}\s+(0x[0-9a-fA-F]+|\d+)u?\b", HEADER.read_text(), re.M)
+    assert m, name
+    assert int(m.group(1), 0) == getattr(S, name)

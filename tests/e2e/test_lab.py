@@ -1,0 +1,287 @@
+"""The lab end to end: real TCP and UDP from the client namespace to the VIP,
+through the XDP load balancer, IP-in-IP to the backends, replies direct (DSR).
+IPv4 (4in4) and IPv6 (6in6, to the v6 VIP and the backends' v6 addresses).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from pyroute2 import netns
+
+from xlb.dataplane import structs as S
+from xlb.dataplane.manager import Dataplane
+from xlb.dataplane.structs import Reason
+from xlb.lab import run, topology
+
+CLIENT_SCRIPT = """
+import json, socket, sys
+vip, sources = sys.argv[1], sys.argv[2:]
+family = socket.AF_INET6 if ":" in vip else socket.AF_INET
+out = {"http": [], "udp": []}
+for i, src in enumerate(sources):
+    s = socket.create_connection((vip, 80), timeout=3, source_address=(src, 0))
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\nConnection: close\\r\\n\\r\\n")
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    s.close()
+    out["http"].append(data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip())
+    u = socket.socket(family, socket.SOCK_DGRAM)
+    u.bind((src, 0))
+    u.settimeout(3)
+    u.sendto(b"ping%d" % i, (vip, 53))
+    data, peer = u.recvfrom(200)
+    out["udp"].append([data.decode(), peer[0]])
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[dict]:
+    try:
+        yield run.up()
+    finally:
+        run.down()
+
+
+@pytest.mark.parametrize("vip, sources", [(topology.VIP, topology.CLIENT_ADDRS),
+                                          (topology.VIP6, topology.CLIENT_ADDRS6)],
+                         ids=["v4", "v6"])
+def test_tcp_and_udp_through_dsr(lab: dict, vip: str, sources: list[str]) -> None:
+    with Dataplane("lb1") as dp:
+        before = dp.counters()
+        ids = {str(S.unpack_addr(b.addr, b.family)): i for i, b in dp.backend_entries().items()}
+    r = subprocess.run(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
+                        CLIENT_SCRIPT, vip, *sources], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    names = {"be1", "be2", "be3"}
+    assert len(out["http"]) == len(sources)
+    assert set(out["http"]) <= names and len(set(out["http"])) >= 2, Counter(out["http"])
+    for text, peer in out["udp"]:
+        assert peer == vip, "UDP replies must come from the VIP"
+        assert text.splitlines()[0] in names
+    with Dataplane("lb1") as dp:
+        after = dp.counters()
+    encap = after.reasons[Reason.TX_ENCAP, 0] - before.reasons[Reason.TX_ENCAP, 0]
+    seen = after.queues[:, 0].sum() - before.queues[:, 0].sum()
+    # every TCP connection is >= 4 client packets; UDP 1; replies never reach the LB
+    assert encap >= 5 * len(sources)
+    assert seen - encap < 10, "the LB saw more than the inbound direction"
+    assert (after.queues[:4, 0] - before.queues[:4, 0] > 0).sum() >= 2, "one RX queue only"
+    # encapsulated to the backends' addresses of the VIP's family (4in4, 6in6)
+    same = [b.address6 if ":" in vip else b.address for b in topology.Lab().backends]
+    sent = {a: int(after.backends[ids[a], 0] - before.backends[ids[a], 0]) for a in ids}
+    assert sum(sent[a] for a in same) == encap, sent
+    assert sum(n > 0 for a, n in sent.items() if a in same) >= 2, sent
+
+
+def test_v6_backends_are_health_checked_from_the_lb(lab: dict) -> None:
+    from xlb.agent.client import AgentClient
+
+    want = {b.address6: "up" for b in topology.Lab().backends}
+    deadline = time.monotonic() + 10
+    with AgentClient(lab["lbs"][0]["socket"]) as agent:
+        while True:  # checked over IPv6 from lb1's namespace, through the router
+            (web6,) = agent.call("backends", vip="web6")
+            rows = {b["address"]: b["health"] for b in web6["backends"]}
+            if rows == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert rows == want
+
+
+def test_traffic_generator_reports_real_connections(lab: dict) -> None:
+    gen = run.traffic(["--rate", "100", "--duration", "2", "--json"], quiet=True)
+    out, _ = gen.communicate(timeout=60)
+    assert gen.returncode == 0
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["tcp_ok"] >= 150 and summary["tcp_failed"] == 0
+    assert summary["udp_ok"] >= 150 and summary["udp_failed"] == 0
+    v6 = summary["v6"]  # by default every 4th connection (and its UDP query) is IPv6
+    assert v6["tcp_ok"] >= 150 // 4 and v6["tcp_failed"] == 0, v6
+    assert v6["udp_ok"] >= 150 // 4 and v6["udp_failed"] == 0, v6
+    assert len(v6["backends"]) >= 2, v6
+    assert len(summary["backends"]) == 3
+    total = sum(summary["backends"].values())
+    for name, n in summary["backends"].items():  # equal Maglev shares: 1/3 each (3 sigma)
+        assert 0.2 < n / total < 0.47, (name, summary["backends"])
+
+
+def test_traffic_generator_ends_with_whoever_started_it(lab: dict) -> None:
+    """A killed demo (or a closed terminal) leaves no traffic generator behind."""
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom xlb.lab import run\n"
+         "g = run.traffic(['--rate', '20', '--json'], quiet=True)\nprint(g.pid, flush=True)\n"
+         "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None
+    gen = int(starter.stdout.readline())
+    try:
+        time.sleep(1.0)
+        os.kill(gen, 0)  # it runs
+        starter.kill()   # SIGKILL: no cleanup code of the starter runs
+        starter.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(gen, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the traffic generator outlived its starter")
+    finally:
+        try:
+            os.kill(gen, 9)
+        except ProcessLookupError:
+            pass
+        if starter.poll() is None:
+            starter.kill()
+
+
+def test_traffic_refuses_bad_options(lab: dict) -> None:
+    for bad in (["--rate", "0"], ["--v6-every", "-1"]):
+        gen = run.traffic(bad, quiet=True)
+        gen.communicate(timeout=30)
+        assert gen.returncode == 2, bad
+
+
+def test_demo_runs_the_lab_with_traffic_and_figures(lab: dict) -> None:
+    r = subprocess.run([sys.executable, "-m", "xlb", "demo", "--duration", "3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "lb1" in r.stdout and "new conn/s" in r.stdout
+    assert " 0 failed" in r.stdout and "lab is still running" in r.stdout
+    assert run.status()["lbs"]["lb1"]
+
+
+KEEPALIVE = """
+import socket, sys
+s = socket.create_connection(("198.19.0.10", 80), timeout=5, source_address=("198.18.0.40", 0))
+f = s.makefile("rb")
+def get():
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n")
+    length = 0
+    while (line := f.readline()) not in (b"\\r\\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return f.read(length).decode().strip()
+print(get(), flush=True)
+for _ in sys.stdin:
+    print(get(), flush=True)
+"""
+
+
+class KeepAlive:
+    """One long-lived HTTP connection from the client namespace; get() asks on it again."""
+
+    def __enter__(self) -> KeepAlive:
+        self.proc = subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable,
+                                      "-c", KEEPALIVE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self.first = self._line()
+        self.address = {f"be{i}": f"198.18.2.1{i}" for i in (1, 2, 3)}[self.first]
+        return self
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def get(self) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("again\n")
+        self.proc.stdin.flush()
+        return self._line()
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def new_connections(n: int) -> list[str]:
+    """Backends of n new IPv4 connections (to the VIP "web")."""
+    gen = run.traffic(["--rate", "200", "--duration", str(n / 200), "--udp-every", "0",
+                       "--v6-every", "0", "--json"], quiet=True)
+    out, _ = gen.communicate(timeout=60)
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert summary["tcp_failed"] == 0
+    return list(summary["backends"])
+
+
+def test_drain_keeps_established_and_moves_new(lab: dict) -> None:
+    from xlb.agent.client import AgentClient
+
+    with KeepAlive() as keep, AgentClient(lab["lbs"][0]["socket"]) as agent:
+        agent.call("drain", address=keep.address, vip="web")
+        assert keep.get() == keep.first, "established connection moved"
+        assert keep.first not in new_connections(100), "new connections reached a drained one"
+        agent.call("undrain", address=keep.address, vip="web")
+        assert keep.first in new_connections(100)
+
+
+def wait_health(agent, address: str, up: bool, timeout: float = 10.0) -> float:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        (web,) = agent.call("backends", vip="web")
+        row = {b["address"]: b for b in web["backends"]}[address]
+        if (row["health"] == "up") == up:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{address} did not become {'up' if up else 'down'}")
+
+
+def test_backend_failure_is_detected_and_recovered(lab: dict) -> None:
+    from xlb.agent.client import AgentClient
+
+    with AgentClient(lab["lbs"][0]["socket"]) as agent:
+        run.stop_server("be3")
+        took = wait_health(agent, "198.18.2.13", up=False)
+        assert took < 0.5 * 2 + 0.25 + 1.5  # fall x interval + timeout, plus slack
+        (web,) = agent.call("backends", vip="web")
+        assert {b["address"]: b for b in web["backends"]}["198.18.2.13"]["ring_share"] == 0
+        assert set(new_connections(100)) == {"be1", "be2"}
+        run.start_server("be3")
+        wait_health(agent, "198.18.2.13", up=True)
+        assert "be3" in new_connections(100)
+
+
+def test_agent_restart_keeps_established_connections(lab: dict) -> None:
+    import signal
+
+    from xlb.agent.client import AgentClient
+
+    with KeepAlive() as keep:
+        with AgentClient(lab["lbs"][0]["socket"]) as agent:
+            agent.call("drain", address=keep.address, vip="web")  # Maglev alone would move it
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            info = run.restart_agent("lb1", sig)
+            lab["lbs"][0]["pid"] = info["pid"]
+            assert keep.get() == keep.first, f"connection moved after {sig!r}"
+            with AgentClient(info["socket"]) as agent:
+                (web,) = agent.call("backends", vip="web")
+                row = {b["address"]: b for b in web["backends"]}[keep.address]
+                assert row["state"] in ("drained", "draining"), "intent lost on restart"
+        with AgentClient(lab["lbs"][0]["socket"]) as agent:
+            agent.call("undrain", address=keep.address, vip="web")
+
+
+def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
+    status = run.status()
+    assert all(status["namespaces"].values()) and status["lbs"]["lb1"]
+    result = run.down()
+    assert set(result["namespaces_removed"]) == set(topology.Lab().namespaces())
+    assert not [n for n in netns.listnetns() if n.startswith(topology.PREFIX)]
+    assert "lb1" not in run.lifecycle.instances()
+    assert result["agents_stopped"] == ["lb1"] and not run._alive(lab["lbs"][0]["pid"])
+    assert not os.path.exists(run.STATE) and not os.path.exists(run.agent_config_path("lb1"))
+    ps = subprocess.run(["pgrep", "-f", "xlb.lab.server"], capture_output=True, text=True)
+    assert ps.stdout.strip() == ""

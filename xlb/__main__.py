@@ -1,0 +1,5 @@
+import sys
+
+from xlb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,420 @@
+"""The agent's state and operations: the only writer of one instance's data plane.
+
+The operator's intent (the desired Config: VIPs, backends, weights, drained
+states) is kept apart from what is applied (intent minus backends found down),
+so a backend that comes back healthy returns to exactly the weight it had. Intent
+survives restarts in /run/xlb/<instance>/agent.json as long as the config
+file is unchanged; a changed file wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psutil
+
+from xlb.agent.audit import AuditLog
+from xlb.agent.health import CheckSpec
+from xlb.agent.rates import RateTracker
+from xlb.agent.settings import AgentConfig
+from xlb.dataplane import lifecycle
+from xlb.dataplane import structs as S
+from xlb.dataplane.config import Config, ConfigError, IPAddress, parse_config, vip_label
+from xlb.dataplane.manager import Dataplane, key_label, run_dir
+
+HOST = socket.gethostname()
+
+
+class Refused(Exception):
+    """An operation the agent will not do as asked (e.g. the last healthy backend)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    uid: int
+    user: str
+    operator: bool
+
+
+View = Callable[[Config], dict[str, Any]]  # the part of a config a change touches, by VIP
+
+
+class Agent:
+    def __init__(self, ac: AgentConfig):
+        self.settings = ac.settings
+        self.name = ac.config.instance.name
+        self.digest = ac.digest
+        self.desired = self._saved_intent(ac.digest) or ac.config
+        self.down: dict[str, str] = {}  # backend address -> why it is out (health)
+        self.audit = AuditLog(ac.settings.audit_log)
+        self.rates = RateTracker(history_seconds=ac.settings.history, tick=ac.settings.tick)
+        self.lock = threading.Lock()
+        self.started = time.time()
+        self.load_result: dict[str, Any] = {}
+        self.dp: Dataplane | None = None
+        self.shares: dict[str, dict[str, float]] = {}
+        self.backend_ids: dict[str, int] = {}   # address -> data-plane id, as last applied
+        self.vip_ids: dict[str, int] = {}       # VIP label -> counter row, as last applied
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.last: dict[str, Any] = {}
+        self.queue_count = 0
+        self.reason_totals = np.zeros(0, dtype=np.uint64)
+        self.changed_at: dict[str, float] = {}  # backend address -> last state/health change
+        self.metrics_port = 0
+        self.active = np.zeros(0, dtype=np.uint64)  # per backend id, from the last tick
+        self.cpus: list[dict[str, float]] = []       # per-CPU load over the last tick
+
+    # -- start and intent ---------------------------------------------------------
+    def _state_path(self) -> str:
+        return os.path.join(run_dir(self.name), "agent.json")
+
+    def _saved_intent(self, digest: str) -> Config | None:
+        try:
+            with open(self._state_path()) as f:
+                doc = json.load(f)
+            if doc.get("digest") != digest:
+                return None
+            return parse_config(doc["desired"])
+        except (OSError, ValueError, KeyError, ConfigError):
+            return None
+
+    def _save_intent(self) -> None:
+        path = self._state_path()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"digest": self.digest, "desired": self.desired.to_dict()}, f)
+        os.replace(path + ".tmp", path)
+
+    def start(self) -> dict[str, Any]:
+        """Load or adopt the data plane and apply the intent (all-or-nothing)."""
+        self.load_result = lifecycle.load_instance(self.effective())
+        self.dp = Dataplane(self.name)
+        self._refresh_layout()
+        self._save_intent()
+        return self.load_result
+
+    def close(self) -> None:
+        if self.dp:
+            self.dp.close()
+
+    # -- what is applied -------------------------------------------------------------
+    def effective(self) -> Config:
+        """The intent with backends found down taken out of Maglev (no new flows).
+
+        health_down_flows "stay": they act as drained, established flows stay on them.
+        "move": they leave the applied config altogether, so the data plane invalidates
+        them and their flows are rebalanced over the healthy backends.
+        """
+        cfg = self.desired
+        move = self.settings.health_down_flows == "move"
+        for vip in cfg.vips:
+            for b in vip.backends:
+                if str(b.address) not in self.down:
+                    continue
+                if move:
+                    cfg = cfg.without_backend(vip.name, b.address)
+                elif b.state == "active":
+                    cfg = cfg.with_backend(vip.name, b.address, state="drained")
+        return cfg
+
+    def _refresh_layout(self) -> None:
+        """Ids and Maglev shares as applied: read once per apply, never per tick."""
+        assert self.dp is not None
+        ids = {i: str(S.unpack_addr(b.addr, b.family)) for i, b in
+               self.dp.backend_entries().items()}
+        shares: dict[str, dict[str, float]] = {}
+        vip_ids: dict[str, int] = {}
+        for key, meta in self.dp.vip_entries().values():
+            label = key_label(key)
+            vip_ids[label] = meta.vip_id
+            vals, counts = np.unique(self.dp.ring(meta.ring_slot), return_counts=True)
+            total = counts.sum()
+            shares[label] = {ids[int(v)]: float(c) / total
+                             for v, c in zip(vals, counts, strict=True) if int(v) in ids}
+        self.shares, self.vip_ids = shares, vip_ids
+        self.backend_ids = {addr: i for i, addr in ids.items()}
+
+    def _commit(self, desired: Config, down: dict[str, str]) -> None:
+        """Apply new intent and/or health verdicts together; on failure keep the old ones.
+        Call with the lock held."""
+        old = self.desired, self.down
+        before = self._backend_states()
+        self.desired, self.down = desired, down
+        assert self.dp is not None
+        try:
+            self.dp.apply(self.effective())
+        except Exception:
+            self.desired, self.down = old
+            raise
+        now = time.time()
+        for addr, state in self._backend_states().items():
+            if before.get(addr) != state:
+                self.changed_at[addr] = now
+        self._refresh_layout()
+        self._save_intent()
+        self.last = self._snapshot(self.rates.last)  # readers see the change at once
+
+    def _backend_states(self) -> dict[str, tuple[Any, ...]]:
+        """What an operator sees change per backend: its weight/state in each VIP, health."""
+        out: dict[str, tuple[Any, ...]] = {}
+        for vip in self.desired.vips:
+            for b in vip.backends:
+                addr = str(b.address)
+                out[addr] = (*out.get(addr, ()), vip.name, b.weight, b.state)
+        return {a: (*v, self.down.get(a, "up")) for a, v in out.items()}
+
+    # -- operations -------------------------------------------------------------------
+    def _targets(self, address: str, vip: str | None) -> list[str]:
+        names = [v.name for v in self.desired.vips
+                 if (vip is None or v.name == vip) and any(str(b.address) == address
+                                                          for b in v.backends)]
+        if not names:
+            where = f"VIP {vip!r}" if vip else "any VIP"
+            raise Refused(f"backend {address} is not in {where}")
+        return names
+
+    def _healthy_active(self, cfg: Config, vip_name: str) -> list[str]:
+        vip = cfg.vip(vip_name)
+        return [str(b.address) for b in vip.backends
+                if b.effective_weight > 0 and str(b.address) not in self.down]
+
+    def change_backend(self, caller: Caller, action: str, address: str, vip: str | None = None,
+                       weight: int | None = None, force: bool = False) -> dict[str, Any]:
+        """drain / undrain / weight on one backend (in one VIP, or every VIP that has it)."""
+        options: dict[str, dict[str, Any]] = {
+            "drain": {"state": "drained"}, "undrain": {"state": "active"},
+            "weight": {"weight": weight}}
+        changes = options[action]
+
+        def plan(cfg: Config) -> tuple[Config, View]:
+            names = self._targets(address, vip)
+            new = cfg
+            for name in names:
+                new = new.with_backend(name, address, **changes)
+            return new, lambda c: {n: c.vip(n).backend(address).to_dict() for n in names}
+
+        params = {"address": address, "vip": vip, "weight": weight, "force": force}
+        return self._change(caller, action, params, plan, force)
+
+    def add_backend(self, caller: Caller, vip: str, address: str, weight: int = 1,
+                    state: str = "active") -> dict[str, Any]:
+        """A new backend in a VIP: it takes new flows at once (health checks follow)."""
+        def plan(cfg: Config) -> tuple[Config, View]:
+            new = cfg.with_added_backend(vip, address, weight=weight, state=state)
+            added = new.vip(vip).backends[-1].address
+            return new, lambda c: {vip: _backend_in(c, vip, added)}
+
+        params = {"vip": vip, "address": address, "weight": weight, "state": state}
+        return self._change(caller, "add_backend", params, plan)
+
+    def remove_backend(self, caller: Caller, vip: str, address: str,
+                       force: bool = False) -> dict[str, Any]:
+        """Take a backend out of a VIP: no new flows from it there. Once no VIP has it, it
+        is invalidated and its established flows move to other backends; while another VIP
+        still has it, it acts here like a drained one (its established flows stay)."""
+        def plan(cfg: Config) -> tuple[Config, View]:
+            return (cfg.without_backend(vip, address),
+                    lambda c: {vip: _backend_in(c, vip, address)})
+
+        params = {"vip": vip, "address": address, "force": force}
+        return self._change(caller, "remove_backend", params, plan, force)
+
+    def add_vip(self, caller: Caller, name: str, address: str, port: int, protocol: str,
+                backends: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A new VIP, balanced at once over `backends` ({address, weight?, state?})."""
+        def plan(cfg: Config) -> tuple[Config, View]:
+            return (cfg.with_added_vip(name, address, port, protocol, backends or []),
+                    lambda c: {name: _vip_in(c, name)})
+
+        params = {"name": name, "address": address, "port": port, "protocol": protocol,
+                  "backends": backends or []}
+        return self._change(caller, "add_vip", params, plan)
+
+    def remove_vip(self, caller: Caller, name: str) -> dict[str, Any]:
+        """Stop balancing a VIP: its packets pass to the host (XDP_PASS) from now on."""
+        def plan(cfg: Config) -> tuple[Config, View]:
+            return cfg.without_vip(name), lambda c: {name: _vip_in(c, name)}
+
+        return self._change(caller, "remove_vip", {"name": name}, plan)
+
+    def _change(self, caller: Caller, action: str, params: dict[str, Any],
+                plan: Callable[[Config], tuple[Config, View]],
+                force: bool = False) -> dict[str, Any]:
+        """Every operator change goes through here. Only operators; under the lock,
+        `plan(intent)` gives the new intent and a view of the part it changes (by VIP
+        name: the before and after of the answer and the audit). A change that leaves a
+        VIP that had a healthy backend without one is refused unless `force`. The commit
+        is all-or-nothing; then the audit line, then a "change" event."""
+        if not caller.operator:
+            raise PermissionError(f"{caller.user} (uid {caller.uid}) is read-only: only root "
+                                  f"and members of group {self.settings.operator_group!r} "
+                                  "may change the load balancer")
+        with self.lock:
+            new, view = plan(self.desired)
+            kept = {v.name for v in self.desired.vips} & {v.name for v in new.vips}
+            for name in (v.name for v in new.vips if v.name in kept):
+                if (self._healthy_active(self.desired, name)
+                        and not self._healthy_active(new, name) and not force):
+                    subject = params.get("address") or params.get("name")
+                    raise Refused(f"{action} {subject} would leave VIP {name} without a "
+                                  "healthy backend: refused (use --force to do it anyway)")
+            before = view(self.desired)
+            present = {str(a) for a in new.backend_addresses()}  # a removed backend's
+            down = {a: r for a, r in self.down.items() if a in present}  # verdict goes too
+            self._commit(new, down)
+            after = view(self.desired)
+            entry = self.audit.append(uid=caller.uid, user=caller.user, action=action,
+                                      params=params, before=before, after=after)
+        self.emit("event", {"kind": "change", **entry})
+        return {"vips": list(dict.fromkeys([*before, *after])), "before": before,
+                "after": after}
+
+    # -- health ------------------------------------------------------------------------------
+    def health_targets(self) -> dict[str, CheckSpec]:
+        """One check per backend address, from the instance's namespace."""
+        st = self.settings
+        if st.health == "none":
+            return {}
+        out: dict[str, CheckSpec] = {}
+        for vip in self.desired.vips:
+            port = st.health_port or (vip.port if vip.protocol == "tcp" else 0)
+            for b in vip.backends:
+                if port and str(b.address) not in out:
+                    out[str(b.address)] = CheckSpec(
+                        st.health, port, st.health_path, st.health_interval, st.health_timeout,
+                        st.health_rise, st.health_fall, self.desired.instance.netns)
+        return out
+
+    def set_health(self, address: str, healthy: bool, reason: str) -> None:
+        """A verdict changed: take the backend out of (or back into) Maglev. Its
+        established flows stay where they are either way."""
+        with self.lock:
+            if healthy == (address not in self.down):
+                return
+            if not healthy and address not in {str(a) for a in self.desired.backend_addresses()}:
+                return  # removed while its check ran: no verdict to keep for it
+            down = {a: r for a, r in self.down.items() if a != address}
+            if not healthy:
+                down[address] = reason or "down"
+            try:
+                self._commit(self.desired, down)
+            except Exception as e:
+                self.emit("event", {"kind": "error", "time": time.time(),
+                                    "message": f"health change for {address} not applied: {e}"})
+                return
+        self.emit("event", {"kind": "health", "time": time.time(), "address": address,
+                            "healthy": healthy, "reason": reason})
+
+    # -- reading ---------------------------------------------------------------------------
+    def emit(self, kind: str, doc: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            listener(kind, doc)
+
+    def tick(self) -> dict[str, Any]:
+        """Read counters (batch calls, never the connection table) and build a snapshot."""
+        assert self.dp is not None
+        with self.lock:
+            counters = self.dp.counters()
+            rates = self.rates.update(counters)
+            self.active = counters.active
+            self.reason_totals = counters.reasons[:, 0].copy()
+            self.cpus = cpu_load()  # once per tick: each call measures since the last one
+            snap = self._snapshot(rates)
+        self.last = snap
+        return snap
+
+    def _snapshot(self, rates: Any) -> dict[str, Any]:
+        ids, vip_ids = self.backend_ids, self.vip_ids
+        vips = []
+        for vip in self.desired.vips:
+            key = vip_label(vip.address, vip.port, vip.protocol)
+            rows = []
+            vip_active = 0
+            for b in vip.backends:
+                addr = str(b.address)
+                bid = ids.get(addr)
+                pps = float(rates.backends[bid, 0]) if rates is not None and bid is not None else 0
+                new = float(rates.backends[bid, 2]) if rates is not None and bid is not None else 0
+                active = (int(self.active[bid]) if bid is not None and bid < len(self.active)
+                          else 0)
+                vip_active += active
+                rows.append({"address": addr, "weight": b.weight,
+                             "state": _state(b.state, addr in self.down, pps),
+                             "health": self.down.get(addr, "up"),
+                             "ring_share": round(self.shares.get(key, {}).get(addr, 0.0), 6),
+                             "pps": round(pps, 1), "new_conns_per_s": round(new, 1),
+                             "active_conns": active, "changed": self.changed_at.get(addr, 0.0)})
+            vid = vip_ids.get(key)
+            vips.append({"name": vip.name, "vip": key, "backends": rows,
+                         "pps": round(float(rates.vips[vid, 0]), 1)
+                         if rates is not None and vid is not None else 0.0,
+                         "active_conns": vip_active,
+                         "healthy": sum(1 for r in rows if r["health"] == "up"),
+                         "total": len(rows)})
+        q = rates.queues[:, 0] if rates is not None else np.zeros(S.XLB_MAX_QUEUES)
+        return {"instance": self.name, "host": HOST, "lb_mode": "dsr", "time": time.time(),
+                "metrics_port": self.metrics_port,
+                "uptime": round(time.time() - self.started, 1),
+                "xdp_mode": self.load_result.get("mode"),
+                "interface": self.load_result.get("interface"),
+                "totals": {"pps": round(float(rates.pps), 1) if rates else 0.0,
+                           "bps": round(float(rates.bps), 1) if rates else 0.0,
+                           "drop_pps": round(float(rates.drop_pps), 1) if rates else 0.0},
+                "queues": [round(float(x), 1) for x in q[: self._queues_seen(q)]],
+                "reasons": {r.label: round(float(rates.reasons[r, 0]), 1) if rates else 0.0
+                            for r in S.Reason},
+                "reason_totals": {r.label: int(self.reason_totals[r])
+                                  if len(self.reason_totals) > r else 0 for r in S.Reason},
+                "cpus": self.cpus,
+                "vips": vips}
+
+    def _queues_seen(self, q: np.ndarray) -> int:
+        """Queues up to the highest that ever carried traffic: the list never shrinks."""
+        used = np.nonzero(q)[0]
+        if len(used):
+            self.queue_count = max(self.queue_count, int(used[-1]) + 1)
+        return max(self.queue_count, 1)
+
+
+def _backend_in(cfg: Config, vip: str, address: IPAddress | str) -> dict[str, Any] | None:
+    try:
+        return cfg.vip(vip).backend(address).to_dict()
+    except KeyError:
+        return None
+
+
+def _vip_in(cfg: Config, name: str) -> dict[str, Any] | None:
+    try:
+        return cfg.vip(name).to_dict()
+    except KeyError:
+        return None
+
+
+def cpu_load() -> list[dict[str, float]]:
+    """Per-CPU busy and softirq percent since the previous call (the previous tick).
+
+    Softirq is where XDP and the network stack run, so a CPU hot with softirq is
+    a hot RX queue's CPU.
+    """
+    out = []
+    for c in psutil.cpu_times_percent(interval=None, percpu=True):
+        idle = c.idle + getattr(c, "iowait", 0.0)
+        out.append({"busy": round(max(0.0, 100.0 - idle), 1),
+                    "softirq": round(getattr(c, "softirq", 0.0), 1)})
+    return out
+
+
+def _state(configured: str, down: bool, pps: float) -> str:
+    if down:
+        return "down"
+    if configured == "drained":
+        return "draining" if pps > 0 else "drained"
+    return "active"

@@ -1,0 +1,85 @@
+"""`xlb agent --config FILE`: run one instance's agent in the foreground.
+
+Start: load or adopt the data plane, apply the intent, open the API socket.
+Then tick: read counters, compute rates, publish a snapshot. SIGTERM/SIGINT
+end the agent and leave the data plane running (nothing is detached or
+flushed); a crash leaves it running too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import Any
+
+from xlb.agent import metrics
+from xlb.agent import settings as agent_settings
+from xlb.agent.api import Server
+from xlb.agent.core import Agent
+from xlb.agent.health import HealthChecker
+
+
+async def run(agent: Agent) -> None:
+    server = Server(agent)
+    srv = await server.serve()
+    if agent.settings.metrics:
+        try:
+            agent.metrics_port = metrics.serve(agent.settings.metrics, lambda: agent.last)
+        except OSError as e:
+            srv.close()
+            raise RuntimeError(f"metrics on {agent.settings.metrics}: {e.strerror}; set "
+                               "[agent] metrics to another host:port, or \"\" to turn it "
+                               "off") from e
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"xlb agent {agent.name}: {agent.load_result.get('mode')} XDP on "
+          f"{agent.load_result.get('interface')}, "
+          f"{'adopted pinned state' if agent.load_result.get('adopted') else 'loaded'}; "
+          f"API on {agent.settings.socket}"
+          + (f", metrics on port {agent.metrics_port}" if agent.metrics_port else ""),
+          flush=True)
+    def on_change(address: str, healthy: bool, reason: str) -> None:
+        loop.create_task(asyncio.to_thread(agent.set_health, address, healthy, reason))
+
+    checker = HealthChecker(on_change)
+    checker.set_targets(agent.health_targets())
+
+    def on_event(kind: str, doc: dict[str, Any]) -> None:
+        # An operator change may add or remove backends: check exactly the new set. Runs in
+        # the changing thread, so the loop does it; unchanged checks keep running untouched.
+        if kind == "event" and doc.get("kind") == "change" and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: checker.set_targets(agent.health_targets()))
+
+    agent.listeners.append(on_event)
+    try:
+        while not stop.is_set():
+            snap = await asyncio.to_thread(agent.tick)
+            agent.emit("snapshot", snap)
+            try:
+                await asyncio.wait_for(stop.wait(), agent.settings.tick)
+            except TimeoutError:
+                pass
+    finally:
+        agent.listeners.remove(on_event)
+        await checker.close()
+        srv.close()
+        if os.path.exists(agent.settings.socket):
+            os.unlink(agent.settings.socket)
+        agent.close()
+        print(f"xlb agent {agent.name}: stopped; the data plane keeps running", flush=True)
+
+
+def main(config_path: str) -> int:
+    ac = agent_settings.load(config_path)
+    agent = Agent(ac)
+    agent.start()
+    asyncio.run(run(agent))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

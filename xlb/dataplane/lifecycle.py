@@ -1,0 +1,214 @@
+"""Load, adopt, describe and unload a data-plane instance as one operation each.
+
+The CLI (and later the agent) call these; each leaves either the new state
+or the old one. Where an instance is attached is remembered in
+/run/xlb/<instance>/dataplane.json next to the applied config.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import numpy as np
+
+from xlb.dataplane import loader, xdp
+from xlb.dataplane import structs as S
+from xlb.dataplane.config import Config, vip_label
+from xlb.dataplane.manager import (
+    RUN_ROOT,
+    Counters,
+    Dataplane,
+    geometry_of,
+    key_label,
+    run_dir,
+)
+from xlb.dataplane.maps import PIN_ROOT, pin_dir
+
+
+class NotRoot(PermissionError):
+    pass
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NotRoot(f"{what} needs root (CAP_BPF, CAP_NET_ADMIN): run it with sudo")
+
+
+def _state_path(instance: str, run_root: str) -> str:
+    return os.path.join(run_dir(instance, run_root), "dataplane.json")
+
+
+def read_state(instance: str, run_root: str = RUN_ROOT) -> dict[str, Any]:
+    try:
+        with open(_state_path(instance, run_root)) as f:
+            return json.load(f)  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(instance: str, doc: dict[str, Any], run_root: str) -> None:
+    path = _state_path(instance, run_root)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT,
+                  run_root: str = RUN_ROOT) -> dict[str, Any]:
+    """Compile (or adopt pinned maps), apply the config, attach. Returns a summary.
+
+    Adoption keeps the connection table and counters: the program is
+    replaced atomically on the interface, the maps stay.
+    """
+    require_root("loading the data plane")
+    inst = cfg.instance
+    mode = mode or inst.xdp_mode
+    xdp.query(inst.interface, inst.netns)  # fail early, before compiling, on a wrong interface
+    loaded = loader.load(inst.name, geometry_of(cfg), pin_root)
+    with Dataplane(inst.name, pin_root, run_root) as dp:
+        result = dp.apply(cfg)
+    try:
+        state = xdp.attach(inst.interface, loaded.prog_fd, mode, inst.netns)
+    except xdp.AttachError:
+        if not loaded.adopted:  # nothing was running before: leave nothing behind
+            if xdp.query(inst.interface, inst.netns).prog_id == loaded.prog_id:
+                xdp.detach(inst.interface, inst.netns)
+            loader.remove_pins(inst.name, pin_root)
+            shutil.rmtree(run_dir(inst.name, run_root), ignore_errors=True)
+        raise
+    doc = {"instance": inst.name, "interface": inst.interface, "netns": inst.netns,
+           "mode": state.mode, "prog_id": state.prog_id, "loaded_at": time.time(),
+           "adopted": loaded.adopted}
+    _write_state(inst.name, doc, run_root)
+    return {**doc, "vips_added": result.vips_added, "vips_changed": result.vips_changed,
+            "vips_removed": result.vips_removed, "backends_added": result.backends_added,
+            "backends_removed": result.backends_removed}
+
+
+def apply_config(cfg: Config, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT) -> dict:
+    """Apply a config to a loaded instance without recompiling."""
+    require_root("changing the data plane")
+    with Dataplane(cfg.instance.name, pin_root, run_root) as dp:
+        r = dp.apply(cfg)
+    return {"instance": cfg.instance.name, "vips_added": r.vips_added,
+            "vips_changed": r.vips_changed, "vips_removed": r.vips_removed,
+            "backends_added": r.backends_added, "backends_removed": r.backends_removed,
+            "seconds": round(r.seconds, 4)}
+
+
+def unload_instance(instance: str, remove_pins: bool = False, pin_root: str = PIN_ROOT,
+                    run_root: str = RUN_ROOT) -> dict[str, Any]:
+    """Detach the program; with remove_pins also drop maps (connections are lost)."""
+    require_root("unloading the data plane")
+    state = read_state(instance, run_root)
+    if not state and not os.path.isdir(pin_dir(instance, pin_root)):
+        raise FileNotFoundError(f"no data plane instance {instance!r} is loaded")
+    detached = False
+    if state.get("interface"):
+        try:
+            now = xdp.query(state["interface"], state.get("netns", ""))
+            if now.prog_id and now.prog_id == state.get("prog_id"):
+                xdp.detach(state["interface"], state.get("netns", ""))
+                detached = True
+        except xdp.AttachError:
+            pass  # the interface (or its namespace) is gone: nothing to detach
+    prog = os.path.join(pin_dir(instance, pin_root), loader.PROG_PIN)
+    if os.path.exists(prog):
+        os.unlink(prog)
+    if remove_pins:
+        loader.remove_pins(instance, pin_root)
+        shutil.rmtree(run_dir(instance, run_root), ignore_errors=True)
+    else:
+        path = _state_path(instance, run_root)
+        if os.path.exists(path):
+            os.unlink(path)
+    return {"instance": instance, "detached": detached, "pins_removed": remove_pins}
+
+
+def instances(pin_root: str = PIN_ROOT) -> list[str]:
+    try:
+        return sorted(d for d in os.listdir(pin_root)
+                      if os.path.exists(os.path.join(pin_root, d, "meta")))
+    except FileNotFoundError:
+        return []
+
+
+def describe(instance: str, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT,
+             sample: float = 0.0) -> dict[str, Any]:
+    """Everything `show`/`status` print, from the pinned maps and netlink."""
+    state = read_state(instance, run_root)
+    with Dataplane(instance, pin_root, run_root) as dp:
+        first = dp.counters()
+        if sample > 0:
+            time.sleep(sample)
+        c = dp.counters()
+        backends = dp.backend_entries()
+        applied = dp.applied_config() or {}
+        vips = []
+        names = {}
+        weights: dict[tuple[str, str], dict[str, Any]] = {}
+        for v in (applied.get("config") or {}).get("vip", []):
+            label = vip_label(ipaddress.ip_address(v["address"]), v["port"], v["protocol"])
+            names[label] = v.get("name", label)
+            for b in v.get("backend", []):
+                weights[(label, b["address"])] = b
+        for key, meta in dp.vip_entries().values():
+            label = key_label(key)
+            ring = dp.ring(meta.ring_slot)
+            ids, counts = np.unique(ring, return_counts=True)
+            share = dict(zip(ids.tolist(), (counts / len(ring)).tolist(), strict=True))
+            rows = []
+            for bid, b in sorted(backends.items()):
+                addr = str(S.unpack_addr(b.addr, b.family))
+                conf = weights.get((label, addr))
+                if conf is None and bid not in share:
+                    continue
+                rows.append({"address": addr, "id": bid,
+                             "weight": conf.get("weight") if conf else None,
+                             "state": conf.get("state", "active") if conf else "unknown",
+                             "ring_share": round(share.get(bid, 0.0), 6),
+                             "packets": int(c.backends[bid, 0]), "bytes": int(c.backends[bid, 1]),
+                             "new_connections": int(c.backends[bid, 2]),
+                             "active_connections": int(c.active[bid])})
+            vips.append({"name": names.get(label, label), "vip": label, "id": meta.vip_id,
+                         "ring_slot": meta.ring_slot, "packets": int(c.vips[meta.vip_id, 0]),
+                         "bytes": int(c.vips[meta.vip_id, 1]), "backends": rows})
+    attach: dict[str, Any] = {"interface": state.get("interface"), "netns": state.get("netns"),
+                              "mode": None, "prog_id": None, "ours": False}
+    if state.get("interface"):
+        try:
+            q = xdp.query(state["interface"], state.get("netns", ""))
+            attach.update(mode=q.mode, prog_id=q.prog_id,
+                          ours=bool(q.prog_id and q.prog_id == state.get("prog_id")))
+        except xdp.AttachError as e:
+            attach["error"] = str(e)
+    return {"instance": instance, "pin_dir": pin_dir(instance, pin_root),
+            "geometry": vars(dp.geometry) | {"ring_slots": dp.geometry.ring_slots},
+            "attach": attach, "loaded_at": state.get("loaded_at"),
+            "vips": sorted(vips, key=lambda v: v["id"]),
+            **counter_summary(first, c, sample)}
+
+
+def counter_summary(before: Counters, after: Counters, seconds: float) -> dict[str, Any]:
+    """Totals, and rates when the two readings are `seconds` apart."""
+    q = after.queues
+    queues = []
+    for i in np.nonzero(q[:, 0])[0].tolist():
+        row = {"queue": i, "packets": int(q[i, 0]), "bytes": int(q[i, 1]),
+               "actions": {a: int(q[i, 2 + j]) for j, a in enumerate(S.XDP_ACTIONS)}}
+        if seconds > 0:
+            row["pps"] = round(float(q[i, 0] - before.queues[i, 0]) / seconds, 1)
+        queues.append(row)
+    reasons = {r.label: {"packets": int(after.reasons[r, 0]), "bytes": int(after.reasons[r, 1])}
+               for r in S.Reason}
+    total: dict[str, float] = {"packets": int(q[:, 0].sum()), "bytes": int(q[:, 1].sum()),
+             "dropped": int(q[:, 2 + 1].sum() + q[:, 2].sum())}
+    if seconds > 0:
+        total["pps"] = round(float(q[:, 0].sum() - before.queues[:, 0].sum()) / seconds, 1)
+    return {"totals": total, "queues": queues, "reasons": reasons}

@@ -1,0 +1,276 @@
+"""`xlb lab up | down | status`: the whole lab as one operation each.
+
+up: namespaces and links (topology.py), the decapsulation program on every
+backend, a pass program on the router's LB-facing veths (native XDP_TX on a
+veth needs an XDP program on the peer), the backends' servers, and the data
+plane for lb1. down: servers (by the PIDs recorded at up), data plane
+(unpinned), namespaces. Nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from xlb import resources
+from xlb.agent.settings import default_socket
+from xlb.dataplane import lifecycle, xdp
+from xlb.dataplane.config import dump_toml, parse_config
+from xlb.dataplane.manager import RUN_ROOT
+from xlb.lab import topology
+from xlb.lab.topology import ROUTER, VIP, VIP6, Lab
+
+STATE = os.path.join(RUN_ROOT, "lab.json")
+
+
+def lb_config(lab: Lab, lb: str) -> dict[str, Any]:
+    backends = [{"address": b.address} for b in lab.backends]
+    backends6 = [{"address": b.address6} for b in lab.backends]  # 6in6
+    return {
+        "instance": {"name": lb, "interface": "l0", "netns": lab.lb_ns(lb), "xdp_mode": "native",
+                     "mtu": topology.LINK_MTU, "max_vips": 16, "max_backends": 256,
+                     # outer IPv6 sources from the lab's prefix, one /64 per LB
+                     "encap_source_v6": f"{topology.NET6}:f{lab.lbs.index(lb) + 1}::/64"},
+        "vip": [
+            {"name": "web", "address": VIP, "port": 80, "protocol": "tcp", "backend": backends},
+            {"name": "dns", "address": VIP, "port": 53, "protocol": "udp", "backend": backends},
+            {"name": "web6", "address": VIP6, "port": 80, "protocol": "tcp",
+             "backend": backends6},
+            {"name": "dns6", "address": VIP6, "port": 53, "protocol": "udp",
+             "backend": backends6},
+        ],
+    }
+
+
+def _attach_helpers(lab: Lab) -> None:
+    from bcc import BPF
+
+    bpf_dir = resources.data_dir("bpf")
+    decap = BPF(src_file=str(bpf_dir / "decap.c").encode()).load_func(b"xlb_decap", BPF.XDP)
+    floor = BPF(src_file=str(bpf_dir / "pass.c").encode()).load_func(b"xlb_floor", BPF.XDP)
+    for be in lab.backends:
+        xdp.attach("b0", decap.fd, "native", be.name)
+    for lb in lab.lbs:
+        xdp.attach(f"r-{lb}", floor.fd, "native", ROUTER)
+
+
+def _start_server(ns: str) -> int:
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "xlb.lab.server",
+         "--name", ns.removeprefix(topology.PREFIX), "--vip", VIP, "--vip6", VIP6],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    return proc.pid
+
+
+def _start_servers(lab: Lab) -> dict[str, int]:
+    return {be.name: _start_server(be.name) for be in lab.backends}
+
+
+def _state() -> dict[str, Any]:
+    try:
+        with open(STATE) as f:
+            return json.load(f)  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(state: dict[str, Any]) -> None:
+    """What down() needs to end the lab's processes: written as soon as they exist."""
+    os.makedirs(RUN_ROOT, exist_ok=True)
+    with open(STATE, "w") as f:
+        json.dump(state, f)
+
+
+def stop_server(backend: str) -> None:
+    """Stop one backend's servers (a backend failure, for demos and tests)."""
+    state = _state()
+    pid = state.get("pids", {}).pop(topology.PREFIX + backend, None)
+    if pid is None:
+        raise RuntimeError(f"no running server for backend {backend!r} in this lab")
+    os.killpg(pid, signal.SIGTERM)
+    _save_state(state)
+
+
+def start_server(backend: str) -> None:
+    state = _state()
+    ns = topology.PREFIX + backend
+    if ns in state.get("pids", {}):
+        raise RuntimeError(f"backend {backend!r} already has a running server")
+    state.setdefault("pids", {})[ns] = _start_server(ns)
+    _save_state(state)
+
+
+def _wait_listening(lab: Lab, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    for be in lab.backends:
+        while not {"0.0.0.0:80", "[::]:80"} <= set(topology.sh(be.name, "ss", "-Hltn").split()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server in {be.name} did not start")
+            time.sleep(0.05)
+
+
+def up() -> dict[str, Any]:
+    lifecycle.require_root("xlb lab up")
+    started = time.monotonic()
+    down()
+    lab = topology.up()
+    try:
+        _attach_helpers(lab)
+        pids = _start_servers(lab)
+        _save_state({"pids": pids, "lbs": list(lab.lbs)})
+        _wait_listening(lab)
+        agents = {lb: _start_agent(lab, lb) for lb in lab.lbs}
+        _save_state({"pids": pids, "agents": agents, "lbs": list(lab.lbs)})
+        loaded = [_wait_agent(lb, agents[lb]) for lb in lab.lbs]
+    except BaseException:
+        down()
+        raise
+    return {"namespaces": lab.namespaces(), "vip": VIP, "vip6": VIP6, "lbs": loaded,
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def agent_config_path(lb: str) -> str:
+    return os.path.join(RUN_ROOT, "lab", f"{lb}.toml")
+
+
+def _start_agent(lab: Lab, lb: str) -> int:
+    """The lab's LBs run as agents, like production: the agent owns the data plane."""
+    path = agent_config_path(lb)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f'[agent]\nsocket = "{default_socket(lb)}"\nhealth_interval = 0.5\n'
+                'health_timeout = 0.25\n\n')
+        f.write(dump_toml(parse_config(lb_config(lab, lb))))
+    log = open(os.path.join(os.path.dirname(path), f"{lb}.log"), "ab")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "xlb", "agent", "--config", path],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True)
+    log.close()
+    return proc.pid
+
+
+def restart_agent(lb: str, sig: int = signal.SIGTERM) -> dict[str, Any]:
+    """End lb's agent with `sig` (SIGKILL = a crash) and start it again; it adopts the
+    pinned data plane, which never stopped forwarding."""
+    state = _state()
+    pid = state.get("agents", {}).get(lb)
+    if pid is None:
+        raise RuntimeError(f"no agent for {lb!r} in this lab")
+    os.kill(pid, sig)
+    for _ in range(200):
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    new = _start_agent(Lab(), lb)
+    state["agents"][lb] = new
+    _save_state(state)
+    return _wait_agent(lb, new)
+
+
+def _wait_agent(lb: str, pid: int, timeout: float = 60.0) -> dict[str, Any]:
+    from xlb.agent.client import AgentClient
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise RuntimeError(f"the agent for {lb} exited: see "
+                               f"{os.path.join(RUN_ROOT, 'lab', lb + '.log')}")
+        try:
+            with AgentClient(default_socket(lb)) as c:
+                st = c.call("status")
+                if st.get("vips"):
+                    return {"instance": lb, "mode": st["xdp_mode"], "pid": pid,
+                            "socket": default_socket(lb)}
+        except (FileNotFoundError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the agent for {lb} did not answer within {timeout:.0f} s")
+
+
+def _alive(pid: int) -> bool:
+    try:  # reap it if it is our child (a zombie still answers kill 0)
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def down() -> dict[str, Any]:
+    lifecycle.require_root("xlb lab down")
+    lab = Lab()
+    stopped = []
+    state = _state()
+    for ns, pid in state.get("pids", {}).items():
+        try:  # the server runs in its own session: end that group (ip netns exec + python)
+            os.killpg(pid, signal.SIGTERM)
+            stopped.append(ns)
+        except ProcessLookupError:
+            pass
+    agents_stopped = []
+    for lb, pid in state.get("agents", {}).items():
+        try:  # SIGTERM: the agent exits and leaves the data plane, unloaded next
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        for _ in range(100):
+            if not _alive(pid):
+                break
+            time.sleep(0.05)
+        agents_stopped.append(lb)
+    unloaded = []
+    for lb in state.get("lbs", list(lab.lbs)):
+        try:
+            lifecycle.unload_instance(lb, remove_pins=True)
+            unloaded.append(lb)
+        except FileNotFoundError:
+            pass
+    removed = topology.down(lab)
+    if os.path.exists(STATE):
+        os.unlink(STATE)
+    shutil.rmtree(os.path.dirname(agent_config_path("lb1")), ignore_errors=True)
+    return {"servers_stopped": stopped, "agents_stopped": agents_stopped, "unloaded": unloaded,
+            "namespaces_removed": removed}
+
+
+def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
+    """Start xlb.lab.traffic inside the client namespace (a child process)."""
+    from pyroute2 import netns
+
+    if topology.CLIENT not in netns.listnetns():
+        raise RuntimeError("the lab is not up: run `xlb lab up` first")
+    out = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-m",
+                             "xlb.lab.traffic", *args], stdout=subprocess.PIPE if quiet
+                            else None, stderr=out, start_new_session=quiet,
+                            preexec_fn=_end_with_parent)
+
+
+def _end_with_parent() -> None:
+    """In the child: SIGTERM it when its parent dies (a closed terminal, a killed demo), so
+    the generator never outlives whoever started it. It stops on SIGTERM like on Ctrl-C."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def status() -> dict[str, Any]:
+    from pyroute2 import netns
+
+    lab = Lab()
+    present = set(netns.listnetns())
+    return {"namespaces": {ns: ns in present for ns in lab.namespaces()},
+            "lbs": {lb: lb in lifecycle.instances() for lb in lab.lbs}, "vip": VIP,
+            "vip6": VIP6}

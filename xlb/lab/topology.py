@@ -1,0 +1,154 @@
+"""The lab: client, router, load balancer and backends as network namespaces.
+
+    xlb-client  c0 198.18.0.2/24 (+ .10-.41) ── r-c    198.18.0.1/24 ┐
+                                                                     │ xlb-router
+    xlb-lb1     l0 198.18.1.2/24, 4 RX queues ─ r-lb1  198.18.1.1/24 │ (forwards,
+    xlb-be1..3  b0 198.18.2.1x/24, VIP on lo ── r-be*  in br0 198.18.2.1/24 ┘ routes the VIP)
+
+The lab is dual-stack: every link also has IPv6 from fd00:5f1b:18::/48 with
+the same plan (client fd00:5f1b:18::2/64 and ::10-::41, lb1 fd00:5f1b:18:1::2/64,
+backends fd00:5f1b:18:2::1x/64, the router ::1 on each), and the v6 VIP
+fd00:5f1b:19::10 goes the same way as the v4 one. Duplicate address
+detection is off in every lab namespace, so v6 addresses work at once.
+
+The router sends VIP traffic to lb1; lb1's XDP program encapsulates it to
+a backend and bounces it back to the router (XDP_TX), which delivers it to
+the backend; the backend's XDP program strips the outer header, its server
+answers from the VIP on lo, and the reply goes straight to the client via
+the router (DSR: replies never pass the load balancer). A second LB (lb2,
+BGP issue) is one more `_lb()` and a second next hop for the VIP.
+
+Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking) and the ULA
+prefix fd00:5f1b:18::/48 (lb1's outer IPv6 sources: fd00:5f1b:18:f1::/64),
+so lab traffic can never be mistaken for anyone's real network. All names
+start with "xlb-", and `down()` removes exactly what `up()` made.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from dataclasses import dataclass, field
+
+from pyroute2 import NetNS, netns
+
+from xlb.lab import netns as lab_ns
+
+PREFIX = "xlb-"
+CLIENT, ROUTER = f"{PREFIX}client", f"{PREFIX}router"
+VIP = "198.19.0.10"
+CLIENT_ADDRS = [f"198.18.0.{i}" for i in range(10, 42)]
+NET6 = "fd00:5f1b:18"  # the lab's /48: subnet 0 client, 1.. LBs, 2 backends
+VIP6 = "fd00:5f1b:19::10"
+CLIENT_ADDRS6 = [f"{NET6}::{i}" for i in range(10, 42)]
+LINK_MTU = 1600  # room for the outer header (IPv6: 40 bytes) on LB and backend links
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str   # namespace
+    address: str
+    address6: str
+
+
+@dataclass(frozen=True)
+class Lab:
+    lbs: tuple[str, ...] = ("lb1",)
+    backends: tuple[Backend, ...] = field(default_factory=lambda: tuple(
+        Backend(f"{PREFIX}be{i}", f"198.18.2.{10 + i}", f"{NET6}:2::1{i}") for i in (1, 2, 3)))
+
+    def lb_ns(self, lb: str) -> str:
+        return f"{PREFIX}{lb}"
+
+    def namespaces(self) -> list[str]:
+        return [CLIENT, ROUTER, *(self.lb_ns(lb) for lb in self.lbs),
+                *(b.name for b in self.backends)]
+
+
+def sh(ns: str, *cmd: str) -> str:
+    """Run a command inside a lab namespace (sysctl, ethtool, tc)."""
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def _config(ns: str, addrs: dict[str, list[str]],
+            routes: tuple[tuple[str, str], ...] = ()) -> None:
+    """Addresses ({ifname: [cidr]}, no prefix length = a host address) and routes
+    ((dst, gateway), IPv4 or IPv6) in one netlink session per namespace."""
+    with NetNS(ns) as n:
+        for ifname, cidrs in addrs.items():
+            index = n.link_lookup(ifname=ifname)[0]
+            for cidr in cidrs:
+                addr, _, plen = cidr.partition("/")
+                n.addr("add", index=index, address=addr,
+                       prefixlen=int(plen or (128 if ":" in addr else 32)))
+        for dst, gateway in routes:
+            n.route("add", dst=dst, gateway=gateway,
+                    family=socket.AF_INET6 if ":" in gateway else socket.AF_INET)
+
+
+def _sysctls(ns: str, **values: str) -> None:
+    sh(ns, "sysctl", "-qw", *(f"{key.replace('__', '.')}={value}"
+                              for key, value in values.items()))
+
+
+# every lab namespace: IPv6 addresses usable at once (no duplicate address detection:
+# nobody else is on these links), no IPv4 reverse-path filter (DSR replies and the LB's
+# encapsulated packets come from addresses that are not on the arrival link)
+_NS_SYSCTLS = {"net__ipv6__conf__all__accept_dad": "0",
+               "net__ipv6__conf__default__accept_dad": "0",
+               "net__ipv4__conf__all__rp_filter": "0",
+               "net__ipv4__conf__default__rp_filter": "0"}
+
+
+def up(lab: Lab | None = None) -> Lab:
+    """Build every namespace and link (tearing down a previous lab first)."""
+    lab = lab or Lab()
+    down(lab)
+    for ns in lab.namespaces():
+        lab_ns.create(ns)
+        # before any link exists: links take the namespace's defaults when made
+        extra = ({"net__ipv4__ip_forward": "1", "net__ipv6__conf__all__forwarding": "1"}
+                 if ns == ROUTER else {})
+        _sysctls(ns, **_NS_SYSCTLS, **extra)
+    # client side
+    lab_ns.veth(CLIENT, "c0", ROUTER, "r-c", queues=1)
+    _config(CLIENT, {"c0": ["198.18.0.2/24", *CLIENT_ADDRS, f"{NET6}::2/64", *CLIENT_ADDRS6]},
+            routes=(("default", "198.18.0.1"), ("default", f"{NET6}::1")))
+    router_addrs = {"r-c": ["198.18.0.1/24", f"{NET6}::1/64"]}
+    # XDP_TX keeps no checksum-offload state: let the client compute checksums
+    sh(CLIENT, "ethtool", "-K", "c0", "tx", "off")
+    # load balancers
+    for i, lb in enumerate(lab.lbs, start=1):
+        ns = lab.lb_ns(lb)
+        lab_ns.veth(ns, "l0", ROUTER, f"r-{lb}", queues=4, mtu=LINK_MTU)
+        _config(ns, {"l0": [f"198.18.{i}.2/24", f"{NET6}:{i}::2/64"]},
+                routes=(("default", f"198.18.{i}.1"), ("default", f"{NET6}:{i}::1")))
+        router_addrs[f"r-{lb}"] = [f"198.18.{i}.1/24", f"{NET6}:{i}::1/64"]
+    # backends behind a bridge in the router
+    with NetNS(ROUTER) as r:
+        r.link("add", ifname="br0", kind="bridge")
+        r.link("set", index=r.link_lookup(ifname="br0")[0], state="up", mtu=LINK_MTU)
+    router_addrs["br0"] = ["198.18.2.1/24", f"{NET6}:2::1/64"]
+    _config(ROUTER, router_addrs, routes=((f"{VIP}/32", "198.18.1.2"),
+                                          (f"{VIP6}/128", f"{NET6}:1::2")))
+    for i, be in enumerate(lab.backends, start=1):
+        lab_ns.veth(be.name, "b0", ROUTER, f"r-be{i}", queues=1, mtu=LINK_MTU)
+        with NetNS(ROUTER) as r:
+            r.link("set", index=r.link_lookup(ifname=f"r-be{i}")[0],
+                   master=r.link_lookup(ifname="br0")[0])
+        _config(be.name, {"b0": [f"{be.address}/24", f"{be.address6}/64"], "lo": [VIP, VIP6]},
+                routes=(("default", "198.18.2.1"), ("default", f"{NET6}:2::1")))
+    return lab
+
+
+def down(lab: Lab | None = None) -> list[str]:
+    """Remove every lab namespace (their links and processes' sockets go with them)."""
+    lab = lab or Lab()
+    present = set(netns.listnetns())
+    gone = []
+    for ns in lab.namespaces():
+        if ns in present:
+            lab_ns.remove(ns)
+            gone.append(ns)
+    return gone
