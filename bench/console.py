@@ -82,7 +82,7 @@ def main() -> None:
             finally:
                 d.stop()
     if args.lab:
-        from xlb.agent.settings import default_socket
+        from xlb.paths import default_socket
 
         measure(default_socket("lb1"), args.seconds, "lab: the real lb1 agent")
 

@@ -1,1 +1,1 @@
-"""The operations console: a Textual app over the agent API (xlb.agent.client)."""
+"""The operations console: a Textual app over the agent API (xlb.api)."""

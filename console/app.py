@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
@@ -33,7 +33,8 @@ from console.views.base import View
 from console.views.drops import Drops
 from console.views.overview import Overview
 from console.views.pending import Bgp, Flows, Probes
-from xlb.agent.client import REFUSED, AgentError
+from xlb.api.protocol import Snapshot, Status
+from xlb.errors import AgentUnavailable, RefusedError, XlbError
 
 NARROW = 110             # below this many columns the layout stacks
 STALE = 5.0              # seconds without a snapshot before the header says so
@@ -134,9 +135,9 @@ class XlbConsole(App[None]):
 
     def on_agent_message(self, msg: AgentMessage) -> None:
         if msg.kind == "snapshot":
-            self.fleet.snapshot(msg.path, msg.doc)
+            self.fleet.snapshot(msg.path, cast(Snapshot, msg.doc))
         elif msg.kind == "hello":
-            self.fleet.hello(msg.path, msg.doc)
+            self.fleet.hello(msg.path, cast(Status, msg.doc))
         elif msg.kind == "lost":
             self.fleet.lost(msg.path, str(msg.doc.get("error", "connection lost")))
         elif msg.kind == "event":
@@ -183,7 +184,7 @@ class XlbConsole(App[None]):
         for path, link in self.fleet.links.items():
             inst = self.fleet.instances.get(self.fleet.by_path.get(path, ""))
             name = escape(self.fleet.by_path.get(path, path))
-            age = now - float(inst.snap.get("time", 0)) if inst and inst.snap else None
+            age = now - inst.snap["time"] if inst else None
             if link.connected and age is not None and age > STALE:
                 parts.append(f"[$warning]{name} ◌ no data for {ago(age)}[/]")
             elif link.connected:
@@ -299,8 +300,9 @@ class XlbConsole(App[None]):
             return
         ref, row = sel
         body = (f"Drain backend {row.address} in VIP {ref.name} ({ref.label}) on {ref.instance}?"
-                f"\n\nIt gets no new connections. Its {row.active} active connection(s) stay on "
-                f"it until they close; the other backends take the new ones.")
+                f"\n\nIt gets no new connections. Its {row.active_connections} active "
+                "connection(s) stay on it until they close; the other backends take the new "
+                "ones.")
         self.push_screen(ConfirmScreen("Drain backend", body, yes="Drain"),
                          lambda yes: self._change(ref, "drain", {"address": row.address})
                          if yes else self.notify("drain cancelled: nothing changed"))
@@ -339,16 +341,18 @@ class XlbConsole(App[None]):
             return
         ref, row = sel
         inst = self.fleet.instances.get(ref.instance)
-        now = float(inst.snap.get("time", 0)) if inst else 0.0
+        now = inst.snap["time"] if inst else 0.0
         facts = [("VIP", f"{ref.name} {ref.label} on {ref.instance}"),
                  ("weight", str(row.weight)), ("state", row.state), ("health", row.health),
                  ("Maglev table share", pct(row.ring_share).strip()),
                  ("share of new connections", pct(row.conn_share).strip()),
                  ("share of packets", pct(row.packet_share).strip()),
-                 ("active connections", f"{row.active} (flows seen in the last ~8.6 s)"),
-                 ("new connections/s", f"{row.new_per_s:.1f}"), ("packets/s", f"{row.pps:.1f}"),
+                 ("active connections",
+                  f"{row.active_connections} (flows seen in the last ~8.6 s)"),
+                 ("new connections/s", f"{row.new_connections_per_s:.1f}"),
+                 ("packets/s", f"{row.pps:.1f}"),
                  ("last change", f"{ago(now - row.changed)} ago" if row.changed else "-"),
-                 ("in VIPs", ", ".join(v["name"] for v in inst.snap.get("vips", [])
+                 ("in VIPs", ", ".join(v["name"] for v in inst.snap["vips"]
                                        if any(b["address"] == row.address
                                               for b in v["backends"])) if inst else "?")]
         screen = BackendScreen(f"Backend {row.address}", facts)
@@ -366,7 +370,7 @@ class XlbConsole(App[None]):
             return
         try:
             entries = await asyncio.to_thread(link.call, "audit", n=500)
-        except (AgentError, OSError) as e:
+        except XlbError as e:
             screen.show_audit([f"the audit log could not be read: {e}"])
             return
         lines = []
@@ -390,8 +394,11 @@ class XlbConsole(App[None]):
             return
         try:
             await asyncio.to_thread(link.call, method, **params)
-        except AgentError as e:
-            if e.code == REFUSED and "force" in str(e) and not params.get("force"):
+        except AgentUnavailable as e:
+            self.notify(f"{what}: {ref.instance} unreachable: {e}", severity="error", timeout=8)
+            return
+        except RefusedError as e:
+            if "force" in str(e) and not params.get("force"):
                 body = f"The agent refused: {e}\n\nDo it anyway?"
                 self.push_screen(ConfirmScreen("Refused by the agent", body, yes="Force"),
                                  lambda yes: self._change(ref, method, {**params, "force": True})
@@ -399,8 +406,8 @@ class XlbConsole(App[None]):
             else:
                 self.notify(f"{what}: {e}", title="refused", severity="error", timeout=8)
             return
-        except OSError as e:
-            self.notify(f"{what}: {ref.instance} unreachable: {e}", severity="error", timeout=8)
+        except XlbError as e:
+            self.notify(f"{what}: {e}", title="refused", severity="error", timeout=8)
             return
         self.notify(f"{what}: done on {ref.instance}", title="applied")
 

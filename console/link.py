@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from xlb.agent.client import AgentClient, AgentError
+from xlb.api.client import AgentClient
+from xlb.errors import XlbError
 
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 READ_TIMEOUT = 10.0   # no snapshot for this long: the agent is hung, reconnect
@@ -50,7 +51,7 @@ class AgentLink:
         while not self._stop.is_set():
             try:
                 client = AgentClient(self.path, timeout=READ_TIMEOUT)
-            except OSError as e:
+            except XlbError as e:
                 self.deliver(self.path, "lost", {"error": str(e)})
             else:
                 self._client = client
@@ -61,10 +62,9 @@ class AgentLink:
                         if self._stop.is_set():
                             break
                         self.deliver(self.path, kind, doc)
-                except (OSError, ValueError, AgentError) as e:
+                except XlbError as e:
                     if not self._stop.is_set():
-                        why = "no data from the agent" if isinstance(e, TimeoutError) else str(e)
-                        self.deliver(self.path, "lost", {"error": why})
+                        self.deliver(self.path, "lost", {"error": str(e)})
                 finally:
                     self._client = None
                     client.close()

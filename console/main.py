@@ -6,12 +6,8 @@ import os
 import shlex
 import sys
 
-from xlb.agent.client import find_sockets
-from xlb.dataplane.manager import RUN_ROOT
-
-
-class ConsoleError(Exception):
-    """A clear reason the console cannot start (no agent, bad theme, ...)."""
+from xlb.api.client import RUN_ROOT, find_sockets
+from xlb.errors import ConsoleError
 
 
 def sockets(given: list[str] | None) -> list[str]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from xlb.api.protocol import Backend, Snapshot, Status, Vip
+
 HISTORY = 120          # snapshots kept per series (2 minutes at the default tick)
 HOT_FACTOR = 1.5       # a queue above 1.5x the mean of all queues is "hot"
 
@@ -34,26 +36,26 @@ class Link:
 @dataclass
 class Instance:
     name: str
-    snap: dict[str, Any] = field(default_factory=dict)
+    snap: Snapshot
     pps: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     bps: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     drops: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     queues: list[deque[float]] = field(default_factory=list)
     reasons: dict[str, deque[float]] = field(default_factory=dict)
 
-    def add(self, snap: dict[str, Any]) -> None:
+    def add(self, snap: Snapshot) -> None:
         self.snap = snap
-        t = snap.get("totals", {})
-        self.pps.append(float(t.get("pps", 0.0)))
-        self.bps.append(float(t.get("bps", 0.0)))
-        self.drops.append(float(t.get("drop_pps", 0.0)))
-        qs = snap.get("queues", [])
+        t = snap["totals"]
+        self.pps.append(t["pps"])
+        self.bps.append(t["bps"])
+        self.drops.append(t["drop_pps"])
+        qs = snap["queues"]
         while len(self.queues) < len(qs):
             self.queues.append(deque(maxlen=HISTORY))
         for series, value in zip(self.queues, qs, strict=False):
-            series.append(float(value))
-        for label, value in snap.get("reasons", {}).items():
-            self.reasons.setdefault(label, deque(maxlen=HISTORY)).append(float(value))
+            series.append(value)
+        for label, value in snap["reasons"].items():
+            self.reasons.setdefault(label, deque(maxlen=HISTORY)).append(value)
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,8 @@ class BackendRow:
     ring_share: float
     conn_share: float     # observed share of new connections in this VIP
     packet_share: float   # observed share of packets in this VIP
-    active: int
-    new_per_s: float
+    active_connections: int
+    new_connections_per_s: float
     pps: float
     changed: float        # when the state or health last changed (agent time), 0 = unknown
 
@@ -106,23 +108,23 @@ class Fleet:
         self.focus: str | None = None
 
     # -- updates from the links ----------------------------------------------------
-    def snapshot(self, path: str, snap: dict[str, Any]) -> Instance:
-        name = str(snap.get("instance", path))
+    def snapshot(self, path: str, snap: Snapshot) -> Instance:
+        name = snap["instance"]
         self.by_path[path] = name
-        inst = self.instances.setdefault(name, Instance(name))
+        inst = self.instances.setdefault(name, Instance(name, snap))
         inst.add(snap)
         link = self.links.setdefault(path, Link(path))
         if not link.connected:
             link.connected, link.error, link.since = True, "", time.time()
         return inst
 
-    def hello(self, path: str, status: dict[str, Any]) -> None:
+    def hello(self, path: str, status: Status) -> None:
         link = self.links.setdefault(path, Link(path))
         link.connected, link.error, link.since = True, "", time.time()
-        caller = status.get("caller", {})
-        link.operator = bool(caller.get("operator"))
-        if status.get("instance"):
-            self.snapshot(path, status)
+        link.operator = status["caller"]["operator"]
+        snap: Snapshot = {k: v for k, v in status.items()  # type: ignore[assignment]
+                          if k != "caller"}
+        self.snapshot(path, snap)
 
     def lost(self, path: str, error: str) -> None:
         link = self.links.setdefault(path, Link(path))
@@ -160,8 +162,10 @@ class Fleet:
     def totals(self) -> dict[str, float]:
         out = {"pps": 0.0, "bps": 0.0, "drop_pps": 0.0}
         for inst in self.shown():
-            for k in out:
-                out[k] += float(inst.snap.get("totals", {}).get(k, 0.0))
+            t = inst.snap["totals"]
+            out["pps"] += t["pps"]
+            out["bps"] += t["bps"]
+            out["drop_pps"] += t["drop_pps"]
         return out
 
     def history(self, kind: str) -> list[float]:
@@ -174,7 +178,7 @@ class Fleet:
     def queue_rows(self) -> list[QueueRow]:
         rows = []
         for inst in self.shown():
-            qs = [float(x) for x in inst.snap.get("queues", [])]
+            qs = inst.snap["queues"]
             hot = hot_queues(qs)
             for i, pps in enumerate(qs):
                 hist = tuple(inst.queues[i]) if i < len(inst.queues) else ()
@@ -184,18 +188,18 @@ class Fleet:
     def vips(self) -> list[VipRef]:
         out = []
         for inst in self.shown():
-            for v in inst.snap.get("vips", []):
-                out.append(VipRef(inst.name, v["name"], v.get("vip", ""), int(v.get("healthy", 0)),
-                                  int(v.get("total", 0)), float(v.get("pps", 0.0))))
+            for v in inst.snap["vips"]:
+                out.append(VipRef(inst.name, v["name"], v["vip"], v["healthy"], v["total"],
+                                  v["pps"]))
         return out
 
-    def vip_doc(self, ref: VipRef) -> dict[str, Any] | None:
+    def vip_doc(self, ref: VipRef) -> Vip | None:
         inst = self.instances.get(ref.instance)
         if inst is None:
             return None
-        for v in inst.snap.get("vips", []):
+        for v in inst.snap["vips"]:
             if v["name"] == ref.name:
-                return v  # type: ignore[no-any-return]
+                return v
         return None
 
     def backend_rows(self, ref: VipRef) -> list[BackendRow]:
@@ -208,10 +212,9 @@ class Fleet:
         totals: dict[str, int] = {}
         hist: dict[str, list[float]] = {}
         for inst in self.shown():
-            for label, rate in inst.snap.get("reasons", {}).items():
-                rates[label] = rates.get(label, 0.0) + float(rate)
-                totals[label] = totals.get(label, 0) + int(
-                    inst.snap.get("reason_totals", {}).get(label, 0))
+            for label, rate in inst.snap["reasons"].items():
+                rates[label] = rates.get(label, 0.0) + rate
+                totals[label] = totals.get(label, 0) + inst.snap["reason_totals"].get(label, 0)
                 hist[label] = _add_aligned(hist.get(label, []),
                                            list(inst.reasons.get(label, ())))
         return [(k, rates[k], totals[k], hist[k]) for k in rates]
@@ -240,22 +243,18 @@ def hot_queues(qs: list[float]) -> set[int]:
     return {i for i, x in enumerate(qs) if x > HOT_FACTOR * mean}
 
 
-def backend_rows(backends: list[dict[str, Any]]) -> list[BackendRow]:
-    new_total = sum(float(b.get("new_conns_per_s", 0.0)) for b in backends)
-    pkt_total = sum(float(b.get("pps", 0.0)) for b in backends)
-    rows = []
-    for b in backends:
-        new = float(b.get("new_conns_per_s", 0.0))
-        pps = float(b.get("pps", 0.0))
-        rows.append(BackendRow(
-            address=str(b["address"]), weight=int(b.get("weight", 0)),
-            state=str(b.get("state", "?")), health=str(b.get("health", "?")),
-            ring_share=float(b.get("ring_share", 0.0)),
-            conn_share=new / new_total if new_total else 0.0,
-            packet_share=pps / pkt_total if pkt_total else 0.0,
-            active=int(b.get("active_conns", 0)), new_per_s=new, pps=pps,
-            changed=float(b.get("changed", 0.0))))
-    return rows
+def backend_rows(backends: list[Backend]) -> list[BackendRow]:
+    """The rows of the Backends table: the agent's figures and the observed shares."""
+    new_total = sum(b["new_connections_per_s"] for b in backends)
+    pkt_total = sum(b["pps"] for b in backends)
+    return [BackendRow(
+        address=b["address"], weight=b["weight"], state=b["state"], health=b["health"],
+        ring_share=b["ring_share"],
+        conn_share=b["new_connections_per_s"] / new_total if new_total else 0.0,
+        packet_share=b["pps"] / pkt_total if pkt_total else 0.0,
+        active_connections=b["active_connections"],
+        new_connections_per_s=b["new_connections_per_s"], pps=b["pps"], changed=b["changed"])
+        for b in backends]
 
 
 @lru_cache(maxsize=65536)
@@ -273,8 +272,8 @@ SORT_KEYS: dict[str, Any] = {
     "state": lambda r: r.state,
     "ring share": lambda r: -r.ring_share,
     "conn share": lambda r: -r.conn_share,
-    "active": lambda r: -r.active,
-    "new/s": lambda r: -r.new_per_s,
+    "active": lambda r: -r.active_connections,
+    "new/s": lambda r: -r.new_connections_per_s,
 }
 
 

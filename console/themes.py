@@ -2,7 +2,8 @@
 
 Colours live in those files, never in code: widgets use the theme's
 variables ($success, $error, ...) in the stylesheet themes/xlb.tcss, and
-the few cells the code styles itself ask `color()` for a theme colour by role.
+the few cells the code styles itself ask the current theme for a colour by
+role (views/base.py, `View.role`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from textual.theme import Theme
 
+from xlb.errors import ThemeError
 from xlb.resources import data_dir
 
 CONSOLE = Path(__file__).resolve().parent
@@ -22,10 +24,6 @@ DEFAULT = "xlb-dark"
 FIELDS = ("primary", "secondary", "accent", "success", "warning", "error", "foreground",
           "background", "surface", "panel", "boost", "dark", "luminosity_spread", "text_alpha",
           "variables")
-
-
-class ThemeError(ValueError):
-    pass
 
 
 def load_themes(folder: Path | None = None) -> list[Theme]:

@@ -2,9 +2,12 @@
 
 It speaks the agent's real protocol (JSON-RPC 2.0 lines on a Unix socket:
 status, subscribe with snapshot/event notifications, drain/undrain/weight
-with the last-healthy-backend refusal) with synthetic, deterministic figures,
-so the console is driven through exactly the code it uses against a real
-agent. It is never a data source of the product: only tests and bench/ use it.
+with the last-healthy-backend refusal, audit) with synthetic, deterministic
+figures, so the console is driven through exactly the code it uses against a
+real agent. Methods, parameters, error codes, reasons and answer shapes come
+from xlb.api.protocol, the one schema (a test checks its snapshots conform), so
+the double cannot drift from the agent. It is never a data source of the
+product: only tests and bench/ use it.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import threading
 import time
 from typing import Any
 
-REASONS = ("pass_not_ip", "pass_not_vip", "pass_vip_no_service", "pass_vip_other_proto",
-           "drop_malformed", "drop_fragment", "drop_ip_options", "drop_no_backend",
-           "drop_adjust_failed", "tx_icmp_too_big", "tx_encap")
-REFUSED, PERMISSION, INVALID_PARAMS = -32002, -32001, -32602
+from xlb.api import protocol as P
+from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, XlbError
+
+ANSWERED = ("status", "subscribe", "drain", "undrain", "weight", "audit")  # the rest: NO_METHOD
 
 
 class AgentDouble:
@@ -102,40 +105,46 @@ class AgentDouble:
 
     def _handle(self, line: bytes) -> tuple[dict[str, Any], bool]:
         req = json.loads(line)
-        method, params, rid = req["method"], req.get("params", {}), req.get("id")
+        name, rid = req["method"], req.get("id")
         with self.lock:
-            self.calls.append((method, params))
+            self.calls.append((name, req.get("params", {})))
+        method = P.METHODS.get(name)
+        if method is None or name not in ANSWERED:
+            return _error(rid, ErrorCode.NO_METHOD, f"unknown method {name!r}"), False
         try:
-            if method == "status":
-                result: Any = {**self.snapshot(),
-                               "caller": {"user": "tester", "operator": self.operator}}
-            elif method == "subscribe":
-                result = {"subscribed": True, "tick": self.tick}
-            elif method in ("drain", "undrain", "weight"):
-                result = self._change(method, params)
+            params = method.check(req.get("params", {}))
+            if method.operator and not self.operator:
+                raise ReadOnlyError("tester (uid 1000) is read-only")
+            result: Any
+            if name == "status":
+                status: P.Status = {**self.snapshot(),
+                                    "caller": {"user": "tester", "operator": self.operator}}
+                result = status
+            elif name == "subscribe":
+                result = P.Subscribed(subscribed=True, tick=self.tick)
+            elif name == "audit":
+                with self.lock:
+                    result = self.audit[-params["n"]:]
+            else:
+                change = self._change(name, params)
                 with self.lock:
                     self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
-                                       "action": method, "params": params,
-                                       "before": result["before"], "after": result["after"]})
-            elif method == "audit":
-                with self.lock:
-                    result = self.audit[-int(params.get("n", 50)):]
-            else:
-                return _error(rid, -32601, f"unknown method {method!r}"), False
-        except _Fail as e:
-            return _error(rid, e.code, str(e)), False
-        return {"jsonrpc": "2.0", "id": rid, "result": result}, method == "subscribe"
+                                       "action": name, "params": params,
+                                       "before": change["before"], "after": change["after"],
+                                       "result": "ok"})
+                result = change
+        except XlbError as e:
+            return _error(rid, e.rpc_code, str(e)), False
+        return {"jsonrpc": P.JSONRPC, "id": rid, "result": result}, name == "subscribe"
 
-    def _change(self, method: str, p: dict[str, Any]) -> dict[str, Any]:
-        if not self.operator:
-            raise _Fail(PERMISSION, "tester (uid 1000) is read-only")
+    def _change(self, method: str, p: dict[str, Any]) -> P.ChangeResult:
         with self.lock:
             vip = next((v for v in self.vips if v["name"] == p.get("vip")), None)
             if vip is None:
-                raise _Fail(REFUSED, f"backend {p.get('address')} is not in VIP {p.get('vip')!r}")
+                raise RefusedError(f"backend {p.get('address')} is not in VIP {p.get('vip')!r}")
             b = next((b for b in vip["backends"] if b["address"] == p.get("address")), None)
             if b is None:
-                raise _Fail(REFUSED, f"backend {p.get('address')} is not in VIP {vip['name']!r}")
+                raise RefusedError(f"backend {p.get('address')} is not in VIP {vip['name']!r}")
             new = dict(b)
             if method == "drain":
                 new["state"] = "drained"
@@ -144,18 +153,18 @@ class AgentDouble:
             else:
                 w = p.get("weight")
                 if not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 65535:
-                    raise _Fail(INVALID_PARAMS, "parameter 'weight' must be 0..65535")
+                    raise InvalidParams("parameter 'weight' must be 0..65535")
                 new["weight"] = w
             others = [x for x in vip["backends"] if x is not b and _serving(x)]
             if _serving(b) and not _serving(new) and not others and not p.get("force"):
-                raise _Fail(REFUSED, f"{method} {b['address']} would leave VIP {vip['name']} "
-                                     "without a healthy backend: refused (use --force to do it "
-                                     "anyway)")
-            before = dict(b)
+                raise RefusedError(f"{method} {b['address']} would leave VIP {vip['name']} "
+                                   "without a healthy backend: refused (use --force to do it "
+                                   "anyway)")
+            before = _configured(b)
             b.update(new)
             b["changed"] = time.time()
             return {"vips": [vip["name"]], "before": {vip["name"]: before},
-                    "after": {vip["name"]: dict(b)}}
+                    "after": {vip["name"]: _configured(b)}}
 
     # -- figures ------------------------------------------------------------------------------
     def backend(self, vip: str, address: str) -> dict[str, Any]:
@@ -163,7 +172,7 @@ class AgentDouble:
             v = next(v for v in self.vips if v["name"] == vip)
             return dict(next(b for b in v["backends"] if b["address"] == address))
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> P.Snapshot:
         with self.lock:
             if not self.frozen:
                 self.n += 1
@@ -173,26 +182,27 @@ class AgentDouble:
                 lambda i: 1.0 + 0.3 * math.sin(n / 3.0 + i))
             queues = [round(1000.0 * wave(i) * (3.0 if i == self.hot_queue else 1.0), 1)
                       for i in range(self.n_queues)]
-            vips = []
+            vips: list[P.Vip] = []
             for v in self.vips:
-                rows = []
+                rows: list[P.Backend] = []
                 live = [b for b in v["backends"] if _serving(b)]
                 wsum = sum(b["weight"] for b in live) or 1
                 for i, b in enumerate(v["backends"]):
                     share = b["weight"] / wsum if _serving(b) else 0.0
-                    state = b["state"] if b["state"] == "active" else "drained"
+                    state: P.BackendState = "active" if b["state"] == "active" else "drained"
                     rows.append({"address": b["address"], "weight": b["weight"], "state": state,
                                  "health": b["health"], "ring_share": round(share, 6),
                                  "pps": round(800.0 * share * wave(i), 1),
-                                 "new_conns_per_s": round(50.0 * share * wave(i + 1), 1),
-                                 "active_conns": int(120 * share) + (3 if state == "drained"
-                                                                     else 0),
+                                 "new_connections_per_s": round(50.0 * share * wave(i + 1), 1),
+                                 "active_connections": int(120 * share) + (
+                                     3 if state == "drained" else 0),
                                  "changed": b.get("changed", now - 600)})
                 vips.append({"name": v["name"], "vip": v["vip"], "backends": rows,
                              "pps": round(sum(r["pps"] for r in rows), 1),
+                             "active_connections": sum(r["active_connections"] for r in rows),
                              "healthy": sum(1 for r in rows if r["health"] == "up"),
                              "total": len(rows)})
-            reasons = {r: 0.0 for r in REASONS}
+            reasons = {r: 0.0 for r in P.REASONS}
             reasons["tx_encap"] = round(sum(queues) * 0.97, 1)
             reasons["pass_not_vip"] = round(sum(queues) * 0.02, 1)
             reasons["drop_no_backend"] = round(sum(queues) * 0.01, 1)
@@ -201,7 +211,8 @@ class AgentDouble:
             return {"instance": self.instance, "host": "lab-host", "lb_mode": "dsr",
                     "time": now, "uptime": 3723.0, "xdp_mode": "native",
                     "interface": "veth-lb1", "metrics_port": 0,
-                    "totals": {"pps": round(sum(queues), 1), "bps": round(sum(queues) * 8 * 600),
+                    "totals": {"pps": round(sum(queues), 1),
+                               "bps": float(round(sum(queues) * 8 * 600)),
                                "drop_pps": reasons["drop_no_backend"]},
                     "queues": queues, "reasons": reasons, "reason_totals": totals,
                     "cpus": [{"busy": 35.0 + 20 * c, "softirq": 12.0 + 5 * c}
@@ -217,14 +228,13 @@ def _backend_address(i: int) -> str:
     return f"198.18.{2 + i // 250}.{1 + i % 250}"
 
 
-class _Fail(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
+def _configured(b: dict[str, Any]) -> P.BackendConfig:
+    """A backend as the agent's change answers show it (its [[vip.backend]] table)."""
+    return {"address": b["address"], "weight": b["weight"], "state": b["state"]}
 
 
 def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
+    return {"jsonrpc": P.JSONRPC, "id": rid, "error": {"code": int(code), "message": message}}
 
 
 def _send(h: socketserver.StreamRequestHandler, msg: dict[str, Any]) -> bool:

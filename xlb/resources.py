@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xlb.errors import InstallError
+
 _PKG = Path(__file__).resolve().parent
 
 
@@ -17,5 +19,5 @@ def data_dir(name: str, package: Path = _PKG) -> Path:
     for candidate in (package / "_data" / name, package.parent / name):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"xlb's {name}/ directory is missing (looked in {package}/_data and "
+    raise InstallError(f"xlb's {name}/ directory is missing (looked in {package}/_data and "
                             f"{package.parent}); reinstall xlb")

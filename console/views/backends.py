@@ -145,7 +145,7 @@ class Backends(View):
         all_rows = fleet.backend_rows(ref)
         rows = sort_and_filter(all_rows, self.sort, self.filter_text)
         title.update(self._title(fleet, ref, len(rows), len(all_rows)))
-        now = max((float(i.snap.get("time", 0)) for i in fleet.shown()), default=0.0)
+        now = max((i.snap["time"] for i in fleet.shown()), default=0.0)
         by_key = {r.address: r for r in rows}
         sync_table(table, list(by_key), lambda k: self._cells(by_key[k], now), self._rows,
                    only_visible=True)
@@ -177,8 +177,8 @@ class Backends(View):
                   else self.marked(f"✗ {r.health}", "error"))
         changed = ago(now - r.changed) if r.changed and now else "-"
         return (r.address, num(str(r.weight), 6), state, num(pct(r.ring_share)),
-                num(pct(r.conn_share)), num(pct(r.packet_share)), num(human(r.active)),
-                num(human(r.new_per_s)), health, num(changed))
+                num(pct(r.conn_share)), num(pct(r.packet_share)), num(human(r.active_connections)),
+                num(human(r.new_connections_per_s)), health, num(changed))
 
     def _chart(self, rows: list[BackendRow]) -> Text:
         out = Text()

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 from console.draw import spark
 from console.model import Fleet
 from console.views.base import View, num, sync_table
-from xlb.dataplane.structs import ACTION_ORDER, reason_action
+from xlb.api.protocol import reason_kind, reason_order
 from xlb.units import human
 
 COLUMNS = ("verdict reason", "kind", "rate/s", "total", "last 2 min")
@@ -39,7 +39,7 @@ class Drops(View):
 
     def redraw(self, fleet: Fleet) -> None:
         reasons = fleet.reasons()
-        drops = [r for r in reasons if reason_action(r[0]) == "drop"]
+        drops = [r for r in reasons if reason_kind(r[0]) == "drop"]
         worst = max(drops, key=lambda r: (r[1], r[2]), default=None)
         worst_name = worst[0] if worst and (worst[1] > 0 or worst[2] > 0) else None
         title = Text()
@@ -51,11 +51,11 @@ class Drops(View):
         else:
             title.append("   no drops", style=self.role("success"))
         self.query_one("#dr-title", Static).update(title)
-        order = sorted(reasons, key=lambda r: (ACTION_ORDER.get(reason_action(r[0]), 3),
+        order = sorted(reasons, key=lambda r: (reason_order(r[0])[0],
                                                -r[1], -r[2], r[0]))
         rows = {}
         for name, rate, total, hist in order:
-            kind = reason_action(name)
+            kind = reason_kind(name)
             role = "error" if kind == "drop" and (rate or total) else "foreground"
             label = ("▲ " if name == worst_name else "  ") + name
             rows[name] = (self.marked(label, role, bold=name == worst_name), kind,

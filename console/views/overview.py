@@ -61,19 +61,18 @@ class Overview(View):
         if len(shown) > 1:
             out.append("\nFleet   ", style="bold")
             out.append("   ".join(
-                f"{i.name} {human(i.snap.get('totals', {}).get('pps', 0.0))} pps"
+                f"{i.name} {human(i.snap['totals']['pps'])} pps"
                 for i in shown))
         return out
 
     def _identity(self, inst: Instance) -> Text:
         s = inst.snap
-        mode = s.get("xdp_mode") or "?"
+        mode = s["xdp_mode"] or "?"
         t = Text()
-        t.append(f"{s.get('instance', inst.name)}", style=f"bold {self.role('accent')}")
-        t.append(f" on {s.get('host', '?')}  ·  LB mode {str(s.get('lb_mode', 'dsr')).upper()}"
-                 f"  ·  XDP ")
+        t.append(s["instance"], style=f"bold {self.role('accent')}")
+        t.append(f" on {s['host']}  ·  LB mode {s['lb_mode'].upper()}  ·  XDP ")
         t.append(mode, style=self.role("success" if mode == "native" else "warning"))
-        t.append(f" on {s.get('interface', '?')}  ·  up {ago(float(s.get('uptime', 0)))}")
+        t.append(f" on {s['interface'] or '?'}  ·  up {ago(s['uptime'])}")
         return t
 
     def _queues(self, fleet: Fleet) -> Text:
@@ -104,13 +103,13 @@ class Overview(View):
     def _cpus(self, fleet: Fleet) -> Text:
         out = Text()
         for inst in fleet.shown()[:1]:  # the instances share this host's CPUs in the lab
-            cpus = inst.snap.get("cpus", [])
+            cpus = inst.snap["cpus"]
             out.append(f"CPU  busy (softirq)  {inst.name}\n", style="bold")
             if not cpus:
                 out.append("the agent sends no CPU figures")
             width = max(6, min(20, (self.query_one("#ov-cpus").size.width or 40) - 24))
             for i, c in enumerate(cpus):
-                busy, si = float(c.get("busy", 0.0)), float(c.get("softirq", 0.0))
+                busy, si = c["busy"], c["softirq"]
                 role = "error" if busy >= 90 else "warning" if busy >= 70 else "success"
                 out.append(f"cpu{i:<3}")
                 out.append(bar(busy / 100, width), style=self.role(role))

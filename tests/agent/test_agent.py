@@ -21,10 +21,12 @@ from typing import Any
 
 import pytest
 
-from xlb.agent.client import AgentClient, AgentError
+from xlb.api import protocol as P
+from xlb.api.client import AgentClient
 from xlb.dataplane import lifecycle, xdp
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Dataplane, key_label
+from xlb.errors import AgentUnavailable, ApplyError, InvalidParams, RefusedError, XlbError
 from xlb.lab import netns
 
 NS = f"xlbag-{os.getpid()}"
@@ -91,7 +93,7 @@ class AgentProc:
                 with AgentClient(self.socket) as c:
                     if c.call("status").get("vips"):
                         return
-            except (FileNotFoundError, ConnectionError, AgentError):
+            except AgentUnavailable:
                 pass
             time.sleep(0.1)
         raise AssertionError("agent did not come up")
@@ -185,9 +187,9 @@ def test_drain_is_applied_audited_and_undone(agent: AgentProc) -> None:
 
 def test_last_healthy_backend_needs_force(agent: AgentProc) -> None:
     with agent.client() as c:
-        with pytest.raises(AgentError, match="without a healthy backend") as e:
+        with pytest.raises(RefusedError, match="without a healthy backend") as e:
             c.call("drain", address="10.0.1.1", vip="dns")
-        assert e.value.code == -32002
+        assert e.value.rpc_code == -32002
         assert backends(c, "dns")["10.0.1.1"]["ring_share"] == 1.0
         c.call("drain", address="10.0.1.1", vip="dns", force=True)
         assert backends(c, "dns")["10.0.1.1"]["ring_share"] == 0
@@ -195,14 +197,15 @@ def test_last_healthy_backend_needs_force(agent: AgentProc) -> None:
 
 READONLY = """
 import json, sys
-from xlb.agent.client import AgentClient, AgentError
+from xlb.api.client import AgentClient
+from xlb.errors import XlbError
 c = AgentClient(sys.argv[1])
 out = {"status": c.call("status")["caller"]}
 try:
     c.call("drain", address="10.0.1.2", vip="web")
     out["drain"] = "allowed"
-except AgentError as e:
-    out["drain"] = [e.code, str(e)]
+except XlbError as e:
+    out["drain"] = [e.rpc_code, str(e)]
 print(json.dumps(out))
 """
 
@@ -253,6 +256,7 @@ def raw(path: str, data: bytes) -> dict[str, Any]:
     (b'{"jsonrpc": "2.0", "id": 5, "method": "drain", "params": {"address": "10.9.9.9"}}\n',
      -32002),
     (b'{"jsonrpc": "2.0", "id": 6, "method": "drain", "params": [1]}\n', -32602),
+    (b'{"jsonrpc": "2.0", "id": 7, "method": "snapshot"}\n', -32601),  # no undocumented alias
 ])
 def test_malformed_requests_get_clear_errors_and_change_nothing(agent: AgentProc, data: bytes,
                                                                 code: int) -> None:
@@ -285,6 +289,30 @@ def test_subscription_streams_snapshots(agent: AgentProc) -> None:
         stream = c.subscribe()
         kinds = [next(stream)[0] for _ in range(3)]
         assert kinds == ["snapshot"] * 3
+
+
+def test_every_answer_and_notification_has_the_protocol_shape(agent: AgentProc) -> None:
+    """The agent answers exactly what xlb/api/protocol.py writes down (no field more or
+    less), as the test double does (tests/unit/test_protocol.py)."""
+    with agent.client() as c:
+        for name in ("status", "vips", "backends", "audit", "subscribe"):
+            assert P.conforms(c.call(name), P.METHODS[name].result) == [], name
+        change = c.call("drain", address="10.0.1.2", vip="web")
+        assert P.conforms(change, P.ChangeResult) == []
+        assert P.conforms(change["after"]["web"], P.BackendConfig) == []
+        assert P.conforms(c.call("audit"), list[P.AuditEntry]) == []
+    with agent.client() as c:
+        stream = c.subscribe()
+        kind, doc = next(stream)  # subscribed: notifications from here on reach the stream
+        seen = {kind}
+        with agent.client() as c2:
+            c2.call("undrain", address="10.0.1.2", vip="web")
+        while True:
+            assert P.conforms(doc, P.NOTIFICATIONS[kind]) == [], kind
+            if seen == {"snapshot", "event"}:
+                break
+            kind, doc = next(stream)
+            seen.add(kind)
 
 
 def test_cli_clients(agent: AgentProc) -> None:
@@ -410,13 +438,13 @@ def test_add_and_remove_vip_change_the_data_plane(agent: AgentProc) -> None:
 def test_removing_the_last_healthy_backend_needs_force(agent: AgentProc) -> None:
     before = state(agent)
     with agent.client() as c:
-        with pytest.raises(AgentError, match="remove_backend 10.0.1.1 would leave VIP dns "
-                                             "without a healthy backend") as e:
+        with pytest.raises(RefusedError, match="remove_backend 10.0.1.1 would leave VIP dns "
+                                               "without a healthy backend") as e:
             c.call("remove_backend", vip="dns", address="10.0.1.1")
-        assert e.value.code == -32002
+        assert e.value.rpc_code == -32002
         assert state(agent) == before
         c.call("drain", address="10.0.1.2", vip="web")
-        with pytest.raises(AgentError, match="VIP web without a healthy backend"):
+        with pytest.raises(RefusedError, match="VIP web without a healthy backend"):
             c.call("remove_backend", vip="web", address="10.0.1.1")  # 10.0.1.2 is drained
         r = c.call("remove_backend", vip="dns", address="10.0.1.1", force=True)
         assert r["after"] == {"dns": None}
@@ -427,15 +455,16 @@ def test_removing_the_last_healthy_backend_needs_force(agent: AgentProc) -> None
 
 READONLY_CHANGES = """
 import json, sys
-from xlb.agent.client import AgentClient, AgentError
+from xlb.api.client import AgentClient
+from xlb.errors import XlbError
 c = AgentClient(sys.argv[1])
 out = []
 for method, params in json.loads(sys.argv[2]):
     try:
         c.call(method, **params)
         out.append("allowed")
-    except AgentError as e:
-        out.append([e.code, str(e)])
+    except XlbError as e:
+        out.append([e.rpc_code, str(e)])
 print(json.dumps(out))
 """
 
@@ -464,19 +493,19 @@ def test_read_only_peer_cannot_add_or_remove(agent: AgentProc) -> None:
     ("add_backend", {"vip": "web", "address": "10.0.1.9", "weight": 70000}, -32602,
      "70000 is out of range 0..65535"),
     ("add_backend", {"vip": "web", "address": "10.0.1.9", "weight": "heavy"}, -32602,
-     "parameter 'weight' must be int"),
+     "parameter 'weight' must be an integer"),
     ("add_backend", {"vip": "web", "address": "10.0.1.9", "state": "gone"}, -32602,
      "'gone' is not 'active' or 'drained'"),
     ("add_backend", {"vip": "web"}, -32602, "missing parameter 'address'"),
     ("add_backend", {"vip": None, "address": "10.0.1.9"}, -32602, "missing parameter 'vip'"),
     ("add_backend", {"vip": "web", "address": 167772425}, -32602,
-     "parameter 'address' must be str"),
+     "parameter 'address' must be a string"),
     ("remove_backend", {"vip": "web", "address": "10.0.1.9"}, -32002,
      "VIP 'web' has no backend '10.0.1.9'"),
     ("remove_backend", {"vip": "nope", "address": "10.0.1.2"}, -32002, "no VIP named 'nope'"),
     ("remove_backend", {"vip": "web", "address": "bogus"}, -32602, "not an IP address"),
     ("remove_backend", {"vip": "web", "address": "10.0.1.2", "force": "yes"}, -32602,
-     "parameter 'force' must be bool"),
+     "parameter 'force' must be true or false"),
     ("add_vip", {"name": "api", "address": "10.100.0.20", "port": 443, "protocol": "sctp"},
      -32602, "vip['api'].protocol: 'sctp' is not 'tcp' or 'udp'"),
     ("add_vip", {"name": "web", "address": "10.100.0.20", "port": 443, "protocol": "tcp"},
@@ -488,24 +517,26 @@ def test_read_only_peer_cannot_add_or_remove(agent: AgentProc) -> None:
     ("add_vip", {"name": "api", "address": "::1", "port": 80, "protocol": "tcp"},
      -32602, "vip['api'].address: ::1 is a loopback address"),
     ("add_vip", {"name": "api", "address": "10.100.0.20", "port": "443", "protocol": "tcp"},
-     -32602, "parameter 'port' must be int"),
+     -32602, "parameter 'port' must be an integer"),
     ("add_vip", {"name": "api", "address": "10.100.0.20", "protocol": "tcp"}, -32602,
      "missing parameter 'port'"),
     ("add_vip", {"name": "api", "address": "10.100.0.20", "port": 443, "protocol": "tcp",
-                 "backends": "10.0.1.5"}, -32602, "parameter 'backends' must be list"),
+                 "backends": "10.0.1.5"}, -32602, "parameter 'backends' must be an array"),
     ("add_vip", {"name": "api", "address": "10.100.0.20", "port": 443, "protocol": "tcp",
                  "backends": [{"address": "10.0.1.5", "wieght": 2}, "10.0.1.6"]}, -32602,
      "vip['api'].backend[0]: unknown key 'wieght'\nvip['api'].backend[1]: expected a table"),
     ("remove_vip", {"name": "nope"}, -32002, "no VIP named 'nope' (known: 'web', 'dns')"),
     ("remove_vip", {}, -32602, "missing parameter 'name'"),
+    ("remove_vip", {"name": "dns", "force": True}, -32602,
+     "remove_vip: unknown parameter(s) force; it takes name"),
 ])
 def test_bad_topology_changes_get_clear_errors_and_change_nothing(
         agent: AgentProc, method: str, params: dict[str, Any], code: int,
         message: str) -> None:
     before = state(agent)
-    with agent.client() as c, pytest.raises(AgentError) as e:
+    with agent.client() as c, pytest.raises(XlbError) as e:
         c.call(method, **params)
-    assert e.value.code == code and message in str(e.value), str(e.value)
+    assert e.value.rpc_code == code and message in str(e.value), str(e.value)
     assert state(agent) == before
 
 
@@ -515,9 +546,9 @@ def test_too_many_vips_is_refused_and_changes_nothing(agent: AgentProc) -> None:
             c.call("add_vip", name=f"v{i}", address=f"10.100.0.{20 + i}", port=80,
                    protocol="tcp")
         before = state(agent)
-        with pytest.raises(AgentError, match=r"5 VIPs exceed instance.max_vips \(4\)") as e:
+        with pytest.raises(InvalidParams, match=r"5 VIPs exceed instance.max_vips \(4\)") as e:
             c.call("add_vip", name="v3", address="10.100.0.23", port=80, protocol="tcp")
-        assert e.value.code == -32602
+        assert e.value.rpc_code == -32602
     assert state(agent) == before
 
 
@@ -636,23 +667,41 @@ def test_cli_asks_on_a_terminal_what_a_removal_does(agent: AgentProc) -> None:
 
 
 class FailingDataplane:
+    """Refuses every apply as the real one does (ApplyError), or with a bug of its own."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
     def apply(self, cfg: Any) -> None:
-        raise OSError(28, "No space left on device")
+        raise self.error
 
 
-def test_a_data_plane_failure_changes_nothing(tmp_path: Any, monkeypatch: Any) -> None:
-    """-32003, and the intent, the audit log and the listeners saw nothing."""
+@pytest.mark.parametrize("error,code,message", [
+    (ApplyError("applying the config failed ([Errno 28] No space left on device); previous "
+                "state restored"), -32003,
+     "applying the config failed ([Errno 28] No space left on device); previous state "
+     "restored"),
+    (ZeroDivisionError("a bug"), -32603, "internal error in {method}: the agent logged it; "
+                                         "nothing was applied"),
+])
+def test_a_data_plane_failure_changes_nothing(tmp_path: Any, monkeypatch: Any,
+                                              caplog: pytest.LogCaptureFixture,
+                                              error: Exception, code: int,
+                                              message: str) -> None:
+    """The data plane's refusal is -32003 with its reason; anything unexpected is -32603,
+    logged with its traceback, never "the data plane refused". Either way the intent, the
+    audit log and the listeners saw nothing."""
     import asyncio
 
     from xlb.agent import core
-    from xlb.agent.api import Server
+    from xlb.agent.server import Server
     from xlb.agent.settings import load
 
     monkeypatch.setattr(core, "run_dir", lambda name: str(tmp_path))
     path = tmp_path / "agent.toml"
     path.write_text(config(str(tmp_path), "none"))
     agent = core.Agent(load(str(path)))
-    agent.dp = FailingDataplane()  # type: ignore[assignment]
+    agent.dp = FailingDataplane(error)  # type: ignore[assignment]
     events: list[Any] = []
     agent.listeners.append(lambda kind, doc: events.append(doc))
     desired = agent.desired
@@ -666,9 +715,10 @@ def test_a_data_plane_failure_changes_nothing(tmp_path: Any, monkeypatch: Any) -
         line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
         reply, _ = asyncio.run(server._handle(line.encode(), root))
         assert reply is not None
-        assert reply["error"] == {"code": -32003,
-                                  "message": "OSError: [Errno 28] No space left on device"}
+        assert reply["error"] == {"code": code, "message": message.format(method=method)}
         assert agent.desired is desired and agent.down == {}
+        if code == -32603:
+            assert "ZeroDivisionError: a bug" in caplog.text, "the bug is logged with its cause"
     assert agent.audit.tail() == [] and events == []
     assert not os.path.exists(tmp_path / "agent.json")
 
@@ -720,11 +770,11 @@ def test_active_connections_reach_snapshot_cli_and_metrics(agent: AgentProc) -> 
     with agent.client() as c:
         while True:
             (web,) = c.call("backends", vip="web")
-            if web["active_conns"] or time.monotonic() > deadline:
+            if web["active_connections"] or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        rows = {b["address"]: b["active_conns"] for b in web["backends"]}
-        assert rows == {"10.0.1.1": 0, "10.0.1.2": 7} and web["active_conns"] == 7
+        rows = {b["address"]: b["active_connections"] for b in web["backends"]}
+        assert rows == {"10.0.1.1": 0, "10.0.1.2": 7} and web["active_connections"] == 7
         port = c.call("status")["metrics_port"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert ('xlb_backend_active_connections{backend="10.0.1.2",instance="agt",vip="web"} 7.0'

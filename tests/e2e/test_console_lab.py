@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from xlb.agent.client import AgentClient
-from xlb.agent.settings import default_socket
+from xlb.api.client import AgentClient
 from xlb.lab import run
+from xlb.paths import default_socket
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (bootstrap)")
 

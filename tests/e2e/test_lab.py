@@ -86,7 +86,7 @@ def test_tcp_and_udp_through_dsr(lab: dict, vip: str, sources: list[str]) -> Non
 
 
 def test_v6_backends_are_health_checked_from_the_lb(lab: dict) -> None:
-    from xlb.agent.client import AgentClient
+    from xlb.api.client import AgentClient
 
     want = {b.address6: "up" for b in topology.Lab().backends}
     deadline = time.monotonic() + 10
@@ -218,7 +218,7 @@ def new_connections(n: int) -> list[str]:
 
 
 def test_drain_keeps_established_and_moves_new(lab: dict) -> None:
-    from xlb.agent.client import AgentClient
+    from xlb.api.client import AgentClient
 
     with KeepAlive() as keep, AgentClient(lab["lbs"][0]["socket"]) as agent:
         agent.call("drain", address=keep.address, vip="web")
@@ -240,7 +240,7 @@ def wait_health(agent, address: str, up: bool, timeout: float = 10.0) -> float: 
 
 
 def test_backend_failure_is_detected_and_recovered(lab: dict) -> None:
-    from xlb.agent.client import AgentClient
+    from xlb.api.client import AgentClient
 
     with AgentClient(lab["lbs"][0]["socket"]) as agent:
         run.stop_server("be3")
@@ -257,7 +257,7 @@ def test_backend_failure_is_detected_and_recovered(lab: dict) -> None:
 def test_agent_restart_keeps_established_connections(lab: dict) -> None:
     import signal
 
-    from xlb.agent.client import AgentClient
+    from xlb.api.client import AgentClient
 
     with KeepAlive() as keep:
         with AgentClient(lab["lbs"][0]["socket"]) as agent:

@@ -24,6 +24,7 @@ from xlb.dataplane.config import (
     load_config,
     parse_config,
 )
+from xlb.errors import XlbError
 
 EXAMPLE_TOML = """\
 [instance]
@@ -576,7 +577,7 @@ def test_many_errors_reported_at_once():
 
 def test_config_error_shape():
     err = ConfigError(["a: one", "b: two"])
-    assert isinstance(err, ValueError)
+    assert isinstance(err, XlbError) and err.rpc_code == -32602 and err.exit_code == 1
     assert str(err) == "a: one\nb: two"
     assert ConfigError("single").errors == ["single"]
 

@@ -11,6 +11,8 @@ import os
 import time
 from typing import Any
 
+from xlb.api.protocol import AuditEntry
+
 
 class AuditLog:
     def __init__(self, path: str):
@@ -18,8 +20,8 @@ class AuditLog:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
 
     def append(self, *, uid: int, user: str, action: str, params: dict[str, Any],
-               before: Any, after: Any, result: str = "ok") -> dict[str, Any]:
-        entry = {"time": time.time(), "uid": uid, "user": user, "action": action,
+               before: Any, after: Any, result: str = "ok") -> AuditEntry:
+        entry: AuditEntry = {"time": time.time(), "uid": uid, "user": user, "action": action,
                  "params": params, "before": before, "after": after, "result": result}
         line = json.dumps(entry, sort_keys=True) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
@@ -30,7 +32,7 @@ class AuditLog:
             os.close(fd)
         return entry
 
-    def tail(self, n: int = 50) -> list[dict[str, Any]]:
+    def tail(self, n: int = 50) -> list[AuditEntry]:
         try:
             with open(self.path) as f:
                 lines = f.readlines()[-n:] if n > 0 else []

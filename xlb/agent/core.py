@@ -10,6 +10,7 @@ file is unchanged; a changed file wins.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -23,18 +24,18 @@ import psutil
 
 from xlb.agent.audit import AuditLog
 from xlb.agent.health import CheckSpec
-from xlb.agent.rates import RateTracker
+from xlb.agent.rates import Rates, RateTracker
 from xlb.agent.settings import AgentConfig
+from xlb.api import protocol as P
 from xlb.dataplane import lifecycle
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, ConfigError, IPAddress, parse_config, vip_label
-from xlb.dataplane.manager import Dataplane, key_label, run_dir
+from xlb.dataplane.manager import Dataplane, key_label
+from xlb.errors import RefusedError
+from xlb.paths import run_dir
 
 HOST = socket.gethostname()
-
-
-class Refused(Exception):
-    """An operation the agent will not do as asked (e.g. the last healthy backend)."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,14 @@ class Agent:
         self.shares: dict[str, dict[str, float]] = {}
         self.backend_ids: dict[str, int] = {}   # address -> data-plane id, as last applied
         self.vip_ids: dict[str, int] = {}       # VIP label -> counter row, as last applied
-        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
-        self.last: dict[str, Any] = {}
+        self.listeners: list[Callable[[str, Any], None]] = []
         self.queue_count = 0
         self.reason_totals = np.zeros(0, dtype=np.uint64)
         self.changed_at: dict[str, float] = {}  # backend address -> last state/health change
         self.metrics_port = 0
         self.active = np.zeros(0, dtype=np.uint64)  # per backend id, from the last tick
-        self.cpus: list[dict[str, float]] = []       # per-CPU load over the last tick
+        self.cpus: list[P.Cpu] = []                  # per-CPU load over the last tick
+        self.last: P.Snapshot = self._snapshot(None)  # what readers see until the first tick
 
     # -- start and intent ---------------------------------------------------------
     def _state_path(self) -> str:
@@ -99,6 +100,11 @@ class Agent:
         self.dp = Dataplane(self.name)
         self._refresh_layout()
         self._save_intent()
+        self.last = self._snapshot(None)
+        r = self.load_result
+        log.info("%s %s: %s XDP on %s (prog %s); %d VIPs, %d backends", "adopted" if
+                 r["adopted"] else "loaded", self.name, r["mode"], r["interface"], r["prog_id"],
+                 len(self.desired.vips), len(self.desired.backend_addresses()))
         return self.load_result
 
     def close(self) -> None:
@@ -178,7 +184,7 @@ class Agent:
                                                           for b in v.backends)]
         if not names:
             where = f"VIP {vip!r}" if vip else "any VIP"
-            raise Refused(f"backend {address} is not in {where}")
+            raise RefusedError(f"backend {address} is not in {where}")
         return names
 
     def _healthy_active(self, cfg: Config, vip_name: str) -> list[str]:
@@ -187,7 +193,7 @@ class Agent:
                 if b.effective_weight > 0 and str(b.address) not in self.down]
 
     def change_backend(self, caller: Caller, action: str, address: str, vip: str | None = None,
-                       weight: int | None = None, force: bool = False) -> dict[str, Any]:
+                       weight: int | None = None, force: bool = False) -> P.ChangeResult:
         """drain / undrain / weight on one backend (in one VIP, or every VIP that has it)."""
         options: dict[str, dict[str, Any]] = {
             "drain": {"state": "drained"}, "undrain": {"state": "active"},
@@ -205,7 +211,7 @@ class Agent:
         return self._change(caller, action, params, plan, force)
 
     def add_backend(self, caller: Caller, vip: str, address: str, weight: int = 1,
-                    state: str = "active") -> dict[str, Any]:
+                    state: str = "active") -> P.ChangeResult:
         """A new backend in a VIP: it takes new flows at once (health checks follow)."""
         def plan(cfg: Config) -> tuple[Config, View]:
             new = cfg.with_added_backend(vip, address, weight=weight, state=state)
@@ -216,7 +222,7 @@ class Agent:
         return self._change(caller, "add_backend", params, plan)
 
     def remove_backend(self, caller: Caller, vip: str, address: str,
-                       force: bool = False) -> dict[str, Any]:
+                       force: bool = False) -> P.ChangeResult:
         """Take a backend out of a VIP: no new flows from it there. Once no VIP has it, it
         is invalidated and its established flows move to other backends; while another VIP
         still has it, it acts here like a drained one (its established flows stay)."""
@@ -228,7 +234,7 @@ class Agent:
         return self._change(caller, "remove_backend", params, plan, force)
 
     def add_vip(self, caller: Caller, name: str, address: str, port: int, protocol: str,
-                backends: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                backends: list[dict[str, Any]] | None = None) -> P.ChangeResult:
         """A new VIP, balanced at once over `backends` ({address, weight?, state?})."""
         def plan(cfg: Config) -> tuple[Config, View]:
             return (cfg.with_added_vip(name, address, port, protocol, backends or []),
@@ -238,7 +244,7 @@ class Agent:
                   "backends": backends or []}
         return self._change(caller, "add_vip", params, plan)
 
-    def remove_vip(self, caller: Caller, name: str) -> dict[str, Any]:
+    def remove_vip(self, caller: Caller, name: str) -> P.ChangeResult:
         """Stop balancing a VIP: its packets pass to the host (XDP_PASS) from now on."""
         def plan(cfg: Config) -> tuple[Config, View]:
             return cfg.without_vip(name), lambda c: {name: _vip_in(c, name)}
@@ -247,25 +253,26 @@ class Agent:
 
     def _change(self, caller: Caller, action: str, params: dict[str, Any],
                 plan: Callable[[Config], tuple[Config, View]],
-                force: bool = False) -> dict[str, Any]:
-        """Every operator change goes through here. Only operators; under the lock,
-        `plan(intent)` gives the new intent and a view of the part it changes (by VIP
-        name: the before and after of the answer and the audit). A change that leaves a
-        VIP that had a healthy backend without one is refused unless `force`. The commit
-        is all-or-nothing; then the audit line, then a "change" event."""
-        if not caller.operator:
-            raise PermissionError(f"{caller.user} (uid {caller.uid}) is read-only: only root "
-                                  f"and members of group {self.settings.operator_group!r} "
-                                  "may change the load balancer")
+                force: bool = False) -> P.ChangeResult:
+        """Every operator change goes through here (the API lets only operators call it).
+        Under the lock, `plan(intent)` gives the new intent and a view of the part it
+        changes (by VIP name: the before and after of the answer and the audit). An
+        unknown VIP or backend is refused; so is a change that leaves a VIP that had a
+        healthy backend without one, unless `force`. The commit is all-or-nothing; then
+        the audit line, then a "change" event."""
         with self.lock:
-            new, view = plan(self.desired)
+            try:
+                new, view = plan(self.desired)
+            except KeyError as e:  # Config's lookups: no such VIP or backend
+                raise RefusedError(str(e.args[0]) if e.args else str(e)) from None
             kept = {v.name for v in self.desired.vips} & {v.name for v in new.vips}
             for name in (v.name for v in new.vips if v.name in kept):
                 if (self._healthy_active(self.desired, name)
                         and not self._healthy_active(new, name) and not force):
                     subject = params.get("address") or params.get("name")
-                    raise Refused(f"{action} {subject} would leave VIP {name} without a "
-                                  "healthy backend: refused (use --force to do it anyway)")
+                    raise RefusedError(f"{action} {subject} would leave VIP {name} without a "
+                                       "healthy backend: refused (use --force to do it "
+                                       "anyway)")
             before = view(self.desired)
             present = {str(a) for a in new.backend_addresses()}  # a removed backend's
             down = {a: r for a, r in self.down.items() if a in present}  # verdict goes too
@@ -273,7 +280,10 @@ class Agent:
             after = view(self.desired)
             entry = self.audit.append(uid=caller.uid, user=caller.user, action=action,
                                       params=params, before=before, after=after)
-        self.emit("event", {"kind": "change", **entry})
+        log.info("%s (uid %d) %s %s: %s -> %s", caller.user, caller.uid, action,
+                 params.get("address") or params.get("name"), before, after)
+        event: P.ChangeEvent = {"kind": "change", **entry}  # type: ignore[typeddict-item]
+        self.emit("event", event)
         return {"vips": list(dict.fromkeys([*before, *after])), "before": before,
                 "after": after}
 
@@ -307,18 +317,30 @@ class Agent:
             try:
                 self._commit(self.desired, down)
             except Exception as e:
-                self.emit("event", {"kind": "error", "time": time.time(),
-                                    "message": f"health change for {address} not applied: {e}"})
+                log.error("health change for %s not applied: %s", address, e)
+                error: P.ErrorEvent = {"kind": "error", "time": time.time(),
+                                       "message": f"health change for {address} not applied: "
+                                                  f"{e}"}
+                self.emit("event", error)
                 return
-        self.emit("event", {"kind": "health", "time": time.time(), "address": address,
-                            "healthy": healthy, "reason": reason})
+        if healthy:
+            log.info("backend %s is up again: back in Maglev at its configured weight", address)
+        else:
+            log.warning("backend %s is down (%s): out of Maglev, %s", address, reason,
+                        "its flows move" if self.settings.health_down_flows == "move"
+                        else "its established flows stay")
+        event: P.HealthEvent = {"kind": "health", "time": time.time(), "address": address,
+                                "healthy": healthy, "reason": reason}
+        self.emit("event", event)
 
     # -- reading ---------------------------------------------------------------------------
-    def emit(self, kind: str, doc: dict[str, Any]) -> None:
+    def emit(self, kind: str, doc: Any) -> None:
+        """Tell the listeners (the API server, the health loop): a notification of
+        protocol.NOTIFICATIONS by name."""
         for listener in list(self.listeners):
             listener(kind, doc)
 
-    def tick(self) -> dict[str, Any]:
+    def tick(self) -> P.Snapshot:
         """Read counters (batch calls, never the connection table) and build a snapshot."""
         assert self.dp is not None
         with self.lock:
@@ -331,48 +353,50 @@ class Agent:
         self.last = snap
         return snap
 
-    def _snapshot(self, rates: Any) -> dict[str, Any]:
+    def _snapshot(self, rates: Rates | None) -> P.Snapshot:
+        """The typed snapshot of protocol.Snapshot: intent, health and the last rates."""
         ids, vip_ids = self.backend_ids, self.vip_ids
-        vips = []
+        vips: list[P.Vip] = []
         for vip in self.desired.vips:
             key = vip_label(vip.address, vip.port, vip.protocol)
-            rows = []
-            vip_active = 0
+            rows: list[P.Backend] = []
             for b in vip.backends:
                 addr = str(b.address)
                 bid = ids.get(addr)
-                pps = float(rates.backends[bid, 0]) if rates is not None and bid is not None else 0
-                new = float(rates.backends[bid, 2]) if rates is not None and bid is not None else 0
+                pps = new = 0.0
+                if rates is not None and bid is not None:
+                    pps, new = float(rates.backends[bid, 0]), float(rates.backends[bid, 2])
                 active = (int(self.active[bid]) if bid is not None and bid < len(self.active)
                           else 0)
-                vip_active += active
                 rows.append({"address": addr, "weight": b.weight,
                              "state": _state(b.state, addr in self.down, pps),
                              "health": self.down.get(addr, "up"),
                              "ring_share": round(self.shares.get(key, {}).get(addr, 0.0), 6),
-                             "pps": round(pps, 1), "new_conns_per_s": round(new, 1),
-                             "active_conns": active, "changed": self.changed_at.get(addr, 0.0)})
+                             "pps": round(pps, 1), "new_connections_per_s": round(new, 1),
+                             "active_connections": active,
+                             "changed": self.changed_at.get(addr, 0.0)})
             vid = vip_ids.get(key)
             vips.append({"name": vip.name, "vip": key, "backends": rows,
                          "pps": round(float(rates.vips[vid, 0]), 1)
                          if rates is not None and vid is not None else 0.0,
-                         "active_conns": vip_active,
+                         "active_connections": sum(r["active_connections"] for r in rows),
                          "healthy": sum(1 for r in rows if r["health"] == "up"),
                          "total": len(rows)})
         q = rates.queues[:, 0] if rates is not None else np.zeros(S.XLB_MAX_QUEUES)
+        totals = self.reason_totals
         return {"instance": self.name, "host": HOST, "lb_mode": "dsr", "time": time.time(),
                 "metrics_port": self.metrics_port,
                 "uptime": round(time.time() - self.started, 1),
                 "xdp_mode": self.load_result.get("mode"),
                 "interface": self.load_result.get("interface"),
-                "totals": {"pps": round(float(rates.pps), 1) if rates else 0.0,
-                           "bps": round(float(rates.bps), 1) if rates else 0.0,
-                           "drop_pps": round(float(rates.drop_pps), 1) if rates else 0.0},
+                "totals": {"pps": round(rates.pps, 1) if rates else 0.0,
+                           "bps": round(rates.bps, 1) if rates else 0.0,
+                           "drop_pps": round(rates.drop_pps, 1) if rates else 0.0},
                 "queues": [round(float(x), 1) for x in q[: self._queues_seen(q)]],
                 "reasons": {r.label: round(float(rates.reasons[r, 0]), 1) if rates else 0.0
                             for r in S.Reason},
-                "reason_totals": {r.label: int(self.reason_totals[r])
-                                  if len(self.reason_totals) > r else 0 for r in S.Reason},
+                "reason_totals": {r.label: int(totals[r]) if len(totals) > r else 0
+                                  for r in S.Reason},
                 "cpus": self.cpus,
                 "vips": vips}
 
@@ -398,13 +422,13 @@ def _vip_in(cfg: Config, name: str) -> dict[str, Any] | None:
         return None
 
 
-def cpu_load() -> list[dict[str, float]]:
+def cpu_load() -> list[P.Cpu]:
     """Per-CPU busy and softirq percent since the previous call (the previous tick).
 
     Softirq is where XDP and the network stack run, so a CPU hot with softirq is
     a hot RX queue's CPU.
     """
-    out = []
+    out: list[P.Cpu] = []
     for c in psutil.cpu_times_percent(interval=None, percpu=True):
         idle = c.idle + getattr(c, "iowait", 0.0)
         out.append({"busy": round(max(0.0, 100.0 - idle), 1),
@@ -412,7 +436,7 @@ def cpu_load() -> list[dict[str, float]]:
     return out
 
 
-def _state(configured: str, down: bool, pps: float) -> str:
+def _state(configured: str, down: bool, pps: float) -> P.BackendState:
     if down:
         return "down"
     if configured == "drained":

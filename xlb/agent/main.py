@@ -9,6 +9,7 @@ flushed); a crash leaves it running too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -16,9 +17,13 @@ from typing import Any
 
 from xlb.agent import metrics
 from xlb.agent import settings as agent_settings
-from xlb.agent.api import Server
 from xlb.agent.core import Agent
 from xlb.agent.health import HealthChecker
+from xlb.agent.server import Server
+from xlb.errors import XlbError
+
+log = logging.getLogger("xlb.agent")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 async def run(agent: Agent) -> None:
@@ -29,19 +34,14 @@ async def run(agent: Agent) -> None:
             agent.metrics_port = metrics.serve(agent.settings.metrics, lambda: agent.last)
         except OSError as e:
             srv.close()
-            raise RuntimeError(f"metrics on {agent.settings.metrics}: {e.strerror}; set "
-                               "[agent] metrics to another host:port, or \"\" to turn it "
-                               "off") from e
+            raise XlbError(f"metrics on {agent.settings.metrics}: {e.strerror}; set [agent] "
+                           "metrics to another host:port, or \"\" to turn it off") from e
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"xlb agent {agent.name}: {agent.load_result.get('mode')} XDP on "
-          f"{agent.load_result.get('interface')}, "
-          f"{'adopted pinned state' if agent.load_result.get('adopted') else 'loaded'}; "
-          f"API on {agent.settings.socket}"
-          + (f", metrics on port {agent.metrics_port}" if agent.metrics_port else ""),
-          flush=True)
+    log.info("agent %s running: API on %s%s", agent.name, agent.settings.socket,
+             f", metrics on port {agent.metrics_port}" if agent.metrics_port else "")
     def on_change(address: str, healthy: bool, reason: str) -> None:
         loop.create_task(asyncio.to_thread(agent.set_health, address, healthy, reason))
 
@@ -70,13 +70,29 @@ async def run(agent: Agent) -> None:
         if os.path.exists(agent.settings.socket):
             os.unlink(agent.settings.socket)
         agent.close()
-        print(f"xlb agent {agent.name}: stopped; the data plane keeps running", flush=True)
+        log.info("agent %s stopped; the data plane keeps running", agent.name)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Timestamped lines on stderr (journald, or the lab's lb1.log, collects them)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger("xlb")
+    root.addHandler(handler)
+    root.setLevel(level)
 
 
 def main(config_path: str) -> int:
+    setup_logging()
     ac = agent_settings.load(config_path)
+    log.info("agent %s starting (pid %d, config %s)", ac.config.instance.name, os.getpid(),
+             config_path)
     agent = Agent(ac)
-    agent.start()
+    try:
+        agent.start()
+    except XlbError as e:
+        log.error("agent %s could not start: %s", ac.config.instance.name, e)
+        raise
     asyncio.run(run(agent))
     return 0
 

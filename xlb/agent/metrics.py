@@ -8,15 +8,16 @@ data plane, so scrapes cannot slow the agent down.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from xlb.api.protocol import Snapshot
+
 
 class SnapshotCollector(Collector):
-    def __init__(self, snapshot: Callable[[], dict[str, Any]]):
+    def __init__(self, snapshot: Callable[[], Snapshot]):
         self.snapshot = snapshot
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -32,12 +33,13 @@ class SnapshotCollector(Collector):
         if not s:
             return
         totals = s["totals"]
-        for key, text in (("pps", "packets per second seen by XDP"),
-                          ("bps", "bits per second seen by XDP"),
-                          ("drop_pps", "packets per second dropped or aborted by XDP")):
-            g = gauge(key.replace("pps", "packets_per_second").replace("bps", "bits_per_second"),
-                      text, [])
-            g.add_metric([inst], totals[key])
+        for name, text, value in (
+                ("packets_per_second", "packets per second seen by XDP", totals["pps"]),
+                ("bits_per_second", "bits per second seen by XDP", totals["bps"]),
+                ("drop_packets_per_second", "packets per second dropped or aborted by XDP",
+                 totals["drop_pps"])):
+            g = gauge(name, text, [])
+            g.add_metric([inst], value)
             yield g
         q = gauge("queue_packets_per_second", "packets per second per RX queue", ["queue"])
         for i, rate in enumerate(s["queues"]):
@@ -53,11 +55,11 @@ class SnapshotCollector(Collector):
         total = gauge("vip_backends", "backends per VIP", ["vip"])
         vip_active = gauge("vip_active_connections",
                            "sum of the VIP's backends' active connections", ["vip"])
-        per_backend = {
+        per_backend: dict[str, GaugeMetricFamily] = {
             "pps": gauge("backend_packets_per_second", "packets per second", ["vip", "backend"]),
-            "new_conns_per_s": gauge("backend_new_connections_per_second",
+            "new_connections_per_s": gauge("backend_new_connections_per_second",
                                      "new connections per second", ["vip", "backend"]),
-            "active_conns": gauge("backend_active_connections",
+            "active_connections": gauge("backend_active_connections",
                                   "flows that sent a packet in the last complete activity "
                                   "epoch (~8.6 s), counted in the data plane",
                                   ["vip", "backend"]),
@@ -70,16 +72,16 @@ class SnapshotCollector(Collector):
             vip_pps.add_metric([inst, v["name"]], v["pps"])
             healthy.add_metric([inst, v["name"]], v["healthy"])
             total.add_metric([inst, v["name"]], v["total"])
-            vip_active.add_metric([inst, v["name"]], v["active_conns"])
+            vip_active.add_metric([inst, v["name"]], v["active_connections"])
             for b in v["backends"]:
                 labels = [inst, v["name"], b["address"]]
                 for key, g in per_backend.items():
-                    g.add_metric(labels, b[key])
+                    g.add_metric(labels, b[key])  # type: ignore[literal-required]
                 b_up.add_metric(labels, 1.0 if b["health"] == "up" else 0.0)
         yield from (vip_pps, healthy, total, vip_active, *per_backend.values(), b_up)
 
 
-def serve(listen: str, snapshot: Callable[[], dict[str, Any]]) -> int:
+def serve(listen: str, snapshot: Callable[[], Snapshot]) -> int:
     """Start the exporter thread; returns the bound port (listen may say port 0)."""
     host, _, port = listen.rpartition(":")
     registry = CollectorRegistry()

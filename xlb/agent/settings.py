@@ -31,9 +31,8 @@ from typing import Any
 
 from xlb.agent.health import CheckSpec
 from xlb.dataplane.config import Config, ConfigError, parse_config
-from xlb.dataplane.manager import RUN_ROOT
+from xlb.paths import STATE_ROOT, default_socket
 
-STATE_ROOT = os.environ.get("XLB_STATE_ROOT", "/var/lib/xlb")
 KEYS = ("socket", "tick", "history", "operator_group", "socket_group", "audit_log", "metrics",
         "health",
         "health_port", "health_path", "health_interval", "health_timeout", "health_rise",
@@ -64,10 +63,6 @@ class AgentConfig:
     settings: AgentSettings
     config: Config
     digest: str  # of the file, to know whether saved runtime state still belongs to it
-
-
-def default_socket(instance: str) -> str:
-    return os.path.join(RUN_ROOT, f"{instance}.sock")
 
 
 def _settings(raw: Any, instance: str) -> AgentSettings:

@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from xlb.errors import BpfError
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
@@ -32,10 +34,6 @@ MAP_LOOKUP_BATCH = 24
 MAP_UPDATE_BATCH = 26
 
 BPF_ANY = 0
-
-
-class BpfError(OSError):
-    """A bpf(2) call failed; carries errno and what was attempted."""
 
 
 class _MapElemAttr(ctypes.Structure):

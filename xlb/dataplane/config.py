@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from xlb.errors import ConfigError
+
 __all__ = [
     "BackendConfig",
     "Config",
@@ -83,17 +85,6 @@ _INSTANCE_KEYS = (
 )
 _VIP_KEYS = ("name", "address", "port", "protocol", "backend")
 _BACKEND_KEYS = ("address", "weight", "state")
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; `errors` lists every problem found, one per entry."""
-
-    def __init__(self, errors: str | Iterable[str]) -> None:
-        self.errors: list[str] = [errors] if isinstance(errors, str) else list(errors)
-        super().__init__(self.errors)
-
-    def __str__(self) -> str:
-        return "\n".join(self.errors)
 
 
 def is_prime(n: int) -> bool:

@@ -19,24 +19,15 @@ import numpy as np
 from xlb.dataplane import loader, xdp
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, vip_label
-from xlb.dataplane.manager import (
-    RUN_ROOT,
-    Counters,
-    Dataplane,
-    geometry_of,
-    key_label,
-    run_dir,
-)
-from xlb.dataplane.maps import PIN_ROOT, pin_dir
-
-
-class NotRoot(PermissionError):
-    pass
+from xlb.dataplane.manager import Counters, Dataplane, geometry_of, key_label
+from xlb.dataplane.maps import pin_dir
+from xlb.errors import NotLoadedError, PrivilegeError
+from xlb.paths import PIN_ROOT, RUN_ROOT, run_dir
 
 
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
-        raise NotRoot(f"{what} needs root (CAP_BPF, CAP_NET_ADMIN): run it with sudo")
+        raise PrivilegeError(f"{what} needs root (CAP_BPF, CAP_NET_ADMIN): run it with sudo")
 
 
 def _state_path(instance: str, run_root: str) -> str:
@@ -108,7 +99,7 @@ def unload_instance(instance: str, remove_pins: bool = False, pin_root: str = PI
     require_root("unloading the data plane")
     state = read_state(instance, run_root)
     if not state and not os.path.isdir(pin_dir(instance, pin_root)):
-        raise FileNotFoundError(f"no data plane instance {instance!r} is loaded")
+        raise NotLoadedError(f"no data plane instance {instance!r} is loaded")
     detached = False
     if state.get("interface"):
         try:

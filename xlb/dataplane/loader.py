@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass
 from xlb import resources
 from xlb.dataplane import bpfsys
 from xlb.dataplane import structs as S
-from xlb.dataplane.maps import PIN_ROOT, SPECS, LayoutError, PinnedMap, pin_dir
+from xlb.dataplane.maps import SPECS, PinnedMap, pin_dir
+from xlb.errors import CompileError, LayoutError
+from xlb.paths import PIN_ROOT
 
 PROG_PIN = "prog"
 
@@ -118,7 +120,7 @@ def load(instance: str, geometry: Geometry, root: str = PIN_ROOT,
         bpf = BPF(src_file=str(src).encode(), cflags=geometry.cflags(pins) + list(extra_cflags))
         fn = bpf.load_func(b"xlb_main", BPF.XDP)
     except Exception as e:
-        raise RuntimeError(f"compiling/loading {src} failed: {e}") from e
+        raise CompileError(f"compiling/loading {src} failed: {e}") from e
     meta_map = PinnedMap(os.path.join(pins, "meta"), SPECS["meta"])
     try:
         meta = meta_map.get(0)

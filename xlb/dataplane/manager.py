@@ -23,19 +23,12 @@ from xlb.dataplane import maglev
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, VipConfig, vip_label
 from xlb.dataplane.loader import Geometry, geometry_from_pins
-from xlb.dataplane.maps import PIN_ROOT, InstanceMaps, PinnedMap
+from xlb.dataplane.maps import InstanceMaps, PinnedMap
+from xlb.errors import ApplyError
+from xlb.paths import PIN_ROOT, RUN_ROOT, run_dir
 
-RUN_ROOT = os.environ.get("XLB_RUN_ROOT", "/run/xlb")
 PROTOCOLS = {"tcp": 6, "udp": 17}
 PROTOCOL_NAMES = {v: k for k, v in PROTOCOLS.items()}
-
-
-class ApplyError(RuntimeError):
-    """A config could not be applied; the previous state is in force."""
-
-
-def run_dir(instance: str, root: str = RUN_ROOT) -> str:
-    return os.path.join(root, instance)
 
 
 def geometry_of(cfg: Config) -> Geometry:

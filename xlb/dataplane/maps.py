@@ -15,12 +15,8 @@ import numpy as np
 
 from xlb.dataplane import bpfsys
 from xlb.dataplane import structs as S
-
-PIN_ROOT = os.environ.get("XLB_PIN_ROOT", "/sys/fs/bpf/xlb")  # override: tests, side-by-side labs
-
-
-class LayoutError(RuntimeError):
-    """Pinned maps do not match what this version of xlb expects."""
+from xlb.errors import LayoutError, NotLoadedError
+from xlb.paths import PIN_ROOT
 
 
 @dataclass(frozen=True)
@@ -161,7 +157,7 @@ class InstanceMaps:
         self.instance = instance
         self.dir = pin_dir(instance, root)
         if not os.path.isdir(self.dir):
-            raise FileNotFoundError(f"no data plane pinned for instance {instance!r} ({self.dir})")
+            raise NotLoadedError(f"no data plane pinned for instance {instance!r} ({self.dir})")
         self.maps: dict[str, PinnedMap] = {}
         try:
             for name, spec in SPECS.items():

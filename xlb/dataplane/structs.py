@@ -43,20 +43,8 @@ class Reason(IntEnum):
 
     @property
     def label(self) -> str:
+        """The reason's name in the API (protocol.REASONS; a test checks they agree)."""
         return self.name.lower()
-
-    @property
-    def action(self) -> str:
-        return reason_action(self.label)
-
-
-def reason_action(label: str) -> str:
-    """"pass", "drop" or "tx": the verdict of a reason, from its label (as in snapshots)."""
-    return label.split("_", 1)[0]
-
-
-# how verdict reasons are listed to people (console Drops view, `xlb drops`): drops first
-ACTION_ORDER = {"drop": 0, "tx": 1, "pass": 2}
 
 XLB_R_MAX = len(Reason)
 

@@ -14,6 +14,8 @@ from typing import Any
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
+from xlb.errors import AttachError
+
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
@@ -23,10 +25,6 @@ ATTACHED: dict[int | str, str | None] = {
     "none": None, "xdp": "native", "xdpgeneric": "generic", "xdpoffload": "offload",
     "xdpmulti": "multi",
 }
-
-
-class AttachError(RuntimeError):
-    """The kernel or the environment refused an XDP attach/detach."""
 
 
 @dataclass(frozen=True)

@@ -14,24 +14,28 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import cast
 
-from xlb.agent.client import AgentClient
+from xlb.api.client import AgentClient
+from xlb.api.protocol import Snapshot
 from xlb.dataplane import lifecycle
 from xlb.lab import run
+from xlb.lab.traffic import summary_text
 
 
-def report(snap: dict[str, Any]) -> str:
+def report(snap: Snapshot) -> str:
     """One block of figures from an agent snapshot."""
     q = snap["queues"]
     lines = [time.strftime("%H:%M:%S") + f"  {snap['instance']} {snap['totals']['pps']:7.0f} pps"
              "   " + "  ".join(f"q{i} {x:6.0f}" for i, x in enumerate(q))]
     for vip in snap["vips"][:1]:
-        new_total = max(sum(b["new_conns_per_s"] for b in vip["backends"]), 1e-9)
+        new_total = max(sum(b["new_connections_per_s"] for b in vip["backends"]), 1e-9)
         for b in vip["backends"]:
-            lines.append(f"    {b['address']:<12} {b['new_conns_per_s']:6.0f} new conn/s "
-                         f"({b['new_conns_per_s'] / new_total:6.1%} of new, Maglev share "
+            new = b["new_connections_per_s"]
+            lines.append(f"    {b['address']:<12} {new:6.0f} new conn/s "
+                         f"({new / new_total:6.1%} of new, Maglev share "
                          f"{b['ring_share']:6.1%})  {b['pps']:7.0f} pps  {b['state']}")
     busy = {k: v for k, v in snap["reasons"].items() if v}
     lines.append("    verdicts/s: " + (", ".join(f"{k} {v:.0f}" for k, v in busy.items())
@@ -40,11 +44,17 @@ def report(snap: dict[str, Any]) -> str:
 
 
 def run_demo(duration: float = 0.0, rate: float = 100.0, console: bool | None = None,
-             theme: str | None = None) -> int:
-    """Lab up, traffic, then the console (or printed figures without a terminal)."""
+             theme: str | None = None,
+             open_console: Callable[[list[str], str | None], None] | None = None) -> int:
+    """Lab up, traffic, then the console (or printed figures without a terminal).
+
+    `open_console(sockets, theme)` runs the console until it quits; the CLI passes it,
+    so the lab never imports the console itself."""
     lifecycle.require_root("xlb demo")
     if console is None:
         console = sys.stdin.isatty() and sys.stdout.isatty()
+    if open_console is None:
+        console = False
     stop = {"now": False}
 
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
@@ -61,12 +71,10 @@ def run_demo(duration: float = 0.0, rate: float = 100.0, console: bool | None = 
     gen = run.traffic(["--rate", str(rate), "--json"]
                       + (["--duration", str(duration)] if duration > 0 else []), quiet=True)
     try:
-        if console:
-            from console.app import XlbConsole
-
+        if console and open_console is not None:
             print("opening the console (q quits it; the load balancer keeps running) ...",
                   flush=True)
-            XlbConsole([sock], theme=theme).run()
+            open_console([sock], theme)
         else:
             print("no terminal: printing lb1's figures instead of the console. Ctrl-C stops "
                   "the traffic; the lab keeps running.\n", flush=True)
@@ -89,17 +97,12 @@ def _print_figures(sock: str, duration: float, stop: dict[str, bool]) -> None:
             if stop["now"] or (duration > 0 and time.monotonic() - started >= duration):
                 break
             if kind == "snapshot" and time.monotonic() >= next_print:
-                print(report(snap), flush=True)
+                print(report(cast(Snapshot, snap)), flush=True)
                 next_print = time.monotonic() + 0.9
 
 
 def traffic_summary(out: bytes) -> str:
     try:
-        summary = json.loads(out.decode().strip().splitlines()[-1])
-        return (f"\ntraffic: {summary['tcp_ok']} TCP connections ok, {summary['tcp_failed']} "
-                f"failed ({summary['connections_per_second']}/s); UDP {summary['udp_ok']} ok, "
-                f"{summary['udp_failed']} failed; of these over IPv6: TCP "
-                f"{summary['v6']['tcp_ok']} ok, {summary['v6']['tcp_failed']} failed; "
-                f"latency {summary['latency_ms']}; per backend {summary['backends']}")
-    except (ValueError, IndexError, KeyError):
+        return "\n" + summary_text(json.loads(out.decode().strip().splitlines()[-1]))
+    except (ValueError, IndexError, KeyError, TypeError):
         return "\ntraffic generator gave no summary"

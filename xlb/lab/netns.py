@@ -1,7 +1,9 @@
 """Network namespaces and veth links built with pyroute2, torn down by name.
 
-Everything made here carries a caller-chosen prefix so cleanup can find it,
-and traffic only ever moves between namespaces made here.
+Namespaces and links get exactly the names the caller gives (the lab's all
+start with `xlb-`, the tests' with their own prefix and PID), so whoever made
+them removes them by those names; frames sent here only move between
+namespaces the caller made.
 """
 
 from __future__ import annotations

@@ -19,12 +19,12 @@ import time
 from typing import Any
 
 from xlb import resources
-from xlb.agent.settings import default_socket
 from xlb.dataplane import lifecycle, xdp
 from xlb.dataplane.config import dump_toml, parse_config
-from xlb.dataplane.manager import RUN_ROOT
+from xlb.errors import AgentUnavailable, LabError
 from xlb.lab import topology
 from xlb.lab.topology import ROUTER, VIP, VIP6, Lab
+from xlb.paths import RUN_ROOT, default_socket
 
 STATE = os.path.join(RUN_ROOT, "lab.json")
 
@@ -93,7 +93,7 @@ def stop_server(backend: str) -> None:
     state = _state()
     pid = state.get("pids", {}).pop(topology.PREFIX + backend, None)
     if pid is None:
-        raise RuntimeError(f"no running server for backend {backend!r} in this lab")
+        raise LabError(f"no running server for backend {backend!r} in this lab")
     os.killpg(pid, signal.SIGTERM)
     _save_state(state)
 
@@ -102,7 +102,7 @@ def start_server(backend: str) -> None:
     state = _state()
     ns = topology.PREFIX + backend
     if ns in state.get("pids", {}):
-        raise RuntimeError(f"backend {backend!r} already has a running server")
+        raise LabError(f"backend {backend!r} already has a running server")
     state.setdefault("pids", {})[ns] = _start_server(ns)
     _save_state(state)
 
@@ -112,7 +112,7 @@ def _wait_listening(lab: Lab, timeout: float = 10.0) -> None:
     for be in lab.backends:
         while not {"0.0.0.0:80", "[::]:80"} <= set(topology.sh(be.name, "ss", "-Hltn").split()):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the server in {be.name} did not start")
+                raise LabError(f"the server in {be.name} did not start")
             time.sleep(0.05)
 
 
@@ -162,7 +162,7 @@ def restart_agent(lb: str, sig: int = signal.SIGTERM) -> dict[str, Any]:
     state = _state()
     pid = state.get("agents", {}).get(lb)
     if pid is None:
-        raise RuntimeError(f"no agent for {lb!r} in this lab")
+        raise LabError(f"no agent for {lb!r} in this lab")
     os.kill(pid, sig)
     for _ in range(200):
         if not _alive(pid):
@@ -175,23 +175,23 @@ def restart_agent(lb: str, sig: int = signal.SIGTERM) -> dict[str, Any]:
 
 
 def _wait_agent(lb: str, pid: int, timeout: float = 60.0) -> dict[str, Any]:
-    from xlb.agent.client import AgentClient
+    from xlb.api.client import AgentClient
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _alive(pid):
-            raise RuntimeError(f"the agent for {lb} exited: see "
-                               f"{os.path.join(RUN_ROOT, 'lab', lb + '.log')}")
+            raise LabError(f"the agent for {lb} exited: see "
+                           f"{os.path.join(RUN_ROOT, 'lab', lb + '.log')}")
         try:
             with AgentClient(default_socket(lb)) as c:
                 st = c.call("status")
                 if st.get("vips"):
                     return {"instance": lb, "mode": st["xdp_mode"], "pid": pid,
                             "socket": default_socket(lb)}
-        except (FileNotFoundError, ConnectionError):
+        except AgentUnavailable:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"the agent for {lb} did not answer within {timeout:.0f} s")
+    raise LabError(f"the agent for {lb} did not answer within {timeout:.0f} s")
 
 
 def _alive(pid: int) -> bool:
@@ -249,7 +249,7 @@ def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
     from pyroute2 import netns
 
     if topology.CLIENT not in netns.listnetns():
-        raise RuntimeError("the lab is not up: run `xlb lab up` first")
+        raise LabError("the lab is not up: run `xlb lab up` first")
     out = subprocess.DEVNULL if quiet else None
     return subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-m",
                              "xlb.lab.traffic", *args], stdout=subprocess.PIPE if quiet

@@ -163,6 +163,24 @@ async def generate(rate: float, concurrency: int, duration: float, udp_every: in
     return tally.summary(time.monotonic() - started)
 
 
+def summary_text(s: dict[str, Any]) -> str:
+    """A traffic summary for people (the JSON one is for scripts)."""
+    lat = s["latency_ms"]
+    latency = (f"latency p50 {lat['p50']} ms, p99 {lat['p99']} ms, mean {lat['mean']} ms"
+               if lat else "no latency (no connection succeeded)")
+    split = ", ".join(f"{b} {n}" for b, n in s["backends"].items()) or "none"
+    v6 = s["v6"]
+    lines = [f"traffic over {s['seconds']} s: {s['tcp_ok']} TCP connections ok, "
+             f"{s['tcp_failed']} failed ({s['connections_per_second']}/s); UDP {s['udp_ok']} ok, "
+             f"{s['udp_failed']} failed",
+             f"  of these over IPv6: TCP {v6['tcp_ok']} ok, {v6['tcp_failed']} failed; UDP "
+             f"{v6['udp_ok']} ok, {v6['udp_failed']} failed",
+             f"  {latency}", f"  connections per backend: {split}"]
+    if s["errors"]:
+        lines.append("  errors: " + ", ".join(f"{e} x{n}" for e, n in s["errors"].items()))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="xlb lab traffic", description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=50.0, help="new TCP connections per second")
@@ -181,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = asyncio.run(generate(args.rate, args.concurrency, args.duration, args.udp_every,
                                    quiet=args.json, v6_every=args.v6_every))
-    print(json.dumps(summary) if args.json else "summary: " + json.dumps(summary, indent=1))
+    print(json.dumps(summary) if args.json else summary_text(summary))
     return 0 if summary["tcp_failed"] == 0 else 1
 
 

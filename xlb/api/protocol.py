@@ -1,0 +1,333 @@
+"""The agent's API, written down once: like katran.proto, one schema for the server and
+every client.
+
+Transport: JSON-RPC 2.0, one JSON object per line (at most MAX_LINE bytes), on the
+agent's Unix socket. Who may change things is decided by the peer's credentials
+(SO_PEERCRED): root and members of the operator group are operators, anyone else who
+can open the socket is read-only.
+
+This module is the single source for the method names, their parameters, which
+methods need an operator, the error codes, the verdict reasons and the shapes
+(TypedDicts) of every answer and notification. The agent dispatches from METHODS;
+the client, the CLI, the console and the test double read it. It imports neither
+the data plane nor Textual; every later feature adds its methods and fields here.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict, Union
+
+from xlb.errors import ErrorCode, InvalidParams
+
+__all__ = ["ErrorCode", "METHODS", "NOTIFICATIONS", "REASONS", "Method", "Param"]
+
+JSONRPC = "2.0"
+MAX_LINE = 1 << 16  # bytes in one request line
+
+# -- verdict reasons ---------------------------------------------------------------------
+# Why the data plane gave a packet its verdict, in the order of enum xlb_reason
+# (bpf/xlb_shared.h; a test checks the two agree). The label's first word is its kind.
+REASONS: dict[str, str] = {
+    "pass_not_ip": "neither IPv4 nor IPv6",
+    "pass_not_vip": "destination is not a VIP address: the host's own traffic",
+    "pass_vip_no_service": "VIP address, but no VIP on that port and protocol",
+    "pass_vip_other_proto": "VIP address, neither TCP nor UDP (ICMP, extension headers)",
+    "drop_malformed": "truncated or inconsistent headers",
+    "drop_fragment": "IPv4 fragment or IPv6 fragment header to a VIP",
+    "drop_ip_options": "IPv4 options to a VIP",
+    "drop_no_backend": "the VIP has no usable backend",
+    "drop_adjust_failed": "the kernel refused to grow or shrink the frame",
+    "tx_icmp_too_big": "too big after encapsulation: ICMP 'fragmentation needed' answered",
+    "tx_encap": "balanced: encapsulated to a backend",
+}
+ReasonKind = Literal["drop", "tx", "pass"]
+KIND_ORDER: dict[str, int] = {"drop": 0, "tx": 1, "pass": 2}  # how people see them listed
+
+
+def reason_kind(label: str) -> ReasonKind:
+    """"drop", "tx" or "pass": the verdict of a reason, from its label."""
+    kind = label.split("_", 1)[0]
+    if kind not in KIND_ORDER:
+        raise ValueError(f"{label!r} is not a verdict reason")
+    return kind  # type: ignore[return-value]
+
+
+def reason_order(label: str) -> tuple[int, str]:
+    """Sort key: drops first, then transmits, then passes."""
+    return KIND_ORDER[reason_kind(label)], label
+
+
+# -- shapes of answers and notifications -----------------------------------------------
+BackendState = Literal["active", "draining", "drained", "down"]
+ConfiguredState = Literal["active", "drained"]
+
+
+class Totals(TypedDict):
+    pps: float       # packets per second seen by XDP, all queues
+    bps: float       # bits per second
+    drop_pps: float  # XDP_DROP + XDP_ABORTED per second
+
+
+class Cpu(TypedDict):
+    busy: float      # percent since the previous tick
+    softirq: float   # percent in softirq (where XDP runs)
+
+
+class Backend(TypedDict):
+    """One backend of one VIP, as the agent sees it this tick."""
+
+    address: str
+    weight: int
+    state: BackendState           # active, draining (drained, still carrying flows), ...
+    health: str                   # "up", or why it is down
+    ring_share: float             # share of the VIP's Maglev table, 0..1
+    pps: float
+    new_connections_per_s: float
+    active_connections: int       # flows seen in the last complete ~8.6 s epoch
+    changed: float                # when its state or health last changed (0 = never)
+
+
+class Vip(TypedDict):
+    name: str
+    vip: str                      # address:port/protocol, [v6]:port/protocol
+    backends: list[Backend]
+    pps: float
+    active_connections: int       # sum over its backends
+    healthy: int
+    total: int
+
+
+class VipSummary(TypedDict):
+    name: str
+    vip: str
+    pps: float
+    healthy: int
+    total: int
+
+
+class Snapshot(TypedDict):
+    """Everything the console draws, once per tick."""
+
+    instance: str
+    host: str
+    lb_mode: str                      # dsr
+    time: float                       # agent's clock (Unix time)
+    uptime: float                     # seconds since the agent started
+    xdp_mode: str | None              # native, generic (None before the first attach)
+    interface: str | None
+    metrics_port: int                 # 0 = no exporter
+    totals: Totals
+    queues: list[float]               # pps per RX queue, up to the highest seen busy
+    reasons: dict[str, float]         # per second, by REASONS label
+    reason_totals: dict[str, int]     # packets since the maps were made
+    cpus: list[Cpu]
+    vips: list[Vip]
+
+
+class Caller(TypedDict):
+    user: str
+    operator: bool
+
+
+class Status(Snapshot):
+    caller: Caller                    # who asked, and whether they may change things
+
+
+class BackendConfig(TypedDict):
+    """A backend as configured ([[vip.backend]])."""
+
+    address: str
+    weight: int
+    state: ConfiguredState
+
+
+class VipConfig(TypedDict):
+    """A VIP as configured ([[vip]])."""
+
+    name: str
+    address: str
+    port: int
+    protocol: str
+    backend: list[BackendConfig]
+
+
+class ChangeResult(TypedDict):
+    """The answer to every change: what it touched, per VIP name (None where absent)."""
+
+    vips: list[str]
+    before: dict[str, Any]  # BackendConfig or VipConfig or None
+    after: dict[str, Any]
+
+
+class AuditEntry(TypedDict):
+    time: float
+    uid: int
+    user: str
+    action: str             # the method
+    params: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    result: str
+
+
+class Subscribed(TypedDict):
+    subscribed: bool
+    tick: float             # seconds between snapshots
+
+
+class ChangeEvent(AuditEntry):
+    kind: Literal["change"]
+
+
+class HealthEvent(TypedDict):
+    kind: Literal["health"]
+    time: float
+    address: str
+    healthy: bool
+    reason: str
+
+
+class ErrorEvent(TypedDict):
+    kind: Literal["error"]
+    time: float
+    message: str
+
+
+Event = ChangeEvent | HealthEvent | ErrorEvent
+
+# notification method -> its params' shape
+NOTIFICATIONS: dict[str, Any] = {"snapshot": Snapshot, "event": Event}
+
+
+# -- methods -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: type                  # str, int, bool or list
+    required: bool = False
+    default: Any = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    doc: str
+    result: Any                 # the answer's shape
+    params: tuple[Param, ...] = ()
+    operator: bool = False      # changes the load balancer: operators only, audited
+
+    def check(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters with defaults filled in; InvalidParams says what is wrong.
+        A null value counts as absent."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(k for k in params if k not in known)
+        if unknown:
+            raise InvalidParams(f"{self.name}: unknown parameter(s) {', '.join(unknown)}; "
+                                f"it takes {', '.join(known) or 'none'}")
+        out: dict[str, Any] = {}
+        for p in self.params:
+            value = params.get(p.name)
+            if value is None:
+                if p.required:
+                    raise InvalidParams(f"{self.name}: missing parameter {p.name!r}")
+                out[p.name] = p.default
+                continue
+            if not isinstance(value, p.type) or (p.type is not bool and isinstance(value, bool)):
+                raise InvalidParams(f"{self.name}: parameter {p.name!r} must be "
+                                    f"{_TYPE_NAMES[p.type]}, got {type(value).__name__}")
+            out[p.name] = value
+        return out
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "an array"}
+
+_ADDRESS = Param("address", str, True, doc="backend address (IPv4 or IPv6)")
+_VIP_OPT = Param("vip", str, doc="VIP name (default: every VIP that has the backend)")
+_FORCE = Param("force", bool, default=False,
+               doc="even if a VIP is left without a healthy backend")
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("status", "the last snapshot and who is asking", Status),
+    Method("vips", "every VIP with its rate and health", list[VipSummary]),
+    Method("backends", "VIPs with their backends", list[Vip],
+           (Param("vip", str, doc="only this VIP (by name)"),)),
+    Method("audit", "the last changes: who, when, before and after", list[AuditEntry],
+           (Param("n", int, default=50, doc="how many, newest last"),)),
+    Method("subscribe", "answer once, then stream snapshot and event notifications",
+           Subscribed),
+    Method("drain", "no new flows to a backend; established ones stay", ChangeResult,
+           (_ADDRESS, _VIP_OPT, _FORCE), operator=True),
+    Method("undrain", "let a drained backend take new flows again", ChangeResult,
+           (_ADDRESS, _VIP_OPT, _FORCE), operator=True),
+    Method("weight", "set a backend's weight (0 takes no new flows)", ChangeResult,
+           (_ADDRESS, Param("weight", int, True, doc="0..65535"), _VIP_OPT, _FORCE),
+           operator=True),
+    Method("add_backend", "add a backend to a VIP: new flows at once", ChangeResult,
+           (Param("vip", str, True, doc="VIP name"), _ADDRESS,
+            Param("weight", int, default=1, doc="0..65535"),
+            Param("state", str, default="active", doc="active | drained")), operator=True),
+    Method("remove_backend", "take a backend out of a VIP", ChangeResult,
+           (Param("vip", str, True, doc="VIP name"), _ADDRESS, _FORCE), operator=True),
+    Method("add_vip", "add a VIP, balanced at once", ChangeResult,
+           (Param("name", str, True, doc="unique VIP name"),
+            Param("address", str, True, doc="VIP address"),
+            Param("port", int, True, doc="0..65535 (0 = any port)"),
+            Param("protocol", str, True, doc="tcp | udp"),
+            Param("backends", list, default=[], doc="[{address, weight?, state?}]")),
+           operator=True),
+    Method("remove_vip", "stop balancing a VIP: its packets pass to the host", ChangeResult,
+           (Param("name", str, True, doc="VIP name"),), operator=True),
+)}
+
+
+# -- checking a document against a shape (tests, and the test double) ------------------------
+def conforms(doc: Any, shape: Any, where: str = "$") -> list[str]:
+    """What in `doc` does not fit `shape` (a TypedDict, list[...], dict[str, ...], a union,
+    Literal, or a plain type); empty when it fits. Extra keys of a TypedDict are problems:
+    a field that is not written down here does not exist."""
+    origin = typing.get_origin(shape)
+    if shape is Any:
+        return []
+    if shape is None or shape is type(None):
+        return [] if doc is None else [f"{where}: expected null, got {doc!r}"]
+    if origin is Literal:
+        return [] if doc in typing.get_args(shape) else [
+            f"{where}: {doc!r} is not one of {typing.get_args(shape)}"]
+    if origin in (Union, types.UnionType):
+        tries = [conforms(doc, arm, where) for arm in typing.get_args(shape)]
+        return [] if any(not t for t in tries) else min(tries, key=len)
+    if origin is list:
+        if not isinstance(doc, list):
+            return [f"{where}: expected a list, got {type(doc).__name__}"]
+        (item,) = typing.get_args(shape)
+        return [p for i, x in enumerate(doc) for p in conforms(x, item, f"{where}[{i}]")]
+    if origin is dict:
+        if not isinstance(doc, dict):
+            return [f"{where}: expected an object, got {type(doc).__name__}"]
+        _, value = typing.get_args(shape)
+        return [p for k, v in doc.items() for p in conforms(v, value, f"{where}.{k}")]
+    if typing.is_typeddict(shape):
+        if not isinstance(doc, dict):
+            return [f"{where}: expected an object, got {type(doc).__name__}"]
+        hints = typing.get_type_hints(shape)
+        required = shape.__required_keys__
+        problems = [f"{where}: missing {k!r}" for k in sorted(required) if k not in doc]
+        problems += [f"{where}: unknown field {k!r}" for k in sorted(doc) if k not in hints]
+        for k, v in doc.items():
+            if k in hints:
+                problems += conforms(v, hints[k], f"{where}.{k}")
+        return problems
+    if shape is float:
+        ok = isinstance(doc, int | float) and not isinstance(doc, bool)
+    elif shape is int:
+        ok = isinstance(doc, int) and not isinstance(doc, bool)
+    else:
+        ok = isinstance(doc, shape)
+    return [] if ok else [f"{where}: expected {getattr(shape, '__name__', shape)}, "
+                          f"got {type(doc).__name__} {doc!r}"[:200]]
+

@@ -1,0 +1,56 @@
+"""`xlb`: the command line. One module per command in this package; its docstring is
+the command's help (with examples), `add_arguments` its grammar and `run` its body
+(group commands such as `xlb lab` have one function per action instead).
+
+Command modules import what they need inside `run`, so `xlb --help` stays fast.
+Every failure xlb knows is an XlbError: printed as one line on stderr (never a
+traceback) with the error's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from xlb import __version__
+from xlb.cli import common
+from xlb.errors import ConfigError, XlbError
+
+# in the order `xlb --help` lists them
+COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "drain", "undrain",
+            "weight", "backend", "vip", "audit", "agent", "dataplane", "lab")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xlb", description="XDP load balancer and its console",
+                                epilog="`xlb COMMAND --help` shows a command's options and "
+                                       "examples.")
+    p.add_argument("--version", action="version", version=f"xlb {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        mod = importlib.import_module(f"xlb.cli.{name}")
+        cp = common.parser_for(sub, name, mod.__doc__, getattr(mod, "run", None))
+        mod.add_arguments(cp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["lab", "traffic"]:  # its options belong to xlb.lab.traffic
+        args = argparse.Namespace(func=importlib.import_module("xlb.cli.lab").traffic,
+                                  traffic_args=argv[2:])
+    else:
+        args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except XlbError as e:
+        print(f"xlb: {report(e)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def report(e: XlbError) -> str:
+    """The error as people read it: a ConfigError lists every problem on its own line."""
+    return f"invalid config:\n{e}" if isinstance(e, ConfigError) else str(e)

@@ -1,0 +1,40 @@
+"""Backends per VIP: weight, state, Maglev share, rates, active connections, health.
+
+The console's Backends view as a command (from the agent).
+
+examples:
+  xlb backends
+  xlb backends --vip web --json
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from xlb.api.protocol import Vip
+from xlb.cli import common
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vip", help="only this VIP (by name)")
+    common.add_client(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    with common.client(args) as c:
+        doc = c.call("backends", vip=args.vip)
+    common.output(doc, args, text)
+    return 0
+
+
+def text(vips: list[Vip]) -> str:
+    lines = []
+    for v in vips:
+        lines.append(f"{v['name']} ({v['vip']}): {v['pps']:.0f} pps, "
+                     f"{v['active_connections']} active, {v['healthy']}/{v['total']} healthy")
+        for b in v["backends"]:
+            lines.append(f"  {b['address']:<28} weight {b['weight']:>5}  {b['state']:<9} "
+                         f"ring {b['ring_share'] * 100:5.1f}%  {b['pps']:8.0f} pps  "
+                         f"{b['new_connections_per_s']:6.0f} new/s  "
+                         f"{b['active_connections']:7d} active  health {b['health']}")
+    return "\n".join(lines) or "no VIPs"

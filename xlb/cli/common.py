@@ -1,0 +1,105 @@
+"""What the command modules share: one spelling of each common option, output as text
+or --json, asking for confirmation, and the agent client."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from xlb.errors import UsageError
+
+if TYPE_CHECKING:
+    from xlb.api.client import AgentClient
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+def command_help(doc: str | None) -> tuple[str, str]:
+    """(one-line help, full description) from a command's docstring."""
+    text = (doc or "").strip()
+    return text.splitlines()[0].rstrip(".") if text else "", text
+
+
+def parser_for(sub: Any, name: str, doc: str | None, run: Runner | None = None,
+               **kw: Any) -> argparse.ArgumentParser:
+    """A (sub)command whose help and description are `doc`, examples and all."""
+    help_, description = command_help(doc)
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_, description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    if run is not None:
+        p.set_defaults(func=run)
+    return p
+
+
+def action(sub: Any, run: Runner, name: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand of a group (xlb lab up, xlb vip add): the function's docstring is its
+    help, the function runs it."""
+    return parser_for(sub, name or run.__name__.rstrip("_"), run.__doc__, run)
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+
+
+def add_socket(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", metavar="PATH",
+                   help="the agent's socket (default: the only one in /run/xlb)")
+
+
+def add_yes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def add_force(p: argparse.ArgumentParser, what: str = "a VIP") -> None:
+    p.add_argument("--force", action="store_true",
+                   help=f"even if it leaves {what} without a healthy backend")
+
+
+def add_client(p: argparse.ArgumentParser) -> None:
+    """The options of every command that asks the agent: --socket and --json."""
+    add_socket(p)
+    add_json(p)
+
+
+def output(doc: Any, args: argparse.Namespace, text: Callable[[Any], str]) -> None:
+    """`doc` as JSON with --json, else as `text(doc)` for people."""
+    print(json.dumps(doc, indent=2) if getattr(args, "json", False) else text(doc))
+
+
+def client(args: argparse.Namespace) -> AgentClient:
+    from xlb.api.client import AgentClient
+
+    return AgentClient(getattr(args, "socket", None))
+
+
+def confirm(args: argparse.Namespace, target: str, consequences: Callable[[], str]) -> bool:
+    """Go on with `target`? --yes, or "y" on a terminal; with no terminal, --yes is needed
+    (UsageError). `consequences` is worked out only when someone is asked."""
+    if getattr(args, "yes", False):
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{target}: add --yes to confirm (no terminal to ask on)")
+    answer = input(f"{target[0].upper()}{target[1:]}? {consequences()} [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("nothing changed")
+    return False
+
+
+def add_backend_change(p: argparse.ArgumentParser) -> None:
+    """The grammar of drain, undrain and weight: ADDRESS [--vip NAME] ..."""
+    p.add_argument("address", help="backend address (IPv4 or IPv6)")
+    p.add_argument("--vip", help="only in this VIP (by name; default: every VIP with it)")
+
+
+def backend_change(args: argparse.Namespace, method: str, **params: Any) -> int:
+    """Send drain / undrain / weight for args.address and print what changed."""
+    with client(args) as c:
+        doc = c.call(method, address=args.address, vip=args.vip, **params)
+    output(doc, args, lambda d: f"{method} {args.address}: done in " + ", ".join(
+        f"{n} ({d['before'][n]} -> {d['after'][n]})" for n in d["vips"]))
+    return 0

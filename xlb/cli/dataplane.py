@@ -1,0 +1,152 @@
+"""Load, inspect and unload the XDP data plane of an instance (no agent needed).
+
+`load` compiles bpf/xlb.c (or adopts the pinned maps of an earlier load), applies the
+config all-or-nothing and attaches XDP; `apply` changes VIPs and backends of a loaded
+instance; `show` prints what is pinned; `unload` detaches and keeps the maps pinned
+unless --remove-pins.
+
+examples:
+  xlb dataplane load --config lb1.toml --xdp-mode generic
+  xlb dataplane apply --config lb1.toml
+  xlb dataplane show --instance lb1 --sample 1
+  xlb dataplane unload --instance lb1 --remove-pins --yes
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from xlb.cli import common
+from xlb.errors import NotLoadedError
+from xlb.units import human
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = common.action(sub, load)
+    c.add_argument("--config", required=True, help="the instance config (TOML)")
+    c.add_argument("--xdp-mode", choices=["native", "generic"], help="override the config's")
+    common.add_json(c)
+    c = common.action(sub, apply)
+    c.add_argument("--config", required=True, help="the instance config (TOML)")
+    common.add_json(c)
+    c = common.action(sub, unload)
+    c.add_argument("--instance", required=True, help="the instance's name")
+    c.add_argument("--remove-pins", action="store_true",
+                   help="also drop the maps: the connection table and counters are lost")
+    common.add_yes(c)
+    common.add_json(c)
+    c = common.action(sub, show)
+    c.add_argument("--instance", help="only this instance (default: every loaded one)")
+    c.add_argument("--sample", type=float, default=0.0, help="seconds to sample rates over")
+    common.add_json(c)
+
+
+def load(args: argparse.Namespace) -> int:
+    """Compile (or adopt the pinned maps), apply a config, attach XDP.
+
+    examples:
+      xlb dataplane load --config lb1.toml
+      xlb dataplane load --config lb1.toml --xdp-mode generic --json
+    """
+    from xlb.dataplane.config import load_config
+    from xlb.dataplane.lifecycle import load_instance
+
+    doc = load_instance(load_config(args.config), mode=args.xdp_mode)
+    common.output(doc, args, lambda d: (
+        f"{'adopted' if d['adopted'] else 'loaded'} instance {d['instance']} on "
+        f"{d['interface']}: {d['mode']} XDP, prog {d['prog_id']}; VIPs added "
+        f"{len(d['vips_added'])}, changed {len(d['vips_changed'])}, removed "
+        f"{len(d['vips_removed'])}"))
+    return 0
+
+
+def apply(args: argparse.Namespace) -> int:
+    """Apply a changed config to a loaded instance (no recompile; all-or-nothing).
+
+    examples:
+      xlb dataplane apply --config lb1.toml
+    """
+    from xlb.dataplane.config import load_config
+    from xlb.dataplane.lifecycle import apply_config
+
+    doc = apply_config(load_config(args.config))
+    common.output(doc, args, lambda d: (
+        f"applied to {d['instance']} in {d['seconds'] * 1000:.1f} ms: VIPs +{len(d['vips_added'])}"
+        f" ~{len(d['vips_changed'])} -{len(d['vips_removed'])}, backends "
+        f"+{len(d['backends_added'])} -{len(d['backends_removed'])}"))
+    return 0
+
+
+def unload(args: argparse.Namespace) -> int:
+    """Detach XDP; the maps stay pinned (a later load adopts them) unless --remove-pins.
+
+    examples:
+      xlb dataplane unload --instance lb1
+      xlb dataplane unload --instance lb1 --remove-pins --yes
+    """
+    from xlb.dataplane.lifecycle import unload_instance
+
+    if args.remove_pins and not common.confirm(
+            args, f"remove the maps of {args.instance} (--remove-pins)",
+            lambda: "The connection table goes: established flows lose their backend."):
+        return 1
+    doc = unload_instance(args.instance, remove_pins=args.remove_pins)
+    common.output(doc, args, lambda d: (
+        f"instance {d['instance']}: " + ("detached" if d["detached"] else "was not attached")
+        + ("; maps removed" if d["pins_removed"] else "; maps kept pinned (load adopts them)")))
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    """VIPs, backends, Maglev shares and counters, read from the pinned maps.
+
+    examples:
+      xlb dataplane show
+      xlb dataplane show --instance lb1 --sample 1 --json
+    """
+    from xlb.dataplane.lifecycle import describe
+
+    names = instances(args.instance)
+    if not names:
+        raise NotLoadedError("no data plane instance is loaded (xlb dataplane load --config F)")
+    docs = [describe(n, sample=args.sample) for n in names]
+    common.output(docs, args, lambda ds: "\n".join(describe_text(d) for d in ds))
+    return 0
+
+
+def instances(name: str | None) -> list[str]:
+    """The instance asked for, or every loaded one."""
+    from xlb.dataplane.lifecycle import instances as loaded
+
+    return [name] if name else loaded()
+
+
+def describe_text(d: dict[str, Any]) -> str:
+    """One instance as `describe()` sees it, for people."""
+    a = d["attach"]
+    where = f"{a['interface']}" + (f" (netns {a['netns']})" if a.get("netns") else "")
+    state = (f"{a['mode']} XDP, prog {a['prog_id']}" if a.get("ours")
+             else f"NOT ATTACHED (interface reports {a.get('mode')}, prog {a.get('prog_id')})")
+    t = d["totals"]
+    rate = f", {t['pps']:.0f} pps" if "pps" in t else ""
+    lines = [f"instance {d['instance']}: {where}: {state}",
+             f"  packets {human(t['packets'])}, bytes {human(t['bytes'])}, "
+             f"dropped {human(t['dropped'])}{rate}"]
+    for v in d["vips"]:
+        lines.append(f"  VIP {v['name']} ({v['vip']}): {human(v['packets'])} packets")
+        for b in v["backends"]:
+            lines.append(f"    {b['address']:<28} weight {b['weight']!s:>5} {b['state']:<8} "
+                         f"ring {b['ring_share'] * 100:5.1f}%  packets {human(b['packets'])}"
+                         f"  new conns {human(b['new_connections'])}"
+                         f"  active {human(b['active_connections'])}")
+    if d["queues"]:
+        lines.append("  RX queues: " + ", ".join(
+            f"q{q['queue']} {human(q['packets'])}" + (f" ({q['pps']:.0f} pps)" if "pps" in q
+                                                      else "")
+            for q in d["queues"]))
+    busy = {k: v["packets"] for k, v in d["reasons"].items() if v["packets"]}
+    if busy:
+        lines.append("  verdicts: " + ", ".join(f"{k} {human(v)}" for k, v in busy.items()))
+    return "\n".join(lines)

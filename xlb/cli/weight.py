@@ -1,0 +1,24 @@
+"""Set a backend's weight (0..65535); 0 takes no new flows, like a drain.
+
+examples:
+  xlb weight 198.18.2.11 5 --vip web
+  xlb weight 198.18.2.11 0 --vip web --force
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from xlb.cli import common
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    common.add_backend_change(p)
+    p.add_argument("weight", type=int, help="0..65535")
+    common.add_force(p)
+    common.add_yes(p)
+    common.add_client(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    return common.backend_change(args, "weight", weight=args.weight, force=args.force)

@@ -1,0 +1,154 @@
+"""Every error xlb reports, under one root.
+
+An `XlbError` is something a person or a client can act on: its text is one
+clear sentence (no traceback), `exit_code` is what the CLI exits with, and
+`rpc_code` is the JSON-RPC error code the agent answers with. The CLI catches
+`XlbError` once; the agent's API maps `rpc_code`. Anything that is not an
+`XlbError` is a bug: the CLI shows its traceback, the agent logs it and answers
+"internal error".
+
+Pure Python with no dependencies: the console, the API client and the agent
+all import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """JSON-RPC 2.0 error codes of the agent's API (the -320xx ones are xlb's own)."""
+
+    PARSE_ERROR = -32700      # not JSON
+    INVALID_REQUEST = -32600  # JSON, but not a JSON-RPC request
+    NO_METHOD = -32601        # unknown method
+    INVALID_PARAMS = -32602   # bad parameters, or a change the config rules reject
+    INTERNAL = -32603         # a bug in the agent: logged there
+    READ_ONLY = -32001        # the caller may read but not change
+    REFUSED = -32002          # the agent will not do it as asked (e.g. the last healthy backend)
+    APPLY_FAILED = -32003     # the data plane refused the change; nothing was applied
+
+
+class XlbError(Exception):
+    """Root of xlb's errors: a message for people, an exit code and an RPC code."""
+
+    exit_code = 1
+    rpc_code = ErrorCode.INTERNAL
+
+
+class UsageError(XlbError):
+    """The command line asks for something that cannot be done as written."""
+
+    exit_code = 2
+    rpc_code = ErrorCode.INVALID_PARAMS
+
+
+class InvalidParams(XlbError):
+    """An API request with bad parameters (missing, of the wrong type, unknown)."""
+
+    rpc_code = ErrorCode.INVALID_PARAMS
+
+
+class ConfigError(XlbError):
+    """An invalid configuration; `errors` lists every problem found, one per entry."""
+
+    rpc_code = ErrorCode.INVALID_PARAMS
+
+    def __init__(self, errors: str | Iterable[str]) -> None:
+        self.errors: list[str] = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__(self.errors)
+
+    def __str__(self) -> str:
+        return "\n".join(self.errors)
+
+
+class RefusedError(XlbError):
+    """The agent will not do this as asked (unknown VIP or backend, the last healthy
+    backend without force, ...)."""
+
+    rpc_code = ErrorCode.REFUSED
+
+
+class ReadOnlyError(XlbError):
+    """The caller may look but not change."""
+
+    rpc_code = ErrorCode.READ_ONLY
+
+
+class PrivilegeError(XlbError):
+    """This needs privileges the process does not have (root: CAP_BPF, CAP_NET_ADMIN)."""
+
+
+class ApplyError(XlbError):
+    """The data plane refused a change; the previous state is in force."""
+
+    rpc_code = ErrorCode.APPLY_FAILED
+
+
+class AttachError(XlbError):
+    """The kernel or the environment refused an XDP attach or detach."""
+
+    rpc_code = ErrorCode.APPLY_FAILED
+
+
+class LayoutError(XlbError):
+    """Pinned maps do not match what this version of xlb expects."""
+
+    rpc_code = ErrorCode.APPLY_FAILED
+
+
+class CompileError(XlbError):
+    """BCC could not compile or load a BPF program."""
+
+
+class BpfError(XlbError, OSError):
+    """A bpf(2) call failed. An OSError too: BpfError(errno, text) keeps the kernel's
+    errno, which callers test (ENOENT: no such key)."""
+
+
+class NotLoadedError(XlbError):
+    """No data plane instance (or not the one named) is loaded."""
+
+
+class AgentUnavailable(XlbError):
+    """No agent answers: none is running, its socket is not ours to open, or it went away."""
+
+
+class AgentError(XlbError):
+    """The agent answered a request with an error this side has no better class for."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.rpc_code = code  # type: ignore[assignment]
+
+
+class LabError(XlbError):
+    """The lab cannot do what was asked (not up, a part missing, a process that died)."""
+
+
+class InstallError(XlbError):
+    """xlb's own files (bpf/, themes/, ...) are missing: a broken installation."""
+
+
+class ThemeError(XlbError):
+    """A console theme file is missing, unreadable or wrong."""
+
+
+class ConsoleError(XlbError):
+    """A clear reason the console cannot start (no agent, bad theme, ...)."""
+
+
+# what an error answer from the agent becomes on the client's side
+_BY_RPC_CODE: dict[int, type[XlbError]] = {
+    ErrorCode.INVALID_PARAMS: InvalidParams,
+    ErrorCode.READ_ONLY: ReadOnlyError,
+    ErrorCode.REFUSED: RefusedError,
+    ErrorCode.APPLY_FAILED: ApplyError,
+}
+
+
+def from_rpc(code: int, message: str) -> XlbError:
+    """The error an agent's answer {"code", "message"} stands for, as an XlbError."""
+    cls = _BY_RPC_CODE.get(code)
+    return cls(message) if cls is not None else AgentError(code, message)
