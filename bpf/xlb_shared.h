@@ -1,6 +1,8 @@
-/* Structures and constants shared by the XDP data plane (bpf/xlb.c) and
- * Python. console/dataplane/structs.py mirrors every struct and enum here;
- * tests/test_structs.py compiles this header with BCC and checks the two agree.
+/* Structures and constants shared by the XDP data plane (bpf/xlb.c, and the
+ * headers it includes: parse.h, encap.h, icmp.h) and Python.
+ * xlb/dataplane/structs.py mirrors every struct and enum here;
+ * tests/dataplane/test_structs.py compiles this header with BCC and checks the
+ * two agree.
  * Addresses and ports are in network byte order; IPv4 addresses use addr[0]
  * with the other three words zero. Change a layout => bump XLB_LAYOUT_VERSION
  * (pinned maps of an older layout are then refused, not misread).

@@ -24,7 +24,8 @@ import pytest
 
 from tests.helpers import REPO
 
-BPF_FILES = ("xlb.c", "xlb_shared.h", "pass.c")
+BPF_FILES = ("xlb.c", "xlb_shared.h", "parse.h", "csum.h", "encap.h", "icmp.h", "decap.c",
+             "pass.c")
 
 
 def _run(args: list[str], timeout: float, env: dict[str, str],
@@ -97,6 +98,8 @@ def test_wheel_ships_bpf_sources_and_themes(installed: tuple[Path, Path]) -> Non
     wheel, _ = installed
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
+        sources = {p.name for p in (REPO / "bpf").iterdir() if p.suffix in (".c", ".h")}
+        assert sources == set(BPF_FILES), "BPF_FILES must list every bpf/ source"
         for f in BPF_FILES:
             name = f"xlb/_data/bpf/{f}"
             assert name in names, f"{wheel.name} lacks {name}"

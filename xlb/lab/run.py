@@ -52,8 +52,11 @@ def _attach_helpers(lab: Lab) -> None:
     from bcc import BPF
 
     bpf_dir = resources.data_dir("bpf")
-    decap = BPF(src_file=str(bpf_dir / "decap.c").encode()).load_func(b"xlb_decap", BPF.XDP)
-    floor = BPF(src_file=str(bpf_dir / "pass.c").encode()).load_func(b"xlb_floor", BPF.XDP)
+    cflags = [f"-I{bpf_dir}"]  # decap.c includes parse.h, as loader.py's xlb.c build does
+    decap = BPF(src_file=str(bpf_dir / "decap.c").encode(),
+                cflags=cflags).load_func(b"xlb_decap", BPF.XDP)
+    floor = BPF(src_file=str(bpf_dir / "pass.c").encode(),
+                cflags=cflags).load_func(b"xlb_floor", BPF.XDP)
     for be in lab.backends:
         xdp.attach("b0", decap.fd, "native", be.name)
     for lb in lab.lbs:

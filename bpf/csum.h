@@ -1,0 +1,32 @@
+/* Internet checksums for XDP programs: folding a 64-bit one's-complement sum
+ * to 16 bits and the IPv4 header checksum. Included by encap.h and icmp.h
+ * (so by xlb.c); needs no map. Do not name a function csum_fold: the kernel
+ * headers BCC pulls in already have one.
+ */
+#ifndef XLB_CSUM_H
+#define XLB_CSUM_H
+
+#include <uapi/linux/ip.h>
+
+/* Fold a one's-complement sum (as bpf_csum_diff returns, or of 16-bit words)
+ * and complement it: the value to store in a checksum field. */
+static __always_inline u16 fold_csum(u64 sum)
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return ~sum;
+}
+
+/* Checksum of an option-less IPv4 header (ip->check must be 0 when called). */
+static __always_inline u16 ipv4_csum(struct iphdr *ip)
+{
+    u16 *w = (u16 *)ip;
+    u64 sum = 0;
+#pragma unroll
+    for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+        sum += w[i];
+    return fold_csum(sum);
+}
+
+#endif /* XLB_CSUM_H */

@@ -1,0 +1,125 @@
+/* ICMP answers of the load balancer: "fragmentation needed" (IPv4) and
+ * "packet too big" (ICMPv6) back to the sender when a packet would exceed the
+ * MTU once encapsulated. reply_frame makes room and turns the frame around
+ * (VLAN tag kept); icmp4_too_big / icmp6_too_big write the reply. Included by
+ * xlb.c.
+ *
+ * Needs xlb.c's maps, through verdict(u32 reason, u64 bytes, int action),
+ * which counts in the reason_stats map: the includer defines verdict() before
+ * including this header. (BCC rewrites map calls such as table.lookup() in
+ * the main file only, so the counting helper cannot live in a header.)
+ */
+#ifndef XLB_ICMP_H
+#define XLB_ICMP_H
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/icmp.h>
+#include <uapi/linux/icmpv6.h>
+#include "xlb_shared.h"
+#include "parse.h"
+#include "csum.h"
+#include "encap.h"  /* write_l2 */
+
+/* The common start of both ICMP answers: room for the new headers in front,
+ * the frame cut to l2 + grow + quote bytes, and an L2 header back to the
+ * sender. Returns XLB_R_MAX on success, else the reason to drop. */
+static __always_inline u32 reply_frame(struct xdp_md *ctx, u32 l2, u32 grow, u32 quote,
+                                       u16 ethertype)
+{
+    /* callers have checked l2 <= MAX_L2_LEN (the verifier needs that bound) */
+    if (bpf_xdp_adjust_head(ctx, -(int)grow))
+        return XLB_R_DROP_ADJUST_FAILED;
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    int tail = (int)(l2 + grow + quote) - (int)(end - data);
+    if (tail < 0 && bpf_xdp_adjust_tail(ctx, tail))
+        return XLB_R_DROP_ADJUST_FAILED;
+    data = (void *)(long)ctx->data;
+    end = (void *)(long)ctx->data_end;
+    if (write_l2(data, end, grow, l2, 0, ethertype))
+        return XLB_R_DROP_MALFORMED;
+    return XLB_R_MAX;
+}
+
+/* Answer "fragmentation needed" (v4) / "packet too big" (v6) to the sender:
+ * the reply carries the original IP header and 8 bytes of its payload. l2 is
+ * the frame's L2 header length (parse_l2), mtu the largest IP packet that fits. */
+static __always_inline int icmp4_too_big(struct xdp_md *ctx, u32 l2, u32 mtu, u64 bytes)
+{
+    const u32 grow = sizeof(struct iphdr) + sizeof(struct icmphdr);
+    const u32 quote = sizeof(struct iphdr) + 8;
+    if (l2 > MAX_L2_LEN)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    u32 fail = reply_frame(ctx, l2, grow, quote, bpf_htons(ETH_P_IP));
+    if (fail != XLB_R_MAX)
+        return verdict(fail, bytes, XDP_DROP);
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct iphdr *ip = data + l2;
+    struct icmphdr *icmp = (void *)(ip + 1);
+    struct iphdr *orig = (void *)(icmp + 1);
+    if ((void *)orig + quote > end)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    ip->version = 4;
+    ip->ihl = 5;
+    ip->tos = 0;
+    ip->tot_len = bpf_htons(grow + quote);
+    ip->id = 0;
+    ip->frag_off = 0;
+    ip->ttl = 64;
+    ip->protocol = IPPROTO_ICMP;
+    ip->saddr = orig->daddr;
+    ip->daddr = orig->saddr;
+    ip->check = 0;
+    ip->check = ipv4_csum(ip);
+    icmp->type = ICMP_DEST_UNREACH;
+    icmp->code = ICMP_FRAG_NEEDED;
+    icmp->un.frag.__unused = 0;
+    icmp->un.frag.mtu = bpf_htons(mtu);
+    icmp->checksum = 0;
+    u64 sum = (u32)bpf_csum_diff(0, 0, (void *)icmp, sizeof(*icmp) + quote, 0);
+    icmp->checksum = fold_csum(sum);
+    return verdict(XLB_R_TX_ICMP_TOO_BIG, bytes, XDP_TX);
+}
+
+static __always_inline int icmp6_too_big(struct xdp_md *ctx, u32 l2, u32 mtu, u64 bytes)
+{
+    const u32 grow = sizeof(struct ipv6hdr) + sizeof(struct icmp6hdr);
+    const u32 quote = sizeof(struct ipv6hdr) + 8;
+    if (l2 > MAX_L2_LEN)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    u32 fail = reply_frame(ctx, l2, grow, quote, bpf_htons(ETH_P_IPV6));
+    if (fail != XLB_R_MAX)
+        return verdict(fail, bytes, XDP_DROP);
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct ipv6hdr *ip6 = data + l2;
+    struct icmp6hdr *icmp = (void *)(ip6 + 1);
+    struct ipv6hdr *orig = (void *)(icmp + 1);
+    if ((void *)orig + quote > end)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    __builtin_memset(ip6, 0, 4);
+    ip6->version = 6;
+    ip6->payload_len = bpf_htons(sizeof(*icmp) + quote);
+    ip6->nexthdr = IPPROTO_ICMPV6;
+    ip6->hop_limit = 64;
+    ip6->saddr = orig->daddr;
+    ip6->daddr = orig->saddr;
+    icmp->icmp6_type = ICMPV6_PKT_TOOBIG;
+    icmp->icmp6_code = 0;
+    icmp->icmp6_mtu = bpf_htonl(mtu);
+    icmp->icmp6_cksum = 0;
+    /* pseudo header (addresses, length, next header) + ICMPv6 message */
+    u64 sum = (u32)bpf_csum_diff(0, 0, (void *)&ip6->saddr, 32, 0);
+    sum += bpf_htonl(sizeof(*icmp) + quote);
+    sum += bpf_htonl(IPPROTO_ICMPV6);
+    sum += (u32)bpf_csum_diff(0, 0, (void *)icmp, sizeof(*icmp) + quote, 0);
+    icmp->icmp6_cksum = fold_csum(sum);
+    return verdict(XLB_R_TX_ICMP_TOO_BIG, bytes, XDP_TX);
+}
+
+#endif /* XLB_ICMP_H */

@@ -1,0 +1,116 @@
+/* Packet parsing shared by every XDP program of xlb: the Ethernet header with
+ * at most one 802.1Q/802.1ad tag, access to the IPv4/IPv6 header behind it,
+ * and the TCP/UDP ports. Included by xlb.c (the load balancer) and decap.c
+ * (the backends' decapsulation); probe and SNAT code should parse with it too,
+ * so VLAN handling and bounds checks live in one place.
+ *
+ * Only reads the packet and needs no map: any BCC program can include it
+ * (BCC rewrites map calls such as table.lookup() in the main file only).
+ * Every function is __always_inline and checks its bounds against data_end.
+ */
+#ifndef XLB_PARSE_H
+#define XLB_PARSE_H
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+#include "xlb_shared.h"
+
+#define IP_MF_OFFSET 0x3FFF  /* IPv4 frag_off: more-fragments flag | fragment offset */
+
+struct vlan_hdr {
+    __be16 tci;
+    __be16 proto;
+};
+
+#define MAX_L2_LEN 18  /* Ethernet + one VLAN tag */
+
+/* What the load balancer knows of a client packet once parsed. */
+struct parsed {
+    struct xlb_flow_key flow;
+    u32 l2_len;       /* Ethernet header, plus 4 with a VLAN tag */
+    u32 inner_len;    /* IP packet length from its header (without link padding) */
+    u8 tcp_flags;
+    u8 tos;
+};
+
+/* Ethernet and at most one 802.1Q/802.1ad tag. On success returns 0 with
+ * *l2_len = 14 (untagged) or 18 (tagged) and *proto = the ethertype after
+ * the tag (network order; a second tag is not looked into, so QinQ's inner
+ * tag shows as ETH_P_8021Q). Returns -1 if the frame is too short. */
+static __always_inline int parse_l2(void *data, void *end, u32 *l2_len, u16 *proto)
+{
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        return -1;
+    *l2_len = sizeof(*eth);
+    u16 p = eth->h_proto;
+    if (p == bpf_htons(ETH_P_8021Q) || p == bpf_htons(ETH_P_8021AD)) {
+        struct vlan_hdr *vh = (void *)(eth + 1);
+        if ((void *)(vh + 1) > end)
+            return -1;
+        p = vh->proto;
+        *l2_len += sizeof(*vh);
+    }
+    *proto = p;
+    return 0;
+}
+
+/* The IPv4 header after an L2 header of l2_len bytes, or 0 if it is cut short
+ * or not a plausible one (version 4, ihl >= 5). Options are not checked:
+ * ip->ihl says whether there are any. */
+static __always_inline struct iphdr *ipv4_hdr(void *data, void *end, u32 l2_len)
+{
+    if (l2_len > MAX_L2_LEN)  /* the verifier needs the bound */
+        return 0;
+    struct iphdr *ip = data + l2_len;
+    if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+        return 0;
+    return ip;
+}
+
+/* The IPv6 fixed header after an L2 header of l2_len bytes, or 0 if it is cut
+ * short or its version is not 6. Extension headers are not walked. */
+static __always_inline struct ipv6hdr *ipv6_hdr(void *data, void *end, u32 l2_len)
+{
+    if (l2_len > MAX_L2_LEN)  /* the verifier needs the bound */
+        return 0;
+    struct ipv6hdr *ip6 = data + l2_len;
+    if ((void *)(ip6 + 1) > end || ip6->version != 6)
+        return 0;
+    return ip6;
+}
+
+/* IPv6 traffic class (the IPv4 tos byte's counterpart). */
+static __always_inline u8 ipv6_tclass(const struct ipv6hdr *ip6)
+{
+    return (bpf_ntohl(*(const u32 *)ip6) >> 20) & 0xFF;
+}
+
+/* Ports (and, for TCP, the flags byte) of the L4 header at l4 into p->flow,
+ * whose proto says TCP or UDP (anything else is read as UDP). Returns -1 if
+ * the header is cut short. */
+static __always_inline int parse_l4(void *l4, void *end, struct parsed *p)
+{
+    if (p->flow.proto == IPPROTO_TCP) {
+        struct tcphdr *th = l4;
+        if ((void *)(th + 1) > end)
+            return -1;
+        p->flow.sport = th->source;
+        p->flow.dport = th->dest;
+        p->tcp_flags = ((u8 *)th)[13];
+    } else {
+        struct udphdr *uh = l4;
+        if ((void *)(uh + 1) > end)
+            return -1;
+        p->flow.sport = uh->source;
+        p->flow.dport = uh->dest;
+    }
+    return 0;
+}
+
+#endif /* XLB_PARSE_H */
