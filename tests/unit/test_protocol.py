@@ -81,7 +81,7 @@ def test_error_answers_become_the_matching_error() -> None:
 
 
 def test_every_error_has_an_exit_code_and_an_rpc_code() -> None:
-    def all_subclasses(cls: type) -> list[type]:
+    def all_subclasses(cls: type[XlbError]) -> list[type[XlbError]]:
         return [cls, *(s for c in cls.__subclasses__() for s in all_subclasses(c))]
 
     for cls in all_subclasses(XlbError):
@@ -125,5 +125,5 @@ def test_the_readme_documents_every_method_and_error_code() -> None:
         for p in method.params:
             assert p.name in api, f"the README does not name {name}'s parameter {p.name}"
     codes: dict[int, Any] = {int(m.group(1)): m.group(2) for m in
-                             re.finditer(r"^\|\s*(-\d+)\s*\|\s*(.+?)\s*\|$", api, re.M)}
+                             re.finditer(r"^\s*\|\s*(-\d+)\s*\|\s*(.+?)\s*\|$", api, re.M)}
     assert set(codes) == {int(c) for c in ErrorCode}, "the error code table is not the protocol's"

@@ -91,9 +91,12 @@ def confirm(args: argparse.Namespace, target: str, consequences: Callable[[], st
 
 
 def add_backend_change(p: argparse.ArgumentParser) -> None:
-    """The grammar of drain, undrain and weight: ADDRESS [--vip NAME] ..."""
+    """The grammar of drain, undrain and weight: ADDRESS [--vip NAME] [--force] [--yes]."""
     p.add_argument("address", help="backend address (IPv4 or IPv6)")
     p.add_argument("--vip", help="only in this VIP (by name; default: every VIP with it)")
+    add_force(p)
+    add_yes(p)
+    add_client(p)
 
 
 def backend_change(args: argparse.Namespace, method: str, **params: Any) -> int:

@@ -56,9 +56,7 @@ def load(args: argparse.Namespace) -> int:
     doc = load_instance(load_config(args.config), mode=args.xdp_mode)
     common.output(doc, args, lambda d: (
         f"{'adopted' if d['adopted'] else 'loaded'} instance {d['instance']} on "
-        f"{d['interface']}: {d['mode']} XDP, prog {d['prog_id']}; VIPs added "
-        f"{len(d['vips_added'])}, changed {len(d['vips_changed'])}, removed "
-        f"{len(d['vips_removed'])}"))
+        f"{d['interface']}: {d['mode']} XDP, prog {d['prog_id']}; {changes(d)}"))
     return 0
 
 
@@ -73,10 +71,14 @@ def apply(args: argparse.Namespace) -> int:
 
     doc = apply_config(load_config(args.config))
     common.output(doc, args, lambda d: (
-        f"applied to {d['instance']} in {d['seconds'] * 1000:.1f} ms: VIPs +{len(d['vips_added'])}"
-        f" ~{len(d['vips_changed'])} -{len(d['vips_removed'])}, backends "
-        f"+{len(d['backends_added'])} -{len(d['backends_removed'])}"))
+        f"applied to {d['instance']} in {d['seconds'] * 1000:.1f} ms: {changes(d)}"))
     return 0
+
+
+def changes(d: dict[str, Any]) -> str:
+    """What an apply changed: VIPs +added ~changed -removed, backends +added -removed."""
+    return (f"VIPs +{len(d['vips_added'])} ~{len(d['vips_changed'])} -{len(d['vips_removed'])}, "
+            f"backends +{len(d['backends_added'])} -{len(d['backends_removed'])}")
 
 
 def unload(args: argparse.Namespace) -> int:

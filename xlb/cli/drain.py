@@ -17,9 +17,6 @@ from xlb.cli import common
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_backend_change(p)
-    common.add_force(p)
-    common.add_yes(p)
-    common.add_client(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """ctypes mirror of bpf/xlb_shared.h: the one place Python knows map layouts.
 
-tests/test_structs.py compiles the header with BCC and checks every struct's
+tests/dataplane/test_structs.py compiles the header with BCC and checks every struct's
 size and field offsets, and every enum value, against this module.
 """
 
