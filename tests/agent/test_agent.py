@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import REPO
 from xlb.api import protocol as P
 from xlb.api.client import AgentClient
 from xlb.dataplane import lifecycle, xdp
@@ -75,20 +77,28 @@ address = "10.0.1.1"
 
 
 class AgentProc:
+    """An agent process; its stdout and stderr (the log) go to agent.log in `tmp`."""
+
     def __init__(self, tmp: str, env: dict[str, str]):
         self.tmp, self.env = tmp, env
         self.path = os.path.join(tmp, "agent.toml")
         self.socket = os.path.join(tmp, "agent.sock")
+        self.log_path = os.path.join(tmp, "agent.log")
         self.proc: subprocess.Popen[str] | None = None
 
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "xlb", "agent", "--config",
-                                      self.path], env=self.env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "xlb", "agent", "--config",
+                                          self.path], env=self.env, text=True,
+                                         stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"agent exited: {self.proc.communicate()}")
+                raise AssertionError(f"agent exited:\n{self.log()}")
             try:
                 with AgentClient(self.socket) as c:
                     if c.call("status").get("vips"):
@@ -98,11 +108,10 @@ class AgentProc:
             time.sleep(0.1)
         raise AssertionError("agent did not come up")
 
-    def stop(self, sig: int = signal.SIGTERM) -> str:
+    def stop(self, sig: int = signal.SIGTERM) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=30)
-        return out
+        self.proc.wait(timeout=30)
 
     def client(self) -> AgentClient:
         return AgentClient(self.socket)
@@ -219,7 +228,7 @@ def as_nobody(agent: AgentProc, script: str, *args: str) -> subprocess.Completed
 
     r = subprocess.run([sys.executable, "-c", script, agent.socket, *args], capture_output=True,
                        text=True, preexec_fn=drop, env=agent.env, timeout=60,
-                       cwd=os.path.dirname(os.path.dirname(__file__)))
+                       cwd=REPO)
     assert r.returncode == 0, r.stderr
     return r
 
@@ -282,6 +291,27 @@ def test_restart_keeps_data_plane_and_intent(agent: AgentProc, sig: int) -> None
         assert web["10.0.1.2"]["state"] in ("drained", "draining")
         assert web["10.0.1.2"]["ring_share"] == 0
         assert len(c.call("audit")) == 1
+
+
+def test_the_log_says_what_the_agent_did(agent: AgentProc) -> None:
+    """Start, loading, every change with who and what, refused callers, stop: timestamped."""
+    with agent.client() as c:
+        c.call("drain", address="10.0.1.2", vip="web")
+    r = as_nobody(agent, READONLY)
+    assert r.returncode == 0, r.stderr
+    agent.stop()
+    lines = agent.log().splitlines()
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING|ERROR) xlb\.")
+    assert lines and all(stamp.match(line) for line in lines), lines
+    text = "\n".join(lines)
+    for expected in ("agent agt starting", "loaded agt: native XDP on xlb0",
+                     "agent agt running: API on",
+                     "root (uid 0) drain 10.0.1.2: {'web': {'address': '10.0.1.2', 'weight': 3, "
+                     "'state': 'active'}} -> {'web': {'address': '10.0.1.2', 'weight': 3, "
+                     "'state': 'drained'}}",
+                     "refused drain from nobody",
+                     "agent agt stopped; the data plane keeps running"):
+        assert expected in text, f"{expected!r} not in the log:\n{text}"
 
 
 def test_subscription_streams_snapshots(agent: AgentProc) -> None:
