@@ -2,6 +2,12 @@
 the command's help (with examples), `add_arguments` its grammar and `run` its body
 (group commands such as `xlb lab` have one function per action instead).
 
+One grammar everywhere (common.py spells each option once): what a command acts on
+is positional (a backend's ADDRESS, a VIP's NAME); the VIP a backend is in is
+`--vip NAME`; commands that ask the agent take `--socket PATH` and `--json`; a
+drain or a removal asks first unless `--yes`; `--force` overrides the guard that
+keeps a VIP from losing its last healthy backend.
+
 Command modules import what they need inside `run`, so `xlb --help` stays fast.
 Every failure xlb knows is an XlbError: printed as one line on stderr (never a
 traceback) with the error's exit code.
