@@ -21,7 +21,7 @@ from typing import Any
 from xlb import resources
 from xlb.dataplane import lifecycle, xdp
 from xlb.dataplane.config import dump_toml, parse_config
-from xlb.errors import AgentUnavailable, LabError
+from xlb.errors import AgentUnavailable, LabError, NotLoadedError
 from xlb.lab import topology
 from xlb.lab.topology import ROUTER, VIP, VIP6, Lab
 from xlb.paths import RUN_ROOT, default_socket
@@ -237,7 +237,7 @@ def down() -> dict[str, Any]:
         try:
             lifecycle.unload_instance(lb, remove_pins=True)
             unloaded.append(lb)
-        except FileNotFoundError:
+        except NotLoadedError:
             pass
     removed = topology.down(lab)
     if os.path.exists(STATE):
