@@ -767,15 +767,28 @@ def test_metrics_show_the_console_figures(agent: AgentProc) -> None:
 
 
 def test_bad_agent_settings_are_one_clear_error(tmp_path: Any) -> None:
+    """Every problem of the file (agent, instance and VIPs), one per line, each with the
+    path and its location, in one style; no traceback, nothing started."""
     path = os.path.join(str(tmp_path), "bad.toml")
     with open(path, "w") as f:
         f.write('[agent]\nmetrics = "nowhere"\ntick = 0.01\nhealth = "ping"\n'
-                'health_down_flows = "drop"\n[instance]\nname = "x"\ninterface = "eth0"\n')
+                'health_down_flows = "drop"\nhealth_rise = 0\ntikc = 1\n'
+                '[instance]\nname = "x"\ninterface = "eth0"\nmtu = 100\n'
+                '[[vip]]\naddress = "10.0.0.1"\nport = 80\nprotocol = "sctp"\n')
     r = subprocess.run([sys.executable, "-m", "xlb", "agent", "--config", path],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    for text in ("agent.metrics", "agent.tick", "agent.health:", "agent.health_down_flows"):
-        assert text in r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == "xlb: invalid config:"
+    assert lines[1:] == [f"{path}: {e}" for e in (
+        "instance.mtu: 100 is out of range 576..9216",
+        "vip[0].protocol: 'sctp' is not 'tcp' or 'udp'",
+        "agent: unknown key 'tikc'",
+        "agent.tick: 0.01 is out of range 0.25..10",
+        "agent.metrics: 'nowhere' is not host:port (\"\" turns it off)",
+        "agent.health: 'ping' is not 'tcp', 'http' or 'none'",
+        "agent.health_rise: 0 must be >= 1",
+        "agent.health_down_flows: 'drop' is not 'stay' or 'move'")]
 
 
 def test_active_connections_reach_snapshot_cli_and_metrics(agent: AgentProc) -> None:

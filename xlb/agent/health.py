@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+from xlb.schema import AGENT
+
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
@@ -45,11 +47,11 @@ class CheckSpec:
 
     kind: str
     port: int
-    path: str = "/"
-    interval: float = 1.0
-    timeout: float = 0.5
-    rise: int = 2
-    fall: int = 2
+    path: str = AGENT.default("health_path")  # defaults: the [agent] table's
+    interval: float = AGENT.default("health_interval")
+    timeout: float = AGENT.default("health_timeout")
+    rise: int = AGENT.default("health_rise")
+    fall: int = AGENT.default("health_fall")
     netns: str = ""
 
     def __post_init__(self) -> None:

@@ -1,61 +1,43 @@
 """The agent's config file: the instance config plus an optional [agent] table.
 
-    [agent]
-    socket = "/run/xlb/lb1.sock"   # default: /run/xlb/<instance>.sock
-    tick = 1.0                      # counter poll interval, seconds (0.25 .. 10)
-    history = 300                   # seconds of rates kept for sparklines
-    operator_group = "xlb"          # members (and root) may change things
-    socket_group = ""               # group owning the socket (default: operator_group)
-    audit_log = ""                  # default: /var/lib/xlb/<instance>/audit.jsonl
-    metrics = "127.0.0.1:9465"      # Prometheus exporter, host:port ("" = off)
-    health = "tcp"                  # tcp | http | none: one check per backend address
-    health_port = 0                 # default: the port of the first TCP VIP with the backend
-    health_path = "/"               # for http
-    health_interval = 1.0           # seconds; timeout <= interval
-    health_timeout = 0.5
-    health_rise = 2                 # consecutive results that change the verdict
-    health_fall = 2
-    health_down_flows = "stay"      # stay: a down backend's established flows stay on it;
-                                    # move: they are rebalanced over the healthy backends
-
-Everything else in the file is the data plane config (xlb/dataplane/config.py).
+The [agent] keys (kind, default, range, doc) are declared once in xlb/schema.py
+(`AGENT`) and read by the same checker as the data plane's tables, so a file's
+problems, wherever they are, come out as one list in one style. This module adds what
+depends on more than one key or on the instance: history >= tick, the health check's
+own rules (`CheckSpec`), and the per-instance socket and audit log paths.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tomllib
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 from xlb.agent.health import CheckSpec
-from xlb.dataplane.config import Config, ConfigError, parse_config
+from xlb.dataplane.config import Config, check_config, in_file, read_toml
 from xlb.paths import STATE_ROOT, default_socket
-
-KEYS = ("socket", "tick", "history", "operator_group", "socket_group", "audit_log", "metrics",
-        "health",
-        "health_port", "health_path", "health_interval", "health_timeout", "health_rise",
-        "health_fall", "health_down_flows")
+from xlb.schema import AGENT, BAD, Checker, ok, show
 
 
 @dataclass(frozen=True)
 class AgentSettings:
+    """The checked [agent] table (one field per key of `AGENT`, defaults applied there)."""
+
     socket: str
     tick: float
     history: float
     operator_group: str
     socket_group: str
     audit_log: str
-    metrics: str = "127.0.0.1:9465"
-    health: str = "tcp"
-    health_port: int = 0
-    health_path: str = "/"
-    health_interval: float = 1.0
-    health_timeout: float = 0.5
-    health_rise: int = 2
-    health_fall: int = 2
-    health_down_flows: str = "stay"
+    metrics: str
+    health: str
+    health_port: int
+    health_path: str
+    health_interval: float
+    health_timeout: float
+    health_rise: int
+    health_fall: int
+    health_down_flows: str
 
 
 @dataclass(frozen=True)
@@ -65,85 +47,48 @@ class AgentConfig:
     digest: str  # of the file, to know whether saved runtime state still belongs to it
 
 
-def _settings(raw: Any, instance: str) -> AgentSettings:
-    errors = []
-    if not isinstance(raw, dict):
-        raise ConfigError(["agent: expected a table"])
-    for key in raw:
-        if key not in KEYS:
-            errors.append(f"agent: unknown key {key!r}")
+def _check_history(ck: Checker, tick: float, history: float) -> None:
+    if BAD not in (tick, history) and history < tick:
+        ck.err("agent.history", f"{show(history)} must be >= agent.tick ({show(tick)})")
 
-    def get(key: str, kind: type, default: Any) -> Any:
-        value = raw.get(key, default)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            errors.append(f"agent.{key}: expected {kind.__name__}, got {value!r}")
-            return default
-        return value
 
-    tick = get("tick", float, 1.0)
-    if not 0.25 <= tick <= 10:
-        errors.append(f"agent.tick: {tick} is out of range 0.25..10 seconds")
-    history = get("history", float, 300.0)
-    if not tick <= history <= 86400:
-        errors.append(f"agent.history: {history} is out of range tick..86400 seconds")
-    s = AgentSettings(
-        socket=get("socket", str, "") or default_socket(instance), tick=tick, history=history,
-        operator_group=get("operator_group", str, "xlb"),
-        socket_group=get("socket_group", str, ""),
-        audit_log=get("audit_log", str, "")
-        or os.path.join(STATE_ROOT, instance, "audit.jsonl"))
-    health = dict(health=get("health", str, "tcp"), health_port=get("health_port", int, 0),
-                  health_path=get("health_path", str, "/"),
-                  health_interval=get("health_interval", float, 1.0),
-                  health_timeout=get("health_timeout", float, 0.5),
-                  health_rise=get("health_rise", int, 2), health_fall=get("health_fall", int, 2),
-                  health_down_flows=get("health_down_flows", str, "stay"))
-    metrics = get("metrics", str, "127.0.0.1:9465")
-    host, _, port = metrics.rpartition(":")
-    if metrics and not (host and port.isdigit() and int(port) <= 65535):
-        errors.append(f"agent.metrics: {metrics!r} is not host:port (\"\" turns it off)")
-    health["metrics"] = metrics
-    if health["health_down_flows"] not in ("stay", "move"):
-        errors.append(f"agent.health_down_flows: {health['health_down_flows']!r} is not stay or "
-                      "move")
-    if health["health"] not in ("tcp", "http", "none"):
-        errors.append(f"agent.health: {health['health']!r} is not tcp, http or none")
-    if health["health"] != "none":
-        try:
-            CheckSpec(health["health"], health["health_port"] or 1, health["health_path"],
-                      health["health_interval"], health["health_timeout"],
-                      health["health_rise"], health["health_fall"])
-        except ValueError as e:
-            errors.append(f"agent: {e}")
-    if errors:
-        raise ConfigError(errors)
-    return replace(s, **health)
+def _check_health(ck: Checker, values: dict) -> None:
+    """CheckSpec's rules across keys (timeout <= interval, the path), once each key is
+    fine on its own; with health = "none" nothing is checked, as nothing runs."""
+    health = {k: v for k, v in values.items() if k.startswith("health")}
+    if health["health"] == "none" or not ok(health):
+        return
+    try:
+        CheckSpec(health["health"], health["health_port"] or 1, health["health_path"],
+                  health["health_interval"], health["health_timeout"], health["health_rise"],
+                  health["health_fall"])
+    except ValueError as e:
+        ck.err("agent", str(e))
+
+
+def check_settings(ck: Checker, raw: object, instance: str) -> AgentSettings | None:
+    """Record the [agent] table's problems in `ck`; the settings if it has none."""
+    before = len(ck.errors)
+    tbl = ck.table(raw, "agent", AGENT.keys)
+    if tbl is None:
+        return None
+    values = ck.read(tbl, "agent", AGENT)
+    _check_history(ck, values["tick"], values["history"])
+    _check_health(ck, values)
+    if len(ck.errors) > before:
+        return None
+    values["socket"] = values["socket"] or default_socket(instance)
+    values["audit_log"] = values["audit_log"] or os.path.join(STATE_ROOT, instance,
+                                                              "audit.jsonl")
+    return AgentSettings(**values)
 
 
 def load(path: str) -> AgentConfig:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
-    try:
-        data = tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError([f"{path}: {e}"]) from None
-    agent = data.pop("agent", {})
-    errors: list[str] = []
-    cfg = None
-    try:
-        cfg = parse_config(data)
-    except ConfigError as e:
-        errors += e.errors
-    name = cfg.instance.name if cfg else "xlb"
-    try:
-        settings = _settings(agent, name)
-    except ConfigError as e:
-        errors += e.errors
-    if errors or cfg is None:
-        raise ConfigError([f"{path}: {e}" for e in errors])
+    """Read and check the whole file; ConfigError lists every problem, each with the path."""
+    raw, data = read_toml(path)
+    ck = Checker()
+    cfg = check_config(ck, data, other_tables=("agent",))
+    settings = check_settings(ck, data.get("agent", {}), cfg.instance.name if cfg else "")
+    if cfg is None or settings is None:
+        raise in_file(path, ck.errors)
     return AgentConfig(settings, cfg, hashlib.sha256(raw).hexdigest())

@@ -25,12 +25,13 @@ PROG_PIN = "prog"
 
 @dataclass(frozen=True)
 class Geometry:
-    """Sizes compiled into the program and its maps; changing one needs --remove-pins."""
+    """Sizes compiled into the program and its maps; changing one needs --remove-pins.
+    No defaults: they are the [instance] table's (xlb/schema.py)."""
 
-    ring_size: int = 65537
-    max_vips: int = 64
-    max_backends: int = 4096
-    max_connections: int = 262144
+    ring_size: int
+    max_vips: int
+    max_backends: int
+    max_connections: int
 
     @property
     def ring_slots(self) -> int:

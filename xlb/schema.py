@@ -1,0 +1,437 @@
+"""The instance config file's schema: every key of every table declared once.
+
+One TOML file configures an instance: `[instance]`, `[[vip]]` and `[[vip.backend]]` for
+the data plane (xlb/dataplane/config.py) and `[agent]` for its agent
+(xlb/agent/settings.py). Each key is declared here once, with its kind, its default (or
+that it is required), its range or choices and a one-line doc. The one `Checker` reads
+every table against these declarations, so a file's problems all come out in one style
+with their locations, and a test holds the README's settings blocks to the same
+declarations.
+
+What a range cannot say (addresses, networks, MACs, a prime ring size, names, host:port)
+is a check function hooked to the key's declaration. Rules across keys (duplicates,
+max_vips, history >= tick, the health check's timing) stay with the table's parser.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Kind = Literal["string", "integer", "number"]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+"""The default of a key that must be given."""
+
+
+class _Bad:
+    """Marker for a value that failed validation (its error is already recorded)."""
+
+
+BAD: Any = _Bad()
+
+
+class Invalid(ValueError):
+    """A check hook refuses a value; the message follows the key's location."""
+
+
+# ------------------------------------------------------------------------ declarations
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """An inclusive range; `above` makes `lo` exclusive (an interval must be > 0)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    above: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.above else value < self.lo):
+            return False
+        return self.hi is None or value <= self.hi
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"{self.lo}..{self.hi}"
+        if self.lo is not None:
+            return f"{'>' if self.above else '>='} {self.lo}"
+        return f"<= {self.hi}"
+
+    def refusal(self, shown: str) -> str:
+        """Why a value is refused, in the checker's style."""
+        if self.lo is not None and self.hi is not None:
+            return f"{shown} is out of range {self}"
+        return f"{shown} must be {self}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key: `default` is its TOML value, REQUIRED, or None (the parser derives it)."""
+
+    name: str
+    kind: Kind
+    doc: str
+    default: Any = REQUIRED
+    bounds: Bounds | None = None
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], Any] | None = None  # the value (converted) or raise Invalid
+
+    @property
+    def value(self) -> Any:
+        """The default as the checker returns it (a network, not its text)."""
+        if self.default is REQUIRED:
+            raise KeyError(f"{self.name} is required: it has no default")
+        if self.default is None or self.check is None:
+            return self.default
+        return self.check(self.default)
+
+    @property
+    def summary(self) -> str:
+        """The doc with the declared constraints: the README's comment for this key."""
+        parts = [self.doc]
+        if self.choices:
+            parts.append(" | ".join(self.choices))
+        if self.bounds is not None:
+            parts.append(str(self.bounds))
+        if self.default is REQUIRED:
+            parts.append("required")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Table:
+    """The declared keys of one table; `arrays` are the arrays of tables inside it."""
+
+    name: str
+    settings: tuple[Setting, ...]
+    arrays: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.settings) + self.arrays
+
+    def __getitem__(self, name: str) -> Setting:
+        for s in self.settings:
+            if s.name == name:
+                return s
+        raise KeyError(f"[{self.name}] declares no key {name!r}")
+
+    def default(self, name: str) -> Any:
+        return self[name].value
+
+
+# ------------------------------------------------------------------------ value checks
+
+
+def show(value: object) -> str:
+    """A short repr of a (possibly hostile) value for an error message."""
+    try:
+        text = repr(value)
+    except Exception:  # a huge int, or an object whose repr fails
+        if isinstance(value, int):
+            return f"<integer of {value.bit_length()} bits>"
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def is_prime(n: int) -> bool:
+    """Deterministic primality test; trial division is plenty for Maglev ring sizes."""
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    return all(n % d for d in range(3, math.isqrt(n) + 1, 2))
+
+
+def parse_address(value: str) -> IPAddress | None:
+    if "%" in value:  # scope ids would not survive the trip into a BPF map
+        return None
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def address_problem(addr: IPAddress) -> str | None:
+    """Why `addr` cannot be a VIP, backend or encapsulation source, or None if it can."""
+    if addr.is_unspecified:
+        return "is the unspecified address"
+    if addr.is_loopback:
+        return "is a loopback address"
+    if addr.is_multicast:
+        return "is a multicast address"
+    if addr == ipaddress.IPv4Address("255.255.255.255"):
+        return "is the broadcast address"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return f"is IPv4-mapped; write {addr.ipv4_mapped} instead"
+    return None
+
+
+def _address(value: str) -> IPAddress:
+    addr = parse_address(value)
+    if addr is None:
+        raise Invalid(f"{show(value)} is not an IP address")
+    problem = address_problem(addr)
+    if problem:
+        raise Invalid(f"{addr} {problem}")
+    return addr
+
+
+ENCAP_PREFIX_RANGE = {4: (8, 32), 6: (8, 128)}
+
+
+def _network(value: str, version: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if "%" in value:
+        raise Invalid(f"{show(value)}: scoped addresses are not supported")
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise Invalid(f"{show(value)} is not an IP network") from None
+        raise Invalid(f"{value} has host bits set (did you mean {loose}?)") from None
+    if net.version != version:
+        raise Invalid(f"family mismatch: {net} is IPv{net.version}, expected IPv{version}")
+    lo, hi = ENCAP_PREFIX_RANGE[version]
+    if not lo <= net.prefixlen <= hi:
+        raise Invalid(f"prefix length {net.prefixlen} of {net} is out of range {lo}..{hi}")
+    for edge in (net.network_address, net.broadcast_address):
+        problem = address_problem(edge)
+        if problem:
+            raise Invalid(f"{net} contains {edge}, which {problem}")
+    return net
+
+
+_INSTANCE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2}){4}")
+VIP_NAME_MAX = 64
+
+
+def _instance_name(value: str) -> str:
+    if not _INSTANCE_NAME_RE.fullmatch(value):
+        raise Invalid(f"{show(value)} does not match ^{_INSTANCE_NAME_RE.pattern}$")
+    return value
+
+
+def _interface(value: str) -> str:
+    if not 1 <= len(value) <= 15:
+        raise Invalid(f"{show(value)} must be 1..15 characters long")
+    if value in (".", ".."):
+        raise Invalid(f"{show(value)} is not a valid interface name")
+    if any(c in "/:" or c.isspace() or not c.isprintable() for c in value):
+        raise Invalid(f"{show(value)} must not contain '/', ':', whitespace or control "
+                      "characters")
+    return value
+
+
+def _netns(value: str) -> str:
+    if value and (len(value) > 255 or value in (".", "..")):
+        raise Invalid(f"{show(value)} is not a valid namespace name")
+    if any(c == "/" or c.isspace() or not c.isprintable() for c in value):
+        raise Invalid(f"{show(value)} must not contain '/', whitespace or control characters")
+    return value
+
+
+def _prime(value: int) -> int:
+    if not is_prime(value):
+        raise Invalid(f"{value} is not prime")
+    return value
+
+
+def _mac(value: str) -> bytes | None:
+    if value == "":
+        return None
+    if not _MAC_RE.fullmatch(value):
+        raise Invalid(f"{show(value)} is not a MAC address like 'aa:bb:cc:dd:ee:ff'")
+    mac = bytes.fromhex(value.replace(":", "").replace("-", ""))
+    if mac[0] & 1:
+        raise Invalid(f"{value} is a multicast/broadcast MAC, not a next hop")
+    if mac == bytes(6):
+        raise Invalid(f"{value} is the all-zero MAC")
+    return mac
+
+
+def _vip_name(value: str) -> str:
+    if not 1 <= len(value) <= VIP_NAME_MAX:
+        raise Invalid(f"{show(value)} must be 1..{VIP_NAME_MAX} characters long")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise Invalid(f"{show(value)} must not contain whitespace or control characters")
+    return value
+
+
+def _host_port(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if value and not (host and port.isdigit() and int(port) <= 65535):
+        raise Invalid(f"{show(value)} is not host:port (\"\" turns it off)")
+    return value
+
+
+# ------------------------------------------------------------------------------ tables
+
+INSTANCE = Table("instance", (
+    Setting("name", "string", "names the instance in pin, socket and state paths",
+            check=_instance_name),
+    Setting("interface", "string", "the interface XDP attaches to", check=_interface),
+    Setting("netns", "string", 'network namespace of the interface ("" = this one)', "",
+            check=_netns),
+    Setting("xdp_mode", "string", "the driver's XDP hook, or generic (SKB, any driver)",
+            "native", choices=("native", "generic")),
+    Setting("ring_size", "integer", "Maglev ring size, a prime", 65537, Bounds(13, 1048573),
+            check=_prime),
+    Setting("max_vips", "integer", "VIPs the maps hold", 64, Bounds(1, 1024)),
+    Setting("max_backends", "integer", "distinct backend addresses the maps hold", 4096,
+            Bounds(1, 65536)),
+    Setting("max_connections", "integer", "connection table entries (LRU, per-CPU lists)",
+            262144, Bounds(1024, 67108864)),
+    Setting("mtu", "integer", "largest IP packet after encapsulation", 1500, Bounds(576, 9216)),
+    Setting("nexthop_mac", "string", '"aa:bb:cc:dd:ee:ff"; "" = back to the sender (the router)',
+            "", check=_mac),
+    Setting("encap_source_v4", "string", "outer IPv4 sources, host bits from the flow hash",
+            "172.16.0.0/16", check=partial(_network, version=4)),
+    Setting("encap_source_v6", "string", "outer IPv6 sources, host bits from the flow hash",
+            "fd00:5f1b::/64", check=partial(_network, version=6)),
+))
+
+VIP = Table("vip", (
+    Setting("name", "string", "unique; default address:port/protocol", None, check=_vip_name),
+    Setting("address", "string", "IPv4 or IPv6", check=_address),
+    Setting("port", "integer", "0 = any port", bounds=Bounds(0, 65535)),
+    Setting("protocol", "string", "the transport balanced", choices=("tcp", "udp")),
+), arrays=("backend",))
+
+BACKEND = Table("vip.backend", (
+    Setting("address", "string", "IPv4 or IPv6, independent of the VIP's family",
+            check=_address),
+    Setting("weight", "integer", "share of new flows; 0 = none", 1, Bounds(0, 65535)),
+    Setting("state", "string", "drained: no new flows, established ones stay", "active",
+            choices=("active", "drained")),
+))
+
+AGENT = Table("agent", (
+    Setting("socket", "string",
+            'the API\'s Unix socket, mode 0660 ("" = /run/xlb/<instance>.sock)', ""),
+    Setting("tick", "number", "seconds between counter polls and snapshots", 1.0,
+            Bounds(0.25, 10)),
+    Setting("history", "number", "seconds of rate history kept, at least tick", 300.0,
+            Bounds(0.25, 86400)),
+    Setting("operator_group", "string", "root and this group's members may change things",
+            "xlb"),
+    Setting("socket_group", "string", 'group owning the socket ("" = operator_group)', ""),
+    Setting("audit_log", "string", '"" = /var/lib/xlb/<instance>/audit.jsonl', ""),
+    Setting("metrics", "string", 'Prometheus exporter host:port ("" = off, port 0 = any)',
+            "127.0.0.1:9465", check=_host_port),
+    Setting("health", "string", "one check per backend address", "tcp",
+            choices=("tcp", "http", "none")),
+    Setting("health_port", "integer", "0 = the port of the first TCP VIP with the backend", 0,
+            Bounds(0, 65535)),
+    Setting("health_path", "string", "the path http checks GET", "/"),
+    Setting("health_interval", "number", "seconds between checks", 1.0, Bounds(0, above=True)),
+    Setting("health_timeout", "number", "seconds, at most the interval", 0.5,
+            Bounds(0, above=True)),
+    Setting("health_rise", "integer", "consecutive passes that bring a backend back", 2,
+            Bounds(1)),
+    Setting("health_fall", "integer", "consecutive failures that take it down", 2, Bounds(1)),
+    Setting("health_down_flows", "string",
+            "what a down backend's established flows do", "stay",
+            choices=("stay", "move")),
+))
+
+TABLES = (INSTANCE, VIP, BACKEND, AGENT)
+
+
+# ----------------------------------------------------------------------------- checker
+
+
+class Checker:
+    """Collects every problem, each with its location, while reading raw (TOML or dict)
+    data against the declarations."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def err(self, loc: str, msg: str) -> None:
+        self.errors.append(f"{loc}: {msg}")
+
+    def table(self, value: object, loc: str, known: tuple[str, ...]) -> Mapping | None:
+        """`value` if it is a table (unknown keys are errors: a typo must not fall back)."""
+        if not isinstance(value, Mapping):
+            self.err(loc, f"expected a table, got {show(value)}")
+            return None
+        for key in value:
+            if key not in known:
+                self.err(loc, f"unknown key {show(key)}")
+        return value
+
+    def array(self, value: object, loc: str, hint: str) -> list | tuple:
+        if isinstance(value, list | tuple):
+            return value
+        if isinstance(value, Mapping):
+            self.err(loc, f"expected an array of tables (write [[{hint}]]), got a single table")
+        else:
+            self.err(loc, f"expected an array of tables, got {show(value)}")
+        return ()
+
+    def read(self, tbl: Mapping, loc: str, table: Table) -> dict[str, Any]:
+        """Every declared key's value (default applied), or BAD where it is wrong."""
+        return {s.name: self.value(tbl, loc, s) for s in table.settings}
+
+    def value(self, tbl: Mapping, loc: str, s: Setting) -> Any:
+        where = f"{loc}.{s.name}"
+        if s.name not in tbl:
+            if s.default is REQUIRED:
+                self.err(where, "missing required key")
+                return BAD
+            return s.value
+        try:
+            value = self._typed(tbl[s.name], s)
+            if s.check is not None:
+                value = s.check(value)
+        except Invalid as e:
+            self.err(where, str(e))
+            return BAD
+        return value
+
+    @staticmethod
+    def _typed(value: Any, s: Setting) -> Any:
+        """`value` if it has the declared kind and is in range or among the choices."""
+        if s.kind == "string":
+            if not isinstance(value, str):
+                raise Invalid(f"expected a string, got {show(value)}")
+            if s.choices and value not in s.choices:
+                allowed = [repr(c) for c in s.choices]
+                raise Invalid(f"{show(value)} is not {', '.join(allowed[:-1])} or {allowed[-1]}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Invalid(f"expected {'an integer' if s.kind == 'integer' else 'a number'}, "
+                          f"got {show(value)}")
+        if s.kind == "integer" and not isinstance(value, int):
+            raise Invalid(f"expected an integer, got {show(value)}")
+        if s.kind == "number":
+            try:
+                value = float(value)
+            except OverflowError:
+                value = math.inf
+            if not math.isfinite(value):
+                raise Invalid(f"expected a finite number, got {show(value)}")
+        if s.bounds is not None and value not in s.bounds:
+            raise Invalid(s.bounds.refusal(show(value)))
+        return value
+
+
+def ok(values: Mapping[str, Any]) -> bool:
+    """Whether every value `Checker.read` returned is good."""
+    return not any(v is BAD for v in values.values())
