@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
+from xlb.dataplane.maglev import DEFAULT_RING_SIZE, MAX_WEIGHT, is_prime
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Kind = Literal["string", "integer", "number"]
 
@@ -145,15 +147,6 @@ def show(value: object) -> str:
             return f"<integer of {value.bit_length()} bits>"
         return f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def is_prime(n: int) -> bool:
-    """Deterministic primality test; trial division is plenty for Maglev ring sizes."""
-    if n < 2:
-        return False
-    if n % 2 == 0:
-        return n == 2
-    return all(n % d for d in range(3, math.isqrt(n) + 1, 2))
 
 
 def parse_address(value: str) -> IPAddress | None:
@@ -290,7 +283,8 @@ INSTANCE = Table("instance", (
             check=_netns),
     Setting("xdp_mode", "string", "the driver's XDP hook, or generic (SKB, any driver)",
             "native", choices=("native", "generic")),
-    Setting("ring_size", "integer", "Maglev ring size, a prime", 65537, Bounds(13, 1048573),
+    Setting("ring_size", "integer", "Maglev ring size, a prime", DEFAULT_RING_SIZE,
+            Bounds(13, 1048573),
             check=_prime),
     Setting("max_vips", "integer", "VIPs the maps hold", 64, Bounds(1, 1024)),
     Setting("max_backends", "integer", "distinct backend addresses the maps hold", 4096,
@@ -316,7 +310,7 @@ VIP = Table("vip", (
 BACKEND = Table("vip.backend", (
     Setting("address", "string", "IPv4 or IPv6, independent of the VIP's family",
             check=_address),
-    Setting("weight", "integer", "share of new flows; 0 = none", 1, Bounds(0, 65535)),
+    Setting("weight", "integer", "share of new flows; 0 = none", 1, Bounds(0, MAX_WEIGHT)),
     Setting("state", "string", "drained: no new flows, established ones stay", "active",
             choices=("active", "drained")),
 ))

@@ -27,6 +27,7 @@ __all__ = ["ErrorCode", "METHODS", "NOTIFICATIONS", "REASONS", "Method", "Param"
 
 JSONRPC = "2.0"
 MAX_LINE = 1 << 16  # bytes in one request line
+MAX_WEIGHT = 65535  # a backend's weight is 0..MAX_WEIGHT (16 bits in the Maglev build)
 
 # -- verdict reasons ---------------------------------------------------------------------
 # Why the data plane gave a packet its verdict, in the order of enum xlb_reason
@@ -265,11 +266,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("undrain", "let a drained backend take new flows again", ChangeResult,
            (_ADDRESS, _VIP_OPT, _FORCE), operator=True),
     Method("weight", "set a backend's weight (0 takes no new flows)", ChangeResult,
-           (_ADDRESS, Param("weight", int, True, doc="0..65535"), _VIP_OPT, _FORCE),
+           (_ADDRESS, Param("weight", int, True, doc=f"0..{MAX_WEIGHT}"), _VIP_OPT, _FORCE),
            operator=True),
     Method("add_backend", "add a backend to a VIP: new flows at once", ChangeResult,
            (Param("vip", str, True, doc="VIP name"), _ADDRESS,
-            Param("weight", int, default=1, doc="0..65535"),
+            Param("weight", int, default=1, doc=f"0..{MAX_WEIGHT}"),
             Param("state", str, default="active", doc="active | drained")), operator=True),
     Method("remove_backend", "take a backend out of a VIP", ChangeResult,
            (Param("vip", str, True, doc="VIP name"), _ADDRESS, _FORCE), operator=True),

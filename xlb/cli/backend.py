@@ -16,7 +16,7 @@ import ipaddress
 from typing import Any
 
 from xlb.api.client import AgentClient
-from xlb.api.protocol import Vip
+from xlb.api.protocol import MAX_WEIGHT, Vip
 from xlb.cli import common
 from xlb.errors import RefusedError, UsageError
 
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c = common.action(sub, add)
     c.add_argument("address", help="backend address (IPv4 or IPv6)")
     c.add_argument("--vip", required=True, help="the VIP (by name)")
-    c.add_argument("--weight", type=int, default=1, help="0..65535 (default 1)")
+    c.add_argument("--weight", type=int, default=1, help=f"0..{MAX_WEIGHT} (default 1)")
     c.add_argument("--drained", action="store_true", help="add it drained (no new flows yet)")
     common.add_client(c)
     c = common.action(sub, remove)

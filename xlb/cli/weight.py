@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 
+from xlb.api.protocol import MAX_WEIGHT
 from xlb.cli import common
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_backend_change(p)
-    p.add_argument("weight", type=int, help="0..65535")
+    p.add_argument("weight", type=int, help=f"0..{MAX_WEIGHT}")
 
 
 def run(args: argparse.Namespace) -> int:

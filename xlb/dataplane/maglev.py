@@ -44,6 +44,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from xlb.api import protocol
+
 __all__ = [
     "DEFAULT_RING_SIZE",
     "MAX_RING_SIZE",
@@ -62,7 +64,7 @@ DEFAULT_RING_SIZE = 65537
 NO_BACKEND = -1
 """Table entry meaning "no backend": every weight is zero or the pool is empty."""
 
-MAX_WEIGHT = 65535
+MAX_WEIGHT = protocol.MAX_WEIGHT
 """Weights are 16-bit."""
 
 MAX_RING_SIZE = 1 << 24
