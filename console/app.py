@@ -1,10 +1,11 @@
 """`xlb console`: the Textual app on-call engineers run over SSH.
 
 A client of one or more agents (AgentLink per socket, each in its own
-thread). Snapshots arrive as messages; the app folds them into the Fleet
-model and redraws the visible view only, coalescing bursts. Changes run in
-workers, so no key ever waits on the network. Quitting leaves the load
-balancer exactly as it is.
+thread). What the links hear arrives as typed messages (console.messages);
+the app folds snapshots into the Fleet model and redraws the visible view
+only, coalescing bursts. Views get the fleet handed down and send their
+requests up as messages. Changes run in workers, so no key ever waits on the
+network. Quitting leaves the load balancer exactly as it is.
 """
 
 from __future__ import annotations
@@ -12,28 +13,36 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any
 
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.markup import escape
-from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from console import themes
 from console.dialogs import BackendScreen, ConfirmScreen, HelpScreen, WeightScreen
-from console.draw import ago, pct
+from console.dialogs.backend import audit_lines
+from console.draw import ago
 from console.link import AgentLink
+from console.messages import (
+    AgentHello,
+    DetailsRequested,
+    EventArrived,
+    LinkLost,
+    RedrawRequested,
+    SnapshotArrived,
+)
 from console.model import BackendRow, Fleet, VipRef
 from console.views.backends import Backends
 from console.views.base import View
 from console.views.drops import Drops
 from console.views.overview import Overview
 from console.views.pending import Bgp, Flows, Probes
-from xlb.api.protocol import Snapshot, Status
+from xlb.api.protocol import AuditEntry
 from xlb.errors import AgentUnavailable, RefusedError, XlbError
 
 NARROW = 110             # below this many columns the layout stacks
@@ -46,14 +55,6 @@ CHANGE_ACTIONS = {"drain", "undrain", "weight"}
 BACKENDS_ACTIONS = {"next_vip", "next_sort", "filter"}
 QUIT_MESSAGE = ("xlb console closed. The load balancer keeps running: nothing was changed by "
                 "quitting. (In the lab, `xlb lab down` removes everything.)")
-
-
-class AgentMessage(Message):
-    """Something an AgentLink heard (posted from its thread)."""
-
-    def __init__(self, path: str, kind: str, doc: dict[str, Any]):
-        super().__init__()
-        self.path, self.kind, self.doc = path, kind, doc
 
 
 class XlbConsole(App[None]):
@@ -86,7 +87,7 @@ class XlbConsole(App[None]):
         super().__init__()
         self.fleet = Fleet(sockets)
         self.read_only_flag = read_only
-        self.links = {p: AgentLink(p, self._deliver) for p in sockets}
+        self.links = {p: AgentLink(p, self.post_message) for p in sockets}
         self._themes = themes.load_themes()
         self._xlb_themes = [t.name for t in self._themes]
         self._wanted_theme = theme or themes.remembered() or themes.DEFAULT
@@ -129,33 +130,37 @@ class XlbConsole(App[None]):
     def _apply_width(self, width: int) -> None:
         self.screen.set_class(width < NARROW, "narrow")
 
-    # -- data in ------------------------------------------------------------------------------
-    def _deliver(self, path: str, kind: str, doc: dict[str, Any]) -> None:
-        self.post_message(AgentMessage(path, kind, doc))
+    # -- data in (from the links' threads) ---------------------------------------------------
+    def on_agent_hello(self, msg: AgentHello) -> None:
+        self.fleet.hello(msg.path, msg.status)
+        self._link_changed()
+        self.schedule_redraw()
 
-    def on_agent_message(self, msg: AgentMessage) -> None:
-        if msg.kind == "snapshot":
-            self.fleet.snapshot(msg.path, cast(Snapshot, msg.doc))
-        elif msg.kind == "hello":
-            self.fleet.hello(msg.path, cast(Status, msg.doc))
-        elif msg.kind == "lost":
-            self.fleet.lost(msg.path, str(msg.doc.get("error", "connection lost")))
-        elif msg.kind == "event":
-            self._event(msg.path, msg.doc)
-        if msg.kind in ("hello", "lost"):
-            self.refresh_bindings()  # read-only or not may have changed
-            self._draw_status()
-        if msg.kind in ("snapshot", "hello"):
-            self.schedule_redraw()  # only new figures redraw the view
+    def on_snapshot_arrived(self, msg: SnapshotArrived) -> None:
+        self.fleet.snapshot(msg.path, msg.snapshot)
+        self.schedule_redraw()  # only new figures redraw the view
 
-    def _event(self, path: str, doc: dict[str, Any]) -> None:
-        name = self.fleet.by_path.get(path, path)
-        if doc.get("kind") == "health":
-            state = "back up" if doc.get("healthy") else f"DOWN ({doc.get('reason', '')})"
-            self.notify(f"{name}: backend {doc.get('address')} {state}",
-                        severity="information" if doc.get("healthy") else "warning")
-        elif doc.get("kind") == "error":
-            self.notify(f"{name}: {doc.get('message')}", severity="error")
+    def on_link_lost(self, msg: LinkLost) -> None:
+        self.fleet.lost(msg.path, msg.error)
+        self._link_changed()
+
+    def _link_changed(self) -> None:
+        self.refresh_bindings()  # read-only or not may have changed
+        self._draw_status()
+
+    def on_event_arrived(self, msg: EventArrived) -> None:
+        name = self.fleet.by_path.get(msg.path, msg.path)
+        event = msg.event
+        if event["kind"] == "health":
+            state = "back up" if event["healthy"] else f"DOWN ({event['reason']})"
+            self.notify(f"{name}: backend {event['address']} {state}",
+                        severity="information" if event["healthy"] else "warning")
+        elif event["kind"] == "error":
+            self.notify(f"{name}: {event['message']}", severity="error")
+
+    def on_redraw_requested(self, msg: RedrawRequested) -> None:
+        if msg.view is self.current_view():  # a hidden view is redrawn when shown
+            self.schedule_redraw()
 
     def schedule_redraw(self) -> None:
         """Many messages in a burst make one redraw, after the burst is handled."""
@@ -258,7 +263,7 @@ class XlbConsole(App[None]):
         self.exit(message=QUIT_MESSAGE)
 
     def action_next_vip(self, step: int) -> None:
-        self.backends_view().action_next_vip(step)
+        self.backends_view().next_vip(self.fleet, step)
 
     def action_next_sort(self) -> None:
         self.backends_view().action_next_sort()
@@ -280,7 +285,7 @@ class XlbConsole(App[None]):
     # -- changes ---------------------------------------------------------------------------------
     def _selection(self) -> tuple[VipRef, BackendRow] | None:
         view = self.backends_view()
-        ref, row = view.selected_vip(self.fleet), view.selected_backend()
+        ref, row = view.selected_vip(self.fleet), view.selected_backend(self.fleet)
         if ref is None or row is None:
             self.notify("select a backend in the Backends view first (2, then ↑ ↓)",
                         severity="warning")
@@ -335,27 +340,18 @@ class XlbConsole(App[None]):
         self.push_screen(WeightScreen(row.address, ref.name, row.weight), chosen)
 
     def action_details(self) -> None:
-        """Enter on a backend: everything about it, and who changed it when."""
+        """Details of the selected backend (command palette; Enter comes as a message)."""
         sel = self._selection()
-        if sel is None:
-            return
-        ref, row = sel
+        if sel is not None:
+            self._show_details(*sel)
+
+    def on_details_requested(self, msg: DetailsRequested) -> None:
+        self._show_details(msg.ref, msg.row)
+
+    def _show_details(self, ref: VipRef, row: BackendRow) -> None:
+        """Everything about a backend at once, then who changed it when."""
         inst = self.fleet.instances.get(ref.instance)
-        now = inst.snap["time"] if inst else 0.0
-        facts = [("VIP", f"{ref.name} {ref.label} on {ref.instance}"),
-                 ("weight", str(row.weight)), ("state", row.state), ("health", row.health),
-                 ("Maglev table share", pct(row.ring_share).strip()),
-                 ("share of new connections", pct(row.conn_share).strip()),
-                 ("share of packets", pct(row.packet_share).strip()),
-                 ("active connections",
-                  f"{row.active_connections} (flows seen in the last ~8.6 s)"),
-                 ("new connections/s", f"{row.new_connections_per_s:.1f}"),
-                 ("packets/s", f"{row.pps:.1f}"),
-                 ("last change", f"{ago(now - row.changed)} ago" if row.changed else "-"),
-                 ("in VIPs", ", ".join(v["name"] for v in inst.snap["vips"]
-                                       if any(b["address"] == row.address
-                                              for b in v["backends"])) if inst else "?")]
-        screen = BackendScreen(f"Backend {row.address}", facts)
+        screen = BackendScreen(ref, row, inst.snap if inst else None)
         self.push_screen(screen)
         self.run_worker(self._load_audit(ref, row.address, screen), group="audit")
 
@@ -369,19 +365,11 @@ class XlbConsole(App[None]):
             screen.show_audit([f"not connected to {ref.instance}"])
             return
         try:
-            entries = await asyncio.to_thread(link.call, "audit", n=500)
+            entries: list[AuditEntry] = await asyncio.to_thread(link.call, "audit", n=500)
         except XlbError as e:
             screen.show_audit([f"the audit log could not be read: {e}"])
             return
-        lines = []
-        for entry in reversed(entries):
-            if entry.get("params", {}).get("address") != address:
-                continue
-            when = time.strftime("%Y-%m-%d %H:%M:%S",
-                                 time.localtime(float(entry.get("time", 0))))
-            lines.append(f"{when}  {entry.get('user')} (uid {entry.get('uid')})  "
-                         f"{entry.get('action')}  {entry.get('before')} -> {entry.get('after')}")
-        screen.show_audit(lines[:50])
+        screen.show_audit(audit_lines(entries, address))
 
     def _change(self, ref: VipRef, method: str, params: dict[str, Any]) -> None:
         self.run_worker(self._send(ref, method, {**params, "vip": ref.name}), group="changes")
@@ -447,7 +435,7 @@ class XlbConsole(App[None]):
 
     def _show_vip(self, key: str) -> None:
         self.action_show_view("backends")
-        self.backends_view().select_vip(key)
+        self.backends_view().vip_key = key
 
 
 def _short(text: str, n: int = 60) -> str:

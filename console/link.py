@@ -1,10 +1,11 @@
 """The console's connection to one agent: a subscription that reconnects by itself.
 
 The subscription reads a blocking socket, so it runs in its own thread and
-hands each message to the app with post_message (thread-safe); the UI thread
-never waits on the network. Changes (drain, weight, ...) open a short-lived
-connection of their own from a worker, so a slow change never stalls the
-stream. Everything goes through AgentClient, the one API client.
+posts each thing it hears to the app as a typed message (console.messages;
+post_message is thread-safe); the UI thread never waits on the network.
+Changes (drain, weight, ...) open a short-lived connection of their own from a
+worker, so a slow change never stalls the stream. Everything goes through
+AgentClient, the one API client.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from textual.message import Message
+
+from console.messages import AgentHello, EventArrived, LinkLost, SnapshotArrived
 from xlb.api.client import AgentClient
 from xlb.errors import XlbError
 
@@ -20,16 +24,23 @@ RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 READ_TIMEOUT = 10.0   # no snapshot for this long: the agent is hung, reconnect
 
 
+def notification(path: str, method: str, params: Any) -> Message | None:
+    """The message for one notification (protocol.NOTIFICATIONS gives its shape), or None
+    for one this console does not know: a newer agent may send more."""
+    if method == "snapshot":
+        return SnapshotArrived(path, params)
+    if method == "event":
+        return EventArrived(path, params)
+    return None
+
+
 class AgentLink:
-    """Follows one agent socket; calls `deliver(path, kind, doc)` from its thread.
+    """Follows one agent socket; `post`s AgentHello, SnapshotArrived, EventArrived and
+    LinkLost messages from its thread (the app's post_message)."""
 
-    kind is "hello" (status after connecting), "snapshot", "event", or "lost"
-    (doc = {"error": ...}) when the connection fails or ends.
-    """
-
-    def __init__(self, path: str, deliver: Callable[[str, str, dict[str, Any]], None]):
+    def __init__(self, path: str, post: Callable[[Message], object]):
         self.path = path
-        self.deliver = deliver
+        self.post = post
         self._stop = threading.Event()
         self._client: AgentClient | None = None
         self._thread = threading.Thread(target=self._run, name=f"xlb-link {path}", daemon=True)
@@ -52,19 +63,21 @@ class AgentLink:
             try:
                 client = AgentClient(self.path, timeout=READ_TIMEOUT)
             except XlbError as e:
-                self.deliver(self.path, "lost", {"error": str(e)})
+                self.post(LinkLost(self.path, str(e)))
             else:
                 self._client = client
                 try:
-                    self.deliver(self.path, "hello", client.call("status"))
+                    self.post(AgentHello(self.path, client.call("status")))
                     delay = RETRY_FIRST
-                    for kind, doc in client.subscribe():
+                    for method, params in client.subscribe():
                         if self._stop.is_set():
                             break
-                        self.deliver(self.path, kind, doc)
+                        message = notification(self.path, method, params)
+                        if message is not None:
+                            self.post(message)
                 except XlbError as e:
                     if not self._stop.is_set():
-                        self.deliver(self.path, "lost", {"error": str(e)})
+                        self.post(LinkLost(self.path, str(e)))
                 finally:
                     self._client = None
                     client.close()

@@ -1,7 +1,8 @@
 """Backends: per VIP, weight/state/health, Maglev share against observed traffic.
 
 The keys that change things (d, u, w) are the app's actions; this view only
-says which backend and VIP are selected.
+says which backend and VIP are selected, and asks for details with a message.
+Its state (VIP, sort, filter) is reactive: whoever sets it, the view redraws.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.reactive import var
 from textual.widgets import DataTable, Input, Static
 
 from console.draw import ago, bar, pct
+from console.messages import DetailsRequested
 from console.model import SORT_KEYS, BackendRow, Fleet, VipRef, sort_and_filter
 from console.views.base import STATE_MARK, STATE_ROLE, View, cell_key, num, sync_table
 from xlb.units import human
@@ -38,11 +42,15 @@ class Backends(View):
     # while the focus moves); the app hands them to this view
     BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False)]
 
+    # the view's state: var, not reactive, as the view repaints nothing itself; its
+    # watchers redraw the children from the fleet last handed down
+    vip_key: var[str | None] = var(None, init=False)  # chosen VIP; None: the first
+    sort: var[str] = var("address", init=False)
+    filter_text: var[str] = var("", init=False)
+
     def __init__(self, **kw: Any):
         super().__init__(**kw)
-        self.vip_key: str | None = None
-        self.sort = "address"
-        self.filter_text = ""
+        self._fleet: Fleet | None = None  # as of the last redraw(fleet)
         self._rows: dict[str, tuple[Any, ...]] = {}
 
     def compose(self) -> ComposeResult:
@@ -61,45 +69,47 @@ class Backends(View):
         # rows off screen are brought up to date when they scroll into view
         self.watch(self.query_one("#be-table"), "scroll_y", self._scrolled, init=False)
 
+    # -- state ---------------------------------------------------------------------------
+    def watch_vip_key(self) -> None:
+        self._redraw_again()
+
+    def watch_sort(self) -> None:
+        self._redraw_again()
+
+    def watch_filter_text(self) -> None:
+        self._redraw_again()
+
+    def _scrolled(self, _old: float, _new: float) -> None:
+        self._redraw_again()
+
+    def _redraw_again(self) -> None:
+        """Redraw now with the fleet last handed down (none yet: the app's first redraw
+        will use the new state)."""
+        if self._fleet is not None and self.is_mounted:
+            self.redraw(self._fleet)
+
     # -- selection --------------------------------------------------------------------
     def selected_vip(self, fleet: Fleet) -> VipRef | None:
+        """The chosen VIP, or the first one when it is not (or no longer) shown."""
         vips = fleet.vips()
-        for v in vips:
-            if v.key == self.vip_key:
-                return v
-        if vips:
-            self.vip_key = vips[0].key
-            return vips[0]
-        return None
+        return next((v for v in vips if v.key == self.vip_key), vips[0] if vips else None)
 
-    def selected_backend(self) -> BackendRow | None:
-        fleet = self.console.fleet
+    def selected_backend(self, fleet: Fleet) -> BackendRow | None:
         ref = self.selected_vip(fleet)
         key = cell_key(self.query_one("#be-table", DataTable))
         if ref is None or key is None:
             return None
-        for row in fleet.backend_rows(ref):
-            if row.address == key:
-                return row
-        return None
+        return next((row for row in fleet.backend_rows(ref) if row.address == key), None)
 
-    def action_next_vip(self, step: int) -> None:
-        vips = self.console.fleet.vips()
-        if not vips:
-            return
-        keys = [v.key for v in vips]
-        i = keys.index(self.vip_key) if self.vip_key in keys else 0
-        self.vip_key = keys[(i + step) % len(keys)]
-        self.redraw(self.console.fleet)
-
-    def select_vip(self, key: str) -> None:
-        self.vip_key = key
-        self.redraw(self.console.fleet)
+    def next_vip(self, fleet: Fleet, step: int) -> None:
+        keys = [v.key for v in fleet.vips()]
+        if keys:
+            i = keys.index(self.vip_key) if self.vip_key in keys else 0
+            self.vip_key = keys[(i + step) % len(keys)]
 
     def action_next_sort(self) -> None:
         order = list(SORT_KEYS)
         self.sort = order[(order.index(self.sort) + 1) % len(order)]
-        self.redraw(self.console.fleet)
 
     def action_filter(self) -> None:
         box = self.query_one("#be-filter", Input)
@@ -112,28 +122,28 @@ class Backends(View):
         box.display = False
         self.filter_text = ""
         self.query_one("#be-table").focus()
-        self.redraw(self.console.fleet)
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "be-filter":
-            self.filter_text = event.value
-            self.redraw(self.console.fleet)
+    @on(Input.Changed, "#be-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "be-filter":
-            if not event.value.strip():
-                event.input.display = False
-            self.query_one("#be-table").focus()
+    @on(Input.Submitted, "#be-filter")
+    def _filter_kept(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            event.input.display = False
+        self.query_one("#be-table").focus()
 
-    def _scrolled(self, _old: float, _new: float) -> None:
-        self.redraw(self.console.fleet)
-
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id == "be-table":
-            self.console.action_details()
+    @on(DataTable.RowSelected, "#be-table")
+    def _details(self) -> None:
+        fleet = self._fleet
+        ref = self.selected_vip(fleet) if fleet else None
+        row = self.selected_backend(fleet) if fleet else None
+        if ref is not None and row is not None:
+            self.post_message(DetailsRequested(ref, row))
 
     # -- drawing ------------------------------------------------------------------------
     def redraw(self, fleet: Fleet) -> None:
+        self._fleet = fleet
         ref = self.selected_vip(fleet)
         title = self.query_one("#be-title", Static)
         table: DataTable[Any] = self.query_one("#be-table", DataTable)

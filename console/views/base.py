@@ -1,9 +1,14 @@
-"""What every view shares: redraw from the Fleet, theme colours, and table syncing."""
+"""What every view shares: redraw from the Fleet, theme colours, and table syncing.
+
+A view knows nothing of the app: the app hands it the Fleet (redraw) and
+sets its state; the view posts messages (console.messages) for what only the
+app can do.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.markup import escape
 from rich.text import Text
@@ -11,10 +16,8 @@ from textual.containers import Container
 from textual.theme import Theme
 from textual.widgets import DataTable
 
+from console.messages import RedrawRequested
 from console.model import Fleet
-
-if TYPE_CHECKING:
-    from console.app import XlbConsole
 
 STATE_MARK = {"active": "● active", "draining": "◐ draining", "drained": "○ drained",
               "down": "✗ down"}
@@ -34,24 +37,20 @@ def theme_colour(theme: Theme, role: str) -> str:
 
 
 class View(Container):
-    """A tab's content. The app calls redraw() when it is shown and on each snapshot."""
+    """A tab's content. The app calls redraw(fleet) when it is shown and on each snapshot."""
 
     TITLE = ""
     # the keys this view adds, for the help screen: (key, what it does)
     KEYS: Sequence[tuple[str, str]] = ()
     can_focus = False
 
-    @property
-    def console(self) -> XlbConsole:
-        return self.app  # type: ignore[return-value]
-
     def redraw(self, fleet: Fleet) -> None:
         raise NotImplementedError
 
     def on_resize(self) -> None:
-        """Bars and charts are drawn to the width: redraw when it changes (or first known)."""
-        if self.console.current_view() is self:
-            self.console.schedule_redraw()
+        """Bars and charts are drawn to the width: ask for a redraw when it changes (or is
+        first known). The app redraws the view it shows, once per burst of resizes."""
+        self.post_message(RedrawRequested(self))
 
     def role(self, role: str) -> str:
         """A colour of the current theme by role (success, warning, error, accent, ...)."""

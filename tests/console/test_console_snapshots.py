@@ -1,9 +1,11 @@
-"""SVG snapshots of every console view at 80x24 and 160x48 (pytest-textual-snapshot).
+"""SVG snapshots of every console view and every dialog at 80x24 and 160x48
+(pytest-textual-snapshot).
 
 The data comes from a frozen AgentDouble (fixed figures, one snapshot per
-hour, so the sparklines have a known length). After an intended change of
-the look, review and accept with `pytest tests/test_console_snapshots.py
---snapshot-update`.
+hour, so the sparklines have a known length). The dialogs are opened with
+their keys on the Backends view, over its first backend. After an intended
+change of the look, review and accept with `pytest
+tests/console/test_console_snapshots.py --snapshot-update`.
 """
 
 from __future__ import annotations
@@ -13,16 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import DataTable, Input, Static
 
 from console.app import VIEWS, XlbConsole
+from console.dialogs import BackendScreen, ConfirmScreen, Dialog, HelpScreen, WeightScreen
 from tests.agent_double import AgentDouble
 from tests.helpers import until
 
 SIZES = [(80, 24), (160, 48)]
+DIALOGS: dict[str, tuple[str, type[Dialog[Any]]]] = {  # name: (key, screen)
+    "confirm": ("d", ConfirmScreen), "weight": ("w", WeightScreen),
+    "help": ("question_mark", HelpScreen), "details": ("enter", BackendScreen)}
 
 
 @pytest.fixture
 def frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentDouble]:
+    """Five backends, frozen figures."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     d = AgentDouble(str(tmp_path / "lb1.sock"), backends=5, frozen=True, tick=3600).start()
     yield d
@@ -38,6 +46,30 @@ def test_view(frozen: AgentDouble, snap_compare: Any, view: int, size: tuple[int
         await until(lambda: "lb1" in app.fleet.instances
                     and len(app.fleet.instances["lb1"].pps) >= 2, pilot)
         await pilot.press(str(view + 1))
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dialog", list(DIALOGS))
+def test_dialog(frozen: AgentDouble, snap_compare: Any, dialog: str,
+                size: tuple[int, int]) -> None:
+    app = XlbConsole([frozen.path])
+    key, screen = DIALOGS[dialog]
+
+    async def ready(pilot: Any) -> None:
+        await until(lambda: "lb1" in app.fleet.instances
+                    and len(app.fleet.instances["lb1"].pps) >= 2, pilot)
+        await pilot.press("2")
+        await until(lambda: app.query_one("#be-table", DataTable).row_count == 5, pilot)
+        await pilot.press(key)
+        await until(lambda: isinstance(app.screen, screen), pilot)
+        for box in app.screen.query(Input):
+            box.cursor_blink = False  # a blinking cursor would make two pictures
+        if screen is BackendScreen:
+            await until(lambda: "no changes recorded" in str(
+                app.screen.query_one("#audit-body", Static).render()), pilot)
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
