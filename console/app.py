@@ -42,7 +42,7 @@ from console.views.base import View
 from console.views.drops import Drops
 from console.views.overview import Overview
 from console.views.pending import Bgp, Flows, Probes
-from xlb.api.protocol import AuditEntry
+from xlb.api.protocol import MAX_WEIGHT, AuditEntry
 from xlb.errors import AgentUnavailable, RefusedError, XlbError
 
 NARROW = 110             # below this many columns the layout stacks
@@ -410,7 +410,7 @@ class XlbConsole(App[None]):
                                 self.action_drain)
             yield SystemCommand("Undrain selected backend", "new flows again",
                                 self.action_undrain)
-            yield SystemCommand("Set weight of selected backend", "0..65535",
+            yield SystemCommand("Set weight of selected backend", f"0..{MAX_WEIGHT}",
                                 self.action_weight)
         yield SystemCommand("Details of selected backend", "figures and audit trail",
                             self.action_details)

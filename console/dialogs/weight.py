@@ -8,12 +8,11 @@ from textual.validation import Integer, ValidationResult
 from textual.widgets import Input, Label, Static
 
 from console.dialogs.base import Dialog
-
-MAX_WEIGHT = 65535
+from xlb.api.protocol import MAX_WEIGHT
 
 
 class WeightScreen(Dialog[int | None]):
-    """A new weight, 0..65535; the input refuses anything else and says why (None: Esc)."""
+    """A new weight, 0..MAX_WEIGHT; the input refuses anything else and says why (None: Esc)."""
 
     DEFAULT_CSS = """
     WeightScreen #weight-error { color: $error; height: 1; }
