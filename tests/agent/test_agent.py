@@ -306,9 +306,7 @@ def test_the_log_says_what_the_agent_did(agent: AgentProc) -> None:
     text = "\n".join(lines)
     for expected in ("agent agt starting", "loaded agt: native XDP on xlb0",
                      "agent agt running: API on",
-                     "root (uid 0) drain 10.0.1.2: {'web': {'address': '10.0.1.2', 'weight': 3, "
-                     "'state': 'active'}} -> {'web': {'address': '10.0.1.2', 'weight': 3, "
-                     "'state': 'drained'}}",
+                     "root (uid 0) drain 10.0.1.2: web: state active → drained",
                      "refused drain from nobody",
                      "agent agt stopped; the data plane keeps running"):
         assert expected in text, f"{expected!r} not in the log:\n{text}"

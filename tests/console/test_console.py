@@ -450,7 +450,7 @@ def test_enter_shows_the_backend_and_its_audit_trail(double: AgentDouble) -> Non
         await until(lambda: "weight" in str(
             app.screen.query_one("#audit-body", Static).render()), pilot)
         audit = str(app.screen.query_one("#audit-body", Static).render())
-        assert "tester (uid 1000)" in audit and "'weight': 7" in audit
+        assert "tester (uid 1000)" in audit and "weight  web: weight 2 → 7" in audit
         await pilot.press("escape")
         await until(lambda: not isinstance(app.screen, BackendScreen), pilot)
 

@@ -72,6 +72,20 @@ def test_conforms_says_what_does_not_fit() -> None:
     assert P.conforms({"kind": "nope"}, P.Event) != []
 
 
+def test_changes_read_as_text() -> None:
+    b: P.BackendConfig = {"address": "10.0.0.1", "weight": 1, "state": "active"}
+    assert P.change_text({"web": b}, {"web": {**b, "weight": 7}}) == "web: weight 1 → 7"
+    assert P.change_text({"web": b, "dns": b},
+                         {"web": {**b, "state": "drained"}, "dns": b}) == (
+        "web: state active → drained; dns: unchanged")
+    assert P.change_text({"web": None}, {"web": b}) == "web: added (weight 1, active)"
+    vip: P.VipConfig = {"name": "api", "address": "2001:db8::1", "port": 443,
+                        "protocol": "tcp", "backend": [b]}
+    assert P.change_text({"api": None}, {"api": vip}) == (
+        "api: added ([2001:db8::1]:443/tcp, 1 backend(s))")
+    assert P.change_text({"api": vip}, {"api": None}) == "api: removed"
+
+
 def test_error_answers_become_the_matching_error() -> None:
     assert isinstance(from_rpc(ErrorCode.REFUSED, "no"), RefusedError)
     assert isinstance(from_rpc(ErrorCode.READ_ONLY, "no"), ReadOnlyError)

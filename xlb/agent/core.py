@@ -280,8 +280,8 @@ class Agent:
             after = view(self.desired)
             entry = self.audit.append(uid=caller.uid, user=caller.user, action=action,
                                       params=params, before=before, after=after)
-        log.info("%s (uid %d) %s %s: %s -> %s", caller.user, caller.uid, action,
-                 params.get("address") or params.get("name"), before, after)
+        log.info("%s (uid %d) %s %s: %s", caller.user, caller.uid, action,
+                 params.get("address") or params.get("name"), P.change_text(before, after))
         event: P.ChangeEvent = {"kind": "change", **entry}  # type: ignore[typeddict-item]
         self.emit("event", event)
         return {"vips": list(dict.fromkeys([*before, *after])), "before": before,

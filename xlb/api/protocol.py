@@ -204,6 +204,31 @@ Event = ChangeEvent | HealthEvent | ErrorEvent
 NOTIFICATIONS: dict[str, Any] = {"snapshot": Snapshot, "event": Event}
 
 
+def change_text(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """A change's before and after (ChangeResult, AuditEntry) for people, per VIP:
+    "web: weight 1 → 7", "web: added (weight 2, active)", "api: removed"."""
+    parts = []
+    for vip in dict.fromkeys([*before, *after]):
+        old, new = before.get(vip), after.get(vip)
+        if new is None:
+            parts.append(f"{vip}: removed" if old is not None else f"{vip}: absent")
+        elif old is None:
+            parts.append(f"{vip}: added ({_table_text(new)})")
+        else:
+            diff = [f"{k} {old.get(k)} → {v}" for k, v in new.items()
+                    if k != "backend" and old.get(k) != v]
+            parts.append(f"{vip}: {', '.join(diff) or 'unchanged'}")
+    return "; ".join(parts) or "nothing"
+
+
+def _table_text(t: dict[str, Any]) -> str:
+    """A BackendConfig ("weight 2, active") or a VipConfig ("10.0.0.1:80/tcp, 3 backends")."""
+    if "backend" in t:
+        host = f"[{t['address']}]" if ":" in t["address"] else t["address"]
+        return f"{host}:{t['port']}/{t['protocol']}, {len(t['backend'])} backend(s)"
+    return f"weight {t['weight']}, {t['state']}"
+
+
 # -- methods -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Param:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from xlb.api.protocol import AuditEntry
+from xlb.api.protocol import AuditEntry, change_text
 from xlb.cli import common
 
 
@@ -29,4 +29,5 @@ def run(args: argparse.Namespace) -> int:
 def line(e: AuditEntry) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
     subject = e["params"].get("name") or e["params"].get("address")
-    return f"{when} {e['user']}({e['uid']}) {e['action']} {subject}: {e['before']} -> {e['after']}"
+    return f"{when} {e['user']} (uid {e['uid']}) {e['action']} {subject}: " + change_text(
+        e["before"], e["after"])

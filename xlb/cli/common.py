@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from xlb.api.protocol import change_text
 from xlb.errors import UsageError
 
 if TYPE_CHECKING:
@@ -103,6 +104,6 @@ def backend_change(args: argparse.Namespace, method: str, **params: Any) -> int:
     """Send drain / undrain / weight for args.address and print what changed."""
     with client(args) as c:
         doc = c.call(method, address=args.address, vip=args.vip, **params)
-    output(doc, args, lambda d: f"{method} {args.address}: done in " + ", ".join(
-        f"{n} ({d['before'][n]} -> {d['after'][n]})" for n in d["vips"]))
+    output(doc, args, lambda d: f"{method} {args.address}: done; "
+           + change_text(d["before"], d["after"]))
     return 0
