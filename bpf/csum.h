@@ -1,7 +1,7 @@
 /* Internet checksums for XDP programs: folding a 64-bit one's-complement sum
- * to 16 bits and the IPv4 header checksum. Included by encap.h and icmp.h
- * (so by xlb.c); needs no map. Do not name a function csum_fold: the kernel
- * headers BCC pulls in already have one.
+ * to 16 bits, the IPv4 header checksum and an incremental update. Included by
+ * encap.h and icmp.h (so by xlb.c); needs no map. Do not name a function
+ * csum_fold: the kernel headers BCC pulls in already have one.
  */
 #ifndef XLB_CSUM_H
 #define XLB_CSUM_H
@@ -27,6 +27,16 @@ static __always_inline u16 ipv4_csum(struct iphdr *ip)
     for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
         sum += w[i];
     return fold_csum(sum);
+}
+
+/* A checksum after one 16-bit word it covers changed from old to new (RFC 1624, eqn. 3):
+ * words as they sit in the packet, so no byte-order conversion is needed. */
+static __always_inline u16 csum_replace16(u16 check, u16 old, u16 new)
+{
+    u32 sum = (u16)~check + (u16)~old + (u32)new;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return ~sum;
 }
 
 #endif /* XLB_CSUM_H */

@@ -53,10 +53,12 @@ static __always_inline int write_l2(void *data, void *end, u32 shift, u32 l2_len
     return 0;
 }
 
-/* Push an outer IPv4 or IPv6 header in front of the original IP packet. */
+/* Push an outer IPv4 or IPv6 header in front of the original IP packet and send it,
+ * counted under `reason` (how the backend was chosen). */
 static __always_inline int encapsulate(struct xdp_md *ctx, struct parsed *p,
                                        const struct xlb_backend *be,
-                                       const struct xlb_config *cfg, u32 hash, u64 bytes)
+                                       const struct xlb_config *cfg, u32 hash, u64 bytes,
+                                       u32 reason)
 {
     u8 inner_proto = p->flow.family == XLB_AF_INET ? IPPROTO_IPIP : IPPROTO_IPV6;
     u32 outer = be->family == XLB_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
@@ -125,7 +127,7 @@ static __always_inline int encapsulate(struct xdp_md *ctx, struct parsed *p,
     __builtin_memcpy(e->h_source, orig_src, ETH_ALEN);
     e->h_proto = p->flow.family == XLB_AF_INET ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
 #endif
-    return verdict(XLB_R_TX_ENCAP, bytes, XDP_TX);
+    return verdict(reason, bytes, XDP_TX);
 }
 
 #endif /* XLB_ENCAP_H */

@@ -1,8 +1,9 @@
 /* ICMP answers of the load balancer: "fragmentation needed" (IPv4) and
  * "packet too big" (ICMPv6) back to the sender when a packet would exceed the
- * MTU once encapsulated. reply_frame makes room and turns the frame around
- * (VLAN tag kept); icmp4_too_big / icmp6_too_big write the reply. Included by
- * xlb.c.
+ * MTU once encapsulated, and echo replies to pings of a VIP address.
+ * reply_frame makes room and turns the frame around (VLAN tag kept);
+ * icmp4_too_big / icmp6_too_big write the reply; icmp4_echo / icmp6_echo turn
+ * an echo request into its reply in place. Included by xlb.c.
  *
  * Needs xlb.c's maps, through verdict(u32 reason, u64 bytes, int action),
  * which counts in the reason_stats map: the includer defines verdict() before
@@ -26,20 +27,19 @@
 
 /* The common start of both ICMP answers: room for the new headers in front,
  * the frame cut to l2 + grow + quote bytes, and an L2 header back to the
- * sender. Returns XLB_R_MAX on success, else the reason to drop. */
+ * sender. Returns XLB_R_MAX on success, else the reason to drop. The frame may
+ * be larger than one buffer (a multi-buffer frame): cutting it drops the rest. */
 static __always_inline u32 reply_frame(struct xdp_md *ctx, u32 l2, u32 grow, u32 quote,
                                        u16 ethertype)
 {
     /* callers have checked l2 <= MAX_L2_LEN (the verifier needs that bound) */
     if (bpf_xdp_adjust_head(ctx, -(int)grow))
         return XLB_R_DROP_ADJUST_FAILED;
-    void *data = (void *)(long)ctx->data;
-    void *end = (void *)(long)ctx->data_end;
-    int tail = (int)(l2 + grow + quote) - (int)(end - data);
+    int tail = (int)(l2 + grow + quote) - (int)bpf_xdp_get_buff_len(ctx);
     if (tail < 0 && bpf_xdp_adjust_tail(ctx, tail))
         return XLB_R_DROP_ADJUST_FAILED;
-    data = (void *)(long)ctx->data;
-    end = (void *)(long)ctx->data_end;
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
     if (write_l2(data, end, grow, l2, 0, ethertype))
         return XLB_R_DROP_MALFORMED;
     return XLB_R_MAX;
@@ -120,6 +120,68 @@ static __always_inline int icmp6_too_big(struct xdp_md *ctx, u32 l2, u32 mtu, u6
     sum += (u32)bpf_csum_diff(0, 0, (void *)icmp, sizeof(*icmp) + quote, 0);
     icmp->icmp6_cksum = fold_csum(sum);
     return verdict(XLB_R_TX_ICMP_TOO_BIG, bytes, XDP_TX);
+}
+
+/* Back to the sender in place: swap the MACs (a VLAN tag stays where it is).
+ * Returns -1 if the frame is shorter than an Ethernet header. */
+static __always_inline int swap_macs(void *data, void *end)
+{
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        return -1;
+    u8 mac[ETH_ALEN];
+    __builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+    __builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+    return 0;
+}
+
+/* Answer an ICMP echo request (to a VIP address) with its echo reply: the same
+ * frame turned around, addresses swapped, type changed (checksum updated for
+ * that word only), TTL 64. The caller has checked the whole packet is there
+ * and the IPv4 header has no options. */
+static __always_inline int icmp4_echo(struct xdp_md *ctx, u32 l2, u64 bytes)
+{
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    if (l2 > MAX_L2_LEN)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    struct iphdr *ip = data + l2;
+    struct icmphdr *icmp = (void *)(ip + 1);
+    if ((void *)(icmp + 1) > end || swap_macs(data, end))
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    u32 addr = ip->saddr;
+    ip->saddr = ip->daddr;
+    ip->daddr = addr;
+    ip->ttl = 64;
+    ip->check = 0;
+    ip->check = ipv4_csum(ip);
+    u16 old = *(u16 *)icmp;  /* type and code */
+    icmp->type = ICMP_ECHOREPLY;
+    icmp->checksum = csum_replace16(icmp->checksum, old, *(u16 *)icmp);
+    return verdict(XLB_R_TX_ICMP_ECHO, bytes, XDP_TX);
+}
+
+/* The ICMPv6 counterpart: the pseudo header's sum does not change when the
+ * addresses swap, so only the type word updates the checksum. */
+static __always_inline int icmp6_echo(struct xdp_md *ctx, u32 l2, u64 bytes)
+{
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    if (l2 > MAX_L2_LEN)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    struct ipv6hdr *ip6 = data + l2;
+    struct icmp6hdr *icmp = (void *)(ip6 + 1);
+    if ((void *)(icmp + 1) > end || swap_macs(data, end))
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    struct in6_addr addr = ip6->saddr;
+    ip6->saddr = ip6->daddr;
+    ip6->daddr = addr;
+    ip6->hop_limit = 64;
+    u16 old = *(u16 *)icmp;
+    icmp->icmp6_type = ICMPV6_ECHO_REPLY;
+    icmp->icmp6_cksum = csum_replace16(icmp->icmp6_cksum, old, *(u16 *)icmp);
+    return verdict(XLB_R_TX_ICMP_ECHO, bytes, XDP_TX);
 }
 
 #endif /* XLB_ICMP_H */

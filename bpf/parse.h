@@ -21,6 +21,8 @@
 #include "xlb_shared.h"
 
 #define IP_MF_OFFSET 0x3FFF  /* IPv4 frag_off: more-fragments flag | fragment offset */
+#define IP_FRAG_OFFSET 0x1FFF  /* IPv4 frag_off: fragment offset (non-zero: no L4 header) */
+#define IPV6_MAX_EXT 6  /* extension headers walked before giving up (RFC 8200 order: 4) */
 
 struct vlan_hdr {
     __be16 tci;
@@ -83,6 +85,42 @@ static __always_inline struct ipv6hdr *ipv6_hdr(void *data, void *end, u32 l2_le
     if ((void *)(ip6 + 1) > end || ip6->version != 6)
         return 0;
     return ip6;
+}
+
+/* What an IPv6 extension-header chain holds, from ipv6_ext(). */
+enum ipv6_ext_kind {
+    IPV6_EXT_OPTIONS = 1,    /* hop-by-hop, routing or destination options, no fragment header */
+    IPV6_EXT_FRAGMENT = 2,   /* a fragment header somewhere in the chain */
+    IPV6_EXT_TRUNCATED = 3,  /* an extension header cut short */
+};
+
+/* Whether next-header value nh starts an extension-header chain ipv6_ext() walks. */
+static __always_inline int ipv6_is_ext(u8 nh)
+{
+    return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS ||
+           nh == IPPROTO_FRAGMENT;
+}
+
+/* Walk the extension headers behind ip6 (whose nexthdr passed ipv6_is_ext) up to
+ * IPV6_MAX_EXT of them: a fragment header anywhere makes the packet a fragment; a chain
+ * too long to see the end of counts as options. */
+static __always_inline int ipv6_ext(struct ipv6hdr *ip6, void *end)
+{
+    u8 nh = ip6->nexthdr;
+    void *h = ip6 + 1;
+#pragma unroll
+    for (int i = 0; i < IPV6_MAX_EXT; i++) {
+        if (nh == IPPROTO_FRAGMENT)
+            return IPV6_EXT_FRAGMENT;
+        if (!ipv6_is_ext(nh))
+            return IPV6_EXT_OPTIONS;
+        struct ipv6_opt_hdr *o = h;
+        if ((void *)(o + 1) > end)
+            return IPV6_EXT_TRUNCATED;
+        nh = o->nexthdr;
+        h += ((u32)o->hdrlen + 1) * 8;  /* hop-by-hop, routing, dest. options: 8-byte units */
+    }
+    return nh == IPPROTO_FRAGMENT ? IPV6_EXT_FRAGMENT : IPV6_EXT_OPTIONS;
 }
 
 /* IPv6 traffic class (the IPv4 tos byte's counterpart). */

@@ -4,10 +4,12 @@
  *
  * Path of a packet: parse (Ethernet, one 802.1Q tag, IPv4/IPv6, TCP/UDP) ->
  * is the destination a VIP address? (no: XDP_PASS, the host's own traffic)
- * -> fragments/options dropped -> VIP lookup (port, then port 0) ->
- * connection table (TCP SYN always asks Maglev) -> Maglev ring -> encapsulate
- * to the backend (or ICMP too-big) -> XDP_TX. Every packet is counted under
- * exactly one reason, per RX queue and per action.
+ * -> fragments/options (IPv6: the extension-header chain) dropped -> ICMP:
+ * pings answered, errors about a VIP flow sent to that flow's backend -> VIP
+ * lookup (port, then port 0) -> connection table (TCP SYN always asks
+ * Maglev; other TCP without an entry makes none) -> Maglev ring ->
+ * encapsulate to the backend (or ICMP too-big) -> XDP_TX. Every packet is
+ * counted under exactly one reason, per RX queue and per action.
  */
 #include <uapi/linux/bpf.h>
 #include "xlb_shared.h"  /* structs and enums mirrored by Python */
@@ -29,8 +31,11 @@ BPF_TABLE_PINNED("percpu_array", u32, struct xlb_traffic, vip_stats, MAX_VIPS,
                  PIN_DIR "/vip_stats");
 BPF_TABLE_PINNED("percpu_array", u32, struct xlb_backend_stats, backend_stats, MAX_BACKENDS,
                  PIN_DIR "/backend_stats");
-BPF_TABLE_PINNED("percpu_array", u32, struct xlb_traffic, reason_stats, XLB_R_MAX,
+BPF_TABLE_PINNED("percpu_array", u32, struct xlb_traffic, reason_stats, XLB_MAX_REASONS,
                  PIN_DIR "/reason_stats");
+BPF_TABLE_PINNED("percpu_array", u32, struct xlb_flow_guard, flow_guard, 1,
+                 PIN_DIR "/flow_guard");
+_Static_assert(XLB_R_MAX <= XLB_MAX_REASONS, "reason_stats needs a slot per reason");
 
 static __always_inline int verdict(u32 reason, u64 bytes, int action)
 {
@@ -77,57 +82,49 @@ static __always_inline u32 flow_hash(const struct xlb_flow_key *f)
     return h;
 }
 
-/* Pick the backend (connection table, else Maglev), count, and send. */
-static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
-                                   const struct xlb_vip_meta *vip, u64 bytes)
+/* The backend of the VIP's Maglev ring slot for `hash` (its id in *backend_id),
+ * or 0 if the slot has none usable. */
+static __always_inline struct xlb_backend *maglev(const struct xlb_vip_meta *vip, u32 hash,
+                                                  u32 *backend_id)
 {
+    u32 idx = vip->ring_slot * RING_SIZE + hash % RING_SIZE;
+    u32 *id = rings.lookup(&idx);
+    if (!id || *id == XLB_NO_BACKEND)
+        return 0;
+    *backend_id = *id;
+    struct xlb_backend *be = backends.lookup(backend_id);
+    if (!be || !(be->flags & XLB_BACKEND_VALID))
+        return 0;
+    return be;
+}
+
+/* May this CPU create one more connection entry now? At most cfg->new_flow_limit
+ * a second (0: no limit), so a flood of new flows cannot push the established
+ * ones out of the LRU table; flows over the limit are balanced without an entry.
+ * Only new flows get here. */
+static __always_inline int may_record(const struct xlb_config *cfg, u64 now)
+{
+    u32 limit = cfg->new_flow_limit;
+    if (!limit)
+        return 1;
     u32 zero = 0;
-    struct xlb_config *cfg = ctl.lookup(&zero);
-    if (!cfg)
-        return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
-    u32 hash = flow_hash(&p->flow);
-    u64 now = bpf_ktime_get_coarse_ns();
-    u64 epoch = now >> XLB_ACTIVE_EPOCH_SHIFT;
-    u32 backend_id = XLB_NO_BACKEND;
-    struct xlb_backend *be = 0;
-    int new_conn = 0;
-    int touched = 0;  /* the flow's first packet in this epoch: counted as active */
-
-    int syn = p->flow.proto == IPPROTO_TCP && (p->tcp_flags & 0x12) == 0x02;
-    if (!syn) {
-        struct xlb_conn *c = conns.lookup(&p->flow);
-        if (c) {
-            backend_id = c->backend_id;
-            be = backends.lookup(&backend_id);
-            if (be && (be->flags & XLB_BACKEND_VALID)) {
-                /* compare with the old last_seen, before it is refreshed; a new
-                 * epoch always refreshes it, so the flow counts once per epoch */
-                u64 seen = c->last_seen_ns;
-                touched = (seen >> XLB_ACTIVE_EPOCH_SHIFT) < epoch;
-                if (touched || now - seen > XLB_NSEC_PER_SEC)
-                    c->last_seen_ns = now;
-            } else {
-                be = 0;
-            }
-        }
+    struct xlb_flow_guard *g = flow_guard.lookup(&zero);
+    if (!g)
+        return 1;
+    if (now - g->window_ns >= XLB_NSEC_PER_SEC) {  /* per-CPU: no other writer */
+        g->window_ns = now;
+        g->count = 0;
     }
-    if (!be) {
-        u32 idx = vip->ring_slot * RING_SIZE + hash % RING_SIZE;
-        u32 *id = rings.lookup(&idx);
-        if (!id || *id == XLB_NO_BACKEND)
-            return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
-        backend_id = *id;
-        be = backends.lookup(&backend_id);
-        if (!be || !(be->flags & XLB_BACKEND_VALID))
-            return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
-        struct xlb_conn nc = {.backend_id = backend_id, .vip_id = vip->vip_id,
-                              .last_seen_ns = now};
-        conns.update(&p->flow, &nc);
-        new_conn = 1;
-        touched = 1;
-    }
+    if (g->count >= limit)
+        return 0;
+    g->count++;
+    return 1;
+}
 
-    u32 vip_id = vip->vip_id;
+/* Per-VIP and per-backend counters of a packet sent to a backend. */
+static __always_inline void count_sent(u32 vip_id, u32 backend_id, u64 bytes, int new_conn,
+                                       int touched, u64 epoch)
+{
     struct xlb_traffic *vs = vip_stats.lookup(&vip_id);
     if (vs) {
         vs->packets++;
@@ -148,6 +145,73 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
             bs->active[slot]++;
         }
     }
+}
+
+/* Pick the backend (connection table, else Maglev), count, and send. Only a
+ * TCP SYN or a UDP packet of a flow the table does not know makes an entry
+ * (while may_record allows): any other TCP packet without one is balanced by
+ * Maglev alone, so a flood of ACKs with made-up ports cannot fill the table. */
+static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
+                                   const struct xlb_vip_meta *vip, u64 bytes)
+{
+    u32 zero = 0;
+    struct xlb_config *cfg = ctl.lookup(&zero);
+    if (!cfg)
+        return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
+    u32 hash = flow_hash(&p->flow);
+    u64 now = bpf_ktime_get_coarse_ns();
+    u64 epoch = now >> XLB_ACTIVE_EPOCH_SHIFT;
+    u32 backend_id = XLB_NO_BACKEND;
+    struct xlb_backend *be = 0;
+    u32 reason = XLB_R_TX_ENCAP;
+    int new_conn = 0;
+    int touched = 0;  /* the flow's first packet in this epoch: counted as active */
+
+    int tcp = p->flow.proto == IPPROTO_TCP;
+    int syn = tcp && (p->tcp_flags & 0x12) == 0x02;
+    struct xlb_conn *c = 0;
+    if (!syn) {
+        c = conns.lookup(&p->flow);
+        if (c) {
+            backend_id = c->backend_id;
+            be = backends.lookup(&backend_id);
+            if (be && (be->flags & XLB_BACKEND_VALID)) {
+                /* compare with the old last_seen, before it is refreshed; a new
+                 * epoch always refreshes it, so the flow counts once per epoch */
+                u64 seen = c->last_seen_ns;
+                touched = (seen >> XLB_ACTIVE_EPOCH_SHIFT) < epoch;
+                if (touched || now - seen > XLB_NSEC_PER_SEC)
+                    c->last_seen_ns = now;
+            } else {
+                be = 0;
+            }
+        }
+    }
+    if (!be) {
+        be = maglev(vip, hash, &backend_id);
+        if (!be)
+            return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
+        if (c) {
+            /* an entry whose backend is gone: point it at the new one in place
+             * (no new entry, so nothing else is pushed out) */
+            c->backend_id = backend_id;
+            c->vip_id = vip->vip_id;
+            c->last_seen_ns = now;
+            new_conn = 1;
+            touched = 1;
+        } else if (tcp && !syn) {
+            reason = XLB_R_TX_ENCAP_NO_ENTRY;
+        } else if (!may_record(cfg, now)) {
+            reason = XLB_R_TX_ENCAP_FLOW_LIMIT;
+        } else {
+            struct xlb_conn nc = {.backend_id = backend_id, .vip_id = vip->vip_id,
+                                  .last_seen_ns = now};
+            conns.update(&p->flow, &nc);
+            new_conn = 1;
+            touched = 1;
+        }
+    }
+    count_sent(vip->vip_id, backend_id, bytes, new_conn, touched, epoch);
 
     u32 outer = be->family == XLB_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
     if (p->inner_len + outer > cfg->mtu) {
@@ -156,7 +220,39 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
             return icmp4_too_big(ctx, p->l2_len, room, bytes);
         return icmp6_too_big(ctx, p->l2_len, room, bytes);
     }
-    return encapsulate(ctx, p, be, cfg, hash, bytes);
+    return encapsulate(ctx, p, be, cfg, hash, bytes, reason);
+}
+
+/* An ICMP error about a VIP flow (p->flow: the quoted packet's flow turned
+ * around, client to VIP) goes whole, encapsulated, to the backend that flow's
+ * own packets reach: its connection entry, else Maglev. Nothing is recorded. */
+static __always_inline int balance_icmp_error(struct xdp_md *ctx, struct parsed *p,
+                                              const struct xlb_vip_meta *vip, u64 bytes)
+{
+    u32 zero = 0;
+    struct xlb_config *cfg = ctl.lookup(&zero);
+    if (!cfg)
+        return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
+    u32 hash = flow_hash(&p->flow);
+    u32 backend_id = XLB_NO_BACKEND;
+    struct xlb_backend *be = 0;
+    struct xlb_conn *c = conns.lookup(&p->flow);
+    if (c) {
+        backend_id = c->backend_id;
+        be = backends.lookup(&backend_id);
+        if (be && !(be->flags & XLB_BACKEND_VALID))
+            be = 0;
+    }
+    if (!be) {
+        be = maglev(vip, hash, &backend_id);
+        if (!be)
+            return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
+    }
+    u32 outer = be->family == XLB_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
+    if (p->inner_len + outer > cfg->mtu)  /* no ICMP answer to an ICMP error */
+        return verdict(XLB_R_DROP_ICMP_TOO_BIG, bytes, XDP_DROP);
+    count_sent(vip->vip_id, backend_id, bytes, 0, 0, 0);
+    return encapsulate(ctx, p, be, cfg, hash, bytes, XLB_R_TX_ENCAP_ICMP_ERROR);
 }
 
 static __always_inline struct xlb_vip_meta *find_vip(struct parsed *p)
@@ -181,6 +277,50 @@ static __always_inline int is_vip_addr(struct parsed *p)
     return vip_addrs.lookup(&k) != 0;
 }
 
+/* Is the IP packet of p->inner_len bytes at ip whole in the frame? Beyond the
+ * first buffer (a frame larger than one page arrives as several: the program
+ * sees the first) it counts as whole if the frame holds it: it is then larger
+ * than any mtu the config allows, and is answered "too big". */
+static __always_inline int whole(struct xdp_md *ctx, struct parsed *p, void *ip, void *end)
+{
+    if (ip + p->inner_len <= end)
+        return 1;
+    return bpf_xdp_get_buff_len(ctx) >= p->l2_len + p->inner_len;
+}
+
+/* ICMP to a VIP address (IPv4 header without options, whole packet in the
+ * first buffer): echo requests answered, "destination unreachable" (with
+ * "fragmentation needed") sent to the backend of the flow it quotes. */
+static __always_inline int icmp4_to_vip(struct xdp_md *ctx, struct parsed *p, struct iphdr *ip,
+                                        void *end, u64 bytes)
+{
+    struct icmphdr *icmp = (void *)(ip + 1);
+    if (p->inner_len < sizeof(*ip) + sizeof(*icmp) || (void *)ip + p->inner_len > end ||
+        (void *)(icmp + 1) > end)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    if (icmp->type == ICMP_ECHO)
+        return icmp4_echo(ctx, p->l2_len, bytes);
+    if (icmp->type != ICMP_DEST_UNREACH)
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+    /* the quote: the IP header of a packet the VIP sent (a reply), and its ports */
+    struct iphdr *q = (void *)(icmp + 1);
+    u16 *ports = (void *)(q + 1);
+    if ((void *)(ports + 2) > end || q->version != 4)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    if (q->ihl != 5 || (q->frag_off & bpf_htons(IP_FRAG_OFFSET)) ||
+        (q->protocol != IPPROTO_TCP && q->protocol != IPPROTO_UDP))
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+    p->flow.src[0] = q->daddr;
+    p->flow.dst[0] = q->saddr;
+    p->flow.sport = ports[1];
+    p->flow.dport = ports[0];
+    p->flow.proto = q->protocol;
+    struct xlb_vip_meta *vip = find_vip(p);
+    if (!vip)
+        return verdict(XLB_R_PASS_VIP_NO_SERVICE, bytes, XDP_PASS);
+    return balance_icmp_error(ctx, p, vip, bytes);
+}
+
 static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p, u64 bytes)
 {
     void *data = (void *)(long)ctx->data;
@@ -197,20 +337,53 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p, u64 
         return verdict(XLB_R_DROP_FRAGMENT, bytes, XDP_DROP);
     if (ip->ihl != 5)
         return verdict(XLB_R_DROP_IP_OPTIONS, bytes, XDP_DROP);
+    p->inner_len = bpf_ntohs(ip->tot_len);
+    p->tos = ip->tos;
+    if (ip->protocol == IPPROTO_ICMP)
+        return icmp4_to_vip(ctx, p, ip, end, bytes);
     if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
         return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
-    p->inner_len = bpf_ntohs(ip->tot_len);
     u32 l4_min = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
-    if (p->inner_len < sizeof(*ip) + l4_min || (void *)ip + p->inner_len > end)
+    if (p->inner_len < sizeof(*ip) + l4_min || !whole(ctx, p, ip, end))
         return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
     p->flow.proto = ip->protocol;
-    p->tos = ip->tos;
     if (parse_l4(ip + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
     struct xlb_vip_meta *vip = find_vip(p);
     if (!vip)
         return verdict(XLB_R_PASS_VIP_NO_SERVICE, bytes, XDP_PASS);
     return balance(ctx, p, vip, bytes);
+}
+
+/* ICMPv6 to a VIP address (no extension headers, whole packet in the first
+ * buffer): echo requests answered, "packet too big" and "destination
+ * unreachable" sent to the backend of the flow they quote. */
+static __always_inline int icmp6_to_vip(struct xdp_md *ctx, struct parsed *p,
+                                        struct ipv6hdr *ip6, void *end, u64 bytes)
+{
+    struct icmp6hdr *icmp = (void *)(ip6 + 1);
+    if (p->inner_len < sizeof(*ip6) + sizeof(*icmp) || (void *)ip6 + p->inner_len > end ||
+        (void *)(icmp + 1) > end)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    if (icmp->icmp6_type == ICMPV6_ECHO_REQUEST)
+        return icmp6_echo(ctx, p->l2_len, bytes);
+    if (icmp->icmp6_type != ICMPV6_PKT_TOOBIG && icmp->icmp6_type != ICMPV6_DEST_UNREACH)
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+    struct ipv6hdr *q = (void *)(icmp + 1);
+    u16 *ports = (void *)(q + 1);
+    if ((void *)(ports + 2) > end || q->version != 6)
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    if (q->nexthdr != IPPROTO_TCP && q->nexthdr != IPPROTO_UDP)
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+    __builtin_memcpy(p->flow.src, &q->daddr, 16);
+    __builtin_memcpy(p->flow.dst, &q->saddr, 16);
+    p->flow.sport = ports[1];
+    p->flow.dport = ports[0];
+    p->flow.proto = q->nexthdr;
+    struct xlb_vip_meta *vip = find_vip(p);
+    if (!vip)
+        return verdict(XLB_R_PASS_VIP_NO_SERVICE, bytes, XDP_PASS);
+    return balance_icmp_error(ctx, p, vip, bytes);
 }
 
 static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p, u64 bytes)
@@ -225,16 +398,25 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p, u64 
     __builtin_memcpy(p->flow.dst, &ip6->daddr, 16);
     if (!is_vip_addr(p))
         return verdict(XLB_R_PASS_NOT_VIP, bytes, XDP_PASS);
-    if (ip6->nexthdr == IPPROTO_FRAGMENT)
-        return verdict(XLB_R_DROP_FRAGMENT, bytes, XDP_DROP);
-    if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
-        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+    u8 nh = ip6->nexthdr;
+    if (ipv6_is_ext(nh)) {  /* like IPv4: fragments first, then options */
+        int ext = ipv6_ext(ip6, end);
+        if (ext == IPV6_EXT_FRAGMENT)
+            return verdict(XLB_R_DROP_FRAGMENT, bytes, XDP_DROP);
+        if (ext == IPV6_EXT_TRUNCATED)
+            return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_IP_OPTIONS, bytes, XDP_DROP);
+    }
     p->inner_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
-    u32 l4_min = ip6->nexthdr == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
-    if (p->inner_len < sizeof(*ip6) + l4_min || (void *)ip6 + p->inner_len > end)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
-    p->flow.proto = ip6->nexthdr;
     p->tos = ipv6_tclass(ip6);
+    if (nh == IPPROTO_ICMPV6)
+        return icmp6_to_vip(ctx, p, ip6, end, bytes);
+    if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+    u32 l4_min = nh == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
+    if (p->inner_len < sizeof(*ip6) + l4_min || !whole(ctx, p, ip6, end))
+        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    p->flow.proto = nh;
     if (parse_l4(ip6 + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
     struct xlb_vip_meta *vip = find_vip(p);

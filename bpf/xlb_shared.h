@@ -11,11 +11,13 @@
 #define XLB_SHARED_H
 
 #define XLB_MAGIC 0x786c6230 /* "xlb0" */
-#define XLB_LAYOUT_VERSION 2   /* 2: active-flow epochs in xlb_backend_stats */
+#define XLB_LAYOUT_VERSION 3   /* 2: active-flow epochs in xlb_backend_stats;
+                                * 3: flow_guard map, new_flow_limit, reason slots */
 
 #define XLB_MAX_QUEUES 64      /* RX queues counted; higher ones share the last slot */
 #define XLB_NUM_ACTIONS 5      /* XDP_ABORTED .. XDP_REDIRECT */
 #define XLB_NO_BACKEND 0xFFFFFFFFu
+#define XLB_MAX_REASONS 32     /* reason_stats slots: room for new reasons without a new layout */
 
 #define XLB_AF_INET 4
 #define XLB_AF_INET6 6
@@ -33,14 +35,20 @@ enum xlb_reason {
     XLB_R_PASS_NOT_IP = 0,       /* neither IPv4 nor IPv6 */
     XLB_R_PASS_NOT_VIP,          /* destination is not a VIP address: host traffic */
     XLB_R_PASS_VIP_NO_SERVICE,   /* VIP address, but no VIP on that port/protocol */
-    XLB_R_PASS_VIP_OTHER_PROTO,  /* VIP address, neither TCP nor UDP (ICMP, ext. headers) */
+    XLB_R_PASS_VIP_OTHER_PROTO,  /* VIP address, not TCP/UDP, a ping or an ICMP error we route */
     XLB_R_DROP_MALFORMED,        /* truncated or inconsistent headers */
-    XLB_R_DROP_FRAGMENT,         /* IPv4 fragment or IPv6 fragment header to a VIP */
-    XLB_R_DROP_IP_OPTIONS,       /* IPv4 options to a VIP */
+    XLB_R_DROP_FRAGMENT,         /* IPv4 fragment or IPv6 fragment header (anywhere in the
+                                  * extension chain) to a VIP */
+    XLB_R_DROP_IP_OPTIONS,       /* IPv4 options or IPv6 extension headers to a VIP */
     XLB_R_DROP_NO_BACKEND,       /* VIP has no usable backend */
     XLB_R_DROP_ADJUST_FAILED,    /* bpf_xdp_adjust_head/tail refused */
     XLB_R_TX_ICMP_TOO_BIG,       /* too big after encapsulation: ICMP answered */
     XLB_R_TX_ENCAP,              /* balanced: encapsulated to a backend */
+    XLB_R_TX_ENCAP_NO_ENTRY,     /* TCP, not a SYN, no connection entry: Maglev, no entry made */
+    XLB_R_TX_ENCAP_FLOW_LIMIT,   /* new flow over the new-entry limit: Maglev, no entry made */
+    XLB_R_TX_ENCAP_ICMP_ERROR,   /* ICMP error about a VIP flow: to the flow's backend */
+    XLB_R_TX_ICMP_ECHO,          /* echo request to a VIP address: answered */
+    XLB_R_DROP_ICMP_TOO_BIG,     /* ICMP error about a VIP flow, too big once encapsulated */
     XLB_R_MAX
 };
 
@@ -97,6 +105,12 @@ struct xlb_config {      /* single entry of map `ctl` */
     __u32 src4_mask;
     __u32 src6_net[4];
     __u32 src6_mask[4];
+    __u32 new_flow_limit; /* connection entries a CPU may create per second; 0 = no limit */
+};
+
+struct xlb_flow_guard {  /* per-CPU single entry of map `flow_guard`: new entries this second */
+    __u64 window_ns;      /* coarse clock at the start of the current one-second window */
+    __u64 count;          /* entries created in it */
 };
 
 struct xlb_meta {        /* single entry of map `meta`: what the pinned maps were made for */

@@ -67,7 +67,9 @@ class DataplaneUnderTest:
         return self.dp.apply(parse_config(cfg))
 
     def run(self, packet: bytes) -> tuple[int, bytes]:
-        action, out, _ = bpfsys.test_run(self.loaded.prog_fd, packet)
+        # room for the frame grown by an outer header, whatever its size
+        action, out, _ = bpfsys.test_run(self.loaded.prog_fd, packet,
+                                         out_size=max(4096, len(packet) + 64))
         return action, out
 
     def reasons(self) -> dict[str, int]:

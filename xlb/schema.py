@@ -59,6 +59,7 @@ class Bounds:
     lo: float | None = None
     hi: float | None = None
     above: bool = False
+    why: str = ""  # appended when a value is above `hi`: what that limit comes from
 
     def __contains__(self, value: float) -> bool:
         if self.lo is not None and (value <= self.lo if self.above else value < self.lo):
@@ -72,11 +73,13 @@ class Bounds:
             return f"{'>' if self.above else '>='} {self.lo}"
         return f"<= {self.hi}"
 
-    def refusal(self, shown: str) -> str:
+    def refusal(self, value: float) -> str:
         """Why a value is refused, in the checker's style."""
+        shown = show(value)
+        why = f" ({self.why})" if self.why and self.hi is not None and value > self.hi else ""
         if self.lo is not None and self.hi is not None:
-            return f"{shown} is out of range {self}"
-        return f"{shown} must be {self}"
+            return f"{shown} is out of range {self}{why}"
+        return f"{shown} must be {self}{why}"
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,15 @@ def _host_port(value: str) -> str:
 
 # ------------------------------------------------------------------------------ tables
 
+# The XDP program reads one buffer per frame: on x86-64 a 4 KiB page less the 256 bytes of
+# XDP headroom and the 320 of struct skb_shared_info (a larger frame arrives as several
+# buffers, or not at all in native mode). `mtu` promises that every client packet up to
+# mtu - outer header is balanced, so with the smallest outer header (IPv4, 20 bytes) and
+# the longest L2 header (Ethernet + VLAN tag, 18) the packet must fit that buffer.
+MAX_FRAME = 4096 - 256 - 320
+MAX_MTU = MAX_FRAME - 18 + 20
+
+
 INSTANCE = Table("instance", (
     Setting("name", "string", "names the instance in pin, socket and state paths",
             check=_instance_name),
@@ -291,7 +303,13 @@ INSTANCE = Table("instance", (
             Bounds(1, 65536)),
     Setting("max_connections", "integer", "connection table entries (LRU, per-CPU lists)",
             262144, Bounds(1024, 67108864)),
-    Setting("mtu", "integer", "largest IP packet after encapsulation", 1500, Bounds(576, 9216)),
+    Setting("mtu", "integer", "largest IP packet after encapsulation", 1500,
+            Bounds(576, MAX_MTU, why=f"XDP sees frames of at most {MAX_FRAME} bytes, "
+                   "one buffer")),
+    Setting("flow_table_turnover", "number",
+            "seconds a flood needs to refill the connection table: new entries/s at most "
+            "max_connections / this, so established flows stay; 0 = no limit", 10.0,
+            Bounds(0, 3600)),
     Setting("nexthop_mac", "string", '"aa:bb:cc:dd:ee:ff"; "" = back to the sender (the router)',
             "", check=_mac),
     Setting("encap_source_v4", "string", "outer IPv4 sources, host bits from the flow hash",
@@ -422,7 +440,7 @@ class Checker:
             if not math.isfinite(value):
                 raise Invalid(f"expected a finite number, got {show(value)}")
         if s.bounds is not None and value not in s.bounds:
-            raise Invalid(s.bounds.refusal(show(value)))
+            raise Invalid(s.bounds.refusal(value))
         return value
 
 

@@ -779,7 +779,7 @@ def test_bad_agent_settings_are_one_clear_error(tmp_path: Any) -> None:
     lines = r.stderr.splitlines()
     assert lines[0] == "xlb: invalid config:"
     assert lines[1:] == [f"{path}: {e}" for e in (
-        "instance.mtu: 100 is out of range 576..9216",
+        "instance.mtu: 100 is out of range 576..3522",
         "vip[0].protocol: 'sctp' is not 'tcp' or 'udp'",
         "agent: unknown key 'tikc'",
         "agent.tick: 0.01 is out of range 0.25..10",

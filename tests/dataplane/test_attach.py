@@ -98,6 +98,29 @@ def test_mode_switch_replaces_attachment(veth_ns: str, roots: tuple[str, str]) -
                                   run_root=run_root)
 
 
+def test_native_attach_to_a_jumbo_link_says_the_mtu_is_the_problem(
+        roots: tuple[str, str]) -> None:
+    """A link whose MTU is above one buffer (veth: 3506) refuses the single-buffer
+    program in native mode: the error says so, and generic mode still works."""
+    pin_root, run_root = roots
+    netns.create(NS)
+    try:
+        netns.veth(NS, "xlb0", NS, "peer0", queues=1, mtu=4000)
+        cfg = parse_config(lab_config("jumbo", "native"))
+        with pytest.raises(xdp.AttachError, match=r"MTU is too large: native XDP takes frames "
+                                                  r"of at most 3520 bytes.*--xdp-mode generic"):
+            lifecycle.load_instance(cfg, pin_root=pin_root, run_root=run_root)
+        try:
+            doc = lifecycle.load_instance(cfg, mode="generic", pin_root=pin_root,
+                                          run_root=run_root)
+            assert doc["mode"] == "generic"
+        finally:
+            lifecycle.unload_instance("jumbo", remove_pins=True, pin_root=pin_root,
+                                      run_root=run_root)
+    finally:
+        netns.remove(NS)
+
+
 def test_missing_interface_is_a_clear_error_and_leaves_nothing(roots: tuple[str, str]) -> None:
     pin_root, run_root = roots
     cfg = parse_config({**lab_config("nowhere", "native"),

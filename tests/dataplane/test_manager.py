@@ -171,7 +171,8 @@ def test_pins_of_an_older_layout_are_refused_with_the_way_out(roots: tuple[str, 
             meta.set(0, m)
         finally:
             meta.close()
-        with pytest.raises(LayoutError, match=r"layout version 1, this xlb uses 2\).*"
+        v = S.XLB_LAYOUT_VERSION
+        with pytest.raises(LayoutError, match=rf"layout version {v - 1}, this xlb uses {v}\).*"
                                               r"--remove-pins"):
             loader.load("oldlayout", geometry_of(cfg), pin_root)
     finally:

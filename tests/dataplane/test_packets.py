@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
-from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6, IPv6ExtHdrFragment, in6_chksum
+from scapy.layers.inet6 import (
+    ICMPv6PacketTooBig,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    in6_chksum,
+)
 from scapy.layers.l2 import Dot1Q, Ether
-from scapy.packet import Raw
+from scapy.packet import Packet, Raw
 from scapy.utils import checksum
 
 from tests.helpers import (
@@ -32,6 +42,7 @@ from tests.helpers import (
     syn,
     syn6,
 )
+from xlb.schema import MAX_FRAME, MAX_MTU
 
 
 def test_syn_to_vip_is_encapsulated_ipip(dut: DataplaneUnderTest) -> None:
@@ -120,11 +131,32 @@ def test_backend_removed_from_one_vip_keeps_established_flows(dut: DataplaneUnde
     assert outer_v4(out)[0].dst != "10.0.1.2"
 
 
-def test_non_syn_without_entry_is_balanced_and_remembered(dut: DataplaneUnderTest) -> None:
-    before = dut.conns()
+def test_non_syn_without_entry_follows_maglev_and_is_not_remembered(
+        dut: DataplaneUnderTest) -> None:
+    """A TCP packet of no known connection (an ACK flood's, or one of a connection the
+    table lost) goes where Maglev sends its flow, and makes no entry; a SYN does."""
+    before = dut.reasons()["tx_encap_no_entry"]
     action, out = dut.run(syn(sport=50002, flags="PA"))
     assert action == XDP_TX
-    assert dut.conns() == before + 1
+    assert dut.conns() == 0
+    assert dut.reasons()["tx_encap_no_entry"] == before + 1
+    _, first = dut.run(syn(sport=50002))
+    assert outer_v4(first)[0].dst == outer_v4(out)[0].dst
+    assert dut.conns() == 1
+
+
+def test_entry_of_a_removed_backend_is_repointed_in_place(dut: DataplaneUnderTest) -> None:
+    """A flow whose backend left every VIP moves, and its entry follows it: no new entry,
+    so the move itself pushes no other flow out."""
+    _, out = dut.run(syn(sport=50003))
+    first = outer_v4(out)[0].dst
+    dut.apply(_without(base_config(), first, (0, 1)))
+    _, out = dut.run(syn(sport=50003, flags="A"))
+    moved = outer_v4(out)[0].dst
+    assert moved != first and dut.conns() == 1
+    dut.apply(base_config())  # back in Maglev: the flow stays where its entry now says
+    _, out = dut.run(syn(sport=50003, flags="A"))
+    assert outer_v4(out)[0].dst == moved
 
 
 def test_non_vip_passes_untouched(dut: DataplaneUnderTest) -> None:
@@ -143,10 +175,11 @@ def test_vip_address_other_port_passes(dut: DataplaneUnderTest) -> None:
     assert dut.reasons()["pass_vip_no_service"] == before + 1
 
 
-def test_icmp_to_vip_passes(dut: DataplaneUnderTest) -> None:
-    pkt = bytes(eth() / IP(src=CLIENT, dst="10.100.0.10") / ICMP())
-    action, out = dut.run(pkt)
-    assert action == XDP_PASS and out == pkt
+def test_other_protocols_to_vip_pass(dut: DataplaneUnderTest) -> None:
+    for pkt in (eth() / IP(src=CLIENT, dst="10.100.0.10", proto=47) / Raw(b"gre" * 8),
+                eth() / IPv6(src=CLIENT6, dst="2001:db8::10", nh=50) / Raw(b"esp" * 8)):
+        raw = bytes(pkt)
+        assert _count(dut, "pass_vip_other_proto", raw, XDP_PASS) == raw
 
 
 def test_any_port_vip(dut: DataplaneUnderTest) -> None:
@@ -231,6 +264,41 @@ def test_fragments_to_vip_are_dropped_and_counted(dut: DataplaneUnderTest) -> No
                                        / IPv6ExtHdrFragment(m=1) / tcp), XDP_DROP)
 
 
+V6_VIP = IPv6(src=CLIENT6, dst="2001:db8::10")
+HBH, RH, DST = IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, IPv6ExtHdrDestOpt
+
+
+@pytest.mark.parametrize("chain", [
+    [HBH()], [RH()], [DST()], [HBH(), DST(), RH()],
+    [DST()] * 7 + [IPv6ExtHdrFragment()],  # longer than the walk: options at least
+], ids=["hop-by-hop", "routing", "dest-opts", "three", "too-long"])
+def test_ipv6_extension_headers_to_vip_are_dropped_as_options(
+        dut: DataplaneUnderTest, chain: list[Packet]) -> None:
+    for l4 in (TCP(sport=40400, dport=80, flags="S"), UDP(sport=40400, dport=53)):
+        pkt = bytes(eth() / V6_VIP / functools.reduce(lambda a, b: a / b, [*chain, l4]))
+        _count(dut, "drop_ip_options", pkt, XDP_DROP)
+
+
+@pytest.mark.parametrize("chain", [
+    [IPv6ExtHdrFragment(m=1)], [HBH(), IPv6ExtHdrFragment(offset=10)],
+    [HBH(), DST(), RH(), IPv6ExtHdrFragment(m=1)],
+    [DST()] * 6 + [IPv6ExtHdrFragment(m=1)],  # as deep as the walk goes
+], ids=["alone", "behind-hop-by-hop", "behind-three", "behind-six"])
+def test_ipv6_fragment_header_anywhere_is_a_fragment(
+        dut: DataplaneUnderTest, chain: list[Packet]) -> None:
+    pkt = bytes(eth() / V6_VIP / functools.reduce(lambda a, b: a / b, chain)
+                / TCP(sport=40401, dport=80))
+    _count(dut, "drop_fragment", pkt, XDP_DROP)
+
+
+def test_ipv6_extension_header_cut_short_is_malformed(dut: DataplaneUnderTest) -> None:
+    pkt = bytes(eth() / V6_VIP / HBH() / TCP(dport=80))
+    _count(dut, "drop_malformed", pkt[:14 + 40 + 1], XDP_DROP)
+    # the next header is cut off behind a whole one
+    pkt = bytes(eth() / IPv6(src=CLIENT6, dst="2001:db8::10", nh=0) / Raw(b"\x3c\x00" + b"\0" * 6))
+    _count(dut, "drop_malformed", pkt, XDP_DROP)
+
+
 def test_ip_options_to_vip_are_dropped(dut: DataplaneUnderTest) -> None:
     pkt = bytes(eth() / IP(src=CLIENT, dst="10.100.0.10", options=[IPOption_RR()])
                 / TCP(dport=80, flags="S"))
@@ -240,7 +308,8 @@ def test_ip_options_to_vip_are_dropped(dut: DataplaneUnderTest) -> None:
 def test_fragments_and_options_elsewhere_pass(dut: DataplaneUnderTest) -> None:
     for pkt in (eth() / IP(src=CLIENT, dst="192.0.2.9", flags="MF") / TCP(dport=80),
                 eth() / IP(src=CLIENT, dst="192.0.2.9", options=[IPOption_RR()]) / TCP(),
-                eth() / IPv6(src=CLIENT6, dst="2001:db8::99") / IPv6ExtHdrFragment() / TCP()):
+                eth() / IPv6(src=CLIENT6, dst="2001:db8::99") / IPv6ExtHdrFragment() / TCP(),
+                eth() / IPv6(src=CLIENT6, dst="2001:db8::99") / HBH() / DST() / TCP()):
         raw = bytes(pkt)
         out = _count(dut, "pass_not_vip", raw, XDP_PASS)
         assert out == raw
@@ -282,6 +351,38 @@ def test_mtu_boundary_is_exact(dut: DataplaneUnderTest) -> None:
                  / Raw(b"z" * (1481 - 40)))
     _, out = dut.run(over)
     assert IP(out[14:]).proto == 1
+
+
+def tcp_frame(size: int, vlan: bool = False, v6: bool = False, sport: int = 40310) -> bytes:
+    """A frame of exactly `size` bytes to a TCP VIP (v4 or v6), optionally VLAN-tagged."""
+    l2 = eth() / Dot1Q(vlan=5) if vlan else eth()
+    ip = IPv6(src=CLIENT6, dst="2001:db8::10") if v6 else IP(src=CLIENT, dst="10.100.0.10")
+    head = l2 / ip / TCP(sport=sport, dport=80, flags="A")
+    return bytes(head / Raw(b"j" * (size - len(head))))
+
+
+def test_largest_mtu_is_honoured_up_to_the_frame_limit(dut: DataplaneUnderTest) -> None:
+    """mtu = MAX_MTU: every packet up to mtu - outer header fits the one buffer XDP sees
+    (MAX_FRAME bytes) and is balanced; one byte more, and the frame spans buffers: it is
+    answered "too big" like any packet over mtu, never dropped as malformed."""
+    dut.apply(base_config(mtu=MAX_MTU))
+    fits = tcp_frame(MAX_FRAME, vlan=True)  # 18 + (MAX_MTU - 20) bytes
+    assert len(fits) - 18 == MAX_MTU - 20
+    out = _count(dut, "tx_encap_no_entry", fits, XDP_TX)
+    assert len(out) == len(fits) + 20 and Ether(out)[Dot1Q].type == 0x0800
+    for over, tag in ((tcp_frame(MAX_FRAME + 1, vlan=True), 18),
+                      (tcp_frame(MAX_FRAME + 1), 14), (tcp_frame(9000), 14)):
+        out = _count(dut, "tx_icmp_too_big", over, XDP_TX)
+        ip = IP(out[tag:])
+        assert (ip.src, ip.dst, ip.proto) == ("10.100.0.10", CLIENT, 1)
+        assert ip[ICMP].nexthopmtu == MAX_MTU - 20
+        assert checksum(out[tag + 20:]) == 0 and len(out) == tag + 56
+    # IPv6 to a v6 backend: 40 bytes of outer header
+    fits = tcp_frame(14 + MAX_MTU - 40, v6=True)
+    _count(dut, "tx_encap_no_entry", fits, XDP_TX)
+    out = _count(dut, "tx_icmp_too_big", tcp_frame(MAX_FRAME + 1, v6=True), XDP_TX)
+    ptb = IPv6(out[14:])[ICMPv6PacketTooBig]
+    assert ptb.mtu == MAX_MTU - 40 and len(out) == 14 + 40 + 8 + 48
 
 
 def test_truncated_headers_are_dropped_as_malformed(dut: DataplaneUnderTest) -> None:

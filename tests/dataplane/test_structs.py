@@ -56,12 +56,13 @@ def test_reason_enum_matches() -> None:
     assert names[-1] == "MAX"
     assert names[:-1] == [r.name for r in S.Reason]
     assert list(range(len(S.Reason))) == [int(r) for r in S.Reason]
+    assert len(S.Reason) <= S.XLB_MAX_REASONS  # reason_stats has a slot for each
 
 
 @pytest.mark.parametrize("name", ["XLB_MAGIC", "XLB_LAYOUT_VERSION", "XLB_MAX_QUEUES",
                                   "XLB_NUM_ACTIONS", "XLB_NO_BACKEND", "XLB_AF_INET",
                                   "XLB_AF_INET6", "XLB_BACKEND_VALID",
-                                  "XLB_ACTIVE_EPOCH_SHIFT"])
+                                  "XLB_ACTIVE_EPOCH_SHIFT", "XLB_MAX_REASONS"])
 def test_constants_match(name: str) -> None:
     m = re.search(rf"^#define {name}\s+(0x[0-9a-fA-F]+|\d+)u?\b", HEADER.read_text(), re.M)
     assert m, name

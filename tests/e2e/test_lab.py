@@ -274,6 +274,56 @@ def test_agent_restart_keeps_established_connections(lab: dict) -> None:
             agent.call("undrain", address=keep.address, vip="web")
 
 
+BIG_QUERY = """
+import json, socket, sys
+vip, src = sys.argv[1], sys.argv[2]
+u = socket.socket(socket.AF_INET6 if ":" in vip else socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((src, 0))  # one socket: the retries are the same flow, to the same backend
+u.settimeout(1)
+for attempt in range(1, 6):
+    u.sendto(b"q" * 1450, (vip, 53))
+    try:
+        data, peer = u.recvfrom(4096)
+    except TimeoutError:
+        continue
+    print(json.dumps({"attempt": attempt, "size": len(data), "peer": peer[0]}))
+    break
+else:
+    print(json.dumps({"attempt": None}))
+"""
+
+
+@pytest.mark.parametrize("vip, client_net, source", [
+    (topology.VIP, "198.18.0.0/24", topology.CLIENT_ADDRS[5]),
+    (topology.VIP6, f"{topology.NET6}::/64", topology.CLIENT_ADDRS6[5]),
+], ids=["v4", "v6"])
+def test_path_mtu_discovery_works_through_dsr(lab: dict, vip: str, client_net: str,
+                                              source: str) -> None:
+    """A 1400-byte route MTU towards the clients on the router: the backend's 1454-byte
+    answer is refused there, and the router's "fragmentation needed" / "packet too big"
+    goes to the VIP, i.e. to lb1. lb1 must send it on to the backend that answered,
+    which then sends smaller packets: the query's retry gets its answer."""
+    family = "-6" if ":" in vip else "-4"
+    route = subprocess.run(["ip", "netns", "exec", topology.ROUTER, "ip", family, "route",
+                            "show", client_net], capture_output=True, text=True,
+                           check=True).stdout.split()
+    with Dataplane("lb1") as dp:
+        before = dp.counters().reasons[Reason.TX_ENCAP_ICMP_ERROR, 0]
+    topology.sh(topology.ROUTER, "ip", family, "route", "change", *route, "mtu", "lock", "1400")
+    try:
+        r = subprocess.run(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
+                            BIG_QUERY, vip, source], capture_output=True, text=True,
+                           timeout=60)
+    finally:
+        topology.sh(topology.ROUTER, "ip", family, "route", "change", *route)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["attempt"] is not None, "no answer: the path MTU never reached the backend"
+    assert out["size"] == len("beN\n") + 1450 and out["peer"] == vip
+    with Dataplane("lb1") as dp:
+        assert dp.counters().reasons[Reason.TX_ENCAP_ICMP_ERROR, 0] > before
+
+
 def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
     status = run.status()
     assert all(status["namespaces"].values()) and status["lbs"]["lb1"]

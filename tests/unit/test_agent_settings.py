@@ -119,7 +119,7 @@ def test_a_whole_file_is_one_config_error(tmp_path: Path) -> None:
     assert info.value.errors == [f"{path}: {e}" for e in [
         "config: unknown key 'extra'",
         "instance.name: 'LB' does not match ^[a-z0-9][a-z0-9_-]{0,30}$",
-        "instance.mtu: 100 is out of range 576..9216",
+        "instance.mtu: 100 is out of range 576..3522",
         "vip[0].protocol: 'sctp' is not 'tcp' or 'udp'",
         "vip[0].backend[0].weight: -1 is out of range 0..65535",
         "vip[0].backend[0].address: 10.0.0.1 is a VIP address (vip[0])",

@@ -26,6 +26,8 @@ from xlb.dataplane.config import (
 )
 from xlb.errors import XlbError
 
+MTU_WHY = " (XDP sees frames of at most 3520 bytes, one buffer)"
+
 EXAMPLE_TOML = """\
 [instance]
 name = "lb1"                      # required; ^[a-z0-9][a-z0-9_-]{0,30}$ (used in paths)
@@ -36,7 +38,7 @@ ring_size = 65537                 # Maglev ring size: must be prime, 13..1048573
 max_vips = 64                     # 1..1024
 max_backends = 4096               # 1..65536
 max_connections = 262144          # connection-table entries, 1024..67108864
-mtu = 1500                        # largest IP packet allowed after encapsulation, 576..9216
+mtu = 1500                        # largest IP packet allowed after encapsulation, 576..3522
 nexthop_mac = ""                  # optional "aa:bb:cc:dd:ee:ff"
 encap_source_v4 = "172.16.0.0/16" # IPv4 network
 encap_source_v6 = "fd00:5f1b::/64" # IPv6 network (prefix length 8..128)
@@ -173,7 +175,8 @@ def test_full_instance_and_mac_forms():
         max_vips=3,
         max_backends=3,
         max_connections=1024,
-        mtu=9216,
+        mtu=3522,
+        flow_table_turnover=0,
         nexthop_mac="02-AA-bb-CC-dd-EE",
         encap_source_v4="192.0.2.0/24",
         encap_source_v6="2001:db8:ff::/48",
@@ -181,7 +184,8 @@ def test_full_instance_and_mac_forms():
     inst = parse_config(data).instance
     assert inst.nexthop_mac == bytes.fromhex("02aabbccddee")
     assert inst.to_dict()["nexthop_mac"] == "02:aa:bb:cc:dd:ee"
-    assert (inst.netns, inst.xdp_mode, inst.ring_size, inst.mtu) == ("ns-lb1", "generic", 13, 9216)
+    assert (inst.netns, inst.xdp_mode, inst.ring_size, inst.mtu) == ("ns-lb1", "generic", 13, 3522)
+    assert inst.flow_table_turnover == 0
 
 
 def test_to_dict_round_trip_and_json():
@@ -380,8 +384,12 @@ def mutate(path: tuple, value: Any = None, *, delete: bool = False) -> dict[str,
          "instance.max_backends: 65537 is out of range 1..65536"),
         (("instance", "max_connections"), 1023,
          "instance.max_connections: 1023 is out of range 1024..67108864"),
-        (("instance", "mtu"), 575, "instance.mtu: 575 is out of range 576..9216"),
-        (("instance", "mtu"), 9217, "instance.mtu: 9217 is out of range 576..9216"),
+        (("instance", "mtu"), 575, "instance.mtu: 575 is out of range 576..3522"),
+        # more than the one buffer XDP sees per frame can honour
+        (("instance", "mtu"), 3523, f"instance.mtu: 3523 is out of range 576..3522{MTU_WHY}"),
+        (("instance", "mtu"), 9216, f"instance.mtu: 9216 is out of range 576..3522{MTU_WHY}"),
+        (("instance", "flow_table_turnover"), -1,
+         "instance.flow_table_turnover: -1.0 is out of range 0..3600"),
         (("vip", 0, "port"), -1, "vip[0].port: -1 is out of range 0..65535"),
         (("vip", 0, "port"), 65536, "vip[0].port: 65536 is out of range 0..65535"),
         # wrong types; booleans are not integers
@@ -588,7 +596,7 @@ def test_top_level_not_a_mapping():
 
 def test_huge_integer_does_not_crash():
     msg = only_error(mutate(("instance", "mtu"), 10**5000))
-    assert msg.startswith("instance.mtu: <integer of ") and "out of range 576..9216" in msg
+    assert msg.startswith("instance.mtu: <integer of ") and "out of range 576..3522" in msg
 
 
 # --------------------------------------------------------------------- load_config
@@ -742,7 +750,8 @@ def valid_configs(draw) -> Config:
         netns=netns,
         xdp_mode=draw(st.sampled_from(["native", "generic"])),
         ring_size=draw(st.sampled_from([13, 251, 65537, 1048573])),
-        mtu=draw(st.integers(576, 9216)),
+        mtu=draw(st.integers(576, 3522)),
+        flow_table_turnover=draw(st.sampled_from([0.0, 0.5, 10.0, 3600.0])),
         nexthop_mac=mac,
     )
     return Config(instance, tuple(vips))

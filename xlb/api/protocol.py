@@ -36,14 +36,22 @@ REASONS: dict[str, str] = {
     "pass_not_ip": "neither IPv4 nor IPv6",
     "pass_not_vip": "destination is not a VIP address: the host's own traffic",
     "pass_vip_no_service": "VIP address, but no VIP on that port and protocol",
-    "pass_vip_other_proto": "VIP address, neither TCP nor UDP (ICMP, extension headers)",
+    "pass_vip_other_proto": "VIP address, not TCP, UDP, a ping or an ICMP error about a flow",
     "drop_malformed": "truncated or inconsistent headers",
-    "drop_fragment": "IPv4 fragment or IPv6 fragment header to a VIP",
-    "drop_ip_options": "IPv4 options to a VIP",
+    "drop_fragment": "a fragment to a VIP (IPv4, or an IPv6 fragment header anywhere)",
+    "drop_ip_options": "IPv4 options or IPv6 extension headers to a VIP",
     "drop_no_backend": "the VIP has no usable backend",
     "drop_adjust_failed": "the kernel refused to grow or shrink the frame",
     "tx_icmp_too_big": "too big after encapsulation: ICMP 'fragmentation needed' answered",
     "tx_encap": "balanced: encapsulated to a backend",
+    "tx_encap_no_entry": "TCP, not a SYN, of no known connection: balanced by Maglev, "
+                         "no entry made (an ACK flood, or a connection the table lost)",
+    "tx_encap_flow_limit": "new flow over the new-entry limit: balanced by Maglev, no entry "
+                           "made (the connection table is being protected)",
+    "tx_encap_icmp_error": "ICMP error about a VIP flow (unreachable, too big): sent to "
+                           "the flow's backend",
+    "tx_icmp_echo": "ping to a VIP address: answered by the load balancer",
+    "drop_icmp_too_big": "ICMP error about a VIP flow, too big for mtu once encapsulated",
 }
 ReasonKind = Literal["drop", "tx", "pass"]
 KIND_ORDER: dict[str, int] = {"drop": 0, "tx": 1, "pass": 2}  # how people see them listed

@@ -135,6 +135,7 @@ class InstanceConfig:
     max_backends: int = INSTANCE.default("max_backends")
     max_connections: int = INSTANCE.default("max_connections")
     mtu: int = INSTANCE.default("mtu")
+    flow_table_turnover: float = INSTANCE.default("flow_table_turnover")
     nexthop_mac: bytes | None = INSTANCE.default("nexthop_mac")
     encap_source_v4: ipaddress.IPv4Network = INSTANCE.default("encap_source_v4")
     encap_source_v6: ipaddress.IPv6Network = INSTANCE.default("encap_source_v6")
@@ -150,6 +151,7 @@ class InstanceConfig:
             "max_backends": self.max_backends,
             "max_connections": self.max_connections,
             "mtu": self.mtu,
+            "flow_table_turnover": self.flow_table_turnover,
             "nexthop_mac": "" if self.nexthop_mac is None else _format_mac(self.nexthop_mac),
             "encap_source_v4": str(self.encap_source_v4),
             "encap_source_v6": str(self.encap_source_v6),

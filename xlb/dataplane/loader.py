@@ -56,7 +56,7 @@ class Geometry:
             "rings": self.ring_slots * self.ring_size, "backends": self.max_backends,
             "conns": self.max_connections, "queue_stats": S.XLB_MAX_QUEUES,
             "vip_stats": self.max_vips, "backend_stats": self.max_backends,
-            "reason_stats": S.XLB_R_MAX,
+            "reason_stats": S.XLB_MAX_REASONS, "flow_guard": 1,
         }
 
 

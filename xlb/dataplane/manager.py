@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from xlb.dataplane import maglev
+from xlb.dataplane import bpfsys, maglev
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, VipConfig, vip_label
 from xlb.dataplane.loader import Geometry, geometry_from_pins
@@ -50,9 +50,20 @@ def _kt(key: ctypes.Structure) -> bytes:
     return bytes(key)
 
 
+def new_flow_limit(max_connections: int, turnover: float, cpus: int) -> int:
+    """Connection entries one CPU may make per second (0: no limit).
+
+    The table's LRU lists are per CPU (each holds max_connections / possible CPUs), and
+    so is the limit: each CPU's share must last `turnover` seconds of new flows."""
+    if turnover <= 0:
+        return 0
+    return max(1, min(0xFFFFFFFF, int(max_connections / cpus / turnover)))
+
+
 def lb_config(cfg: Config) -> S.LbConfig:
     i = cfg.instance
-    c = S.LbConfig(mtu=i.mtu)
+    c = S.LbConfig(mtu=i.mtu, new_flow_limit=new_flow_limit(
+        i.max_connections, i.flow_table_turnover, bpfsys.possible_cpus()))
     if i.nexthop_mac:
         c.nexthop_mac[:] = list(i.nexthop_mac)
         c.has_nexthop_mac = 1

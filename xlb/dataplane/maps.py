@@ -39,6 +39,7 @@ SPECS: dict[str, MapSpec] = {
     "vip_stats": MapSpec(ctypes.c_uint32, S.Traffic, percpu=True),
     "backend_stats": MapSpec(ctypes.c_uint32, S.BackendStats, percpu=True),
     "reason_stats": MapSpec(ctypes.c_uint32, S.Traffic, percpu=True),
+    "flow_guard": MapSpec(ctypes.c_uint32, S.FlowGuard, percpu=True),
 }
 
 

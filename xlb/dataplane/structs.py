@@ -12,10 +12,11 @@ import socket
 from enum import IntEnum
 
 XLB_MAGIC = 0x786C6230
-XLB_LAYOUT_VERSION = 2
+XLB_LAYOUT_VERSION = 3
 XLB_MAX_QUEUES = 64
 XLB_NUM_ACTIONS = 5
 XLB_NO_BACKEND = 0xFFFFFFFF
+XLB_MAX_REASONS = 32  # reason_stats slots (more than the reasons: new ones fit the same maps)
 XLB_AF_INET = 4
 XLB_AF_INET6 = 6
 XLB_BACKEND_VALID = 0x1
@@ -40,6 +41,11 @@ class Reason(IntEnum):
     DROP_ADJUST_FAILED = 8
     TX_ICMP_TOO_BIG = 9
     TX_ENCAP = 10
+    TX_ENCAP_NO_ENTRY = 11
+    TX_ENCAP_FLOW_LIMIT = 12
+    TX_ENCAP_ICMP_ERROR = 13
+    TX_ICMP_ECHO = 14
+    DROP_ICMP_TOO_BIG = 15
 
     @property
     def label(self) -> str:
@@ -79,7 +85,13 @@ class LbConfig(ctypes.Structure):
 
     _fields_ = [("nexthop_mac", u8 * 6), ("has_nexthop_mac", u8), ("pad0", u8),
                 ("mtu", u32), ("src4_net", u32), ("src4_mask", u32),
-                ("src6_net", u32 * 4), ("src6_mask", u32 * 4)]
+                ("src6_net", u32 * 4), ("src6_mask", u32 * 4), ("new_flow_limit", u32)]
+
+
+class FlowGuard(ctypes.Structure):
+    """struct xlb_flow_guard (map `flow_guard`, per CPU): entries made this second."""
+
+    _fields_ = [("window_ns", u64), ("count", u64)]
 
 
 class Meta(ctypes.Structure):
@@ -113,6 +125,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "xlb_conn": Conn,
     "xlb_backend": Backend,
     "xlb_config": LbConfig,
+    "xlb_flow_guard": FlowGuard,
     "xlb_meta": Meta,
     "xlb_queue_stats": QueueStats,
     "xlb_traffic": Traffic,

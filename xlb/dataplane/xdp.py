@@ -8,6 +8,7 @@ mode switch detaches the other mode first.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
 from xlb.errors import AttachError
+from xlb.schema import MAX_FRAME
 
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -75,8 +77,13 @@ def attach(interface: str, prog_fd: int, mode: str, netns: str = "") -> XdpState
         try:
             _set(ipr, idx, prog_fd, MODE_FLAGS[mode])
         except NetlinkError as e:
-            hint = (" (the driver has no native XDP: try --xdp-mode generic)"
-                    if mode == "native" else "")
+            hint = ""
+            if mode == "native" and e.code == errno.ERANGE:
+                hint = (f" (the link's MTU is too large: native XDP takes frames of at most "
+                        f"{MAX_FRAME} bytes, one buffer; lower the MTU of {interface} and of "
+                        "its peer, or use --xdp-mode generic)")
+            elif mode == "native":
+                hint = " (the driver has no native XDP: try --xdp-mode generic)"
             raise AttachError(f"attaching XDP ({mode}) to {interface} failed: "
                               f"{e.args[-1] if e.args else e}{hint}") from e
     state = query(interface, netns)
