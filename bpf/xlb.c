@@ -339,10 +339,11 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p, u64 
         return verdict(XLB_R_DROP_IP_OPTIONS, bytes, XDP_DROP);
     p->inner_len = bpf_ntohs(ip->tot_len);
     p->tos = ip->tos;
-    if (ip->protocol == IPPROTO_ICMP)
-        return icmp4_to_vip(ctx, p, ip, end, bytes);
-    if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+    if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) {
+        if (ip->protocol == IPPROTO_ICMP)
+            return icmp4_to_vip(ctx, p, ip, end, bytes);
         return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+    }
     u32 l4_min = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
     if (p->inner_len < sizeof(*ip) + l4_min || !whole(ctx, p, ip, end))
         return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
@@ -399,20 +400,21 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p, u64 
     if (!is_vip_addr(p))
         return verdict(XLB_R_PASS_NOT_VIP, bytes, XDP_PASS);
     u8 nh = ip6->nexthdr;
-    if (ipv6_is_ext(nh)) {  /* like IPv4: fragments first, then options */
-        int ext = ipv6_ext(ip6, end);
-        if (ext == IPV6_EXT_FRAGMENT)
-            return verdict(XLB_R_DROP_FRAGMENT, bytes, XDP_DROP);
-        if (ext == IPV6_EXT_TRUNCATED)
-            return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
-        return verdict(XLB_R_DROP_IP_OPTIONS, bytes, XDP_DROP);
-    }
     p->inner_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
     p->tos = ipv6_tclass(ip6);
-    if (nh == IPPROTO_ICMPV6)
-        return icmp6_to_vip(ctx, p, ip6, end, bytes);
-    if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
+    if (nh != IPPROTO_TCP && nh != IPPROTO_UDP) {
+        if (ipv6_is_ext(nh)) {  /* like IPv4: fragments first, then options */
+            int ext = ipv6_ext(ip6, end);
+            if (ext == IPV6_EXT_FRAGMENT)
+                return verdict(XLB_R_DROP_FRAGMENT, bytes, XDP_DROP);
+            if (ext == IPV6_EXT_TRUNCATED)
+                return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+            return verdict(XLB_R_DROP_IP_OPTIONS, bytes, XDP_DROP);
+        }
+        if (nh == IPPROTO_ICMPV6)
+            return icmp6_to_vip(ctx, p, ip6, end, bytes);
         return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+    }
     u32 l4_min = nh == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
     if (p->inner_len < sizeof(*ip6) + l4_min || !whole(ctx, p, ip6, end))
         return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
