@@ -52,8 +52,6 @@ class Reason(IntEnum):
         """The reason's name in the API (protocol.REASONS; a test checks they agree)."""
         return self.name.lower()
 
-XLB_R_MAX = len(Reason)
-
 
 class VipKey(ctypes.Structure):
     _fields_ = [("addr", u32 * 4), ("port", u16), ("proto", u8), ("family", u8)]
