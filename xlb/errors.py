@@ -13,6 +13,7 @@ all import it.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterable
 from enum import IntEnum
 
@@ -125,6 +126,24 @@ class AgentError(XlbError):
 
 class LabError(XlbError):
     """The lab cannot do what was asked (not up, a part missing, a process that died)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a long operation; `str()` says what was undone.
+    A KeyboardInterrupt, so no `except Exception` swallows it; the CLI prints it as one
+    line and exits 128 + the signal's number."""
+
+    def __init__(self, signum: int, done: str = "") -> None:
+        self.signum = signum
+        self.done = done
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        super().__init__(f"interrupted ({name})" + (f": {done}" if done else ""))
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class InstallError(XlbError):

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
+from xlb.addresses import IPAddress, parse_address  # the one address rule, used here
 from xlb.dataplane.maglev import DEFAULT_RING_SIZE, MAX_WEIGHT, is_prime
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Kind = Literal["string", "integer", "number"]
 
 
@@ -152,15 +152,6 @@ def show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def parse_address(value: str) -> IPAddress | None:
-    if "%" in value:  # scope ids would not survive the trip into a BPF map
-        return None
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        return None
-
-
 def address_problem(addr: IPAddress) -> str | None:
     """Why `addr` cannot be a VIP, backend or encapsulation source, or None if it can."""
     if addr.is_unspecified:
@@ -248,6 +239,24 @@ def _prime(value: int) -> int:
     return value
 
 
+RING_PER_BACKEND = 100
+"""Maglev's sizing rule (Eisenbud et al., NSDI 2016: M > 100 x N): a VIP's ring has at
+least this many entries per backend. Each backend then gets within one entry of its
+weight's share, about 1% of its traffic at equal weights; a smaller ring skews the split,
+and one smaller than the backend count leaves some of them with no entry at all."""
+
+
+def ring_problem(ring_size: int, backends: int) -> str | None:
+    """Why a ring of `ring_size` cannot balance `backends` backends, or None if it can."""
+    need = backends * RING_PER_BACKEND
+    if ring_size >= need:
+        return None
+    prime = next(n for n in range(need, 2 * need + 2) if is_prime(n))
+    return (f"{backends} backends need instance.ring_size >= {need} (Maglev: at least "
+            f"{RING_PER_BACKEND} ring entries per backend, or some get a skewed share or "
+            f"none at all), e.g. {prime}; ring_size is {ring_size}")
+
+
 def _mac(value: str) -> bytes | None:
     if value == "":
         return None
@@ -295,7 +304,9 @@ INSTANCE = Table("instance", (
             check=_netns),
     Setting("xdp_mode", "string", "the driver's XDP hook, or generic (SKB, any driver)",
             "native", choices=("native", "generic")),
-    Setting("ring_size", "integer", "Maglev ring size, a prime", DEFAULT_RING_SIZE,
+    Setting("ring_size", "integer",
+            f"Maglev ring size, a prime, >= {RING_PER_BACKEND} x the backends of any VIP",
+            DEFAULT_RING_SIZE,
             Bounds(13, 1048573),
             check=_prime),
     Setting("max_vips", "integer", "VIPs the maps hold", 64, Bounds(1, 1024)),

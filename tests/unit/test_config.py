@@ -25,6 +25,7 @@ from xlb.dataplane.config import (
     parse_config,
 )
 from xlb.errors import XlbError
+from xlb.schema import RING_PER_BACKEND
 
 MTU_WHY = " (XDP sees frames of at most 3520 bytes, one buffer)"
 
@@ -171,7 +172,7 @@ def test_full_instance_and_mac_forms():
     data["instance"].update(
         netns="ns-lb1",
         xdp_mode="generic",
-        ring_size=13,
+        ring_size=211,  # the smallest prime with 100 entries for each of 2 backends
         max_vips=3,
         max_backends=3,
         max_connections=1024,
@@ -184,7 +185,7 @@ def test_full_instance_and_mac_forms():
     inst = parse_config(data).instance
     assert inst.nexthop_mac == bytes.fromhex("02aabbccddee")
     assert inst.to_dict()["nexthop_mac"] == "02:aa:bb:cc:dd:ee"
-    assert (inst.netns, inst.xdp_mode, inst.ring_size, inst.mtu) == ("ns-lb1", "generic", 13, 3522)
+    assert (inst.netns, inst.xdp_mode, inst.ring_size, inst.mtu) == ("ns-lb1", "generic", 211, 3522)
     assert inst.flow_table_turnover == 0
 
 
@@ -743,13 +744,15 @@ def valid_configs(draw) -> Config:
         proto = draw(st.sampled_from(["tcp", "udp"]))
         vips.append(VipConfig(name, addr, port, proto, tuple(backends)))
     netns = draw(st.just("") | names.filter(lambda n: n not in (".", "..") and "/" not in n))
+    most = max((len(v.backends) for v in vips), default=0)  # the ring must hold them
     mac = draw(st.none() | st.binary(min_size=6, max_size=6).map(lambda b: bytes([2]) + b[1:]))
     instance = InstanceConfig(
         name=draw(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,30}", fullmatch=True)),
         interface="eth0",
         netns=netns,
         xdp_mode=draw(st.sampled_from(["native", "generic"])),
-        ring_size=draw(st.sampled_from([13, 251, 65537, 1048573])),
+        ring_size=draw(st.sampled_from([m for m in (13, 251, 401, 65537, 1048573)
+                                        if m >= RING_PER_BACKEND * most])),
         mtu=draw(st.integers(576, 3522)),
         flow_table_turnover=draw(st.sampled_from([0.0, 0.5, 10.0, 3600.0])),
         nexthop_mac=mac,

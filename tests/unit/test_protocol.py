@@ -42,10 +42,13 @@ def test_params_are_checked_from_the_table() -> None:
         "address": "10.0.0.1", "weight": 3, "vip": None, "force": False}
     assert weight.check({"address": "10.0.0.1", "weight": 0, "vip": None})["vip"] is None
     for params, text in (({"weight": 3}, "missing parameter 'address'"),
-                         ({"address": "a", "weight": "3"}, "'weight' must be an integer"),
-                         ({"address": "a", "weight": True}, "'weight' must be an integer"),
-                         ({"address": "a", "weight": 1, "force": 1}, "must be true or false"),
-                         ({"address": "a", "weight": 1, "colour": "red"},
+                         ({"address": "10.0.0.1", "weight": "3"},
+                          "'weight' must be an integer"),
+                         ({"address": "10.0.0.1", "weight": True},
+                          "'weight' must be an integer"),
+                         ({"address": "10.0.0.1", "weight": 1, "force": 1},
+                          "must be true or false"),
+                         ({"address": "10.0.0.1", "weight": 1, "colour": "red"},
                           "unknown parameter(s) colour")):
         with pytest.raises(InvalidParams, match=re.escape(text)):
             weight.check(params)

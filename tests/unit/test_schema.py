@@ -155,7 +155,8 @@ def test_geometry_has_no_defaults_of_its_own() -> None:
 
 
 def test_summary_says_the_constraints() -> None:
-    assert INSTANCE["ring_size"].summary == "Maglev ring size, a prime; 13..1048573"
+    assert INSTANCE["ring_size"].summary == (
+        "Maglev ring size, a prime, >= 100 x the backends of any VIP; 13..1048573")
     assert INSTANCE["name"].summary.endswith("; required")
     assert AGENT["health"].summary.endswith("; tcp | http | none")
     assert AGENT["health_rise"].summary.endswith("; >= 1")

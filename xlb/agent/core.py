@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from xlb.addresses import canonical_address
 from xlb.agent.audit import AuditLog
 from xlb.agent.health import CheckSpec
 from xlb.agent.rates import Rates, RateTracker
@@ -179,6 +180,7 @@ class Agent:
 
     # -- operations -------------------------------------------------------------------
     def _targets(self, address: str, vip: str | None) -> list[str]:
+        """The VIPs (`vip`, or all) that have backend `address` (in its canonical text)."""
         names = [v.name for v in self.desired.vips
                  if (vip is None or v.name == vip) and any(str(b.address) == address
                                                           for b in v.backends)]
@@ -195,6 +197,7 @@ class Agent:
     def change_backend(self, caller: Caller, action: str, address: str, vip: str | None = None,
                        weight: int | None = None, force: bool = False) -> P.ChangeResult:
         """drain / undrain / weight on one backend (in one VIP, or every VIP that has it)."""
+        address = canonical_address(address)  # any spelling; a bad one is InvalidParams
         options: dict[str, dict[str, Any]] = {
             "drain": {"state": "drained"}, "undrain": {"state": "active"},
             "weight": {"weight": weight}}
@@ -213,6 +216,8 @@ class Agent:
     def add_backend(self, caller: Caller, vip: str, address: str, weight: int = 1,
                     state: str = "active") -> P.ChangeResult:
         """A new backend in a VIP: it takes new flows at once (health checks follow)."""
+        address = canonical_address(address)
+
         def plan(cfg: Config) -> tuple[Config, View]:
             new = cfg.with_added_backend(vip, address, weight=weight, state=state)
             added = new.vip(vip).backends[-1].address
@@ -226,6 +231,8 @@ class Agent:
         """Take a backend out of a VIP: no new flows from it there. Once no VIP has it, it
         is invalidated and its established flows move to other backends; while another VIP
         still has it, it acts here like a drained one (its established flows stay)."""
+        address = canonical_address(address)
+
         def plan(cfg: Config) -> tuple[Config, View]:
             return (cfg.without_backend(vip, address),
                     lambda c: {vip: _backend_in(c, vip, address)})

@@ -4,15 +4,22 @@ Blocking, one socket per client: the console runs it in threads and workers, the
 CLI in its one thread. An error answer becomes the matching XlbError (RefusedError,
 ReadOnlyError, InvalidParams, ApplyError, else AgentError); a missing or vanished
 agent is AgentUnavailable.
+
+Every way an agent can fail to answer (no socket, a full listen queue, a hung or
+stopped agent, a closed connection) is an AgentUnavailable whose text is one line
+for people: the CLI prints it, never a traceback. A call waits at most `timeout`
+seconds in all, even while notifications of an earlier subscription keep coming.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import itertools
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +49,7 @@ def default_socket() -> str:
 class AgentClient:
     def __init__(self, path: str | None = None, timeout: float = 10.0):
         self.path = path or default_socket()
+        self.timeout = timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -52,10 +60,17 @@ class AgentClient:
                                    "(or run as root)") from None
         except OSError as e:
             self.sock.close()
-            raise AgentUnavailable(f"no agent answers on {self.path} "
-                                   f"({e.strerror or e})") from None
+            raise AgentUnavailable(self._connect_failed(e)) from None
         self.reader = self.sock.makefile("rb")
         self.ids = itertools.count(1)
+
+    def _connect_failed(self, e: OSError) -> str:
+        if e.errno == errno.EAGAIN:  # a Unix socket's listen queue is full
+            return (f"the agent on {self.path} accepts no connections (its queue is full: "
+                    "it is hung or overloaded)")
+        if isinstance(e, TimeoutError):
+            return f"the agent on {self.path} did not accept within {self.timeout:g} s"
+        return f"no agent answers on {self.path} ({e.strerror or e})"
 
     def close(self) -> None:
         self.reader.close()
@@ -71,14 +86,16 @@ class AgentClient:
         try:
             line = self.reader.readline()
         except TimeoutError:
-            raise AgentUnavailable(f"no answer from the agent on {self.path}") from None
+            raise AgentUnavailable(f"no answer from the agent on {self.path} within "
+                                   f"{self.timeout:g} s (it is hung or overloaded)") from None
         except OSError as e:
-            raise AgentUnavailable(f"the connection to {self.path} failed: {e}") from None
+            raise AgentUnavailable(f"the connection to {self.path} failed: "
+                                   f"{e.strerror or e}") from None
         if not line:
             raise AgentUnavailable(f"the agent on {self.path} closed the connection")
         try:
             msg = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise AgentUnavailable(f"the agent on {self.path} sent something that is not "
                                    "JSON") from None
         if not isinstance(msg, dict):
@@ -92,18 +109,36 @@ class AgentClient:
         rid = next(self.ids)
         req = {"jsonrpc": JSONRPC, "id": rid, "method": method,
                "params": {k: v for k, v in params.items() if v is not None}}
+        deadline = time.monotonic() + self.timeout
         try:
             self.sock.sendall(json.dumps(req).encode() + b"\n")
+        except TimeoutError:
+            raise AgentUnavailable(f"the agent on {self.path} took no request within "
+                                   f"{self.timeout:g} s (it is hung or overloaded)") from None
         except OSError as e:
-            raise AgentUnavailable(f"the connection to {self.path} failed: {e}") from None
-        while True:
-            msg = self._read()
-            if msg.get("id") != rid:
-                continue  # a notification of an earlier subscription
-            if "error" in msg:
-                err = msg["error"]
-                raise from_rpc(int(err.get("code", 0)), str(err.get("message", "")))
-            return msg["result"]
+            raise AgentUnavailable(f"the connection to {self.path} failed: "
+                                   f"{e.strerror or e}") from None
+        try:
+            while True:  # the whole call within `timeout`, notifications or not
+                self.sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+                msg = self._read()
+                if msg.get("id") != rid:
+                    continue  # a notification of an earlier subscription
+                return self._result(msg)
+        finally:
+            if self.sock.fileno() != -1:
+                self.sock.settimeout(self.timeout)
+
+    def _result(self, msg: dict[str, Any]) -> Any:
+        """The answer's result, or its error as an XlbError."""
+        err = msg.get("error")
+        if isinstance(err, dict):
+            code = err.get("code")
+            raise from_rpc(code if isinstance(code, int) else 0, str(err.get("message", "")))
+        if "result" not in msg:
+            raise AgentUnavailable(f"the agent on {self.path} answered neither a result nor "
+                                   "an error")
+        return msg["result"]
 
     def subscribe(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """(method, params) of every notification (protocol.NOTIFICATIONS), as they come."""
@@ -111,4 +146,4 @@ class AgentClient:
         while True:
             msg = self._read()
             if "method" in msg:
-                yield msg["method"], msg["params"]
+                yield msg["method"], msg.get("params") or {}

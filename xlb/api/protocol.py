@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, Union
 
+from xlb.addresses import canonical_address
 from xlb.errors import ErrorCode, InvalidParams
 
 __all__ = ["ErrorCode", "METHODS", "NOTIFICATIONS", "REASONS", "Method", "Param"]
@@ -245,6 +246,7 @@ class Param:
     required: bool = False
     default: Any = None
     doc: str = ""
+    check: Callable[[Any], Any] | None = None  # the value as used, or InvalidParams
 
 
 @dataclass(frozen=True)
@@ -274,13 +276,20 @@ class Method:
             if not isinstance(value, p.type) or (p.type is not bool and isinstance(value, bool)):
                 raise InvalidParams(f"{self.name}: parameter {p.name!r} must be "
                                     f"{_TYPE_NAMES[p.type]}, got {type(value).__name__}")
+            if p.check is not None:
+                try:
+                    value = p.check(value)
+                except InvalidParams as e:
+                    raise InvalidParams(f"{self.name}: parameter {p.name!r}: {e}") from None
             out[p.name] = value
         return out
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "an array"}
 
-_ADDRESS = Param("address", str, True, doc="backend address (IPv4 or IPv6)")
+# addresses arrive in any spelling and are compared canonical (xlb/addresses.py)
+_ADDRESS = Param("address", str, True, doc="backend address (IPv4 or IPv6)",
+                 check=canonical_address)
 _VIP_OPT = Param("vip", str, doc="VIP name (default: every VIP that has the backend)")
 _FORCE = Param("force", bool, default=False,
                doc="even if a VIP is left without a healthy backend")
@@ -309,7 +318,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            (Param("vip", str, True, doc="VIP name"), _ADDRESS, _FORCE), operator=True),
     Method("add_vip", "add a VIP, balanced at once", ChangeResult,
            (Param("name", str, True, doc="unique VIP name"),
-            Param("address", str, True, doc="VIP address"),
+            Param("address", str, True, doc="VIP address", check=canonical_address),
             Param("port", int, True, doc="0..65535 (0 = any port)"),
             Param("protocol", str, True, doc="tcp | udp"),
             Param("backends", list, default=[], doc="[{address, weight?, state?}]")),

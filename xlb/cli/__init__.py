@@ -10,7 +10,8 @@ keeps a VIP from losing its last healthy backend.
 
 Command modules import what they need inside `run`, so `xlb --help` stays fast.
 Every failure xlb knows is an XlbError: printed as one line on stderr (never a
-traceback) with the error's exit code.
+traceback) with the error's exit code. Ctrl-C ends a command with 130 (an operation
+that cleaned up after it says what it undid, as Interrupted).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 
 from xlb import __version__
 from xlb.cli import common
-from xlb.errors import ConfigError, XlbError
+from xlb.errors import ConfigError, Interrupted, XlbError
 
 # in the order `xlb --help` lists them
 COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "drain", "undrain",
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except XlbError as e:
         print(f"xlb: {report(e)}", file=sys.stderr)
         return e.exit_code
+    except Interrupted as e:  # it says what it undid
+        print(f"xlb: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         return 130
 

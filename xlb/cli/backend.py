@@ -12,25 +12,25 @@ examples:
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from typing import Any
 
+from xlb.addresses import canonical_address
 from xlb.api.client import AgentClient
 from xlb.api.protocol import MAX_WEIGHT, Vip
 from xlb.cli import common
-from xlb.errors import RefusedError, UsageError
+from xlb.errors import InvalidParams, RefusedError, UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     c = common.action(sub, add)
-    c.add_argument("address", help="backend address (IPv4 or IPv6)")
+    c.add_argument("address", type=common.address, help="backend address (IPv4 or IPv6)")
     c.add_argument("--vip", required=True, help="the VIP (by name)")
     c.add_argument("--weight", type=int, default=1, help=f"0..{MAX_WEIGHT} (default 1)")
     c.add_argument("--drained", action="store_true", help="add it drained (no new flows yet)")
     common.add_client(c)
     c = common.action(sub, remove)
-    c.add_argument("address", help="backend address")
+    c.add_argument("address", type=common.address, help="backend address")
     c.add_argument("--vip", required=True, help="the VIP (by name)")
     common.add_force(c, "the VIP")
     common.add_yes(c)
@@ -84,11 +84,10 @@ def vip_rows(c: AgentClient, name: str) -> tuple[Vip, list[Vip]]:
 def removal(c: AgentClient, vip: str, address: str) -> str:
     """What removing `address` from `vip` does to its flows, as the data plane does it."""
     this, vips = vip_rows(c, vip)
-    addr = _canonical(address)
-    if not any(b["address"] == addr for b in this["backends"]):
+    if not any(b["address"] == address for b in this["backends"]):
         raise RefusedError(f"VIP {vip!r} has no backend {address!r}")
     others = [v["name"] for v in vips if v["name"] != vip
-              and any(b["address"] == addr for b in v["backends"])]
+              and any(b["address"] == address for b in v["backends"])]
     if others:
         which = f"VIP {others[0]} still has" if len(others) == 1 else (
             f"VIPs {', '.join(others)} still have")
@@ -96,13 +95,6 @@ def removal(c: AgentClient, vip: str, address: str) -> str:
                 "stay, as if drained.")
     return ("No other VIP has it, so it is invalidated: its established flows move to the "
             "remaining backends, which do not know them (those connections break).")
-
-
-def _canonical(address: str) -> str:
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return address  # the agent says what is wrong with it
 
 
 def backend_arg(text: str) -> dict[str, Any]:
@@ -118,8 +110,10 @@ def backend_arg(text: str) -> dict[str, Any]:
         addr, weight = text.split(":")
     else:
         addr = text  # IPv4 or a bare IPv6 address, without a weight
-    if weight is None:
-        return {"address": addr}
-    if not weight.isdigit():
+    if weight is not None and not weight.isdigit():
         raise UsageError(f"--backend {text!r}: expected ADDR[:WEIGHT] ([ADDR]:WEIGHT for IPv6)")
-    return {"address": addr, "weight": int(weight)}
+    try:
+        addr = canonical_address(addr)
+    except InvalidParams as e:
+        raise UsageError(f"--backend {text!r}: {e}") from None
+    return {"address": addr} if weight is None else {"address": addr, "weight": int(weight)}

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from xlb.addresses import canonical_address
 from xlb.api.protocol import change_text
-from xlb.errors import UsageError
+from xlb.errors import InvalidParams, UsageError
 
 if TYPE_CHECKING:
     from xlb.api.client import AgentClient
@@ -91,9 +92,18 @@ def confirm(args: argparse.Namespace, target: str, consequences: Callable[[], st
     return False
 
 
+def address(text: str) -> str:
+    """An address argument, in its canonical spelling (what the agent compares); one that
+    is not an address is a usage error."""
+    try:
+        return canonical_address(text)
+    except InvalidParams as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_backend_change(p: argparse.ArgumentParser) -> None:
     """The grammar of drain, undrain and weight: ADDRESS [--vip NAME] [--force] [--yes]."""
-    p.add_argument("address", help="backend address (IPv4 or IPv6)")
+    p.add_argument("address", type=address, help="backend address (IPv4 or IPv6)")
     p.add_argument("--vip", help="only in this VIP (by name; default: every VIP with it)")
     add_force(p)
     add_yes(p)

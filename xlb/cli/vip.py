@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     c = common.action(sub, add)
     c.add_argument("name", metavar="NAME", help="unique VIP name")
-    c.add_argument("address", metavar="ADDRESS", help="VIP address (IPv4 or IPv6)")
+    c.add_argument("address", metavar="ADDRESS", type=common.address,
+                   help="VIP address (IPv4 or IPv6)")
     c.add_argument("port", metavar="PORT", type=int, help="0..65535 (0 = any port)")
     c.add_argument("protocol", metavar="PROTO", help="tcp | udp")
     c.add_argument("--backend", action="append", metavar="ADDR[:WEIGHT]",

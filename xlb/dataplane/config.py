@@ -3,7 +3,8 @@
 The TOML layout is a contract shared with operators and with `dump_toml`:
 `[instance]`, `[[vip]]` and `[[vip.backend]]`, each key declared once (kind,
 default, range, doc) in xlb/schema.py. This module adds the rules across keys
-(duplicate VIPs and backends, max_vips, max_backends) and the model.
+(duplicate VIPs and backends, max_vips, max_backends, a ring large enough for each
+VIP's backends) and the model.
 
 Validation collects every problem (each with a location such as
 ``vip[1].backend[0].weight``) so that an operator fixes a file in one pass
@@ -38,6 +39,7 @@ from xlb.schema import (
     is_prime,
     ok,
     parse_address,
+    ring_problem,
     show,
 )
 
@@ -338,7 +340,8 @@ def _parse_backends(
     return backends
 
 
-def _parse_vips(ck: Checker, raw_vips: list | tuple) -> list[VipConfig]:
+def _parse_vips(ck: Checker, raw_vips: list | tuple, ring_size: int | None) -> list[VipConfig]:
+    """The VIPs; `ring_size` (None: the instance is invalid) bounds each one's backends."""
     vip_addrs = _vip_addresses(raw_vips)
     vips: list[VipConfig] = []
     names: dict[str, int] = {}
@@ -351,6 +354,9 @@ def _parse_vips(ck: Checker, raw_vips: list | tuple) -> list[VipConfig]:
         values = ck.read(tbl, loc, VIP)
         name, addr, port, protocol = (values[k] for k in ("name", "address", "port", "protocol"))
         backends = _parse_backends(ck, tbl.get("backend", ()), loc, vip_addrs)
+        problem = ring_problem(ring_size, len(backends)) if ring_size is not None else None
+        if problem:
+            ck.err(f"{loc}.backend", problem)
         if BAD not in (addr, port, protocol):
             key = (addr, port, protocol)
             if key in keys:
@@ -386,7 +392,7 @@ def check_config(ck: Checker, data: object, other_tables: tuple[str, ...] = ()) 
         if raw_instance is not None:
             instance = _parse_instance(ck, raw_instance)
     raw_vips = ck.array(top.get("vip", ()), "vip", "vip")
-    vips = _parse_vips(ck, raw_vips)
+    vips = _parse_vips(ck, raw_vips, instance.ring_size if instance is not None else None)
     if instance is not None:
         if len(raw_vips) > instance.max_vips:
             ck.err("vip", f"{len(raw_vips)} VIPs exceed instance.max_vips ({instance.max_vips})")
@@ -427,6 +433,9 @@ def read_toml(path: str | os.PathLike[str]) -> tuple[bytes, dict[str, Any]]:
         raise ConfigError(f"{where}:{line}: not valid UTF-8") from None
     try:
         return raw, tomllib.loads(text)
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{where}: TOML nested too deeply (arrays or inline tables within "
+                          "each other, hundreds of levels): not a config file") from None
     except tomllib.TOMLDecodeError as e:
         m = _TOML_POS_RE.match(str(e))
         if m:

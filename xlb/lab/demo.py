@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import cast
 
 from xlb.api.client import AgentClient
 from xlb.api.protocol import Snapshot
 from xlb.dataplane import lifecycle
-from xlb.lab import run
+from xlb.errors import AgentUnavailable, Interrupted
+from xlb.lab import interrupt, run
 from xlb.lab.traffic import summary_text
+
+STOP_TIMEOUT = 10.0  # seconds the traffic generator gets to stop and print its summary
 
 
 def report(snap: Snapshot) -> str:
@@ -49,52 +52,69 @@ def run_demo(duration: float = 0.0, rate: float = 100.0, console: bool | None = 
     """Lab up, traffic, then the console (or printed figures without a terminal).
 
     `open_console(sockets, theme)` runs the console until it quits; the CLI passes it,
-    so the lab never imports the console itself."""
+    so the lab never imports the console itself. Ctrl-C or SIGTERM while the lab is
+    built stops the build, removes what it made and starts no traffic (Interrupted);
+    once the traffic runs, the first one stops it and prints its summary."""
     lifecycle.require_root("xlb demo")
     if console is None:
         console = sys.stdin.isatty() and sys.stdout.isatty()
     if open_console is None:
         console = False
-    stop = {"now": False}
-
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print("building the lab (client, router, lb1, be1..be3) ...", flush=True)
-    doc = run.up()
-    sock = doc["lbs"][0]["socket"]
-    print(f"lab up in {doc['seconds']} s; VIPs {doc['vip']} and {doc['vip6']}, :80/tcp and "
-          f":53/udp, on lb1 ({doc['lbs'][0]['mode']} XDP). Traffic: {rate:.0f} new TCP "
-          "connections/s (every 4th over IPv6) plus UDP.", flush=True)
-    gen = run.traffic(["--rate", str(rate), "--json"]
-                      + (["--duration", str(duration)] if duration > 0 else []), quiet=True)
-    try:
-        if console and open_console is not None:
-            print("opening the console (q quits it; the load balancer keeps running) ...",
-                  flush=True)
-            open_console([sock], theme)
-        else:
-            print("no terminal: printing lb1's figures instead of the console. Ctrl-C stops "
-                  "the traffic; the lab keeps running.\n", flush=True)
-            _print_figures(sock, duration, stop)
-    finally:
-        if gen.poll() is None:
-            gen.send_signal(signal.SIGTERM)
-        out, _ = gen.communicate(timeout=30)
-    print(traffic_summary(out))
+    with interrupt.stopping():
+        print("building the lab (client, router, lb1, be1..be3) ...", flush=True)
+        doc = run.up()
+        sock = doc["lbs"][0]["socket"]
+        print(f"lab up in {doc['seconds']} s; VIPs {doc['vip']} and {doc['vip6']}, :80/tcp and "
+              f":53/udp, on lb1 ({doc['lbs'][0]['mode']} XDP). Traffic: {rate:.0f} new TCP "
+              "connections/s (every 4th over IPv6) plus UDP.", flush=True)
+        gen: subprocess.Popen[bytes] | None = None
+        code = 0
+        try:
+            with interrupt.held():  # the traffic starts and is known, or it does not start
+                gen = run.traffic(["--rate", str(rate), "--json"]
+                                  + (["--duration", str(duration)] if duration > 0 else []),
+                                  quiet=True)
+            if console and open_console is not None:
+                print("opening the console (q quits it; the load balancer keeps running) ...",
+                      flush=True)
+                with interrupt.held():  # the console owns the terminal until it quits
+                    open_console([sock], theme)
+            else:
+                print("no terminal: printing lb1's figures instead of the console. Ctrl-C "
+                      "stops the traffic; the lab keeps running.\n", flush=True)
+                _print_figures(sock, duration)
+        except Interrupted:
+            pass  # what Ctrl-C is for here: stop the traffic, print its summary
+        except AgentUnavailable as e:
+            print(f"xlb: lb1's agent: {e}; stopping the traffic", file=sys.stderr, flush=True)
+            code = 1
+        finally:
+            if gen is not None:
+                with interrupt.held(drop=True):  # a second Ctrl-C does not lose the summary
+                    print(traffic_summary(_stop(gen)), flush=True)
     print("the lab is still running (`xlb console` opens the console again, `xlb lab down` "
           "removes the lab)", flush=True)
-    return 0
+    return code
 
 
-def _print_figures(sock: str, duration: float, stop: dict[str, bool]) -> None:
+def _stop(gen: subprocess.Popen[bytes]) -> bytes:
+    """End the traffic generator (it prints its summary on SIGTERM) and return its output."""
+    if gen.poll() is None:
+        gen.send_signal(signal.SIGTERM)
+    try:
+        out, _ = gen.communicate(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        gen.kill()
+        out, _ = gen.communicate()
+    return out or b""
+
+
+def _print_figures(sock: str, duration: float) -> None:
     next_print = 0.0
     started = time.monotonic()
     with AgentClient(sock) as agent:
         for kind, snap in agent.subscribe():
-            if stop["now"] or (duration > 0 and time.monotonic() - started >= duration):
+            if duration > 0 and time.monotonic() - started >= duration:
                 break
             if kind == "snapshot" and time.monotonic() >= next_print:
                 print(report(cast(Snapshot, snap)), flush=True)

@@ -9,6 +9,7 @@ plane for lb1. down: servers (by the PIDs recorded at up), data plane
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,8 +22,8 @@ from typing import Any
 from xlb import resources
 from xlb.dataplane import lifecycle, xdp
 from xlb.dataplane.config import dump_toml, parse_config
-from xlb.errors import AgentUnavailable, LabError, NotLoadedError
-from xlb.lab import topology
+from xlb.errors import AgentUnavailable, Interrupted, LabError, NotLoadedError
+from xlb.lab import interrupt, topology
 from xlb.lab.topology import ROUTER, VIP, VIP6, Lab
 from xlb.paths import RUN_ROOT, default_socket
 
@@ -72,10 +73,6 @@ def _start_server(ns: str) -> int:
     return proc.pid
 
 
-def _start_servers(lab: Lab) -> dict[str, int]:
-    return {be.name: _start_server(be.name) for be in lab.backends}
-
-
 def _state() -> dict[str, Any]:
     try:
         with open(STATE) as f:
@@ -116,25 +113,40 @@ def _wait_listening(lab: Lab, timeout: float = 10.0) -> None:
         while not {"0.0.0.0:80", "[::]:80"} <= set(topology.sh(be.name, "ss", "-Hltn").split()):
             if time.monotonic() > deadline:
                 raise LabError(f"the server in {be.name} did not start")
+            interrupt.check()
             time.sleep(0.05)
 
 
 def up() -> dict[str, Any]:
+    """Build the lab. Ctrl-C or SIGTERM stops the build at once, and everything it had
+    made is removed (Interrupted says so); a failure is cleaned up the same way."""
     lifecycle.require_root("xlb lab up")
     started = time.monotonic()
-    down()
-    lab = topology.up()
-    try:
-        _attach_helpers(lab)
-        pids = _start_servers(lab)
-        _save_state({"pids": pids, "lbs": list(lab.lbs)})
-        _wait_listening(lab)
-        agents = {lb: _start_agent(lab, lb) for lb in lab.lbs}
-        _save_state({"pids": pids, "agents": agents, "lbs": list(lab.lbs)})
-        loaded = [_wait_agent(lb, agents[lb]) for lb in lab.lbs]
-    except BaseException:
-        down()
-        raise
+    with interrupt.stopping():
+        try:
+            down()
+            lab = topology.up()
+            interrupt.check()  # between steps: a Ctrl-C that a fork's hook swallowed
+            _attach_helpers(lab)
+            interrupt.check()
+            state: dict[str, Any] = {"pids": {}, "agents": {}, "lbs": list(lab.lbs)}
+            for be in lab.backends:
+                with interrupt.held():  # started and recorded, or neither
+                    state["pids"][be.name] = _start_server(be.name)
+                    _save_state(state)
+            _wait_listening(lab)
+            for lb in lab.lbs:
+                with interrupt.held():
+                    state["agents"][lb] = _start_agent(lab, lb)
+                    _save_state(state)
+            loaded = [_wait_agent(lb, state["agents"][lb]) for lb in lab.lbs]
+        except BaseException as e:
+            with interrupt.held(drop=True):  # a second Ctrl-C does not cut the cleanup short
+                down()
+            if isinstance(e, Interrupted):
+                raise Interrupted(e.signum, "the lab build stopped, and everything it had "
+                                  "made is removed") from None
+            raise
     return {"namespaces": lab.namespaces(), "vip": VIP, "vip6": VIP6, "lbs": loaded,
             "seconds": round(time.monotonic() - started, 2)}
 
@@ -167,10 +179,7 @@ def restart_agent(lb: str, sig: int = signal.SIGTERM) -> dict[str, Any]:
     if pid is None:
         raise LabError(f"no agent for {lb!r} in this lab")
     os.kill(pid, sig)
-    for _ in range(200):
-        if not _alive(pid):
-            break
-        time.sleep(0.05)
+    _ended(pid, 10.0)
     new = _start_agent(Lab(), lb)
     state["agents"][lb] = new
     _save_state(state)
@@ -193,6 +202,7 @@ def _wait_agent(lb: str, pid: int, timeout: float = 60.0) -> dict[str, Any]:
                             "socket": default_socket(lb)}
         except AgentUnavailable:
             pass
+        interrupt.check()
         time.sleep(0.1)
     raise LabError(f"the agent for {lb} did not answer within {timeout:.0f} s")
 
@@ -207,6 +217,16 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    return True
+
+
+def _ended(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` s for process `pid` to end; whether it did."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
     return True
 
 
@@ -227,10 +247,10 @@ def down() -> dict[str, Any]:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
-        for _ in range(100):
-            if not _alive(pid):
-                break
-            time.sleep(0.05)
+        if not _ended(pid, 5.0):
+            with contextlib.suppress(ProcessLookupError):  # one that does not stop
+                os.kill(pid, signal.SIGKILL)               # is not left behind
+            _ended(pid, 5.0)
         agents_stopped.append(lb)
     unloaded = []
     for lb in state.get("lbs", list(lab.lbs)):

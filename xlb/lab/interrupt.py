@@ -1,0 +1,93 @@
+"""Ctrl-C and SIGTERM for the lab's long operations: stop at once, then clean up.
+
+Inside `stopping()`, SIGINT (Ctrl-C) and SIGTERM raise `Interrupted` in the main thread
+at once, whatever it waits on (a netlink call, a sleep, an agent that does not answer),
+so the operation stops promptly and its `except`/`finally` undo what it made. A few
+steps must not be cut in half: starting a process and recording its PID (or a killed
+build leaves a process nobody knows of), and the cleanup itself. They run inside
+`held()`: a signal that arrives there is kept and raised when the block ends (or
+dropped with `held(drop=True)`: a cleanup is already the answer to it).
+
+Python runs a signal's handler at the next bytecode, and that can be inside code whose
+exceptions it ignores (an at-fork hook of `logging` while pyroute2 or subprocess forks:
+"Exception ignored in ..."). So a signal stays noted until it is acted on, and `check()`
+between steps raises it again.
+
+A forked child (pyroute2 forks to enter a namespace) inherits the handler: there a
+signal ends the child as it would by default, and never runs the parent's cleanup.
+
+Outside the main thread (a test's worker thread) these are no-ops: Python delivers
+signals to the main thread only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from xlb.errors import Interrupted
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_owner = 0                # the process whose stopping() installed the handler
+_held = 0                 # depth of held() blocks
+_noted: list[int] = []    # signals not acted on yet (raised, maybe swallowed, or held)
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    if os.getpid() != _owner:  # a forked child (pyroute2's netns helper, a subprocess
+        signal.signal(signum, signal.SIG_DFL)  # before exec): die as by default, never
+        os.kill(os.getpid(), signum)           # run the parent's cleanup in a copy of it
+        return
+    _noted.append(signum)
+    if not _held:
+        raise Interrupted(signum)
+
+
+def check() -> None:
+    """Raise Interrupted for a signal that arrived and was not acted on (between steps)."""
+    if _noted and not _held:
+        raise Interrupted(_noted[0])
+
+
+@contextmanager
+def stopping() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted inside this block (the previous handlers come
+    back after it, and its signals count as acted on)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    global _owner
+    _owner = os.getpid()
+    before = {s: signal.signal(s, _on_signal) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        _noted.clear()
+
+
+@contextmanager
+def held(drop: bool = False) -> Iterator[None]:
+    """A block no signal cuts in half: one that arrives is raised as Interrupted when the
+    block ends, unless the block fails anyway, or `drop` (then it counts as acted on)."""
+    global _held
+    _held += 1
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        _held -= 1
+        if not _held and _noted:
+            if drop:
+                _noted.clear()
+            elif not failed:
+                raise Interrupted(_noted[0])
