@@ -854,3 +854,46 @@ def test_down_backends_flows_move_when_configured(moving: AgentProc) -> None:
         time.sleep(0.1)
     with moving.client() as c:  # the intent still has it: it comes back when healthy
         assert "10.0.1.1" in backends(c)
+
+
+def dataplane_only(agent: AgentProc, weight: int) -> str:
+    """The agent's config without its [agent] table, web's second backend at `weight`: what
+    an operator would hand `xlb dataplane apply`."""
+    with open(agent.path) as f:
+        text = f.read()
+    text = text[text.index("[instance]"):].replace("weight = 3", f"weight = {weight}")
+    path = os.path.join(agent.tmp, "dataplane.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def xlb_cli(agent: AgentProc, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "xlb", *args], capture_output=True, text=True,
+                          env=agent.env, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_one_writer_per_instance(agent: AgentProc) -> None:
+    """While the agent runs, a second agent and `xlb dataplane load|apply|unload` are
+    refused, naming it, and change nothing; once it is gone (even killed), they work."""
+    assert agent.proc is not None
+    owner = f"instance agt is run by its agent (pid {agent.proc.pid}, since "
+    second = xlb_cli(agent, "agent", "--config", agent.path)
+    assert second.returncode == 1 and f"cannot start another agent: {owner}" in second.stderr
+    assert "Traceback" not in second.stderr
+    dp = dataplane_only(agent, 1)
+    for args, what in ((("dataplane", "apply", "--config", dp), "apply a config"),
+                       (("dataplane", "load", "--config", dp), "load the data plane"),
+                       (("dataplane", "unload", "--instance", "agt"), "unload the data plane")):
+        r = xlb_cli(agent, *args)
+        assert r.returncode == 1 and f"cannot {what}: {owner}" in r.stderr, r
+    with agent.client() as c:  # the first agent is untouched: its socket, its weights
+        assert abs(backends(c)["10.0.1.2"]["ring_share"] - 0.75) < 0.001
+    assert xdp.query("xlb0", NS).prog_id
+    agent.stop(signal.SIGKILL)  # the kernel drops the lock with the process
+    r = xlb_cli(agent, "dataplane", "apply", "--config", dp)
+    assert r.returncode == 0, r.stderr
+    with Dataplane("agt", agent.env["XLB_PIN_ROOT"], agent.env["XLB_RUN_ROOT"]) as d:
+        weights = {b["address"]: b["weight"]
+                   for b in (d.applied_config() or {})["config"]["vip"][0]["backend"]}
+    assert weights == {"10.0.1.1": 1, "10.0.1.2": 1}

@@ -31,6 +31,7 @@ from xlb.dataplane import lifecycle
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, ConfigError, IPAddress, parse_config, vip_label
 from xlb.dataplane.manager import Dataplane, key_label
+from xlb.dataplane.owner import Ownership
 from xlb.errors import RefusedError
 from xlb.paths import run_dir
 
@@ -61,6 +62,7 @@ class Agent:
         self.started = time.time()
         self.load_result: dict[str, Any] = {}
         self.dp: Dataplane | None = None
+        self.owner = Ownership(self.name)
         self.shares: dict[str, dict[str, float]] = {}
         self.backend_ids: dict[str, int] = {}   # address -> data-plane id, as last applied
         self.vip_ids: dict[str, int] = {}       # VIP label -> counter row, as last applied
@@ -95,7 +97,9 @@ class Agent:
         os.replace(path + ".tmp", path)
 
     def start(self) -> dict[str, Any]:
-        """Load or adopt the data plane and apply the intent (all-or-nothing)."""
+        """Become the instance's one writer, then load or adopt the data plane and apply
+        the intent (all-or-nothing). A second agent of the instance stops here."""
+        self.owner.acquire("agent")
         self.load_result = lifecycle.load_instance(self.effective())
         self.dp = Dataplane(self.name)
         self._refresh_layout()
@@ -110,6 +114,7 @@ class Agent:
     def close(self) -> None:
         if self.dp:
             self.dp.close()
+        self.owner.release()
 
     # -- what is applied -------------------------------------------------------------
     def effective(self) -> Config:

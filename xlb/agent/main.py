@@ -92,6 +92,7 @@ def main(config_path: str) -> int:
         agent.start()
     except XlbError as e:
         log.error("agent %s could not start: %s", ac.config.instance.name, e)
+        agent.close()
         raise
     asyncio.run(run(agent))
     return 0
