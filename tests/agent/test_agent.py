@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ import pytest
 from tests.helpers import REPO
 from xlb.api import protocol as P
 from xlb.api.client import AgentClient
-from xlb.dataplane import lifecycle, xdp
+from xlb.dataplane import bpfsys, lifecycle, xdp
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Dataplane, key_label
 from xlb.errors import AgentUnavailable, ApplyError, InvalidParams, RefusedError, XlbError
@@ -122,6 +122,12 @@ def checking(roots: tuple[str, str]) -> Iterator[AgentProc]:
     """An agent with TCP health checks. The backends are not reachable from the namespace:
     they are found down after about 1.5 s (health_fall 2, 1 s apart)."""
     yield from running_agent(roots, "tcp")
+
+
+@pytest.fixture
+def alarming(roots: tuple[str, str]) -> Iterator[AgentProc]:
+    """An agent that only raises alarms when its program or pins are taken away."""
+    yield from running_agent(roots, "none", 'tamper = "alarm"')
 
 
 @pytest.fixture
@@ -897,3 +903,82 @@ def test_one_writer_per_instance(agent: AgentProc) -> None:
         weights = {b["address"]: b["weight"]
                    for b in (d.applied_config() or {})["config"]["vip"][0]["backend"]}
     assert weights == {"10.0.1.1": 1, "10.0.1.2": 1}
+
+
+def alarm_events(c: AgentClient, until: Callable[[dict[str, Any]], bool],
+                 timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The alarm events of a subscription (already made on `c`) until one satisfies
+    `until`; fails after `timeout` seconds."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    c.sock.settimeout(timeout)
+    for kind, doc in c.notifications():
+        if kind == "event" and doc["kind"] == "alarm":
+            seen.append(doc)
+            if until(doc):
+                return seen
+        assert time.monotonic() < deadline, f"no such alarm within {timeout} s: {seen}"
+    raise AssertionError("the subscription ended")
+
+
+def pin_ids(agent: AgentProc) -> dict[str, int]:
+    """The kernel ids of the instance's pinned maps (the same map keeps its id)."""
+    folder = os.path.join(agent.env["XLB_PIN_ROOT"], "agt")
+    out = {}
+    for name in ("conns", "backends", "vips", "rings"):
+        fd = bpfsys.obj_get(os.path.join(folder, name))
+        try:
+            out[name] = int(bpfsys.map_info(fd).id)
+        finally:
+            os.close(fd)
+    return out
+
+
+def test_taken_from_underneath_is_put_back_and_alarmed(agent: AgentProc) -> None:
+    """`ip link set dev … xdp off` and `rm -rf` of the pins: the agent sees it within a tick,
+    puts back the same program and the same maps, and says so (event, snapshot, log); a
+    restart then adopts the same connection table."""
+    prog = xdp.query("xlb0", NS).prog_id
+    ids = pin_ids(agent)
+    with agent.client() as c:
+        c.call("drain", address="10.0.1.2", vip="web")
+        stream = agent.client()
+        stream.call("subscribe")
+        subprocess.run(["ip", "-n", NS, "link", "set", "dev", "xlb0", "xdp", "off"], check=True)
+        (event,) = alarm_events(stream, lambda e: e["what"] == "attach")
+        assert event["cleared"] and "detached from xlb0" in event["message"]
+        assert "re-attached (native XDP" in event["message"]
+        assert xdp.query("xlb0", NS).prog_id == prog, "the same program, back on the hook"
+        shutil.rmtree(os.path.join(agent.env["XLB_PIN_ROOT"], "agt"))
+        (event,) = alarm_events(stream, lambda e: e["what"] == "pins")
+        assert event["cleared"] and "re-pinned from the maps the agent holds" in event["message"]
+        stream.close()
+        assert pin_ids(agent) == ids, "the same maps, pinned again"
+        alarms = {a["what"]: a for a in c.call("status")["alarms"]}
+        assert set(alarms) == {"attach", "pins"} and not any(a["active"] for a in alarms.values())
+    agent.stop()
+    assert "ALARM xlb's XDP program was detached from xlb0" in agent.log()
+    agent.start()
+    assert pin_ids(agent) == ids, "the restart adopted the same maps"
+    with agent.client() as c:
+        assert backends(c)["10.0.1.2"]["state"] in ("drained", "draining")
+
+
+def test_with_tamper_alarm_the_agent_only_raises_the_alarm(alarming: AgentProc) -> None:
+    prog = xdp.query("xlb0", NS).prog_id
+    with alarming.client() as stream:
+        stream.call("subscribe")
+        xdp.detach("xlb0", NS)
+        (event,) = alarm_events(stream, lambda e: e["what"] == "attach")
+        assert not event["cleared"] and "not re-attached" in event["message"]
+        assert xdp.query("xlb0", NS).prog_id == 0
+        with alarming.client() as c:
+            (alarm,) = c.call("status")["alarms"]
+            assert alarm["active"] and alarm["what"] == "attach"
+        fd = bpfsys.obj_get(os.path.join(alarming.env["XLB_PIN_ROOT"], "agt", "prog"))
+        try:  # the operator puts it back: the alarm is over
+            xdp.attach("xlb0", fd, "native", NS)
+        finally:
+            os.close(fd)
+        (event,) = alarm_events(stream, lambda e: e["cleared"])
+        assert event["message"].startswith("over: ") and xdp.query("xlb0", NS).prog_id == prog
