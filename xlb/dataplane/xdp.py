@@ -66,10 +66,9 @@ def query(interface: str, netns: str = "", ipr: Any = None) -> XdpState:
 def open_netlink(netns: str = "") -> Any:
     """A netlink socket in `netns` (this namespace for "") to keep and pass as `ipr`.
 
-    Opening one in another namespace forks a short-lived helper (pyroute2): a process
-    that runs an asyncio loop with signal handlers must open it before the loop runs,
-    since the helper shares the loop's signal wakeup pipe and a signal sent to it would
-    read as one sent to the process."""
+    pyroute2 opens one in another namespace by forking a short-lived helper, once per
+    thread that uses it: a process with an asyncio loop must keep that helper from
+    sharing the loop's signal wakeup pipe (the agent does, in its main)."""
     return _open(netns)
 
 
