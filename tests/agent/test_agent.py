@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import REPO
+from tests.helpers import wait_for as wait_until
 from xlb.api import protocol as P
 from xlb.api.client import AgentClient
 from xlb.dataplane import bpfsys, lifecycle, xdp
@@ -954,8 +955,9 @@ def test_taken_from_underneath_is_put_back_and_alarmed(agent: AgentProc) -> None
         assert event["cleared"] and "re-pinned from the maps the agent holds" in event["message"]
         stream.close()
         assert pin_ids(agent) == ids, "the same maps, pinned again"
-        alarms = {a["what"]: a for a in c.call("status")["alarms"]}
-        assert set(alarms) == {"attach", "pins"} and not any(a["active"] for a in alarms.values())
+        wait_until(lambda: {a["what"] for a in c.call("status")["alarms"]} == {"attach", "pins"},
+                   "both alarms in the snapshot")  # the next tick's snapshot carries them
+        assert not any(a["active"] for a in c.call("status")["alarms"]), "both restored"
     agent.stop()
     assert "ALARM xlb's XDP program was detached from xlb0" in agent.log()
     agent.start()

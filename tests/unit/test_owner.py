@@ -52,3 +52,25 @@ def test_another_process_is_refused(tmp_path: Path) -> None:
         os.waitpid(pid, 0)
     assert holder("lb1", root) is None  # gone with the process
 
+
+
+def test_a_forked_child_does_not_hold_the_lock(tmp_path: Path) -> None:
+    """pyroute2 forks helpers inside the agent: one that outlives the agent by a moment
+    must not keep the instance locked for the agent's successor."""
+    root = str(tmp_path)
+    o = Ownership("lb1", root)
+    o.acquire("agent")
+    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the helper: up (its at-fork hooks have run), then lingers until told to go
+        os.write(ready_w, b"x")
+        os.read(r, 1)
+        os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        o.release()  # the agent is gone; its helper is not
+        assert holder("lb1", root) is None
+    finally:
+        os.write(w, b"x")
+        os.waitpid(pid, 0)

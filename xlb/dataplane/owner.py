@@ -23,6 +23,21 @@ from xlb.errors import OwnedError
 from xlb.paths import RUN_ROOT, run_dir
 
 LOCK = "owner.lock"
+_HELD: set[int] = set()  # lock descriptors this process holds
+
+
+def _close_held_in_child() -> None:
+    """A forked child (pyroute2's short-lived netns helper) must not share the lock's open
+    file description: it could outlive a killed agent by a moment and keep the lock."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
 _FLOCK = "hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len (0 = to the end), l_pid
 
 
@@ -60,9 +75,11 @@ class Ownership:
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "who": who,
                                   "since": time.time()}).encode(), 0)
         self.fd = fd
+        _HELD.add(fd)
 
     def release(self) -> None:
         if self.fd >= 0:
+            _HELD.discard(self.fd)
             os.close(self.fd)  # closing the descriptor drops the lock
             self.fd = -1
 
