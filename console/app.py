@@ -157,6 +157,9 @@ class XlbConsole(App[None]):
                         severity="information" if event["healthy"] else "warning")
         elif event["kind"] == "error":
             self.notify(f"{name}: {event['message']}", severity="error")
+        elif event["kind"] == "alarm":
+            self.notify(f"{name}: {event['message']}", title="ALARM",
+                        severity="warning" if event["cleared"] else "error", timeout=30)
 
     def on_redraw_requested(self, msg: RedrawRequested) -> None:
         if msg.view is self.current_view():  # a hidden view is redrawn when shown
@@ -197,6 +200,12 @@ class XlbConsole(App[None]):
             else:
                 parts.append(f"[$error]{name} ✗ disconnected {ago(now - link.since)} "
                              f"(reconnecting): {escape(_short(link.error, 40))}[/]")
+            for alarm in inst.snap["alarms"] if inst else ():
+                if alarm["active"]:
+                    parts.append(f"[reverse $error] ⚠ ALARM {name}: {alarm['what']} [/]")
+                else:
+                    parts.append(f"[$warning]⚠ {name}: {alarm['what']} restored "
+                                 f"{ago(now - alarm['since'])} ago[/]")
         if len(self.fleet.instances) > 1:
             parts.append(f"focus: {escape(self.fleet.focus or 'whole fleet')}")
         connected = any(link.connected for link in self.fleet.links.values())

@@ -35,6 +35,7 @@ class AgentDouble:
             path, instance, operator, frozen, tick)
         self.n_queues, self.n_cpus, self.hot_queue = queues, cpus, hot_queue
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.alarms: list[P.Alarm] = []  # what the snapshots say is wrong underneath
         self.audit: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.n = 0
@@ -217,7 +218,7 @@ class AgentDouble:
                     "queues": queues, "reasons": reasons, "reason_totals": totals,
                     "cpus": [{"busy": 35.0 + 20 * c, "softirq": 12.0 + 5 * c}
                              for c in range(self.n_cpus)],
-                    "vips": vips}
+                    "vips": vips, "alarms": list(self.alarms)}
 
 
 def _serving(b: dict[str, Any]) -> bool:

@@ -99,6 +99,12 @@ class LayoutError(XlbError):
     rpc_code = ErrorCode.APPLY_FAILED
 
 
+class OwnedError(XlbError):
+    """Another process (the instance's agent) is the one writer of this data plane."""
+
+    rpc_code = ErrorCode.REFUSED
+
+
 class CompileError(XlbError):
     """BCC could not compile or load a BPF program."""
 

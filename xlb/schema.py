@@ -371,6 +371,9 @@ AGENT = Table("agent", (
     Setting("health_down_flows", "string",
             "what a down backend's established flows do", "stay",
             choices=("stay", "move")),
+    Setting("tamper", "string",
+            "XDP detached or pins removed underneath the agent: put back, or only alarm",
+            "restore", choices=("restore", "alarm")),
 ))
 
 TABLES = (INSTANCE, VIP, BACKEND, AGENT)

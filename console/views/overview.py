@@ -48,6 +48,11 @@ class Overview(View):
         for inst in shown:
             out.append_text(self._identity(inst))
             out.append("\n")
+            for alarm in inst.snap["alarms"]:  # in full here; the header only names them
+                role = "error" if alarm["active"] else "warning"
+                out.append("⚠ ALARM " if alarm["active"] else "⚠ restored ",
+                           style=f"bold {self.role(role)}")
+                out.append(f"{alarm['message']}\n", style=self.role(role))
         t = fleet.totals()
         width = max(8, min(SPARK_WIDTH, (self.size.width - 60) // 3 or SPARK_WIDTH))
         drop_role = "error" if t["drop_pps"] > 0 else "success"

@@ -17,15 +17,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.helpers import REPO
+from tests.helpers import wait_for as wait_until
 from xlb.api import protocol as P
 from xlb.api.client import AgentClient
-from xlb.dataplane import lifecycle, xdp
+from xlb.dataplane import bpfsys, lifecycle, xdp
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Dataplane, key_label
 from xlb.errors import AgentUnavailable, ApplyError, InvalidParams, RefusedError, XlbError
@@ -123,6 +124,12 @@ def checking(roots: tuple[str, str]) -> Iterator[AgentProc]:
     """An agent with TCP health checks. The backends are not reachable from the namespace:
     they are found down after about 1.5 s (health_fall 2, 1 s apart)."""
     yield from running_agent(roots, "tcp")
+
+
+@pytest.fixture
+def alarming(roots: tuple[str, str]) -> Iterator[AgentProc]:
+    """An agent that only raises alarms when its program or pins are taken away."""
+    yield from running_agent(roots, "none", 'tamper = "alarm"')
 
 
 @pytest.fixture
@@ -856,3 +863,126 @@ def test_down_backends_flows_move_when_configured(moving: AgentProc) -> None:
         time.sleep(0.1)
     with moving.client() as c:  # the intent still has it: it comes back when healthy
         assert "10.0.1.1" in backends(c)
+
+
+def dataplane_only(agent: AgentProc, weight: int) -> str:
+    """The agent's config without its [agent] table, web's second backend at `weight`: what
+    an operator would hand `xlb dataplane apply`."""
+    with open(agent.path) as f:
+        text = f.read()
+    text = text[text.index("[instance]"):].replace("weight = 3", f"weight = {weight}")
+    path = os.path.join(agent.tmp, "dataplane.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def xlb_cli(agent: AgentProc, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "xlb", *args], capture_output=True, text=True,
+                          env=agent.env, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_one_writer_per_instance(agent: AgentProc) -> None:
+    """While the agent runs, a second agent and `xlb dataplane load|apply|unload` are
+    refused, naming it, and change nothing; once it is gone (even killed), they work."""
+    assert agent.proc is not None
+    owner = f"instance agt is run by its agent (pid {agent.proc.pid}, since "
+    second = xlb_cli(agent, "agent", "--config", agent.path)
+    assert second.returncode == 1 and f"cannot start another agent: {owner}" in second.stderr
+    assert "Traceback" not in second.stderr
+    dp = dataplane_only(agent, 1)
+    for args, what in ((("dataplane", "apply", "--config", dp), "apply a config"),
+                       (("dataplane", "load", "--config", dp), "load the data plane"),
+                       (("dataplane", "unload", "--instance", "agt"), "unload the data plane")):
+        r = xlb_cli(agent, *args)
+        assert r.returncode == 1 and f"cannot {what}: {owner}" in r.stderr, r
+    with agent.client() as c:  # the first agent is untouched: its socket, its weights
+        assert abs(backends(c)["10.0.1.2"]["ring_share"] - 0.75) < 0.001
+    assert xdp.query("xlb0", NS).prog_id
+    agent.stop(signal.SIGKILL)  # the kernel drops the lock with the process
+    r = xlb_cli(agent, "dataplane", "apply", "--config", dp)
+    assert r.returncode == 0, r.stderr
+    with Dataplane("agt", agent.env["XLB_PIN_ROOT"], agent.env["XLB_RUN_ROOT"]) as d:
+        weights = {b["address"]: b["weight"]
+                   for b in (d.applied_config() or {})["config"]["vip"][0]["backend"]}
+    assert weights == {"10.0.1.1": 1, "10.0.1.2": 1}
+
+
+def alarm_events(c: AgentClient, until: Callable[[dict[str, Any]], bool],
+                 timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The alarm events of a subscription (already made on `c`) until one satisfies
+    `until`; fails after `timeout` seconds."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    c.sock.settimeout(timeout)
+    for kind, doc in c.notifications():
+        if kind == "event" and doc["kind"] == "alarm":
+            seen.append(doc)
+            if until(doc):
+                return seen
+        assert time.monotonic() < deadline, f"no such alarm within {timeout} s: {seen}"
+    raise AssertionError("the subscription ended")
+
+
+def pin_ids(agent: AgentProc) -> dict[str, int]:
+    """The kernel ids of the instance's pinned maps (the same map keeps its id)."""
+    folder = os.path.join(agent.env["XLB_PIN_ROOT"], "agt")
+    out = {}
+    for name in ("conns", "backends", "vips", "rings"):
+        fd = bpfsys.obj_get(os.path.join(folder, name))
+        try:
+            out[name] = int(bpfsys.map_info(fd).id)
+        finally:
+            os.close(fd)
+    return out
+
+
+def test_taken_from_underneath_is_put_back_and_alarmed(agent: AgentProc) -> None:
+    """`ip link set dev … xdp off` and `rm -rf` of the pins: the agent sees it within a tick,
+    puts back the same program and the same maps, and says so (event, snapshot, log); a
+    restart then adopts the same connection table."""
+    prog = xdp.query("xlb0", NS).prog_id
+    ids = pin_ids(agent)
+    with agent.client() as c:
+        c.call("drain", address="10.0.1.2", vip="web")
+        stream = agent.client()
+        stream.call("subscribe")
+        subprocess.run(["ip", "-n", NS, "link", "set", "dev", "xlb0", "xdp", "off"], check=True)
+        (event,) = alarm_events(stream, lambda e: e["what"] == "attach")
+        assert event["cleared"] and "detached from xlb0" in event["message"]
+        assert "re-attached (native XDP" in event["message"]
+        assert xdp.query("xlb0", NS).prog_id == prog, "the same program, back on the hook"
+        shutil.rmtree(os.path.join(agent.env["XLB_PIN_ROOT"], "agt"))
+        (event,) = alarm_events(stream, lambda e: e["what"] == "pins")
+        assert event["cleared"] and "re-pinned from the maps the agent holds" in event["message"]
+        stream.close()
+        assert pin_ids(agent) == ids, "the same maps, pinned again"
+        wait_until(lambda: {a["what"] for a in c.call("status")["alarms"]} == {"attach", "pins"},
+                   "both alarms in the snapshot")  # the next tick's snapshot carries them
+        assert not any(a["active"] for a in c.call("status")["alarms"]), "both restored"
+    agent.stop()
+    assert "ALARM xlb's XDP program was detached from xlb0" in agent.log()
+    agent.start()
+    assert pin_ids(agent) == ids, "the restart adopted the same maps"
+    with agent.client() as c:
+        assert backends(c)["10.0.1.2"]["state"] in ("drained", "draining")
+
+
+def test_with_tamper_alarm_the_agent_only_raises_the_alarm(alarming: AgentProc) -> None:
+    prog = xdp.query("xlb0", NS).prog_id
+    with alarming.client() as stream:
+        stream.call("subscribe")
+        xdp.detach("xlb0", NS)
+        (event,) = alarm_events(stream, lambda e: e["what"] == "attach")
+        assert not event["cleared"] and "not re-attached" in event["message"]
+        assert xdp.query("xlb0", NS).prog_id == 0
+        with alarming.client() as c:
+            (alarm,) = c.call("status")["alarms"]
+            assert alarm["active"] and alarm["what"] == "attach"
+        fd = bpfsys.obj_get(os.path.join(alarming.env["XLB_PIN_ROOT"], "agt", "prog"))
+        try:  # the operator puts it back: the alarm is over
+            xdp.attach("xlb0", fd, "native", NS)
+        finally:
+            os.close(fd)
+        (event,) = alarm_events(stream, lambda e: e["cleared"])
+        assert event["message"].startswith("over: ") and xdp.query("xlb0", NS).prog_id == prog

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -521,5 +522,23 @@ def test_ipv6_labels_in_brackets_are_text_not_markup(double: AgentDouble) -> Non
         await pilot.press("y")
         await until(lambda: double.backend("web", "fd00:5f1b:18:2::11")["state"] == "drained",
                     pilot)
+
+    run(app, scenario)
+
+
+def test_alarms_show_in_the_header_and_in_full_on_the_overview(double: AgentDouble) -> None:
+    """What was taken from under the agent is impossible to miss: a red header badge while
+    it lasts, the whole story on the Overview, a quieter badge once it was put right."""
+    message = "xlb's XDP program was detached from l0: VIP traffic fails"
+    double.alarms = [{"what": "attach", "since": time.time() - 5, "message": message,
+                      "active": True}]
+    app = XlbConsole([double.path])
+
+    async def scenario(pilot: Any) -> None:
+        await until(lambda: "ALARM lb1: attach" in status(app), pilot)
+        assert message in text(app, "#ov-summary")
+        double.alarms = [{**double.alarms[0], "active": False}]
+        await until(lambda: "lb1: attach restored" in status(app), pilot)
+        assert "ALARM" not in status(app)
 
     run(app, scenario)

@@ -27,11 +27,13 @@ from xlb.agent.audit import AuditLog
 from xlb.agent.health import CheckSpec
 from xlb.agent.rates import Rates, RateTracker
 from xlb.agent.settings import AgentConfig
+from xlb.agent.watch import Owned, Watch
 from xlb.api import protocol as P
-from xlb.dataplane import lifecycle
+from xlb.dataplane import bpfsys, lifecycle, loader
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, ConfigError, IPAddress, parse_config, vip_label
 from xlb.dataplane.manager import Dataplane, key_label
+from xlb.dataplane.owner import Ownership
 from xlb.errors import RefusedError
 from xlb.paths import run_dir
 
@@ -62,6 +64,9 @@ class Agent:
         self.started = time.time()
         self.load_result: dict[str, Any] = {}
         self.dp: Dataplane | None = None
+        self.owner = Ownership(self.name)
+        self.watch: Watch | None = None
+        self.alarms: list[P.Alarm] = []
         self.shares: dict[str, dict[str, float]] = {}
         self.backend_ids: dict[str, int] = {}   # address -> data-plane id, as last applied
         self.vip_ids: dict[str, int] = {}       # VIP label -> counter row, as last applied
@@ -96,9 +101,12 @@ class Agent:
         os.replace(path + ".tmp", path)
 
     def start(self) -> dict[str, Any]:
-        """Load or adopt the data plane and apply the intent (all-or-nothing)."""
+        """Become the instance's one writer, then load or adopt the data plane and apply
+        the intent (all-or-nothing). A second agent of the instance stops here."""
+        self.owner.acquire("agent")
         self.load_result = lifecycle.load_instance(self.effective())
         self.dp = Dataplane(self.name)
+        self.watch = self._watch(self.dp)
         self._refresh_layout()
         self._save_intent()
         self.last = self._snapshot(None)
@@ -108,9 +116,21 @@ class Agent:
                  len(self.desired.vips), len(self.desired.backend_addresses()))
         return self.load_result
 
+    def _watch(self, dp: Dataplane) -> Watch:
+        """Keep our program open and watch that it stays attached and pinned."""
+        r = self.load_result
+        prog_fd = bpfsys.obj_get(os.path.join(dp.maps.dir, loader.PROG_PIN))
+        owned = Owned(self.name, r["interface"], r["netns"], r["mode"], r["prog_id"], prog_fd,
+                      dp.maps, os.path.dirname(dp.maps.dir))
+        return Watch(owned, self.settings.tamper == "restore", self.emit)
+
     def close(self) -> None:
+        if self.watch:
+            self.watch.close()
+            os.close(self.watch.owned.prog_fd)
         if self.dp:
             self.dp.close()
+        self.owner.release()
 
     # -- what is applied -------------------------------------------------------------
     def effective(self) -> Config:
@@ -348,8 +368,11 @@ class Agent:
             listener(kind, doc)
 
     def tick(self) -> P.Snapshot:
-        """Read counters (batch calls, never the connection table) and build a snapshot."""
+        """Read counters (batch calls, never the connection table) and build a snapshot;
+        first, look that our program is still attached and pinned (and put it back)."""
         assert self.dp is not None
+        if self.watch is not None:
+            self.alarms = self.watch.check()
         with self.lock:
             counters = self.dp.counters()
             rates = self.rates.update(counters)
@@ -405,7 +428,8 @@ class Agent:
                 "reason_totals": {r.label: int(totals[r]) if len(totals) > r else 0
                                   for r in S.Reason},
                 "cpus": self.cpus,
-                "vips": vips}
+                "vips": vips,
+                "alarms": [P.Alarm(**a) for a in self.alarms]}  # copies: alarms change later
 
     def _queues_seen(self, q: np.ndarray) -> int:
         """Queues up to the highest that ever carried traffic: the list never shrinks."""

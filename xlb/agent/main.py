@@ -69,8 +69,18 @@ async def run(agent: Agent) -> None:
         srv.close()
         if os.path.exists(agent.settings.socket):
             os.unlink(agent.settings.socket)
-        agent.close()
+        await asyncio.to_thread(agent.close)  # pyroute2 closes through a loop of its own
         log.info("agent %s stopped; the data plane keeps running", agent.name)
+
+
+def _quiet_forks() -> None:
+    """In a child forked while the agent's loop runs (pyroute2 opens a netlink socket in
+    another namespace that way, from whichever thread asks): the loop's signal wakeup pipe
+    is shared with the parent, so a SIGTERM sent to the child would read as one sent to the
+    agent, and the agent would stop. The child gets no wakeup pipe and default handlers."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -84,6 +94,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def main(config_path: str) -> int:
     setup_logging()
+    os.register_at_fork(after_in_child=_quiet_forks)
     ac = agent_settings.load(config_path)
     log.info("agent %s starting (pid %d, config %s)", ac.config.instance.name, os.getpid(),
              config_path)
@@ -92,6 +103,7 @@ def main(config_path: str) -> int:
         agent.start()
     except XlbError as e:
         log.error("agent %s could not start: %s", ac.config.instance.name, e)
+        agent.close()
         raise
     asyncio.run(run(agent))
     return 0

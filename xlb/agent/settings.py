@@ -38,6 +38,7 @@ class AgentSettings:
     health_rise: int
     health_fall: int
     health_down_flows: str
+    tamper: str
 
 
 @dataclass(frozen=True)

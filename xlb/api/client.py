@@ -141,8 +141,13 @@ class AgentClient:
         return msg["result"]
 
     def subscribe(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(method, params) of every notification (protocol.NOTIFICATIONS), as they come."""
+        """Subscribe, then (method, params) of every notification (protocol.NOTIFICATIONS)."""
         self.call("subscribe")
+        yield from self.notifications()
+
+    def notifications(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(method, params) of every notification, as they come, on a connection that has
+        subscribed already."""
         while True:
             msg = self._read()
             if "method" in msg:

@@ -119,6 +119,15 @@ class VipSummary(TypedDict):
     total: int
 
 
+class Alarm(TypedDict):
+    """Something the agent owns was changed under it (its XDP program, its pins)."""
+
+    what: str          # attach | pins
+    since: float
+    message: str       # what happened, and what the agent did about it
+    active: bool       # False: put right (restored); shown for a while all the same
+
+
 class Snapshot(TypedDict):
     """Everything the console draws, once per tick."""
 
@@ -136,6 +145,7 @@ class Snapshot(TypedDict):
     reason_totals: dict[str, int]     # packets since the maps were made
     cpus: list[Cpu]
     vips: list[Vip]
+    alarms: list[Alarm]               # in force, or put right in the last 10 minutes
 
 
 class Caller(TypedDict):
@@ -207,7 +217,15 @@ class ErrorEvent(TypedDict):
     message: str
 
 
-Event = ChangeEvent | HealthEvent | ErrorEvent
+class AlarmEvent(TypedDict):
+    kind: Literal["alarm"]
+    time: float
+    what: str
+    message: str
+    cleared: bool      # True: over (or put right at once), False: raised
+
+
+Event = ChangeEvent | HealthEvent | ErrorEvent | AlarmEvent
 
 # notification method -> its params' shape
 NOTIFICATIONS: dict[str, Any] = {"snapshot": Snapshot, "event": Event}

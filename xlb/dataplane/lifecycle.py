@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from xlb.dataplane import loader, xdp
+from xlb.dataplane import loader, owner, xdp
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, vip_label
 from xlb.dataplane.manager import Counters, Dataplane, geometry_of, key_label
@@ -59,6 +59,7 @@ def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT
     """
     require_root("loading the data plane")
     inst = cfg.instance
+    owner.refuse_if_owned(inst.name, "load the data plane", run_root)
     mode = mode or inst.xdp_mode
     xdp.query(inst.interface, inst.netns)  # fail early, before compiling, on a wrong interface
     loaded = loader.load(inst.name, geometry_of(cfg), pin_root)
@@ -85,6 +86,7 @@ def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT
 def apply_config(cfg: Config, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT) -> dict:
     """Apply a config to a loaded instance without recompiling."""
     require_root("changing the data plane")
+    owner.refuse_if_owned(cfg.instance.name, "apply a config", run_root)
     with Dataplane(cfg.instance.name, pin_root, run_root) as dp:
         r = dp.apply(cfg)
     return {"instance": cfg.instance.name, "vips_added": r.vips_added,
@@ -97,6 +99,7 @@ def unload_instance(instance: str, remove_pins: bool = False, pin_root: str = PI
                     run_root: str = RUN_ROOT) -> dict[str, Any]:
     """Detach the program; with remove_pins also drop maps (connections are lost)."""
     require_root("unloading the data plane")
+    owner.refuse_if_owned(instance, "unload the data plane", run_root)
     state = read_state(instance, run_root)
     if not state and not os.path.isdir(pin_dir(instance, pin_root)):
         raise NotLoadedError(f"no data plane instance {instance!r} is loaded")
