@@ -2,8 +2,8 @@
 
 Blocking, one socket per client: the console runs it in threads and workers, the
 CLI in its one thread. An error answer becomes the matching XlbError (RefusedError,
-ReadOnlyError, InvalidParams, ApplyError, else AgentError); a missing or vanished
-agent is AgentUnavailable.
+ReadOnlyError, InvalidParams, ApplyError, AuditError, else AgentError); a missing or
+vanished agent is AgentUnavailable, one that turns the connection away AgentBusy.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from xlb.api.protocol import JSONRPC, METHODS
-from xlb.errors import AgentUnavailable, from_rpc
+from xlb.errors import AgentUnavailable, XlbError, from_rpc
 from xlb.paths import RUN_ROOT
 
 __all__ = ["RUN_ROOT", "AgentClient", "default_socket", "find_sockets"]
@@ -98,11 +98,10 @@ class AgentClient:
             raise AgentUnavailable(f"the connection to {self.path} failed: {e}") from None
         while True:
             msg = self._read()
+            if "error" in msg and msg.get("id") in (rid, None):  # None: not tied to a
+                raise _error(msg)                              # request (turned away)
             if msg.get("id") != rid:
                 continue  # a notification of an earlier subscription
-            if "error" in msg:
-                err = msg["error"]
-                raise from_rpc(int(err.get("code", 0)), str(err.get("message", "")))
             return msg["result"]
 
     def subscribe(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -112,3 +111,10 @@ class AgentClient:
             msg = self._read()
             if "method" in msg:
                 yield msg["method"], msg["params"]
+            elif "error" in msg:
+                raise _error(msg)
+
+
+def _error(msg: dict[str, Any]) -> XlbError:
+    err = msg["error"] if isinstance(msg["error"], dict) else {}
+    return from_rpc(int(err.get("code", 0)), str(err.get("message", "")))
