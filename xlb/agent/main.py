@@ -100,13 +100,13 @@ class Ticker:
         loop = asyncio.get_running_loop()
         try:
             snap = await loop.run_in_executor(self.thread, self.agent.tick)
+            self.agent.emit("snapshot", snap)
         except Exception as e:
             self._failed(e)
             return
         if self.streak:
             log.info("the tick works again after %d failure(s)", self.streak)
             self.streak = 0
-        self.agent.emit("snapshot", snap)
 
     def _failed(self, e: Exception) -> None:
         a = self.agent

@@ -139,9 +139,10 @@ class Server:
         self.baseline_fds = 0       # descriptors in use before the first client
         self._sized: Any = None     # the intent the reserve was sized for, and the reserve
         self._reserve = FD_RESERVE
-        self._logged: dict[tuple[int, str], tuple[float, int]] = {}
+        self._logged: dict[tuple[str, int], tuple[float, int]] = {}
         self.listener: socket.socket | None = None
         self.accepting: asyncio.Task[None] | None = None
+        self.clients: set[asyncio.Task[None]] = set()  # referenced while they run
 
     def _notify(self, kind: str, doc: Any) -> None:
         if self.loop is None:
@@ -187,7 +188,8 @@ class Server:
             try:
                 conn, _ = await self.loop.sock_accept(listener)
             except OSError as e:  # EMFILE/ENFILE/ENOBUFS: the reserve is for the agent
-                log.error("accepting API connections: %s; trying again in a second", e)
+                self._note(("accept", 0), f"accepting API connections: {e}; trying again "
+                           "every second")
                 await asyncio.sleep(1)
                 continue
             try:
@@ -211,8 +213,8 @@ class Server:
             return
         why = self._turned_away(conn.fileno(), caller)
         if why is not None:
-            self._note(caller, "turned away", f"turned away a connection of {caller.user} "
-                       f"(uid {caller.uid}): {why}")
+            self._note(("turned away", caller.uid), f"turned away a connection of "
+                       f"{caller.user} (uid {caller.uid}): {why}")
             try:  # one short line fits the socket's buffer: never waits
                 conn.send(_encode(_error(None, ErrorCode.OVERLOADED, f"connection refused: "
                                          f"{why}; try again later")))
@@ -222,7 +224,9 @@ class Server:
             return
         self.open_by_uid[caller.uid] += 1
         self.open_operators += caller.operator
-        self.loop.create_task(self._client(conn, caller))
+        task = self.loop.create_task(self._client(conn, caller))
+        self.clients.add(task)
+        task.add_done_callback(self.clients.discard)
 
     # -- admission -------------------------------------------------------------------------
     def capacity(self) -> int:
@@ -275,14 +279,13 @@ class Server:
                 conn.close()
 
     def _cut_off(self, caller: Caller) -> None:
-        self._note(caller, "slow", f"cut off {caller.user} (uid {caller.uid}): it left what "
+        self._note(("slow", caller.uid), f"cut off {caller.user} (uid {caller.uid}): it left what "
                    f"it was sent unread for {self.agent.settings.client_send_timeout:g} s "
                    "(client_send_timeout)")
 
-    def _note(self, caller: Caller, what: str, text: str) -> None:
-        """Log client trouble at most once per LOG_EVERY per user and kind, counting the
+    def _note(self, key: tuple[str, int], text: str) -> None:
+        """Log client trouble at most once per LOG_EVERY per kind and user, counting the
         rest, so a flood cannot flood the log too."""
-        key = (caller.uid, what)
         now = time.monotonic()
         last, quiet = self._logged.get(key, (-LOG_EVERY, 0))
         if now - last < LOG_EVERY:
