@@ -127,6 +127,7 @@ def serve(listen: str, snapshot: Callable[[], Snapshot], group: str) -> Exporter
     server: _Server
     if listen.startswith(UNIX_PREFIX):
         path = listen[len(UNIX_PREFIX):]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         if os.path.exists(path):
             os.unlink(path)  # a stale socket of a previous agent
         server = _UnixServer(path, _Handler)  # type: ignore[arg-type]
@@ -141,7 +142,8 @@ def serve(listen: str, snapshot: Callable[[], Snapshot], group: str) -> Exporter
             sockaddr[:2], _Handler)
         port = int(server.server_port)
     server.set_app(app)
-    threading.Thread(target=server.serve_forever, name="xlb-metrics", daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.1,), name="xlb-metrics",
+                     daemon=True).start()  # polls for shutdown() every 0.1 s
     return Exporter(port, server)
 
 
