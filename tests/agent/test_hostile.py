@@ -242,6 +242,11 @@ def test_a_subscriber_that_does_not_read_is_cut_off(limited: AgentProc) -> None:
     """Snapshots pile up in its socket, then in the agent's buffer (64 KiB at most);
     a second later (client_send_timeout) it is cut off."""
     agent = limited
+    with agent.client() as c:  # bigger snapshots: its buffers fill sooner
+        for v in range(2):
+            c.call("add_vip", name=f"big{v}", address=f"10.100.1.{v}", port=80,
+                   protocol="tcp", backends=[{"address": f"10.0.{2 + v}.{b}"}
+                                             for b in range(1, 8)])
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(agent.socket)
     s.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "subscribe"}\n')
