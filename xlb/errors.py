@@ -29,6 +29,8 @@ class ErrorCode(IntEnum):
     READ_ONLY = -32001        # the caller may read but not change
     REFUSED = -32002          # the agent will not do it as asked (e.g. the last healthy backend)
     APPLY_FAILED = -32003     # the data plane refused the change; nothing was applied
+    AUDIT_FAILED = -32004     # the audit record could not be written; nothing was applied
+    OVERLOADED = -32005       # too many connections, or too slow a reader: disconnected
 
 
 class XlbError(Exception):
@@ -87,6 +89,13 @@ class ApplyError(XlbError):
     rpc_code = ErrorCode.APPLY_FAILED
 
 
+class AuditError(XlbError):
+    """The audit record of a change could not be written (a full disk, an I/O error): the
+    change was not made."""
+
+    rpc_code = ErrorCode.AUDIT_FAILED
+
+
 class AttachError(XlbError):
     """The kernel or the environment refused an XDP attach or detach."""
 
@@ -120,6 +129,13 @@ class NotLoadedError(XlbError):
 
 class AgentUnavailable(XlbError):
     """No agent answers: none is running, its socket is not ours to open, or it went away."""
+
+
+class AgentBusy(AgentUnavailable):
+    """The agent turned the connection away: too many connections (per user or in all),
+    descriptors it keeps for its own work, or a client too slow to read its answers."""
+
+    rpc_code = ErrorCode.OVERLOADED
 
 
 class AgentError(XlbError):
@@ -170,6 +186,8 @@ _BY_RPC_CODE: dict[int, type[XlbError]] = {
     ErrorCode.READ_ONLY: ReadOnlyError,
     ErrorCode.REFUSED: RefusedError,
     ErrorCode.APPLY_FAILED: ApplyError,
+    ErrorCode.AUDIT_FAILED: AuditError,
+    ErrorCode.OVERLOADED: AgentBusy,
 }
 
 

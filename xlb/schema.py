@@ -278,10 +278,19 @@ def _vip_name(value: str) -> str:
     return value
 
 
-def _host_port(value: str) -> str:
+UNIX_PREFIX = "unix:"
+
+
+def _listen(value: str) -> str:
+    """host:port, or unix:/absolute/path (a socket only the socket group can open)."""
+    if value.startswith(UNIX_PREFIX):
+        path = value[len(UNIX_PREFIX):]
+        if not path.startswith("/") or len(path.encode()) > 107 or "\0" in path:
+            raise Invalid(f"{show(value)}: unix: needs an absolute path (at most 107 bytes)")
+        return value
     host, _, port = value.rpartition(":")
     if value and not (host and port.isdigit() and int(port) <= 65535):
-        raise Invalid(f"{show(value)} is not host:port (\"\" turns it off)")
+        raise Invalid(f"{show(value)} is not host:port or unix:PATH (\"\" turns it off)")
     return value
 
 
@@ -354,9 +363,20 @@ AGENT = Table("agent", (
     Setting("operator_group", "string", "root and this group's members may change things",
             "xlb"),
     Setting("socket_group", "string", 'group owning the socket ("" = operator_group)', ""),
+    Setting("max_clients", "integer", "API connections at once; an eighth kept for operators",
+            128, Bounds(8, 65536)),
+    Setting("max_clients_per_user", "integer", "API connections at once per read-only uid",
+            16, Bounds(1, 65536)),
+    Setting("client_idle_timeout", "number",
+            "seconds before a silent connection is closed (not subscribers)", 60.0,
+            Bounds(0.5, 86400)),
+    Setting("client_send_timeout", "number",
+            "seconds a client may leave answers unread before it is cut off", 10.0,
+            Bounds(0.5, 3600)),
     Setting("audit_log", "string", '"" = /var/lib/xlb/<instance>/audit.jsonl', ""),
-    Setting("metrics", "string", 'Prometheus exporter host:port ("" = off, port 0 = any)',
-            "127.0.0.1:9465", check=_host_port),
+    Setting("metrics", "string",
+            'Prometheus exporter host:port or unix:PATH ("" = off, port 0 = any)',
+            "127.0.0.1:9465", check=_listen),
     Setting("health", "string", "one check per backend address", "tcp",
             choices=("tcp", "http", "none")),
     Setting("health_port", "integer", "0 = the port of the first TCP VIP with the backend", 0,

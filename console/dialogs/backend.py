@@ -13,7 +13,7 @@ from textual.widgets import Label, Static
 from console.dialogs.base import Dialog
 from console.draw import ago, pct
 from console.model import BackendRow, VipRef
-from xlb.api.protocol import AuditEntry, Snapshot, change_text
+from xlb.api.protocol import AuditEntry, Snapshot, entry_text
 
 AUDIT_LINES = 50
 
@@ -44,7 +44,7 @@ def audit_lines(entries: list[AuditEntry], address: str) -> list[str]:
             continue
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
         lines.append(f"{when}  {entry['user']} (uid {entry['uid']})  {entry['action']}  "
-                     + change_text(entry["before"], entry["after"]))
+                     + entry_text(entry))
     return lines[:AUDIT_LINES]
 
 

@@ -36,15 +36,17 @@ NS = f"xlbag-{os.getpid()}"
 NOBODY = 65534  # nobody:nogroup on Debian
 
 
-def config(tmp: str, health: str = "tcp", extra: str = "", instance: str = "") -> str:
+def config(tmp: str, health: str = "tcp", extra: str = "", instance: str = "",
+           audit_log: str = "", metrics: str = "127.0.0.1:0",
+           socket_group: str = "nogroup") -> str:
     return f"""
 [agent]
 socket = "{tmp}/agent.sock"
 tick = 0.25
-audit_log = "{tmp}/audit.jsonl"
+audit_log = "{audit_log or tmp + '/audit.jsonl'}"
 operator_group = "xlb-test-operators-none"
-socket_group = "nogroup"
-metrics = "127.0.0.1:0"
+socket_group = "{socket_group}"
+metrics = "{metrics}"
 health = "{health}"
 {extra}
 
@@ -146,10 +148,15 @@ def moving(roots: tuple[str, str]) -> Iterator[AgentProc]:
 
 
 def running_agent(roots: tuple[str, str], health: str, extra: str = "",
-                  instance: str = "") -> Iterator[AgentProc]:
+                  before_start: Callable[[str], None] | None = None,
+                  **settings: str) -> Iterator[AgentProc]:
+    """An agent of `config(tmp, health, extra, **settings)` ("{tmp}" in a setting is
+    its directory); `before_start(tmp)` runs first (it may mount things under tmp: they
+    are unmounted at the end)."""
     pin_root, run_root = roots
     tmp = tempfile.mkdtemp(prefix="xlb-agent-test-")  # 0755 below: the read-only peer
     os.chmod(tmp, 0o755)                              # (nobody) must reach the socket
+    settings = {k: v.replace("{tmp}", tmp) for k, v in settings.items()}
     env = {**os.environ, "XLB_PIN_ROOT": pin_root, "XLB_RUN_ROOT": run_root,
            "XLB_STATE_ROOT": tmp}
     netns.create(NS)
@@ -157,7 +164,9 @@ def running_agent(roots: tuple[str, str], health: str, extra: str = "",
     try:
         netns.veth(NS, "xlb0", NS, "peer0", queues=4)
         with open(a.path, "w") as f:
-            f.write(config(tmp, health, extra, instance))
+            f.write(config(tmp, health, extra, **settings))
+        if before_start is not None:
+            before_start(tmp)
         a.start()
         yield a
     finally:
@@ -168,7 +177,16 @@ def running_agent(roots: tuple[str, str], health: str, extra: str = "",
             lifecycle.unload_instance("agt", remove_pins=True, pin_root=pin_root,
                                       run_root=run_root)
         netns.remove(NS)
+        unmount_under(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def unmount_under(path: str) -> None:
+    """Unmount whatever a test mounted below `path` (deepest first)."""
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for point in sorted((p for p in points if p.startswith(path + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
 
 
 def backends(c: AgentClient, vip: str = "web") -> dict[str, dict[str, Any]]:
@@ -243,22 +261,72 @@ def as_nobody(agent: AgentProc, script: str, *args: str) -> subprocess.Completed
 
 
 def test_read_only_peer_sees_but_cannot_change(agent: AgentProc) -> None:
+    """...and the attempt is audited: who tried what, and that it was refused."""
     out = json.loads(as_nobody(agent, READONLY).stdout)
     assert out["status"] == {"user": "nobody", "operator": False}
     assert out["drain"][0] == -32001 and "read-only" in out["drain"][1]
     with agent.client() as c:
         assert backends(c)["10.0.1.2"]["state"] == "active"
-        assert c.call("audit") == []
+        (entry,) = c.call("audit")
+    assert P.conforms(entry, P.AuditEntry) == []
+    assert (entry["uid"], entry["user"], entry["action"], entry["result"]) == (
+        NOBODY, "nobody", "drain", "refused: read-only")
+    assert entry["params"] == {"address": "10.0.1.2", "vip": "web", "force": False}
+    assert entry["before"] == entry["after"] == {}
+    r = subprocess.run([sys.executable, "-m", "xlb", "audit", "--socket", agent.socket],
+                       capture_output=True, text=True, env=agent.env, timeout=60)
+    assert r.returncode == 0 and "nobody (uid 65534) drain 10.0.1.2: refused: read-only" in (
+        r.stdout), r
+
+
+REFUSALS = """
+import sys
+from xlb.api.client import AgentClient
+from xlb.errors import ReadOnlyError
+with AgentClient(sys.argv[1]) as c:
+    for _ in range(int(sys.argv[2])):
+        try:
+            c.call("drain", address="10.0.1.2", vip="web")
+        except ReadOnlyError:
+            pass
+"""
+
+
+def test_refused_attempts_cannot_flood_the_audit_log(agent: AgentProc) -> None:
+    """A read-only user's attempts are recorded at a bounded pace (10 a minute); the
+    next record says how many were not."""
+    from xlb.agent.audit import REFUSALS_PER_MINUTE
+
+    as_nobody(agent, REFUSALS, "200")
+    with agent.client() as c:
+        entries = c.call("audit", n=1000)
+    assert len(entries) == REFUSALS_PER_MINUTE
+    assert {e["result"] for e in entries} == {"refused: read-only"}
+    assert agent.log().count("refused drain from nobody") == REFUSALS_PER_MINUTE
+
+
+def strict_json(line: bytes) -> Any:
+    """JSON as RFC 8259 has it: NaN and Infinity are not JSON."""
+    def refuse(text: str) -> None:
+        raise ValueError(f"{text} is not JSON")
+    return json.loads(line, parse_constant=refuse)
 
 
 def raw(path: str, data: bytes) -> dict[str, Any]:
+    """Send `data`, read one answer line (strict JSON). The connection stays usable: a
+    second request on it is answered too."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)
     s.connect(path)
     s.sendall(data)
-    line = s.makefile("rb").readline()
+    reader = s.makefile("rb")
+    line = reader.readline()
+    assert line, "the agent closed the connection without an answer"
+    s.sendall(b'{"jsonrpc": "2.0", "id": "again", "method": "vips"}\n')
+    again = strict_json(reader.readline())
+    assert again["id"] == "again" and "result" in again, again
     s.close()
-    return json.loads(line)  # type: ignore[no-any-return]
+    return strict_json(line)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("data,code", [
@@ -275,6 +343,12 @@ def raw(path: str, data: bytes) -> dict[str, Any]:
      -32002),
     (b'{"jsonrpc": "2.0", "id": 6, "method": "drain", "params": [1]}\n', -32602),
     (b'{"jsonrpc": "2.0", "id": 7, "method": "snapshot"}\n', -32601),  # no undocumented alias
+    (b"[" * 30000 + b"\n", -32700),  # deeper than Python's recursion limit
+    (b"[" * 40 + b"]" * 40 + b"\n", -32700),  # deeper than the agent takes
+    (b'{"jsonrpc": "2.0", "id": 8, "method": "audit", "params": {"n": 1000000000}}\n',
+     -32602),
+    (b'{"jsonrpc": "2.0", "id": 9, "method": "weight", "params": '
+     b'{"address": "10.0.1.2", "weight": NaN}}\n', -32602),
 ])
 def test_malformed_requests_get_clear_errors_and_change_nothing(agent: AgentProc, data: bytes,
                                                                 code: int) -> None:
@@ -284,6 +358,26 @@ def test_malformed_requests_get_clear_errors_and_change_nothing(agent: AgentProc
         web = backends(c)
         assert web["10.0.1.2"]["weight"] == 3 and web["10.0.1.2"]["state"] == "active"
         assert c.call("audit") == []
+
+
+@pytest.mark.parametrize("rid", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"true",
+                                 b"[1]", b'{"a": 1}'])
+def test_an_id_that_cannot_be_echoed_is_answered_with_null(agent: AgentProc,
+                                                           rid: bytes) -> None:
+    """JSON-RPC ids are strings, numbers or null; NaN and Infinity are not JSON at all.
+    Such an id is never echoed (the answer would not be JSON): -32600 with id null."""
+    reply = raw(agent.socket, b'{"jsonrpc": "2.0", "id": ' + rid + b', "method": "status"}\n')
+    assert reply["id"] is None and reply["error"]["code"] == -32600, reply
+    assert "id must be" in reply["error"]["message"]
+
+
+def test_deep_nesting_is_a_parse_error_not_a_crash(agent: AgentProc) -> None:
+    reply = raw(agent.socket, b'{"a": ' * 10000 + b"\n")  # objects, this time
+    assert reply["error"]["code"] == -32700 and "nested deeper" in reply["error"]["message"]
+    with agent.client() as c:
+        assert c.call("vips")
+    log = agent.log()
+    assert "RecursionError" not in log and "never retrieved" not in log, log
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
@@ -516,7 +610,14 @@ def test_read_only_peer_cannot_add_or_remove(agent: AgentProc) -> None:
     r = as_nobody(agent, READONLY_CHANGES, json.dumps(calls))
     for code, message in json.loads(r.stdout):
         assert code == -32001 and "read-only" in message
-    assert state(agent) == before
+    after = state(agent)
+    assert {**after, "audit": []} == before
+    assert [(e["user"], e["action"], e["result"], e["params"].get("name")
+             or e["params"].get("address")) for e in after["audit"]] == [
+        ("nobody", "add_backend", "refused: read-only", "10.0.1.9"),
+        ("nobody", "remove_backend", "refused: read-only", "10.0.1.2"),
+        ("nobody", "add_vip", "refused: read-only", "api"),
+        ("nobody", "remove_vip", "refused: read-only", "web")]
 
 
 @pytest.mark.parametrize("method,params,code,message", [
@@ -792,7 +893,7 @@ def test_bad_agent_settings_are_one_clear_error(tmp_path: Any) -> None:
         "vip[0].protocol: 'sctp' is not 'tcp' or 'udp'",
         "agent: unknown key 'tikc'",
         "agent.tick: 0.01 is out of range 0.25..10",
-        "agent.metrics: 'nowhere' is not host:port (\"\" turns it off)",
+        "agent.metrics: 'nowhere' is not host:port or unix:PATH (\"\" turns it off)",
         "agent.health: 'ping' is not 'tcp', 'http' or 'none'",
         "agent.health_rise: 0 must be >= 1",
         "agent.health_down_flows: 'drop' is not 'stay' or 'move'")]

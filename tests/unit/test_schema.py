@@ -125,7 +125,9 @@ def test_the_defaults_have_not_moved() -> None:
     assert (BACKEND["weight"].default, BACKEND["state"].default) == (1, "active")
     assert {s.name: s.default for s in AGENT.settings} == {
         "socket": "", "tick": 1.0, "history": 300.0, "operator_group": "xlb",
-        "socket_group": "", "audit_log": "", "metrics": "127.0.0.1:9465", "health": "tcp",
+        "socket_group": "", "max_clients": 128, "max_clients_per_user": 16,
+        "client_idle_timeout": 60.0, "client_send_timeout": 10.0,
+        "audit_log": "", "metrics": "127.0.0.1:9465", "health": "tcp",
         "health_port": 0, "health_path": "/", "health_interval": 1.0, "health_timeout": 0.5,
         "health_rise": 2, "health_fall": 2, "tamper": "restore",
         "health_down_flows": "stay"}

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from xlb import statefile
 from xlb.addresses import canonical_address
 from xlb.agent.audit import AuditLog
 from xlb.agent.health import CheckSpec
@@ -34,7 +35,7 @@ from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, ConfigError, IPAddress, parse_config, vip_label
 from xlb.dataplane.manager import Dataplane, key_label
 from xlb.dataplane.owner import Ownership
-from xlb.errors import RefusedError
+from xlb.errors import ApplyError, RefusedError, XlbError
 from xlb.paths import run_dir
 
 HOST = socket.gethostname()
@@ -75,6 +76,7 @@ class Agent:
         self.reason_totals = np.zeros(0, dtype=np.uint64)
         self.changed_at: dict[str, float] = {}  # backend address -> last state/health change
         self.metrics_port = 0
+        self.tick_failures = 0  # counted by the tick loop (main.Ticker)
         self.active = np.zeros(0, dtype=np.uint64)  # per backend id, from the last tick
         self.cpus: list[P.Cpu] = []                  # per-CPU load over the last tick
         self.last: P.Snapshot = self._snapshot(None)  # what readers see until the first tick
@@ -94,11 +96,8 @@ class Agent:
             return None
 
     def _save_intent(self) -> None:
-        path = self._state_path()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump({"digest": self.digest, "desired": self.desired.to_dict()}, f)
-        os.replace(path + ".tmp", path)
+        statefile.write_json(self._state_path(),
+                             {"digest": self.digest, "desired": self.desired.to_dict()})
 
     def start(self) -> dict[str, Any]:
         """Become the instance's one writer, then load or adopt the data plane and apply
@@ -178,16 +177,31 @@ class Agent:
         assert self.dp is not None
         try:
             self.dp.apply(self.effective())
-        except Exception:
+            self._save_intent()
+        except Exception as e:
             self.desired, self.down = old
-            raise
+            if isinstance(e, OSError) and not isinstance(e, XlbError):
+                # the maps were written, but a state file (applied.json, agent.json) was
+                # not, say on a full disk: put the maps back, say what happened
+                self._put_back()
+                where = run_dir(self.name)
+                raise ApplyError(f"not applied: the state could not be saved in {where} "
+                                 f"({e.strerror or e}); the data plane is as it was") from e
+            raise  # ApplyError: the data plane put itself back; anything else: a bug
         now = time.time()
         for addr, state in self._backend_states().items():
             if before.get(addr) != state:
                 self.changed_at[addr] = now
         self._refresh_layout()
-        self._save_intent()
         self.last = self._snapshot(self.rates.last)  # readers see the change at once
+
+    def _put_back(self) -> None:
+        """Apply the intent in force again after a commit failed past the data plane."""
+        assert self.dp is not None
+        try:
+            self.dp.apply(self.effective())
+        except OSError as e:  # the maps are back; only applied.json could not be rewritten
+            log.error("after a failed change: %s", e)
 
     def _backend_states(self) -> dict[str, tuple[Any, ...]]:
         """What an operator sees change per backend: its weight/state in each VIP, health."""
@@ -285,8 +299,9 @@ class Agent:
         Under the lock, `plan(intent)` gives the new intent and a view of the part it
         changes (by VIP name: the before and after of the answer and the audit). An
         unknown VIP or backend is refused; so is a change that leaves a VIP that had a
-        healthy backend without one, unless `force`. The commit is all-or-nothing; then
-        the audit line, then a "change" event."""
+        healthy backend without one, unless `force`. The audit record is written first
+        (AuditError if it cannot be: nothing changes), then the all-or-nothing commit
+        (its record is taken back if it fails), then a "change" event."""
         with self.lock:
             try:
                 new, view = plan(self.desired)
@@ -300,13 +315,13 @@ class Agent:
                     raise RefusedError(f"{action} {subject} would leave VIP {name} without a "
                                        "healthy backend: refused (use --force to do it "
                                        "anyway)")
-            before = view(self.desired)
+            before, after = view(self.desired), view(new)
             present = {str(a) for a in new.backend_addresses()}  # a removed backend's
             down = {a: r for a, r in self.down.items() if a in present}  # verdict goes too
-            self._commit(new, down)
-            after = view(self.desired)
-            entry = self.audit.append(uid=caller.uid, user=caller.user, action=action,
-                                      params=params, before=before, after=after)
+            # audited or not done: the record is on disk first, taken back if the commit fails
+            with self.audit.change(uid=caller.uid, user=caller.user, action=action,
+                                   params=params, before=before, after=after) as entry:
+                self._commit(new, down)
         log.info("%s (uid %d) %s %s: %s", caller.user, caller.uid, action,
                  params.get("address") or params.get("name"), P.change_text(before, after))
         event: P.ChangeEvent = {"kind": "change", **entry}  # type: ignore[typeddict-item]
@@ -429,7 +444,8 @@ class Agent:
                                   for r in S.Reason},
                 "cpus": self.cpus,
                 "vips": vips,
-                "alarms": [P.Alarm(**a) for a in self.alarms]}  # copies: alarms change later
+                "alarms": [P.Alarm(**a) for a in self.alarms],  # copies: alarms change later
+                "tick_failures": self.tick_failures}
 
     def _queues_seen(self, q: np.ndarray) -> int:
         """Queues up to the highest that ever carried traffic: the list never shrinks."""

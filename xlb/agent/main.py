@@ -1,7 +1,8 @@
 """`xlb agent --config FILE`: run one instance's agent in the foreground.
 
 Start: load or adopt the data plane, apply the intent, open the API socket.
-Then tick: read counters, compute rates, publish a snapshot. SIGTERM/SIGINT
+Then tick: read counters, compute rates, publish a snapshot; a tick that fails is
+logged and counted, never the end of the agent. SIGTERM/SIGINT
 end the agent and leave the data plane running (nothing is detached or
 flushed); a crash leaves it running too.
 """
@@ -11,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from xlb.agent import metrics
@@ -20,6 +24,7 @@ from xlb.agent import settings as agent_settings
 from xlb.agent.core import Agent
 from xlb.agent.health import HealthChecker
 from xlb.agent.server import Server
+from xlb.api.protocol import ErrorEvent
 from xlb.errors import XlbError
 
 log = logging.getLogger("xlb.agent")
@@ -28,20 +33,25 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 async def run(agent: Agent) -> None:
     server = Server(agent)
-    srv = await server.serve()
-    if agent.settings.metrics:
+    await server.serve()
+    exporter: metrics.Exporter | None = None
+    st = agent.settings
+    if st.metrics:
         try:
-            agent.metrics_port = metrics.serve(agent.settings.metrics, lambda: agent.last)
+            exporter = metrics.serve(st.metrics, lambda: agent.last,
+                                     st.socket_group or st.operator_group)
         except OSError as e:
-            srv.close()
-            raise XlbError(f"metrics on {agent.settings.metrics}: {e.strerror}; set [agent] "
-                           "metrics to another host:port, or \"\" to turn it off") from e
+            server.close()
+            raise XlbError(f"metrics on {st.metrics}: {e.strerror}; set [agent] metrics to "
+                           "another host:port or unix:PATH, or \"\" to turn it off") from e
+        agent.metrics_port = exporter.port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("agent %s running: API on %s%s", agent.name, agent.settings.socket,
-             f", metrics on port {agent.metrics_port}" if agent.metrics_port else "")
+    where = (f", metrics on port {exporter.port}" if exporter and exporter.port else
+             f", metrics on {st.metrics}" if exporter else "")
+    log.info("agent %s running: API on %s%s", agent.name, st.socket, where)
     def on_change(address: str, healthy: bool, reason: str) -> None:
         loop.create_task(asyncio.to_thread(agent.set_health, address, healthy, reason))
 
@@ -55,22 +65,76 @@ async def run(agent: Agent) -> None:
             loop.call_soon_threadsafe(lambda: checker.set_targets(agent.health_targets()))
 
     agent.listeners.append(on_event)
+    ticker = Ticker(agent)
     try:
         while not stop.is_set():
-            snap = await asyncio.to_thread(agent.tick)
-            agent.emit("snapshot", snap)
+            await ticker.tick()
             try:
-                await asyncio.wait_for(stop.wait(), agent.settings.tick)
+                await asyncio.wait_for(stop.wait(), st.tick)
             except TimeoutError:
                 pass
     finally:
         agent.listeners.remove(on_event)
         await checker.close()
-        srv.close()
-        if os.path.exists(agent.settings.socket):
-            os.unlink(agent.settings.socket)
+        server.close()
+        ticker.close()
+        if exporter is not None:
+            exporter.close()
+        if os.path.exists(st.socket):
+            os.unlink(st.socket)
         await asyncio.to_thread(agent.close)  # pyroute2 closes through a loop of its own
         log.info("agent %s stopped; the data plane keeps running", agent.name)
+
+
+class Ticker:
+    """Runs the agent's tick in a thread of its own (a busy pool cannot delay it). A tick
+    that fails (a descriptor limit, a map read) is logged, counted and skipped: the agent
+    carries on, and readers keep the last snapshot, its `tick_failures` counting on."""
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="xlb-tick")
+        self.streak = 0
+
+    async def tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            snap = await loop.run_in_executor(self.thread, self.agent.tick)
+            self.agent.emit("snapshot", snap)
+        except Exception as e:
+            self._failed(e)
+            return
+        if self.streak:
+            log.info("the tick works again after %d failure(s)", self.streak)
+            self.streak = 0
+
+    def _failed(self, e: Exception) -> None:
+        a = self.agent
+        a.tick_failures += 1
+        a.last = {**a.last, "tick_failures": a.tick_failures}
+        self.streak += 1
+        if self.streak == 1:  # the first of a streak in full; then a reminder a minute
+            log.error("tick failed, the agent carries on: %s", e, exc_info=e)
+            error: ErrorEvent = {"kind": "error", "time": time.time(),
+                                 "message": f"the agent's tick failed: {e}"}
+            a.emit("event", error)
+        elif self.streak % max(1, round(60 / a.settings.tick)) == 0:
+            log.error("tick still failing (%d in a row): %s", self.streak, e)
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=False, cancel_futures=True)
+
+
+def raise_descriptor_limit() -> None:
+    """Take the soft limit of open descriptors up to the hard one: API clients, health
+    checks (one socket per backend) and scrapes all need descriptors, and the agent
+    uses epoll, never select()."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as e:
+            log.warning("could not raise the descriptor limit from %d to %d: %s", soft, hard, e)
 
 
 def _quiet_forks() -> None:
@@ -98,6 +162,7 @@ def main(config_path: str) -> int:
     ac = agent_settings.load(config_path)
     log.info("agent %s starting (pid %d, config %s)", ac.config.instance.name, os.getpid(),
              config_path)
+    raise_descriptor_limit()
     agent = Agent(ac)
     try:
         agent.start()

@@ -1,26 +1,44 @@
 """Prometheus metrics: the figures the console shows, from the agent's last snapshot.
 
-Served on 127.0.0.1 by default (`[agent] metrics = "host:port"`, "" = off).
-A scrape reads the snapshot the tick already built: it never touches the
-data plane, so scrapes cannot slow the agent down.
+Served on 127.0.0.1 by default (`[agent] metrics = "host:port"`, "" = off): every local
+user can read them there, as they can read `xlb status`. `metrics = "unix:PATH"`
+serves them on a Unix socket owned by the API socket's group, mode 0660, so only that
+group reads them (scrape through a proxy in the group, or `curl --unix-socket`).
+
+A scrape reads the snapshot the tick already built: it never touches the data plane,
+so scrapes cannot slow the agent down. At most MAX_SCRAPES are served at once (more are
+closed at once), and a scraper has SCRAPE_TIMEOUT to send its request and read the
+answer, so idle connections cannot pile up descriptors or threads in the agent.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import socketserver
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from xlb import statefile
 from xlb.api.protocol import Snapshot
+from xlb.schema import UNIX_PREFIX
+
+MAX_SCRAPES = 8
+SCRAPE_TIMEOUT = 5.0
 
 
 class SnapshotCollector(Collector):
     def __init__(self, snapshot: Callable[[], Snapshot]):
         self.snapshot = snapshot
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         s = self.snapshot()
         inst = s.get("instance", "")
 
@@ -32,6 +50,10 @@ class SnapshotCollector(Collector):
         yield up
         if not s:
             return
+        failed = CounterMetricFamily("xlb_tick_failures", "ticks that failed (the agent logs "
+                                     "each streak and carries on)", labels=["instance"])
+        failed.add_metric([inst], s["tick_failures"])
+        yield failed
         totals = s["totals"]
         for name, text, value in (
                 ("packets_per_second", "packets per second seen by XDP", totals["pps"]),
@@ -81,10 +103,93 @@ class SnapshotCollector(Collector):
         yield from (vip_pps, healthy, total, vip_active, *per_backend.values(), b_up)
 
 
-def serve(listen: str, snapshot: Callable[[], Snapshot]) -> int:
-    """Start the exporter thread; returns the bound port (listen may say port 0)."""
-    host, _, port = listen.rpartition(":")
+@dataclass
+class Exporter:
+    port: int    # 0 on a Unix socket
+    server: WSGIServer
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self.server.address_family == socket.AF_UNIX:
+            try:
+                os.unlink(self.server.server_address)  # type: ignore[arg-type]
+            except OSError:
+                pass
+
+
+def serve(listen: str, snapshot: Callable[[], Snapshot], group: str) -> Exporter:
+    """Start the exporter thread on host:port (port 0 = any) or unix:PATH (mode 0660,
+    owned by `group`)."""
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(snapshot))
-    server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
-    return int(server.server_port)
+    app = make_wsgi_app(registry)
+    server: _Server
+    if listen.startswith(UNIX_PREFIX):
+        path = listen[len(UNIX_PREFIX):]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.exists(path):
+            os.unlink(path)  # a stale socket of a previous agent
+        server = _UnixServer(path, _Handler)  # type: ignore[arg-type]
+        statefile.share_with_group(path, group)
+        port = 0
+    else:
+        host, _, text = listen.rpartition(":")
+        family, *_, sockaddr = socket.getaddrinfo(host.strip("[]"), int(text),
+                                                  type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)[0]
+        server = type("_InetServer", (_Server,), {"address_family": family})(
+            sockaddr[:2], _Handler)
+        port = int(server.server_port)
+    server.set_app(app)
+    threading.Thread(target=server.serve_forever, args=(0.1,), name="xlb-metrics",
+                     daemon=True).start()  # polls for shutdown() every 0.1 s
+    return Exporter(port, server)
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = SCRAPE_TIMEOUT  # on the connection: a scraper that stalls is dropped
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape is not news
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """One thread per scrape, at most MAX_SCRAPES at once."""
+
+    daemon_threads = True
+    request_queue_size = 64  # the backlog: excess connections are accepted and closed
+
+    def server_activate(self) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # too many at once: this one is closed
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            self.slots.release()
+
+
+class _UnixServer(_Server):
+    address_family = socket.AF_UNIX
+    allow_reuse_address = False
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # no host name to look up: a path
+        self.server_name, self.server_port = "localhost", 0
+        self.setup_environ()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, _ = self.socket.accept()
+        return sock, ("local", 0)  # a Unix peer has no address; WSGI wants one

@@ -4,9 +4,21 @@ method table of xlb.api.protocol.
 Everything about the protocol (methods, parameters, who may call what, error
 codes, answer shapes) is written in xlb/api/protocol.py; this module only binds
 each method to the agent. A method marked `operator` is refused for read-only
-callers before its handler runs. Errors: an XlbError answers with its rpc_code;
-anything else is a bug, logged with its traceback and answered as an internal
-error (never as "the data plane refused").
+callers before its handler runs, and the attempt is audited. Errors: an XlbError
+answers with its rpc_code; anything else is a bug, logged with its traceback and
+answered as an internal error (never as "the data plane refused").
+
+The server is bounded against its clients, hostile ones included:
+- connections: at most `max_clients`, an eighth of them kept for operators, at most
+  `max_clients_per_user` per read-only uid, and never so many that the agent lacks
+  descriptors for its own work (FD_RESERVE, plus two per backend for health checks);
+  a connection over a limit gets one OVERLOADED error line and is closed;
+- time: a connection silent for `client_idle_timeout` is closed (subscribers excepted);
+  one that leaves what it was sent unread for `client_send_timeout` is cut off, so no
+  client holds more than one answer (or snapshot) in the agent's memory;
+- requests: MAX_LINE bytes, MAX_DEPTH levels of nesting, finite numbers only;
+- the audit log is read in a thread of its own, never on the event loop, within
+  protocol.AUDIT_BYTES.
 """
 
 from __future__ import annotations
@@ -15,13 +27,19 @@ import asyncio
 import grp
 import json
 import logging
+import math
 import os
 import pwd
+import resource
 import socket
 import struct
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from xlb import statefile
 from xlb.agent.core import Agent, Caller
 from xlb.api import protocol as P
 from xlb.errors import ErrorCode, ReadOnlyError, XlbError
@@ -29,6 +47,10 @@ from xlb.errors import ErrorCode, ReadOnlyError, XlbError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Agent, Caller, dict[str, Any]], Any]
+
+FD_RESERVE = 64   # descriptors kept for the agent's own work, plus two per backend
+MAX_DEPTH = 32    # levels of nesting a request may have
+LOG_EVERY = 60.0  # seconds between two log lines about the same client trouble
 
 
 def _status(a: Agent, caller: Caller, _p: dict[str, Any]) -> P.Status:
@@ -76,6 +98,13 @@ HANDLERS: dict[str, Handler] = {
                                          p["backends"]),
     "remove_vip": lambda a, c, p: a.remove_vip(c, p["name"]),
 }
+READS_THE_AUDIT_LOG = {"audit"}  # files, not memory: in the audit thread, off the loop
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid on the other end (SO_PEERCRED)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", raw)[1])
 
 
 def peer(sock: socket.socket, operator_group: str) -> Caller:
@@ -94,12 +123,26 @@ def peer(sock: socket.socket, operator_group: str) -> Caller:
     return Caller(uid, user, uid == 0 or (operator_gid is not None and operator_gid in groups))
 
 
+class SlowReader(Exception):
+    """A client left what it was sent unread for longer than client_send_timeout."""
+
+
 class Server:
     def __init__(self, agent: Agent):
         self.agent = agent
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         agent.listeners.append(self._notify)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.audit_thread = ThreadPoolExecutor(1, thread_name_prefix="xlb-audit")
+        self.open_by_uid: Counter[int] = Counter()  # connections per peer uid
+        self.open_operators = 0
+        self.baseline_fds = 0       # descriptors in use before the first client
+        self._sized: Any = None     # the intent the reserve was sized for, and the reserve
+        self._reserve = FD_RESERVE
+        self._logged: dict[tuple[str, int], tuple[float, int]] = {}
+        self.listener: socket.socket | None = None
+        self.accepting: asyncio.Task[None] | None = None
+        self.clients: set[asyncio.Task[None]] = set()  # referenced while they run
 
     def _notify(self, kind: str, doc: Any) -> None:
         if self.loop is None:
@@ -108,64 +151,229 @@ class Server:
         for q in list(self.subscribers):
             self.loop.call_soon_threadsafe(_offer, q, msg)
 
-    async def serve(self) -> asyncio.AbstractServer:
+    async def serve(self) -> None:
+        """Listen on the socket and take connections, one decision at a time."""
         self.loop = asyncio.get_running_loop()
         path = self.agent.settings.socket
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if os.path.exists(path):
             os.unlink(path)  # a stale socket of a previous agent of this instance
-        server = await asyncio.start_unix_server(self._client, path=path, limit=P.MAX_LINE)
-        group = self.agent.settings.socket_group or self.agent.settings.operator_group
-        try:
-            os.chown(path, 0, grp.getgrnam(group).gr_gid)
-        except KeyError:
-            log.warning("socket group %r does not exist: only root can open %s", group, path)
-        os.chmod(path, 0o660)
-        return server
+        self.baseline_fds = _open_fds()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(128)
+        listener.setblocking(False)
+        self.listener = listener
+        statefile.share_with_group(path, self.agent.settings.socket_group
+                                   or self.agent.settings.operator_group)
+        if self.capacity() < self.agent.settings.max_clients:
+            log.warning("only %d API connections fit in the descriptor limit (%d), not "
+                        "max_clients (%d): raise the limit (LimitNOFILE=) to allow more",
+                        self.capacity(), _nofile(), self.agent.settings.max_clients)
+        self.accepting = asyncio.create_task(self._accept(listener))
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        caller = peer(writer.get_extra_info("socket"), self.agent.settings.operator_group)
+    def close(self) -> None:
+        if self.accepting is not None:
+            self.accepting.cancel()
+        if self.listener is not None:
+            self.listener.close()
+        self.audit_thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept one connection, decide on it, then the next: a flood never holds more
+        descriptors than the connections taken, plus one. (asyncio's own server accepts
+        a whole backlog before its handlers run.)"""
+        assert self.loop is not None
+        while True:
+            try:
+                conn, _ = await self.loop.sock_accept(listener)
+            except OSError as e:  # EMFILE/ENFILE/ENOBUFS: the reserve is for the agent
+                self._note(("accept", 0), f"accepting API connections: {e}; trying again "
+                           "every second")
+                await asyncio.sleep(1)
+                continue
+            try:
+                self._take(conn)
+            except Exception:
+                log.exception("an API connection could not be set up")
+                conn.close()
+
+    def _take(self, conn: socket.socket) -> None:
+        """Serve the connection, or turn it away with one error line."""
+        assert self.loop is not None
+        try:
+            uid = peer_uid(conn)
+            if conn.fileno() >= _nofile() - self._reserve and uid != 0:
+                caller = Caller(uid, f"uid{uid}", False)  # turned away: spare the lookups
+            else:
+                caller = peer(conn, self.agent.settings.operator_group)
+        except OSError as e:  # the peer went away already
+            log.debug("connection lost before it was read: %s", e)
+            conn.close()
+            return
+        why = self._turned_away(conn.fileno(), caller)
+        if why is not None:
+            self._note(("turned away", caller.uid), f"turned away a connection of "
+                       f"{caller.user} (uid {caller.uid}): {why}")
+            try:  # one short line fits the socket's buffer: never waits
+                conn.send(_encode(_error(None, ErrorCode.OVERLOADED, f"connection refused: "
+                                         f"{why}; try again later")))
+            except OSError:
+                pass
+            conn.close()
+            return
+        self.open_by_uid[caller.uid] += 1
+        self.open_operators += caller.operator
+        task = self.loop.create_task(self._client(conn, caller))
+        self.clients.add(task)
+        task.add_done_callback(self.clients.discard)
+
+    # -- admission -------------------------------------------------------------------------
+    def capacity(self) -> int:
+        """Connections the agent takes now: max_clients, or fewer if the descriptor
+        limit leaves less after the reserve (the limit is read each time: it can change)."""
+        desired = self.agent.desired
+        if desired is not self._sized:
+            self._sized = desired
+            self._reserve = FD_RESERVE + 2 * len(desired.backend_addresses())
+        fit = _nofile() - self.baseline_fds - self._reserve
+        return max(0, min(self.agent.settings.max_clients, fit))
+
+    def _turned_away(self, fd: int, caller: Caller) -> str | None:
+        """Why this connection is one too many, or None to take it."""
+        st = self.agent.settings
+        total = sum(self.open_by_uid.values())
+        cap = self.capacity()
+        kept = cap // 8  # for operators
+        if fd >= _nofile() - self._reserve or total >= cap:
+            return f"the agent is at its limit of {cap} connections"
+        if caller.operator:
+            return None
+        if total - self.open_operators >= cap - kept:
+            return (f"read-only connections are at their limit of {cap - kept} "
+                    f"(the other {kept} are kept for operators)")
+        if self.open_by_uid[caller.uid] >= st.max_clients_per_user:
+            return (f"{caller.user} (uid {caller.uid}) has {st.max_clients_per_user} "
+                    "connections open, the limit per user (max_clients_per_user)")
+        return None
+
+    async def _client(self, conn: socket.socket, caller: Caller) -> None:
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=P.MAX_LINE)
+            await self._serve_client(reader, writer, caller)
+        except SlowReader:
+            self._cut_off(caller)
+        except (ConnectionError, BrokenPipeError):
+            pass
+        except Exception:
+            log.exception("connection of %s (uid %d) failed", caller.user, caller.uid)
+        finally:
+            self.open_by_uid[caller.uid] -= 1
+            if not self.open_by_uid[caller.uid]:
+                del self.open_by_uid[caller.uid]
+            self.open_operators -= caller.operator
+            if writer is not None:
+                writer.transport.abort()  # whatever is still buffered for it goes
+            else:
+                conn.close()
+
+    def _cut_off(self, caller: Caller) -> None:
+        self._note(("slow", caller.uid), f"cut off {caller.user} (uid {caller.uid}): it left what "
+                   f"it was sent unread for {self.agent.settings.client_send_timeout:g} s "
+                   "(client_send_timeout)")
+
+    def _note(self, key: tuple[str, int], text: str) -> None:
+        """Log client trouble at most once per LOG_EVERY per kind and user, counting the
+        rest, so a flood cannot flood the log too."""
+        now = time.monotonic()
+        last, quiet = self._logged.get(key, (-LOG_EVERY, 0))
+        if now - last < LOG_EVERY:
+            self._logged[key] = (last, quiet + 1)
+            return
+        self._logged[key] = (now, 0)
+        more = f" ({quiet} more like it in the last {LOG_EVERY:g} s)" if quiet else ""
+        log.warning("%s%s", text, more)
+
+    # -- one connection -------------------------------------------------------------------
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            caller: Caller) -> None:
+        st = self.agent.settings
         queue: asyncio.Queue[dict[str, Any]] | None = None
         pump: asyncio.Task[None] | None = None
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    if queue is None:
+                        line = await asyncio.wait_for(reader.readline(), st.client_idle_timeout)
+                    else:  # a subscriber only reads: the pump watches its pace
+                        line = await reader.readline()
+                except TimeoutError:
+                    log.debug("closed the idle connection of %s (uid %d)", caller.user,
+                              caller.uid)
+                    break
                 except (ValueError, asyncio.LimitOverrunError):
-                    await _send(writer, _error(None, ErrorCode.INVALID_REQUEST,
-                                               "request line too long"))
+                    await self._send(writer, _error(None, ErrorCode.INVALID_REQUEST,
+                                                    "request line too long"))
                     break
                 if not line:
                     break
                 reply, subscribe = await self._handle(line, caller)
                 if reply is not None:
-                    await _send(writer, reply)
+                    await self._send(writer, reply)
                 if subscribe and queue is None:
                     queue = asyncio.Queue(maxsize=64)
                     self.subscribers.add(queue)
-                    pump = asyncio.create_task(_pump(queue, writer))
-        except (ConnectionError, BrokenPipeError):
-            pass
+                    pump = asyncio.create_task(self._pump(queue, writer, caller))
         finally:
             if queue is not None:
                 self.subscribers.discard(queue)
             if pump is not None:
                 pump.cancel()
-            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
+        """Write one message; SlowReader if the client does not take it in time."""
+        writer.write(_encode(msg))
+        try:
+            await asyncio.wait_for(writer.drain(), self.agent.settings.client_send_timeout)
+        except TimeoutError:
+            raise SlowReader() from None
+
+    async def _pump(self, q: asyncio.Queue[dict[str, Any]], writer: asyncio.StreamWriter,
+                    caller: Caller) -> None:
+        try:
+            while True:
+                await self._send(writer, await q.get())
+        except SlowReader:
+            self._cut_off(caller)
+            writer.transport.abort()  # its reading loop ends with the connection
+        except (ConnectionError, BrokenPipeError, asyncio.CancelledError):
+            pass
 
     async def _handle(self, line: bytes, caller: Caller) -> tuple[dict[str, Any] | None, bool]:
         """One request line -> (the answer, whether it subscribed)."""
         try:
-            req = json.loads(line)
+            req, odd = _parse(line)
+        except RecursionError:
+            return _error(None, ErrorCode.PARSE_ERROR, f"not JSON: nested deeper than "
+                          f"{MAX_DEPTH} levels"), False
         except ValueError as e:
             return _error(None, ErrorCode.PARSE_ERROR, f"not JSON: {e}"), False
-        if not isinstance(req, dict) or req.get("jsonrpc") != P.JSONRPC or not isinstance(
-                req.get("method"), str):
-            return _error(req.get("id") if isinstance(req, dict) else None,
-                          ErrorCode.INVALID_REQUEST,
-                          'expected {"jsonrpc": "2.0", "method": ..., "params": {...}, "id": ...}'
-                          ), False
-        rid, name = req.get("id"), req["method"]
+        if _depth_over(req, line, MAX_DEPTH):
+            return _error(None, ErrorCode.PARSE_ERROR, f"not JSON: nested deeper than "
+                          f"{MAX_DEPTH} levels"), False
+        if not isinstance(req, dict):
+            return _error(None, ErrorCode.INVALID_REQUEST, _SHAPE), False
+        rid = req.get("id")
+        if not _valid_id(rid):
+            return _error(None, ErrorCode.INVALID_REQUEST, "the id must be a string, a finite "
+                          "number or null"), False
+        if req.get("jsonrpc") != P.JSONRPC or not isinstance(req.get("method"), str):
+            return _error(rid, ErrorCode.INVALID_REQUEST, _SHAPE), False
+        if odd:
+            return _error(rid, ErrorCode.INVALID_PARAMS, "numbers must be finite: NaN, "
+                          "Infinity and numbers too large for a double are refused"), False
+        name = req["method"]
         params = req.get("params", {})
         if not isinstance(params, dict):
             return _error(rid, ErrorCode.INVALID_PARAMS, "params must be an object"), False
@@ -175,8 +383,6 @@ class Server:
         try:
             result = await self._call(method, params, caller)
         except XlbError as e:
-            if isinstance(e, ReadOnlyError):
-                log.info("refused %s from %s (uid %d): read-only", name, caller.user, caller.uid)
             return _error(rid, e.rpc_code, str(e)), False
         except Exception:
             log.exception("%s from %s failed", name, caller.user)
@@ -186,7 +392,10 @@ class Server:
 
     async def _call(self, method: P.Method, params: dict[str, Any], caller: Caller) -> Any:
         checked = method.check(params)
+        loop = asyncio.get_running_loop()
         if method.operator and not caller.operator:
+            await loop.run_in_executor(self.audit_thread, self._refused, method.name,
+                                       checked, caller)
             raise ReadOnlyError(f"{caller.user} (uid {caller.uid}) is read-only: only root and "
                                 f"members of group {self.agent.settings.operator_group!r} may "
                                 "change the load balancer")
@@ -194,16 +403,81 @@ class Server:
         if method.operator:  # changes take the agent's lock and write maps: off the loop
             run: Awaitable[Any] = asyncio.to_thread(handler, self.agent, caller, checked)
             return await run
+        if method.name in READS_THE_AUDIT_LOG:
+            return await loop.run_in_executor(self.audit_thread, handler, self.agent, caller,
+                                              checked)
         return handler(self.agent, caller, checked)
+
+    def _refused(self, name: str, params: dict[str, Any], caller: Caller) -> None:
+        """Audit (and log) a read-only caller's attempt to change something."""
+        entry = self.agent.audit.refused(uid=caller.uid, user=caller.user, action=name,
+                                         params=params, why="read-only")
+        if entry is not None:  # the audit log's per-user pace bounds the log's too
+            log.info("refused %s from %s (uid %d): %s", name, caller.user, caller.uid,
+                     entry["result"].removeprefix("refused: "))
+
+
+_SHAPE = 'expected {"jsonrpc": "2.0", "method": ..., "params": {...}, "id": ...}'
+
+
+class _NotFinite:
+    """Where a request had NaN, Infinity or a number too large for a double."""
+
+    def __repr__(self) -> str:
+        return "a non-finite number"
+
+
+def _parse(line: bytes) -> tuple[Any, bool]:
+    """The request, and whether it held numbers JSON cannot carry back (they become
+    _NotFinite, so they are never echoed, stored or computed with)."""
+    odd: list[str] = []
+
+    def constant(text: str) -> _NotFinite:
+        odd.append(text)
+        return _NotFinite()
+
+    def number(text: str) -> float | _NotFinite:
+        value = float(text)
+        return value if math.isfinite(value) else constant(text)
+
+    return json.loads(line, parse_constant=constant, parse_float=number), bool(odd)
+
+
+def _valid_id(rid: Any) -> bool:
+    """JSON-RPC ids are strings, numbers or null (and a number must be one JSON can carry)."""
+    if rid is None or isinstance(rid, str):
+        return True
+    return isinstance(rid, int | float) and not isinstance(rid, bool) and math.isfinite(rid)
+
+
+def _depth_over(doc: Any, line: bytes, limit: int) -> bool:
+    """Whether `doc` nests deeper than `limit`; lines with few brackets are not walked."""
+    if line.count(b"[") + line.count(b"{") <= limit:
+        return False
+    level: list[tuple[Any, int]] = [(doc, 1)]
+    while level:
+        node, depth = level.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            level.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            level.extend((v, depth + 1) for v in node)
+    return False
 
 
 def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": P.JSONRPC, "id": rid, "error": {"code": int(code), "message": message}}
 
 
-async def _send(writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
-    writer.write(json.dumps(msg).encode() + b"\n")
-    await writer.drain()
+def _encode(msg: dict[str, Any]) -> bytes:
+    """One line of JSON; never NaN or Infinity (which are not JSON): a bug answers as one."""
+    try:
+        return json.dumps(msg, allow_nan=False).encode() + b"\n"
+    except ValueError:
+        log.exception("an answer held a number JSON cannot carry")
+        return json.dumps(_error(msg.get("id"), ErrorCode.INTERNAL, "internal error: the "
+                                 "agent logged it")).encode() + b"\n"
 
 
 def _offer(q: asyncio.Queue[dict[str, Any]], msg: dict[str, Any]) -> None:
@@ -212,9 +486,10 @@ def _offer(q: asyncio.Queue[dict[str, Any]], msg: dict[str, Any]) -> None:
     q.put_nowait(msg)
 
 
-async def _pump(q: asyncio.Queue[dict[str, Any]], writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            await _send(writer, await q.get())
-    except (ConnectionError, BrokenPipeError, asyncio.CancelledError):
-        pass
+def _nofile() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))

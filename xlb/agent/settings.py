@@ -28,6 +28,10 @@ class AgentSettings:
     history: float
     operator_group: str
     socket_group: str
+    max_clients: int
+    max_clients_per_user: int
+    client_idle_timeout: float
+    client_send_timeout: float
     audit_log: str
     metrics: str
     health: str

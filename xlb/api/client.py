@@ -2,8 +2,8 @@
 
 Blocking, one socket per client: the console runs it in threads and workers, the
 CLI in its one thread. An error answer becomes the matching XlbError (RefusedError,
-ReadOnlyError, InvalidParams, ApplyError, else AgentError); a missing or vanished
-agent is AgentUnavailable.
+ReadOnlyError, InvalidParams, ApplyError, AuditError, else AgentError); a missing or
+vanished agent is AgentUnavailable, one that turns the connection away AgentBusy.
 
 Every way an agent can fail to answer (no socket, a full listen queue, a hung or
 stopped agent, a closed connection) is an AgentUnavailable whose text is one line
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from xlb.api.protocol import JSONRPC, METHODS
-from xlb.errors import AgentUnavailable, from_rpc
+from xlb.errors import AgentUnavailable, XlbError, from_rpc
 from xlb.paths import RUN_ROOT
 
 __all__ = ["RUN_ROOT", "AgentClient", "default_socket", "find_sockets"]
@@ -122,6 +122,8 @@ class AgentClient:
             while True:  # the whole call within `timeout`, notifications or not
                 self.sock.settimeout(max(deadline - time.monotonic(), 1e-3))
                 msg = self._read()
+                if "error" in msg and msg.get("id") is None:  # not tied to a request:
+                    raise _error(msg)                         # turned away
                 if msg.get("id") != rid:
                     continue  # a notification of an earlier subscription
                 return self._result(msg)
@@ -131,10 +133,8 @@ class AgentClient:
 
     def _result(self, msg: dict[str, Any]) -> Any:
         """The answer's result, or its error as an XlbError."""
-        err = msg.get("error")
-        if isinstance(err, dict):
-            code = err.get("code")
-            raise from_rpc(code if isinstance(code, int) else 0, str(err.get("message", "")))
+        if "error" in msg:
+            raise _error(msg)
         if "result" not in msg:
             raise AgentUnavailable(f"the agent on {self.path} answered neither a result nor "
                                    "an error")
@@ -152,3 +152,12 @@ class AgentClient:
             msg = self._read()
             if "method" in msg:
                 yield msg["method"], msg.get("params") or {}
+            elif "error" in msg:
+                raise _error(msg)
+
+
+def _error(msg: dict[str, Any]) -> XlbError:
+    """An error answer {"code", "message"} as the XlbError it stands for."""
+    err = msg["error"] if isinstance(msg["error"], dict) else {}
+    code = err.get("code")
+    return from_rpc(code if isinstance(code, int) else 0, str(err.get("message", "")))

@@ -28,6 +28,8 @@ __all__ = ["ErrorCode", "METHODS", "NOTIFICATIONS", "REASONS", "Method", "Param"
 
 JSONRPC = "2.0"
 MAX_LINE = 1 << 16  # bytes in one request line
+MAX_AUDIT = 1000    # entries one `audit` call may ask for
+AUDIT_BYTES = 1 << 20  # at most this much of the log (the newest records) answers one call
 MAX_WEIGHT = 65535  # a backend's weight is 0..MAX_WEIGHT (16 bits in the Maglev build)
 
 # -- verdict reasons ---------------------------------------------------------------------
@@ -146,6 +148,7 @@ class Snapshot(TypedDict):
     cpus: list[Cpu]
     vips: list[Vip]
     alarms: list[Alarm]               # in force, or put right in the last 10 minutes
+    tick_failures: int                # ticks that failed since the agent started (logged)
 
 
 class Caller(TypedDict):
@@ -191,7 +194,7 @@ class AuditEntry(TypedDict):
     params: dict[str, Any]
     before: dict[str, Any]
     after: dict[str, Any]
-    result: str
+    result: str             # "ok" (applied), or "refused: ..." (an attempt, nothing changed)
 
 
 class Subscribed(TypedDict):
@@ -248,6 +251,13 @@ def change_text(before: dict[str, Any], after: dict[str, Any]) -> str:
     return "; ".join(parts) or "nothing"
 
 
+def entry_text(e: AuditEntry) -> str:
+    """What an audit entry did, for people: its change, or why it was refused."""
+    if e["result"] != "ok":
+        return e["result"]
+    return change_text(e["before"], e["after"])
+
+
 def _table_text(t: dict[str, Any]) -> str:
     """A BackendConfig ("weight 2, active") or a VipConfig ("10.0.0.1:80/tcp, 3 backends")."""
     if "backend" in t:
@@ -265,6 +275,7 @@ class Param:
     default: Any = None
     doc: str = ""
     check: Callable[[Any], Any] | None = None  # the value as used, or InvalidParams
+    range: tuple[int, int] | None = None  # an integer's inclusive bounds
 
 
 @dataclass(frozen=True)
@@ -294,6 +305,10 @@ class Method:
             if not isinstance(value, p.type) or (p.type is not bool and isinstance(value, bool)):
                 raise InvalidParams(f"{self.name}: parameter {p.name!r} must be "
                                     f"{_TYPE_NAMES[p.type]}, got {type(value).__name__}")
+            if p.range is not None and isinstance(value, int) and not (
+                    p.range[0] <= value <= p.range[1]):
+                raise InvalidParams(f"{self.name}: parameter {p.name!r} must be "
+                                    f"{p.range[0]}..{p.range[1]}")
             if p.check is not None:
                 try:
                     value = p.check(value)
@@ -318,7 +333,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("backends", "VIPs with their backends", list[Vip],
            (Param("vip", str, doc="only this VIP (by name)"),)),
     Method("audit", "the last changes: who, when, before and after", list[AuditEntry],
-           (Param("n", int, default=50, doc="how many, newest last"),)),
+           (Param("n", int, default=50, doc=f"how many, newest last; 0..{MAX_AUDIT}",
+                  range=(0, MAX_AUDIT)),)),
     Method("subscribe", "answer once, then stream snapshot and event notifications",
            Subscribed),
     Method("drain", "no new flows to a backend; established ones stay", ChangeResult,

@@ -1,4 +1,5 @@
-"""Recent changes from the agent's audit log: who, when, what, before and after.
+"""Recent changes from the agent's audit log: who, when, what, before and after; and
+refused attempts (who tried what).
 
 examples:
   xlb audit -n 50
@@ -10,12 +11,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from xlb.api.protocol import AuditEntry, change_text
+from xlb.api.protocol import MAX_AUDIT, AuditEntry, entry_text
 from xlb.cli import common
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", type=int, default=20, help="how many changes (default 20)")
+    p.add_argument("-n", type=int, default=20,
+                   help=f"how many records, newest last (default 20, at most {MAX_AUDIT})")
     common.add_client(p)
 
 
@@ -29,5 +31,4 @@ def run(args: argparse.Namespace) -> int:
 def line(e: AuditEntry) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["time"]))
     subject = e["params"].get("name") or e["params"].get("address")
-    return f"{when} {e['user']} (uid {e['uid']}) {e['action']} {subject}: " + change_text(
-        e["before"], e["after"])
+    return f"{when} {e['user']} (uid {e['uid']}) {e['action']} {subject}: " + entry_text(e)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from xlb import statefile
 from xlb.dataplane import loader, owner, xdp
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, vip_label
@@ -43,11 +44,7 @@ def read_state(instance: str, run_root: str = RUN_ROOT) -> dict[str, Any]:
 
 
 def _write_state(instance: str, doc: dict[str, Any], run_root: str) -> None:
-    path = _state_path(instance, run_root)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(path + ".tmp", path)
+    statefile.write_json(_state_path(instance, run_root), doc, indent=1)
 
 
 def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT,

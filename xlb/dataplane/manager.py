@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from xlb import statefile
 from xlb.dataplane import bpfsys, maglev
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, VipConfig, vip_label
@@ -317,14 +318,10 @@ class Dataplane:
             undo.put(m["backends"], bid, S.Backend(), old)
 
     def _save_applied(self, cfg: Config, plan: _Plan) -> None:
-        os.makedirs(self.run_dir, exist_ok=True)
         doc = {"config": cfg.to_dict(),
                "backend_ids": {str(a): i for a, i in plan.backend_ids.items()},
                "applied_at": time.time()}
-        tmp = os.path.join(self.run_dir, "applied.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, os.path.join(self.run_dir, "applied.json"))
+        statefile.write_json(os.path.join(self.run_dir, "applied.json"), doc, indent=1)
 
 
 @dataclass

@@ -1,0 +1,38 @@
+"""Runtime files' privacy. State files (/run/xlb/<instance>/*.json) are written whole and
+readable by root only: they hold the whole configuration (every VIP and backend, the
+operators' intent), which others may only see through the agent's API, under its socket
+group's rule. The agent's sockets are that rule: owned by the group, mode 0660.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import logging
+import os
+from typing import Any
+
+MODE = 0o600
+log = logging.getLogger(__name__)
+
+
+def write_json(path: str, doc: Any, indent: int | None = None) -> None:
+    """Replace `path` with `doc` as JSON in one rename, mode 0600 whatever the umask or
+    the mode of an older file (the rename replaces it)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, MODE)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(fd, MODE)  # a .tmp left by an older version may have another mode
+        json.dump(doc, f, indent=indent)
+    os.replace(tmp, path)
+
+
+def share_with_group(path: str, group: str) -> None:
+    """Make a socket openable by root and `group` only (0660); if the group does not
+    exist, by root only, and say so."""
+    try:
+        os.chown(path, 0, grp.getgrnam(group).gr_gid)
+    except KeyError:
+        log.warning("group %r does not exist: only root can open %s", group, path)
+    os.chmod(path, 0o660)
