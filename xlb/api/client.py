@@ -122,8 +122,8 @@ class AgentClient:
             while True:  # the whole call within `timeout`, notifications or not
                 self.sock.settimeout(max(deadline - time.monotonic(), 1e-3))
                 msg = self._read()
-                if "error" in msg and msg.get("id") is None:  # not tied to a request:
-                    raise _error(msg)                         # turned away
+                if isinstance(msg.get("error"), dict) and msg.get("id") is None:
+                    raise _error(msg)  # not tied to a request: turned away
                 if msg.get("id") != rid:
                     continue  # a notification of an earlier subscription
                 return self._result(msg)
@@ -133,7 +133,7 @@ class AgentClient:
 
     def _result(self, msg: dict[str, Any]) -> Any:
         """The answer's result, or its error as an XlbError."""
-        if "error" in msg:
+        if isinstance(msg.get("error"), dict):
             raise _error(msg)
         if "result" not in msg:
             raise AgentUnavailable(f"the agent on {self.path} answered neither a result nor "
