@@ -157,6 +157,10 @@ class XlbConsole(App[None]):
                         severity="information" if event["healthy"] else "warning")
         elif event["kind"] == "error":
             self.notify(f"{name}: {event['message']}", severity="error")
+        elif event["kind"] == "panic":  # a VIP failing open: loud until it ends
+            self.notify(f"{name}: {event['message']}",
+                        severity="error" if event["panic"] else "information",
+                        timeout=3600 if event["panic"] else 10)
 
     def on_redraw_requested(self, msg: RedrawRequested) -> None:
         if msg.view is self.current_view():  # a hidden view is redrawn when shown

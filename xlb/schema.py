@@ -340,8 +340,11 @@ AGENT = Table("agent", (
             Bounds(1)),
     Setting("health_fall", "integer", "consecutive failures that take it down", 2, Bounds(1)),
     Setting("health_down_flows", "string",
-            "what a down backend's established flows do", "stay",
-            choices=("stay", "move")),
+            "what a down backend's TCP flows do (UDP ones move)", "move",
+            choices=("move", "stay")),
+    Setting("health_panic_threshold", "integer",
+            "fail open below this % of a VIP's backends healthy; 0 = never", 25,
+            Bounds(0, 100)),
 ))
 
 TABLES = (INSTANCE, VIP, BACKEND, AGENT)

@@ -2,9 +2,13 @@
 
 The operator's intent (the desired Config: VIPs, backends, weights, drained
 states) is kept apart from what is applied (intent minus backends found down),
-so a backend that comes back healthy returns to exactly the weight it had. Intent
-survives restarts in /run/xlb/<instance>/agent.json as long as the config
-file is unchanged; a changed file wins.
+so a backend that comes back healthy returns to exactly the weight it had
+(xlb/agent/applied.py: what a down verdict does, and the fail-open rule). Intent
+survives restarts in /run/xlb/<instance>/agent.json as long as the config file
+means the same (xlb/agent/intent.py); a changed file wins.
+
+Health verdicts arrive one by one but are applied once per tick, together, so a
+thousand backends failing at once cost one apply, not a thousand.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from xlb.agent import intent
+from xlb.agent.applied import Applied, Rules, applied, text
 from xlb.agent.audit import AuditLog
 from xlb.agent.health import CheckSpec
 from xlb.agent.rates import Rates, RateTracker
@@ -30,11 +36,12 @@ from xlb.api import protocol as P
 from xlb.dataplane import lifecycle
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, ConfigError, IPAddress, parse_config, vip_label
-from xlb.dataplane.manager import Dataplane, key_label
+from xlb.dataplane.manager import ApplyResult, Dataplane, key_label
 from xlb.errors import RefusedError
 from xlb.paths import run_dir
 
 HOST = socket.gethostname()
+LOGGED_TRANSITIONS = 20  # health transitions logged one by one per tick; the rest summed up
 log = logging.getLogger(__name__)
 
 
@@ -53,9 +60,22 @@ class Agent:
         self.settings = ac.settings
         self.name = ac.config.instance.name
         self.digest = ac.digest
-        self.desired = self._saved_intent(ac.digest) or ac.config
-        self.down: dict[str, str] = {}  # backend address -> why it is out (health)
+        self.config_path = ac.path
+        self.base = ac.config  # the file's config: intent starts from it
         self.audit = AuditLog(ac.settings.audit_log)
+        self.desired = self._saved_intent(ac) or ac.config
+        self.rules = Rules(ac.settings.health_down_flows, ac.settings.health_panic_threshold)
+        self.down: dict[str, str] = {}  # backend address -> why it is out (health)
+        self.down_since: dict[str, int] = {}  # backend address -> tick it went down in
+        self.panic: dict[str, tuple[int, int]] = {}  # VIP -> (healthy, serving), failing open
+        self.ticks = 0
+        self._due: int | None = None  # the tick that must commit again: flows may move
+        self._pending: dict[str, tuple[bool, str]] = {}  # verdicts the next tick commits
+        self._pending_lock = threading.Lock()
+        self._purge: set[tuple[str, str]] = set()   # (VIP, address): flows to drop
+        self._clean: set[tuple[str, str]] = set()   # (VIP, address): flows dropped
+        self._present_of: tuple[Config | None, set[str]] = (None, set())
+        self.stopping = threading.Event()            # set on SIGTERM: long work gives up
         self.rates = RateTracker(history_seconds=ac.settings.history, tick=ac.settings.tick)
         self.lock = threading.Lock()
         self.started = time.time()
@@ -77,28 +97,69 @@ class Agent:
     def _state_path(self) -> str:
         return os.path.join(run_dir(self.name), "agent.json")
 
-    def _saved_intent(self, digest: str) -> Config | None:
+    def _saved_intent(self, ac: AgentConfig) -> Config | None:
+        """The intent the last agent saved, if the config file still means what it meant
+        then (comments and formatting do not count); otherwise None: the file wins, and
+        what that discards is logged and audited, exactly."""
+        path = self._state_path()
         try:
-            with open(self._state_path()) as f:
+            with open(path) as f:
                 doc = json.load(f)
-            if doc.get("digest") != digest:
-                return None
-            return parse_config(doc["desired"])
-        except (OSError, ValueError, KeyError, ConfigError):
+            desired = parse_config(doc["desired"])
+            base = parse_config(doc["base"]) if "base" in doc else None
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as e:
+            self._discard(f"{path} could not be read ({e})", None, None)
+            return None
+        if doc.get("meaning") == intent.meaning(ac.config) or doc.get("digest") == ac.digest:
+            if doc.get("meaning") and doc.get("file") not in (None, ac.digest):
+                log.info("%s was edited without changing what it says: the saved intent "
+                         "(drains, weights, added and removed backends and VIPs) is kept",
+                         self.config_path or "the config file")
+            return desired
+        # what the operator changed since the file was read (all of it, if that is unknown)
+        self._discard(f"{self.config_path or 'the config file'} changed since the intent "
+                      "was saved", *intent.differences(base or ac.config, desired))
+        return None
+
+    def _discard(self, why: str, base: dict[str, Any] | None,
+                 saved: dict[str, Any] | None) -> None:
+        """The saved intent is dropped: log (WARNING) and audit exactly what the operator
+        had changed that is lost. `base` and `saved`: the VIP tables that differ between
+        the config the intent started from and the saved intent (None if unreadable)."""
+        where = self.config_path or "the config file"
+        if base is not None and saved is not None and not base:
+            log.info("saved intent replaced by %s: %s; it held no operator changes", where, why)
+            return
+        lost = intent.lines(base, saved) if base is not None and saved is not None else []
+        log.warning("saved intent discarded: %s; %s applies as written%s", why, where,
+                    "" if lost else " (what the intent held is unknown)")
+        for line in lost:
+            log.warning("discarded: %s", line)
+        before = saved or {}  # what ran, and what runs now, in the VIPs concerned
+        try:
+            self.audit.append(uid=os.getuid(), user="agent", action="discard_intent",
+                              params={"name": self.name, "config": self.config_path,
+                                      "reason": why, "discarded": lost},
+                              before=before, after={n: _vip_in(self.base, n) for n in before})
+        except OSError as e:
+            log.error("the discarded intent could not be audited: %s", e)
 
     def _save_intent(self) -> None:
         path = self._state_path()
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".tmp", "w") as f:
-            json.dump({"digest": self.digest, "desired": self.desired.to_dict()}, f)
+            json.dump({"meaning": intent.meaning(self.base), "file": self.digest,
+                       "base": self.base.to_dict(), "desired": self.desired.to_dict()}, f)
         os.replace(path + ".tmp", path)
 
     def start(self) -> dict[str, Any]:
         """Load or adopt the data plane and apply the intent (all-or-nothing)."""
         self.load_result = lifecycle.load_instance(self.effective())
         self.dp = Dataplane(self.name)
-        self._refresh_layout()
+        self.dp.stage(self.effective())  # nothing to write: reads what is applied, once
+        self._read_layout()
         self._save_intent()
         self.last = self._snapshot(None)
         r = self.load_result
@@ -108,65 +169,108 @@ class Agent:
         return self.load_result
 
     def close(self) -> None:
+        self.stopping.set()
         if self.dp:
             self.dp.close()
 
     # -- what is applied -------------------------------------------------------------
     def effective(self) -> Config:
-        """The intent with backends found down taken out of Maglev (no new flows).
+        """The intent with backends found down taken out of Maglev (see xlb/agent/applied.py:
+        which flows move, and the fail-open rule)."""
+        return self._applied(self.desired, self.down, self.down_since).config
 
-        health_down_flows "stay": they act as drained, established flows stay on them.
-        "move": they leave the applied config altogether, so the data plane invalidates
-        them and their flows are rebalanced over the healthy backends.
-        """
-        cfg = self.desired
-        move = self.settings.health_down_flows == "move"
-        for vip in cfg.vips:
-            for b in vip.backends:
-                if str(b.address) not in self.down:
-                    continue
-                if move:
-                    cfg = cfg.without_backend(vip.name, b.address)
-                elif b.state == "active":
-                    cfg = cfg.with_backend(vip.name, b.address, state="drained")
-        return cfg
+    def _applied(self, desired: Config, down: dict[str, str],
+                 since: dict[str, int]) -> Applied:
+        settled = {a for a, t in since.items() if t < self.ticks}
+        return applied(desired, down, settled, self.rules, held=self.panic)
 
-    def _refresh_layout(self) -> None:
-        """Ids and Maglev shares as applied: read once per apply, never per tick."""
+    def _read_layout(self) -> None:
+        """Ids and Maglev shares as applied, read from the maps (at start only)."""
         assert self.dp is not None
         ids = {i: str(S.unpack_addr(b.addr, b.family)) for i, b in
                self.dp.backend_entries().items()}
-        shares: dict[str, dict[str, float]] = {}
-        vip_ids: dict[str, int] = {}
+        self.backend_ids = {addr: i for i, addr in ids.items()}
+        self.vip_ids, self.shares = {}, {}
         for key, meta in self.dp.vip_entries().values():
             label = key_label(key)
-            vip_ids[label] = meta.vip_id
-            vals, counts = np.unique(self.dp.ring(meta.ring_slot), return_counts=True)
-            total = counts.sum()
-            shares[label] = {ids[int(v)]: float(c) / total
-                             for v, c in zip(vals, counts, strict=True) if int(v) in ids}
-        self.shares, self.vip_ids = shares, vip_ids
-        self.backend_ids = {addr: i for i, addr in ids.items()}
+            self.vip_ids[label] = meta.vip_id
+            self.shares[label] = _shares(self.dp.ring(meta.ring_slot), ids)
 
-    def _commit(self, desired: Config, down: dict[str, str]) -> None:
+    def _layout_applied(self, result: ApplyResult) -> None:
+        """Ids and shares after an apply, from what it wrote: nothing is read back, and
+        only the rings that changed are counted."""
+        ids = {i: a for a, i in result.backend_ids.items()}
+        shares = {label: s for label, s in self.shares.items() if label in result.vip_ids}
+        for label, ring in result.rings.items():
+            shares[label] = _shares(ring, ids)
+        self.backend_ids, self.vip_ids, self.shares = result.backend_ids, result.vip_ids, shares
+
+    def _commit(self, desired: Config, down: dict[str, str],
+                changed: set[str] | None = None, snapshot: bool = True,
+                plan: Applied | None = None) -> None:
         """Apply new intent and/or health verdicts together; on failure keep the old ones.
-        Call with the lock held."""
-        old = self.desired, self.down
-        before = self._backend_states()
-        self.desired, self.down = desired, down
+        `changed`: the backends whose state changed, if the caller knows (else they are
+        found by comparing). `snapshot`: rebuild the readers' snapshot now (the tick
+        builds its own). `plan`: what to apply, if the caller worked it out already for
+        exactly these. Call with the lock held."""
         assert self.dp is not None
-        try:
-            self.dp.apply(self.effective())
-        except Exception:
-            self.desired, self.down = old
-            raise
+        since = self._since(down)
+        if plan is None:
+            plan = self._applied(desired, down, since)
+        before = self._backend_states() if changed is None else {}
+        result = self.dp.apply(plan.config)  # raises: nothing changed
+        intent_changed = desired is not self.desired
+        self.desired, self.down, self.down_since = desired, down, since
         now = time.time()
-        for addr, state in self._backend_states().items():
-            if before.get(addr) != state:
-                self.changed_at[addr] = now
-        self._refresh_layout()
-        self._save_intent()
-        self.last = self._snapshot(self.rates.last)  # readers see the change at once
+        if changed is None:
+            changed = {a for a, st in self._backend_states().items() if before.get(a) != st}
+        for addr in changed:
+            self.changed_at[addr] = now
+        self._layout_applied(result)
+        # flows to move whose backend stays valid (another VIP keeps it) are found in the
+        # connection table and dropped (_purge_flows), once while that lasts
+        needs = {(v, a) for v, a in plan.moved if a in result.backend_ids}
+        self._clean &= needs
+        self._purge = needs - self._clean
+        calmed = set(self.panic) - set(plan.panic)
+        self._panic_changed(plan.panic)
+        fresh = any(t == self.ticks for t in since.values())
+        self._due = self.ticks + 1 if fresh or calmed else None  # flows to move then
+        if intent_changed:
+            self._save_intent()
+        if snapshot:
+            self.last = self._snapshot(self.rates.last)  # readers see the change at once
+
+    def _panic_changed(self, panic: dict[str, tuple[int, int]]) -> None:
+        """Raise the alarm when a VIP starts failing open, and say when it stops."""
+        old, self.panic = self.panic, panic
+        for name in dict.fromkeys([*old, *panic]):
+            if (name in old) == (name in panic):
+                continue
+            healthy, serving = panic.get(name) or self._health_of(name)
+            if name in panic:
+                message = (f"VIP {name} in panic: only {healthy} of {serving} serving backends "
+                           f"pass their checks (below {self.rules.panic_threshold} %), so new "
+                           "flows go to all of them as if healthy; check the health-check "
+                           "path from this host")
+                log.warning("%s", message)
+            else:
+                message = (f"VIP {name} out of panic: {healthy} of {serving} serving backends "
+                           "healthy; backends found down take no new flows again")
+                log.warning("%s", message)
+            event: P.PanicEvent = {"kind": "panic", "time": time.time(), "vip": name,
+                                   "panic": name in panic, "healthy": healthy,
+                                   "serving": serving, "message": message}
+            self.emit("event", event)
+
+    def _health_of(self, name: str) -> tuple[int, int]:
+        """(healthy, serving) backends of a VIP of the intent ((0, 0) if it is gone)."""
+        try:
+            vip = self.desired.vip(name)
+        except KeyError:
+            return 0, 0
+        serving = [str(b.address) for b in vip.backends if b.effective_weight]
+        return sum(1 for a in serving if a not in self.down), len(serving)
 
     def _backend_states(self) -> dict[str, tuple[Any, ...]]:
         """What an operator sees change per backend: its weight/state in each VIP, health."""
@@ -303,35 +407,126 @@ class Agent:
                         st.health_rise, st.health_fall, self.desired.instance.netns)
         return out
 
-    def set_health(self, address: str, healthy: bool, reason: str) -> None:
-        """A verdict changed: take the backend out of (or back into) Maglev. Its
-        established flows stay where they are either way."""
+    def report_health(self, address: str, healthy: bool, reason: str) -> None:
+        """A verdict of the health loop. It is kept (the latest per backend) until the
+        next tick commits every verdict that arrived meanwhile in one apply: cheap, so
+        the health loop calls it on the event loop, however many backends flip at once."""
+        with self._pending_lock:
+            self._pending[address] = (healthy, reason)
+
+    def commit_health(self) -> None:
+        """Apply the verdicts that arrived since the last tick, all together, and let the
+        flows of backends down for a whole tick move. Everything slow happens before the
+        lock is taken: the new config is worked out and the rings that change are built
+        and written ahead (into free slots); under the lock the VIPs are only switched
+        over. A failed apply keeps the verdicts for the next tick. Gives up when the
+        agent is stopping."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        due = self._due is not None and self.ticks >= self._due  # flows may move now
+        if not pending and not due:
+            self._purge_flows()
+            return
+        assert self.dp is not None
         with self.lock:
-            if healthy == (address not in self.down):
-                return
-            if not healthy and address not in {str(a) for a in self.desired.backend_addresses()}:
-                return  # removed while its check ran: no verdict to keep for it
-            down = {a: r for a, r in self.down.items() if a != address}
-            if not healthy:
-                down[address] = reason or "down"
+            desired, old_down = self.desired, self.down
+        down, flips = self._verdicts(pending, desired, old_down)
+        plan: Applied | None = self._applied(desired, down, self._since(down))
+        assert plan is not None
+        self.dp.stage(plan.config, stop=self.stopping.is_set)
+        if self.stopping.is_set():
+            return
+        with self.lock:
+            if self.desired is not desired or self.down is not old_down:  # a change came in
+                down, flips = self._verdicts(pending, self.desired, self.down)
+                plan = None
             try:
-                self._commit(self.desired, down)
+                if flips or due:
+                    self._commit(self.desired, down, changed={a for a, *_ in flips},
+                                 snapshot=False, plan=plan)  # the tick's snapshot follows
             except Exception as e:
-                log.error("health change for %s not applied: %s", address, e)
+                with self._pending_lock:  # newer verdicts win; these are tried again
+                    self._pending = {**pending, **self._pending}
+                log.error("%d health verdict(s) not applied (tried again next tick): %s",
+                          len(flips), e)
                 error: P.ErrorEvent = {"kind": "error", "time": time.time(),
-                                       "message": f"health change for {address} not applied: "
-                                                  f"{e}"}
+                                       "message": f"{len(flips)} health verdict(s) not "
+                                                  f"applied: {e}"}
                 self.emit("event", error)
                 return
-        if healthy:
-            log.info("backend %s is up again: back in Maglev at its configured weight", address)
-        else:
-            log.warning("backend %s is down (%s): out of Maglev, %s", address, reason,
-                        "its flows move" if self.settings.health_down_flows == "move"
-                        else "its established flows stay")
-        event: P.HealthEvent = {"kind": "health", "time": time.time(), "address": address,
-                                "healthy": healthy, "reason": reason}
-        self.emit("event", event)
+        self._announce(flips)
+        self._purge_flows()
+
+    def _verdicts(self, pending: dict[str, tuple[bool, str]], desired: Config,
+                  down: dict[str, str]) -> tuple[dict[str, str], list[tuple[str, bool, str]]]:
+        """`down` with `pending` applied, and the transitions (address, healthy, reason).
+        A verdict on a backend that `desired` does not have is dropped."""
+        present = self._present(desired)
+        out = dict(down)
+        flips: list[tuple[str, bool, str]] = []
+        for addr, (healthy, reason) in pending.items():
+            if healthy == (addr not in out) or not (healthy or addr in present):
+                continue
+            if healthy:
+                del out[addr]
+            else:
+                out[addr] = reason or "down"
+            flips.append((addr, healthy, reason))
+        return out, flips
+
+    def _since(self, down: dict[str, str]) -> dict[str, int]:
+        """The tick each backend of `down` went down in (this one, for the new ones)."""
+        return {a: self.down_since.get(a, self.ticks) for a in down}
+
+    def _present(self, desired: Config) -> set[str]:
+        """The backend addresses of `desired` (worked out once per intent)."""
+        if self._present_of[0] is not desired:
+            self._present_of = (desired, {text(a) for a in desired.backend_addresses()})
+        return self._present_of[1]
+
+    def _announce(self, flips: list[tuple[str, bool, str]]) -> None:
+        """Log and tell the listeners about each transition (the log: the first few)."""
+        flows = ("its flows move to healthy backends" if self.rules.tcp_flows == "move"
+                 else "its UDP flows move, its TCP flows stay")
+        for i, (address, healthy, reason) in enumerate(flips):
+            if i < LOGGED_TRANSITIONS:
+                if healthy:
+                    log.info("backend %s is up again: back in Maglev at its configured weight",
+                             address)
+                else:
+                    log.warning("backend %s is down (%s): no new flows; %s", address, reason,
+                                flows)
+            event: P.HealthEvent = {"kind": "health", "time": time.time(), "address": address,
+                                    "healthy": healthy, "reason": reason}
+            self.emit("event", event)
+        if len(flips) > LOGGED_TRANSITIONS:
+            down = sum(1 for _, healthy, _ in flips if not healthy)
+            log.warning("... and %d more health transitions at once (%d down, %d up in all); "
+                        "the snapshot lists every backend", len(flips) - LOGGED_TRANSITIONS,
+                        down, len(flips) - down)
+
+    def _purge_flows(self) -> None:
+        """Flows to move whose backend another VIP keeps valid (so it is not invalidated)
+        are found in the connection table and dropped; their next packet asks Maglev. One
+        pass over the table, in batches, outside the lock; given up when stopping."""
+        if not self._purge:
+            return
+        assert self.dp is not None
+        with self.lock:
+            labels = {v.name: vip_label(v.address, v.port, v.protocol) for v in self.desired.vips}
+            todo = {(v, a): (self.vip_ids[labels[v]], self.backend_ids[a])
+                    for v, a in self._purge
+                    if labels.get(v) in self.vip_ids and a in self.backend_ids}
+        dropped = self.dp.drop_flows(set(todo.values()), stop=self.stopping.is_set)
+        if self.stopping.is_set():
+            return
+        with self.lock:
+            done = set(todo) & self._purge
+            self._purge -= done
+            self._clean |= done
+        for (vip, address), n in sorted((k, dropped.get(ids, 0)) for k, ids in todo.items()):
+            log.info("VIP %s: %d flow(s) of backend %s (down) moved to healthy backends",
+                     vip, n, address)
 
     # -- reading ---------------------------------------------------------------------------
     def emit(self, kind: str, doc: Any) -> None:
@@ -341,8 +536,11 @@ class Agent:
             listener(kind, doc)
 
     def tick(self) -> P.Snapshot:
-        """Read counters (batch calls, never the connection table) and build a snapshot."""
+        """Commit the health verdicts that arrived, read counters (batch calls, never the
+        connection table) and build a snapshot."""
         assert self.dp is not None
+        self.ticks += 1
+        self.commit_health()
         with self.lock:
             counters = self.dp.counters()
             rates = self.rates.update(counters)
@@ -381,7 +579,7 @@ class Agent:
                          if rates is not None and vid is not None else 0.0,
                          "active_connections": sum(r["active_connections"] for r in rows),
                          "healthy": sum(1 for r in rows if r["health"] == "up"),
-                         "total": len(rows)})
+                         "total": len(rows), "panic": vip.name in self.panic})
         q = rates.queues[:, 0] if rates is not None else np.zeros(S.XLB_MAX_QUEUES)
         totals = self.reason_totals
         return {"instance": self.name, "host": HOST, "lb_mode": "dsr", "time": time.time(),
@@ -406,6 +604,13 @@ class Agent:
         if len(used):
             self.queue_count = max(self.queue_count, int(used[-1]) + 1)
         return max(self.queue_count, 1)
+
+
+def _shares(ring: np.ndarray, ids: dict[int, str]) -> dict[str, float]:
+    """Each backend's share of a ring (by address; ids not in `ids` are left out)."""
+    counts = np.bincount(ring[ring != S.XLB_NO_BACKEND].astype(np.int64))
+    return {ids[int(i)]: float(counts[i]) / len(ring) for i in np.flatnonzero(counts)
+            if int(i) in ids}
 
 
 def _backend_in(cfg: Config, vip: str, address: IPAddress | str) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ flushed); a crash leaves it running too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -38,14 +39,22 @@ async def run(agent: Agent) -> None:
                            "metrics to another host:port, or \"\" to turn it off") from e
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping(_signum: int, _frame: object) -> None:
+        # A plain handler, not loop.add_signal_handler: that one learns of the signal
+        # through a byte in the loop's self-pipe, which is lost when a burst of thread
+        # wake-ups (thousands of health checks) has filled the pipe. This one runs in
+        # the loop's thread at once, whatever the pipe holds.
+        agent.stopping.set()  # work in progress in the tick's thread gives up
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
+            loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, stopping)
     log.info("agent %s running: API on %s%s", agent.name, agent.settings.socket,
              f", metrics on port {agent.metrics_port}" if agent.metrics_port else "")
-    def on_change(address: str, healthy: bool, reason: str) -> None:
-        loop.create_task(asyncio.to_thread(agent.set_health, address, healthy, reason))
-
-    checker = HealthChecker(on_change)
+    # verdicts are only noted here; the tick applies all that arrived, at once
+    checker = HealthChecker(agent.report_health)
     checker.set_targets(agent.health_targets())
 
     def on_event(kind: str, doc: dict[str, Any]) -> None:
