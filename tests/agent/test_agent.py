@@ -710,6 +710,9 @@ class FailingDataplane:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
+    def stage(self, cfg: Any, stop: Any = None) -> int:
+        return 0  # writes nothing a packet sees: the apply is what fails
+
     def apply(self, cfg: Any) -> None:
         raise self.error
 

@@ -364,6 +364,7 @@ class Agent:
         unknown VIP or backend is refused; so is a change that leaves a VIP that had a
         healthy backend without one, unless `force`. The commit is all-or-nothing; then
         the audit line, then a "change" event."""
+        self._prepare(plan)
         with self.lock:
             try:
                 new, view = plan(self.desired)
@@ -390,6 +391,22 @@ class Agent:
         self.emit("event", event)
         return {"vips": list(dict.fromkeys([*before, *after])), "before": before,
                 "after": after}
+
+    def _prepare(self, plan: Callable[[Config], tuple[Config, View]]) -> None:
+        """Before a change takes the lock: build and write ahead the rings it will most
+        likely need (a guess on the intent as it is now; whatever the guess misses, the
+        apply under the lock does itself). So the lock is held for milliseconds even
+        when a change touches many VIPs. A plan that fails is left to the real run."""
+        if self.dp is None:
+            return
+        try:
+            new, _ = plan(self.desired)
+        except Exception:  # the run under the lock says what is wrong
+            return
+        try:
+            self.dp.stage(self._applied(new, self.down, self.down_since).config)
+        except OSError as e:  # the apply under the lock writes them, or says why not
+            log.debug("rings not staged ahead of %s: %s", self.name, e)
 
     # -- health ------------------------------------------------------------------------------
     def health_targets(self) -> dict[str, CheckSpec]:
@@ -517,7 +534,12 @@ class Agent:
             todo = {(v, a): (self.vip_ids[labels[v]], self.backend_ids[a])
                     for v, a in self._purge
                     if labels.get(v) in self.vip_ids and a in self.backend_ids}
-        dropped = self.dp.drop_flows(set(todo.values()), stop=self.stopping.is_set)
+        try:
+            dropped = self.dp.drop_flows(set(todo.values()), stop=self.stopping.is_set)
+        except OSError as e:  # tried again next tick
+            log.error("moving the flows of down backends failed (tried again next tick): %s",
+                      e)
+            return
         if self.stopping.is_set():
             return
         with self.lock:
@@ -541,12 +563,12 @@ class Agent:
         assert self.dp is not None
         self.ticks += 1
         self.commit_health()
-        with self.lock:
-            counters = self.dp.counters()
-            rates = self.rates.update(counters)
-            self.active = counters.active
-            self.reason_totals = counters.reasons[:, 0].copy()
-            self.cpus = cpu_load()  # once per tick: each call measures since the last one
+        counters = self.dp.counters()  # only the tick reads counters and keeps rates
+        rates = self.rates.update(counters)
+        self.active = counters.active
+        self.reason_totals = counters.reasons[:, 0].copy()
+        self.cpus = cpu_load()  # once per tick: each call measures since the last one
+        with self.lock:  # intent, health and layout as one consistent view
             snap = self._snapshot(rates)
         self.last = snap
         return snap
