@@ -20,8 +20,9 @@ serving ones (active, weight > 0) fails open: all its serving backends take new 
 again, as if every check passed, because a broken check path (a blackhole route on
 the load balancer) is more likely than all backends dying together, and serving with
 some dead backends beats serving nothing. Envoy does the same below 50 % healthy; AWS
-network load balancers fail open when every target is unhealthy. The default, 25 %,
-sits between: a VIP of up to three backends panics only when all are down.
+network load balancers fail open when every target is unhealthy; HAProxy does not fail
+open (all servers down: 503, or its backup servers). The default, 25 %, sits between
+Envoy and AWS: a VIP of up to three backends panics only when all are down.
 """
 
 from __future__ import annotations
