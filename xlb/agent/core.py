@@ -37,7 +37,7 @@ from xlb.dataplane import lifecycle
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, ConfigError, IPAddress, parse_config, vip_label
 from xlb.dataplane.manager import ApplyResult, Dataplane, key_label
-from xlb.errors import RefusedError
+from xlb.errors import RefusedError, XlbError
 from xlb.paths import run_dir
 
 HOST = socket.gethostname()
@@ -405,8 +405,8 @@ class Agent:
             return
         try:
             self.dp.stage(self._applied(new, self.down, self.down_since).config)
-        except OSError as e:  # the apply under the lock writes them, or says why not
-            log.debug("rings not staged ahead of %s: %s", self.name, e)
+        except (OSError, XlbError) as e:  # the apply under the lock writes them, or says
+            log.debug("rings not staged ahead: %s", e)  # why not
 
     # -- health ------------------------------------------------------------------------------
     def health_targets(self) -> dict[str, CheckSpec]:
@@ -450,7 +450,10 @@ class Agent:
         down, flips = self._verdicts(pending, desired, old_down)
         plan: Applied | None = self._applied(desired, down, self._since(down))
         assert plan is not None
-        self.dp.stage(plan.config, stop=self.stopping.is_set)
+        try:
+            self.dp.stage(plan.config, stop=self.stopping.is_set)
+        except (OSError, XlbError) as e:  # the apply below writes them, or says why not
+            log.debug("rings not staged ahead: %s", e)
         if self.stopping.is_set():
             return
         with self.lock:

@@ -42,9 +42,9 @@ async def run(agent: Agent) -> None:
 
     def stopping(_signum: int, _frame: object) -> None:
         # A plain handler, not loop.add_signal_handler: that one learns of the signal
-        # through a byte in the loop's self-pipe, which is lost when a burst of thread
-        # wake-ups (thousands of health checks) has filled the pipe. This one runs in
-        # the loop's thread at once, whatever the pipe holds.
+        # through a byte in the loop's self-pipe, which is lost when a burst of wake-ups
+        # from other threads (thousands of events for subscribers) has filled the pipe.
+        # This one runs in the loop's thread at once, whatever the pipe holds.
         agent.stopping.set()  # work in progress in the tick's thread gives up
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
             loop.call_soon_threadsafe(stop.set)

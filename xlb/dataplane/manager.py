@@ -72,6 +72,9 @@ def _backend_row(addr: S.IPAddress) -> bytes:
                            flags=S.XLB_BACKEND_VALID))
 
 
+_ROW_ADDRESS = S.Backend.flags.offset  # a row's address and family, before its flags
+
+
 def _row_address(row: bytes) -> S.IPAddress:
     b = S.Backend.from_buffer_copy(row)
     return S.unpack_addr(b.addr, b.family)
@@ -352,16 +355,17 @@ class Dataplane:
 
     def _ids(self, cfg: Config, rows: dict[int, bytes]
              ) -> tuple[dict[S.IPAddress, int], list[str], dict[bytes, int]]:
-        """Backend ids for `cfg`: kept where a backend has one, else the lowest free.
-        Also the addresses added, and the ids no longer used (row -> id)."""
-        by_row = {row: i for i, row in rows.items()}
+        """Backend ids for `cfg`: kept where a backend has one (its address, whatever its
+        flags), else the lowest free. Also the addresses added, and the ids no longer
+        used (row -> id)."""
+        by_addr = {row[:_ROW_ADDRESS]: (i, row) for i, row in rows.items()}
         free_ids = (i for i in range(self.geometry.max_backends) if i not in rows)
         ids: dict[S.IPAddress, int] = {}
         added: list[str] = []
         for addr in cfg.backend_addresses():
-            row = _backend_row(addr)
-            if row in by_row:
-                ids[addr] = by_row.pop(row)
+            found = by_addr.pop(_backend_row(addr)[:_ROW_ADDRESS], None)
+            if found is not None:
+                ids[addr] = found[0]
             else:
                 try:
                     ids[addr] = next(free_ids)
@@ -369,7 +373,7 @@ class Dataplane:
                     raise ApplyError(f"no free backend slot for {addr} "
                                      f"(max_backends {self.geometry.max_backends})") from None
                 added.append(str(addr))
-        return ids, added, by_row
+        return ids, added, {row: i for i, row in by_addr.values()}
 
     def _plan(self, cfg: Config) -> _Plan:
         g = self.geometry
