@@ -3,9 +3,15 @@ change of the file discards is listed exactly (xlb/agent/intent.py)."""
 
 from __future__ import annotations
 
+import json
 import tomllib
+from pathlib import Path
 
-from xlb.agent import intent
+import pytest
+
+from xlb.agent import intent, settings
+from xlb.agent.audit import AuditLog
+from xlb.agent.settings import AgentConfig
 from xlb.dataplane.config import Config, parse_config
 
 FILE = """
@@ -99,3 +105,45 @@ def test_what_is_discarded_is_said_exactly() -> None:
 
 def test_nothing_differs_nothing_is_listed() -> None:
     assert intent.differences(load(FILE), load(SAME)) == ({}, {})
+
+
+# -- restoring the saved intent at start -------------------------------------------------------
+
+def setup(tmp: Path, text: str = FILE) -> tuple[AgentConfig, AuditLog, Path]:
+    path = tmp / "lb1.toml"
+    path.write_text(text)
+    return settings.load(str(path)), AuditLog(str(tmp / "audit.jsonl")), tmp / "agent.json"
+
+
+def test_no_saved_intent_is_nothing_to_say(tmp_path: Path) -> None:
+    ac, audit, state = setup(tmp_path)
+    assert intent.restore(str(state), ac, audit) is None and audit.tail() == []
+
+
+def test_an_intent_saved_by_an_older_agent_is_kept_for_the_same_bytes(tmp_path: Path) -> None:
+    ac, audit, state = setup(tmp_path)
+    drained = ac.config.with_backend("web", "fd00::2", state="drained")
+    state.write_text(json.dumps({"digest": ac.digest, "desired": drained.to_dict()}))
+    assert intent.restore(str(state), ac, audit) == drained and audit.tail() == []
+
+
+def test_an_older_agents_intent_for_other_bytes_is_discarded_and_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ac, audit, state = setup(tmp_path)
+    drained = ac.config.with_backend("web", "fd00::2", state="drained")
+    state.write_text(json.dumps({"digest": "0" * 64, "desired": drained.to_dict()}))
+    assert intent.restore(str(state), ac, audit) is None
+    (entry,) = audit.tail()
+    assert entry["params"]["discarded"] == ["web: backend fd00::2 state active → drained"]
+    assert "discarded: web: backend fd00::2 state active → drained" in caplog.text
+
+
+def test_an_unreadable_saved_intent_is_discarded_and_said(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ac, audit, state = setup(tmp_path)
+    state.write_text('{"desired": {"vip": "torn')
+    assert intent.restore(str(state), ac, audit) is None
+    (entry,) = audit.tail()
+    assert entry["action"] == "discard_intent" and entry["params"]["discarded"] == []
+    assert "could not be read" in entry["params"]["reason"]
+    assert "(what the intent held is unknown)" in caplog.text

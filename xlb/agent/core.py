@@ -35,7 +35,7 @@ from xlb.agent.settings import AgentConfig
 from xlb.api import protocol as P
 from xlb.dataplane import lifecycle
 from xlb.dataplane import structs as S
-from xlb.dataplane.config import Config, ConfigError, IPAddress, parse_config, vip_label
+from xlb.dataplane.config import Config, IPAddress, vip_label
 from xlb.dataplane.manager import ApplyResult, Dataplane, key_label
 from xlb.errors import RefusedError, XlbError
 from xlb.paths import run_dir
@@ -60,10 +60,9 @@ class Agent:
         self.settings = ac.settings
         self.name = ac.config.instance.name
         self.digest = ac.digest
-        self.config_path = ac.path
         self.base = ac.config  # the file's config: intent starts from it
         self.audit = AuditLog(ac.settings.audit_log)
-        self.desired = self._saved_intent(ac) or ac.config
+        self.desired = intent.restore(self._state_path(), ac, self.audit) or ac.config
         self.rules = Rules(ac.settings.health_down_flows, ac.settings.health_panic_threshold)
         self.down: dict[str, str] = {}  # backend address -> why it is out (health)
         self.down_since: dict[str, int] = {}  # backend address -> tick it went down in
@@ -96,55 +95,6 @@ class Agent:
     # -- start and intent ---------------------------------------------------------
     def _state_path(self) -> str:
         return os.path.join(run_dir(self.name), "agent.json")
-
-    def _saved_intent(self, ac: AgentConfig) -> Config | None:
-        """The intent the last agent saved, if the config file still means what it meant
-        then (comments and formatting do not count); otherwise None: the file wins, and
-        what that discards is logged and audited, exactly."""
-        path = self._state_path()
-        try:
-            with open(path) as f:
-                doc = json.load(f)
-            desired = parse_config(doc["desired"])
-            base = parse_config(doc["base"]) if "base" in doc else None
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError, ConfigError) as e:
-            self._discard(f"{path} could not be read ({e})", None, None)
-            return None
-        if doc.get("meaning") == intent.meaning(ac.config) or doc.get("digest") == ac.digest:
-            if doc.get("meaning") and doc.get("file") not in (None, ac.digest):
-                log.info("%s was edited without changing what it says: the saved intent "
-                         "(drains, weights, added and removed backends and VIPs) is kept",
-                         self.config_path or "the config file")
-            return desired
-        # what the operator changed since the file was read (all of it, if that is unknown)
-        self._discard(f"{self.config_path or 'the config file'} changed since the intent "
-                      "was saved", *intent.differences(base or ac.config, desired))
-        return None
-
-    def _discard(self, why: str, base: dict[str, Any] | None,
-                 saved: dict[str, Any] | None) -> None:
-        """The saved intent is dropped: log (WARNING) and audit exactly what the operator
-        had changed that is lost. `base` and `saved`: the VIP tables that differ between
-        the config the intent started from and the saved intent (None if unreadable)."""
-        where = self.config_path or "the config file"
-        if base is not None and saved is not None and not base:
-            log.info("saved intent replaced by %s: %s; it held no operator changes", where, why)
-            return
-        lost = intent.lines(base, saved) if base is not None and saved is not None else []
-        log.warning("saved intent discarded: %s; %s applies as written%s", why, where,
-                    "" if lost else " (what the intent held is unknown)")
-        for line in lost:
-            log.warning("discarded: %s", line)
-        before = saved or {}  # what ran, and what runs now, in the VIPs concerned
-        try:
-            self.audit.append(uid=os.getuid(), user="agent", action="discard_intent",
-                              params={"name": self.name, "config": self.config_path,
-                                      "reason": why, "discarded": lost},
-                              before=before, after={n: _vip_in(self.base, n) for n in before})
-        except OSError as e:
-            log.error("the discarded intent could not be audited: %s", e)
 
     def _save_intent(self) -> None:
         path = self._state_path()
