@@ -160,6 +160,10 @@ class XlbConsole(App[None]):
         elif event["kind"] == "alarm":
             self.notify(f"{name}: {event['message']}", title="ALARM",
                         severity="warning" if event["cleared"] else "error", timeout=30)
+        elif event["kind"] == "panic":  # a VIP failing open: loud until it ends
+            self.notify(f"{name}: {event['message']}",
+                        severity="error" if event["panic"] else "information",
+                        timeout=3600 if event["panic"] else 10)
 
     def on_redraw_requested(self, msg: RedrawRequested) -> None:
         if msg.view is self.current_view():  # a hidden view is redrawn when shown

@@ -92,6 +92,7 @@ class VipRef:
     healthy: int
     total: int
     pps: float
+    panic: bool = False  # failing open: all serving backends take flows, down or not
 
     @property
     def key(self) -> str:
@@ -190,7 +191,7 @@ class Fleet:
         for inst in self.shown():
             for v in inst.snap["vips"]:
                 out.append(VipRef(inst.name, v["name"], v["vip"], v["healthy"], v["total"],
-                                  v["pps"]))
+                                  v["pps"], v.get("panic", False)))
         return out
 
     def vip_doc(self, ref: VipRef) -> Vip | None:

@@ -202,7 +202,7 @@ class AgentDouble:
                              "pps": round(sum(r["pps"] for r in rows), 1),
                              "active_connections": sum(r["active_connections"] for r in rows),
                              "healthy": sum(1 for r in rows if r["health"] == "up"),
-                             "total": len(rows)})
+                             "total": len(rows), "panic": v.get("panic", False)})
             reasons = {r: 0.0 for r in P.REASONS}
             reasons["tx_encap"] = round(sum(queues) * 0.97, 1)
             reasons["pass_not_vip"] = round(sum(queues) * 0.02, 1)

@@ -171,6 +171,9 @@ class Backends(View):
         t.append(f"  {ref.label}  ")
         t.append(f"{ref.healthy}/{ref.total} healthy", style=self.role("success" if ok
                                                                        else "warning"))
+        if ref.panic:
+            t.append("  PANIC: all serving backends take flows",
+                     style=f"bold {self.role('error')}")
         t.append(f"   sort: {self.sort}")
         if self.filter_text.strip():
             t.append(f"   filter: {self.filter_text.strip()!r} ({shown} of {total})",

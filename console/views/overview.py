@@ -135,5 +135,8 @@ class Overview(View):
             out.append(f" {mark} ", style=f"bold {self.role(role)}")
             out.append(f"{name:<10} " + (f"{v.label:<22} " if wide else ""))
             out.append(f"{v.healthy}/{v.total} healthy", style=self.role(role))
-            out.append(f" {human(v.pps):>6} pps\n")
+            out.append(f" {human(v.pps):>6} pps")
+            if v.panic:
+                out.append(" PANIC", style=f"bold {self.role('error')}")
+            out.append("\n")
         return out

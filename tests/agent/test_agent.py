@@ -124,8 +124,9 @@ class AgentProc:
 @pytest.fixture
 def checking(roots: tuple[str, str]) -> Iterator[AgentProc]:
     """An agent with TCP health checks. The backends are not reachable from the namespace:
-    they are found down after about 1.5 s (health_fall 2, 1 s apart)."""
-    yield from running_agent(roots, "tcp")
+    they are found down after about 1.5 s (health_fall 2, 1 s apart). No fail-open: a VIP
+    whose backends are all down has none."""
+    yield from running_agent(roots, "tcp", "health_panic_threshold = 0")
 
 
 @pytest.fixture
@@ -143,8 +144,17 @@ def agent(roots: tuple[str, str]) -> Iterator[AgentProc]:
 
 @pytest.fixture
 def moving(roots: tuple[str, str]) -> Iterator[AgentProc]:
-    """Health checks that find every backend down, with health_down_flows = "move"."""
-    yield from running_agent(roots, "tcp", 'health_down_flows = "move"')
+    """Health checks that find every backend down, with health_down_flows = "move" (the
+    default) and no fail-open."""
+    yield from running_agent(roots, "tcp", 'health_down_flows = "move"\n'
+                             "health_panic_threshold = 0")
+
+
+@pytest.fixture
+def staying(roots: tuple[str, str]) -> Iterator[AgentProc]:
+    """Health checks that find every backend down; TCP flows stay; no fail-open."""
+    yield from running_agent(roots, "tcp", 'health_down_flows = "stay"\n'
+                             "health_panic_threshold = 0")
 
 
 def running_agent(roots: tuple[str, str], health: str, extra: str = "",
@@ -810,6 +820,9 @@ class FailingDataplane:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
+    def stage(self, cfg: Any, stop: Any = None) -> int:
+        return 0  # writes nothing a packet sees: the apply is what fails
+
     def apply(self, cfg: Any) -> None:
         raise self.error
 
@@ -896,7 +909,7 @@ def test_bad_agent_settings_are_one_clear_error(tmp_path: Any) -> None:
         "agent.metrics: 'nowhere' is not host:port or unix:PATH (\"\" turns it off)",
         "agent.health: 'ping' is not 'tcp', 'http' or 'none'",
         "agent.health_rise: 0 must be >= 1",
-        "agent.health_down_flows: 'drop' is not 'stay' or 'move'")]
+        "agent.health_down_flows: 'drop' is not 'move' or 'stay'")]
 
 
 def test_active_connections_reach_snapshot_cli_and_metrics(agent: AgentProc) -> None:
@@ -948,14 +961,15 @@ def _until_down(agent: AgentProc, address: str) -> None:
         assert backends(c)[address]["state"] == "down"
 
 
-def test_down_backends_keep_their_flows_by_default(checking: AgentProc) -> None:
-    """health_down_flows = "stay": out of Maglev, but still a valid backend for its flows."""
-    _until_down(checking, "10.0.1.1")
+def test_down_backends_keep_their_tcp_flows_when_configured(staying: AgentProc) -> None:
+    """health_down_flows = "stay": out of Maglev, but still a valid backend for the flows
+    of its TCP VIP (web); tests/agent/test_failure.py shows its UDP flows (dns) move."""
+    _until_down(staying, "10.0.1.1")
     time.sleep(0.5)
-    assert "10.0.1.1" in pinned(checking)["backends"]
+    assert "10.0.1.1" in pinned(staying)["backends"]
 
 
-def test_down_backends_flows_move_when_configured(moving: AgentProc) -> None:
+def test_down_backends_flows_move_by_default(moving: AgentProc) -> None:
     """health_down_flows = "move": the backend is invalidated, its flows rebalance."""
     _until_down(moving, "10.0.1.1")
     deadline = time.monotonic() + 5

@@ -18,7 +18,15 @@ from console.messages import AgentHello, EventArrived, LinkLost, SnapshotArrived
 from tests.agent_double import AgentDouble
 from tests.console.bare import PATH, run_bare, snapshot, status
 from tests.helpers import until
-from xlb.api.protocol import ChangeEvent, ErrorEvent, Event, HealthEvent, Snapshot, Status
+from xlb.api.protocol import (
+    ChangeEvent,
+    ErrorEvent,
+    Event,
+    HealthEvent,
+    PanicEvent,
+    Snapshot,
+    Status,
+)
 
 
 def header(app: XlbConsole) -> str:
@@ -47,6 +55,19 @@ def test_a_snapshot_message_updates_the_fleet_and_redraws() -> None:
         await until(lambda: "lb1 on lab-host" in str(
             app.query_one("#ov-summary", Static).render()), pilot)
         assert app.redraws > before
+
+    run_bare(scenario)
+
+
+def test_a_vip_in_panic_is_marked_on_the_overview() -> None:
+    doc = snapshot(backends=3)
+    doc["vips"][0]["panic"] = True
+
+    async def scenario(app: XlbConsole, pilot: Any) -> None:
+        app.post_message(SnapshotArrived(PATH, doc))
+        await until(lambda: "web" in str(app.query_one("#ov-vips", Static).render()), pilot)
+        lines = str(app.query_one("#ov-vips", Static).render()).splitlines()
+        assert [line.split()[1] for line in lines if "PANIC" in line] == ["web"]
 
     run_bare(scenario)
 
@@ -92,17 +113,22 @@ def test_event_messages_become_notifications() -> None:
     change: ChangeEvent = {"kind": "change", "time": 3.0, "uid": 0, "user": "root",
                            "action": "drain", "params": {}, "before": {}, "after": {},
                            "result": "ok"}
+    panic: PanicEvent = {"kind": "panic", "time": 4.0, "vip": "web", "panic": True,
+                         "healthy": 0, "serving": 3, "message": "VIP web in panic"}
+    calm: PanicEvent = {**panic, "panic": False, "message": "VIP web out of panic"}
 
     async def scenario(app: XlbConsole, pilot: Any) -> None:
         app.post_message(AgentHello(PATH, status()))
-        events: list[Event] = [down, up, change, error]  # a change is in the audit, not news
+        events: list[Event] = [down, up, change, error, panic, calm]  # a change: the audit
         for event in events:
             app.post_message(EventArrived(PATH, event))
-        await until(lambda: len(seen) == 3, pilot)
+        await until(lambda: len(seen) == 5, pilot)
         await pilot.pause(0.1)
         assert seen == [("lb1: backend 198.18.2.1 DOWN (connect refused)", "warning"),
                         ("lb1: backend 198.18.2.1 back up", "information"),
-                        ("lb1: map update failed", "error")]
+                        ("lb1: map update failed", "error"),
+                        ("lb1: VIP web in panic", "error"),
+                        ("lb1: VIP web out of panic", "information")]
 
     run_bare(scenario, app)
 

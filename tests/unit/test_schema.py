@@ -129,8 +129,8 @@ def test_the_defaults_have_not_moved() -> None:
         "client_idle_timeout": 60.0, "client_send_timeout": 10.0,
         "audit_log": "", "metrics": "127.0.0.1:9465", "health": "tcp",
         "health_port": 0, "health_path": "/", "health_interval": 1.0, "health_timeout": 0.5,
-        "health_rise": 2, "health_fall": 2, "tamper": "restore",
-        "health_down_flows": "stay"}
+        "health_rise": 2, "health_fall": 2, "health_down_flows": "move",
+        "health_panic_threshold": 25, "tamper": "restore"}
 
 
 def test_the_models_take_their_defaults_from_the_schema() -> None:

@@ -56,6 +56,15 @@ class AuditLog:
                 self._take_back(start)
                 raise
 
+    def record(self, *, uid: int, user: str, action: str, params: dict[str, Any],
+               before: Any, after: Any) -> AuditEntry:
+        """Record what the agent did of its own accord (a discarded intent): durably, or
+        AuditError."""
+        entry = _entry(uid, user, action, params, before, after, "ok")
+        with self.lock:
+            self._write(entry)
+        return entry
+
     def refused(self, *, uid: int, user: str, action: str, params: dict[str, Any],
                 why: str) -> AuditEntry | None:
         """Record an attempt that was refused (nothing changed). At most

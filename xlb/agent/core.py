@@ -2,14 +2,17 @@
 
 The operator's intent (the desired Config: VIPs, backends, weights, drained
 states) is kept apart from what is applied (intent minus backends found down),
-so a backend that comes back healthy returns to exactly the weight it had. Intent
-survives restarts in /run/xlb/<instance>/agent.json as long as the config
-file is unchanged; a changed file wins.
+so a backend that comes back healthy returns to exactly the weight it had
+(xlb/agent/applied.py: what a down verdict does, and the fail-open rule). Intent
+survives restarts in /run/xlb/<instance>/agent.json as long as the config file
+means the same (xlb/agent/intent.py); a changed file wins.
+
+Health verdicts arrive one by one but are applied once per tick, together, so a
+thousand backends failing at once cost one apply, not a thousand.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -24,6 +27,8 @@ import psutil
 
 from xlb import statefile
 from xlb.addresses import canonical_address
+from xlb.agent import intent
+from xlb.agent.applied import Applied, Rules, applied, text
 from xlb.agent.audit import AuditLog
 from xlb.agent.health import CheckSpec
 from xlb.agent.rates import Rates, RateTracker
@@ -32,13 +37,14 @@ from xlb.agent.watch import Owned, Watch
 from xlb.api import protocol as P
 from xlb.dataplane import bpfsys, lifecycle, loader
 from xlb.dataplane import structs as S
-from xlb.dataplane.config import Config, ConfigError, IPAddress, parse_config, vip_label
-from xlb.dataplane.manager import Dataplane, key_label
+from xlb.dataplane.config import Config, IPAddress, vip_label
+from xlb.dataplane.manager import ApplyResult, Dataplane, key_label
 from xlb.dataplane.owner import Ownership
 from xlb.errors import ApplyError, RefusedError, XlbError
 from xlb.paths import run_dir
 
 HOST = socket.gethostname()
+LOGGED_TRANSITIONS = 20  # health transitions logged one by one per tick; the rest summed up
 log = logging.getLogger(__name__)
 
 
@@ -57,9 +63,21 @@ class Agent:
         self.settings = ac.settings
         self.name = ac.config.instance.name
         self.digest = ac.digest
-        self.desired = self._saved_intent(ac.digest) or ac.config
-        self.down: dict[str, str] = {}  # backend address -> why it is out (health)
+        self.base = ac.config  # the file's config: intent starts from it
         self.audit = AuditLog(ac.settings.audit_log)
+        self.desired = intent.restore(self._state_path(), ac, self.audit) or ac.config
+        self.rules = Rules(ac.settings.health_down_flows, ac.settings.health_panic_threshold)
+        self.down: dict[str, str] = {}  # backend address -> why it is out (health)
+        self.down_since: dict[str, int] = {}  # backend address -> tick it went down in
+        self.panic: dict[str, tuple[int, int]] = {}  # VIP -> (healthy, serving), failing open
+        self.ticks = 0
+        self._due: int | None = None  # the tick that must commit again: flows may move
+        self._pending: dict[str, tuple[bool, str]] = {}  # verdicts the next tick commits
+        self._pending_lock = threading.Lock()
+        self._purge: set[tuple[str, str]] = set()   # (VIP, address): flows to drop
+        self._clean: set[tuple[str, str]] = set()   # (VIP, address): flows dropped
+        self._present_of: tuple[Config | None, set[str]] = (None, set())
+        self.stopping = threading.Event()            # set on SIGTERM: long work gives up
         self.rates = RateTracker(history_seconds=ac.settings.history, tick=ac.settings.tick)
         self.lock = threading.Lock()
         self.started = time.time()
@@ -85,19 +103,10 @@ class Agent:
     def _state_path(self) -> str:
         return os.path.join(run_dir(self.name), "agent.json")
 
-    def _saved_intent(self, digest: str) -> Config | None:
-        try:
-            with open(self._state_path()) as f:
-                doc = json.load(f)
-            if doc.get("digest") != digest:
-                return None
-            return parse_config(doc["desired"])
-        except (OSError, ValueError, KeyError, ConfigError):
-            return None
-
     def _save_intent(self) -> None:
         statefile.write_json(self._state_path(),
-                             {"digest": self.digest, "desired": self.desired.to_dict()})
+                             {"meaning": intent.meaning(self.base), "file": self.digest,
+                              "base": self.base.to_dict(), "desired": self.desired.to_dict()})
 
     def start(self) -> dict[str, Any]:
         """Become the instance's one writer, then load or adopt the data plane and apply
@@ -106,7 +115,8 @@ class Agent:
         self.load_result = lifecycle.load_instance(self.effective())
         self.dp = Dataplane(self.name)
         self.watch = self._watch(self.dp)
-        self._refresh_layout()
+        self.dp.stage(self.effective())  # nothing to write: reads what is applied, once
+        self._read_layout()
         self._save_intent()
         self.last = self._snapshot(None)
         r = self.load_result
@@ -124,6 +134,7 @@ class Agent:
         return Watch(owned, self.settings.tamper == "restore", self.emit)
 
     def close(self) -> None:
+        self.stopping.set()
         if self.watch:
             self.watch.close()
             os.close(self.watch.owned.prog_fd)
@@ -133,53 +144,58 @@ class Agent:
 
     # -- what is applied -------------------------------------------------------------
     def effective(self) -> Config:
-        """The intent with backends found down taken out of Maglev (no new flows).
+        """The intent with backends found down taken out of Maglev (see xlb/agent/applied.py:
+        which flows move, and the fail-open rule)."""
+        return self._applied(self.desired, self.down, self.down_since).config
 
-        health_down_flows "stay": they act as drained, established flows stay on them.
-        "move": they leave the applied config altogether, so the data plane invalidates
-        them and their flows are rebalanced over the healthy backends.
-        """
-        cfg = self.desired
-        move = self.settings.health_down_flows == "move"
-        for vip in cfg.vips:
-            for b in vip.backends:
-                if str(b.address) not in self.down:
-                    continue
-                if move:
-                    cfg = cfg.without_backend(vip.name, b.address)
-                elif b.state == "active":
-                    cfg = cfg.with_backend(vip.name, b.address, state="drained")
-        return cfg
+    def _applied(self, desired: Config, down: dict[str, str],
+                 since: dict[str, int]) -> Applied:
+        settled = {a for a, t in since.items() if t < self.ticks}
+        return applied(desired, down, settled, self.rules, held=self.panic)
 
-    def _refresh_layout(self) -> None:
-        """Ids and Maglev shares as applied: read once per apply, never per tick."""
+    def _read_layout(self) -> None:
+        """Ids and Maglev shares as applied, read from the maps (at start only)."""
         assert self.dp is not None
         ids = {i: str(S.unpack_addr(b.addr, b.family)) for i, b in
                self.dp.backend_entries().items()}
-        shares: dict[str, dict[str, float]] = {}
-        vip_ids: dict[str, int] = {}
+        self.backend_ids = {addr: i for i, addr in ids.items()}
+        self.vip_ids, self.shares = {}, {}
         for key, meta in self.dp.vip_entries().values():
             label = key_label(key)
-            vip_ids[label] = meta.vip_id
-            vals, counts = np.unique(self.dp.ring(meta.ring_slot), return_counts=True)
-            total = counts.sum()
-            shares[label] = {ids[int(v)]: float(c) / total
-                             for v, c in zip(vals, counts, strict=True) if int(v) in ids}
-        self.shares, self.vip_ids = shares, vip_ids
-        self.backend_ids = {addr: i for i, addr in ids.items()}
+            self.vip_ids[label] = meta.vip_id
+            self.shares[label] = _shares(self.dp.ring(meta.ring_slot), ids)
 
-    def _commit(self, desired: Config, down: dict[str, str]) -> None:
+    def _layout_applied(self, result: ApplyResult) -> None:
+        """Ids and shares after an apply, from what it wrote: nothing is read back, and
+        only the rings that changed are counted."""
+        ids = {i: a for a, i in result.backend_ids.items()}
+        shares = {label: s for label, s in self.shares.items() if label in result.vip_ids}
+        for label, ring in result.rings.items():
+            shares[label] = _shares(ring, ids)
+        self.backend_ids, self.vip_ids, self.shares = result.backend_ids, result.vip_ids, shares
+
+    def _commit(self, desired: Config, down: dict[str, str],
+                changed: set[str] | None = None, snapshot: bool = True,
+                plan: Applied | None = None) -> None:
         """Apply new intent and/or health verdicts together; on failure keep the old ones.
-        Call with the lock held."""
-        old = self.desired, self.down
-        before = self._backend_states()
-        self.desired, self.down = desired, down
+        `changed`: the backends whose state changed, if the caller knows (else they are
+        found by comparing). `snapshot`: rebuild the readers' snapshot now (the tick
+        builds its own). `plan`: what to apply, if the caller worked it out already for
+        exactly these. Call with the lock held."""
         assert self.dp is not None
+        since = self._since(down)
+        if plan is None:
+            plan = self._applied(desired, down, since)
+        before = self._backend_states() if changed is None else {}
+        intent_changed = desired is not self.desired
+        old = self.desired
         try:
-            self.dp.apply(self.effective())
-            self._save_intent()
+            result = self.dp.apply(plan.config)  # ApplyError: nothing changed
+            if intent_changed:
+                self.desired = desired
+                self._save_intent()
         except Exception as e:
-            self.desired, self.down = old
+            self.desired = old
             if isinstance(e, OSError) and not isinstance(e, XlbError):
                 # the maps were written, but a state file (applied.json, agent.json) was
                 # not, say on a full disk: put the maps back, say what happened
@@ -188,12 +204,55 @@ class Agent:
                 raise ApplyError(f"not applied: the state could not be saved in {where} "
                                  f"({e.strerror or e}); the data plane is as it was") from e
             raise  # ApplyError: the data plane put itself back; anything else: a bug
+        self.desired, self.down, self.down_since = desired, down, since
         now = time.time()
-        for addr, state in self._backend_states().items():
-            if before.get(addr) != state:
-                self.changed_at[addr] = now
-        self._refresh_layout()
-        self.last = self._snapshot(self.rates.last)  # readers see the change at once
+        if changed is None:
+            changed = {a for a, st in self._backend_states().items() if before.get(a) != st}
+        for addr in changed:
+            self.changed_at[addr] = now
+        self._layout_applied(result)
+        # flows to move whose backend stays valid (another VIP keeps it) are found in the
+        # connection table and dropped (_purge_flows), once while that lasts
+        needs = {(v, a) for v, a in plan.moved if a in result.backend_ids}
+        self._clean &= needs
+        self._purge = needs - self._clean
+        calmed = set(self.panic) - set(plan.panic)
+        self._panic_changed(plan.panic)
+        fresh = any(t == self.ticks for t in since.values())
+        self._due = self.ticks + 1 if fresh or calmed else None  # flows to move then
+        if snapshot:
+            self.last = self._snapshot(self.rates.last)  # readers see the change at once
+
+    def _panic_changed(self, panic: dict[str, tuple[int, int]]) -> None:
+        """Raise the alarm when a VIP starts failing open, and say when it stops."""
+        old, self.panic = self.panic, panic
+        for name in dict.fromkeys([*old, *panic]):
+            if (name in old) == (name in panic):
+                continue
+            healthy, serving = panic.get(name) or self._health_of(name)
+            if name in panic:
+                message = (f"VIP {name} in panic: only {healthy} of {serving} serving backends "
+                           f"pass their checks (below {self.rules.panic_threshold} %), so new "
+                           "flows go to all of them as if healthy; check the health-check "
+                           "path from this host")
+                log.warning("%s", message)
+            else:
+                message = (f"VIP {name} out of panic: {healthy} of {serving} serving backends "
+                           "healthy; backends found down take no new flows again")
+                log.warning("%s", message)
+            event: P.PanicEvent = {"kind": "panic", "time": time.time(), "vip": name,
+                                   "panic": name in panic, "healthy": healthy,
+                                   "serving": serving, "message": message}
+            self.emit("event", event)
+
+    def _health_of(self, name: str) -> tuple[int, int]:
+        """(healthy, serving) backends of a VIP of the intent ((0, 0) if it is gone)."""
+        try:
+            vip = self.desired.vip(name)
+        except KeyError:
+            return 0, 0
+        serving = [str(b.address) for b in vip.backends if b.effective_weight]
+        return sum(1 for a in serving if a not in self.down), len(serving)
 
     def _put_back(self) -> None:
         """Apply the intent in force again after a commit failed past the data plane."""
@@ -302,6 +361,7 @@ class Agent:
         healthy backend without one, unless `force`. The audit record is written first
         (AuditError if it cannot be: nothing changes), then the all-or-nothing commit
         (its record is taken back if it fails), then a "change" event."""
+        self._prepare(plan)
         with self.lock:
             try:
                 new, view = plan(self.desired)
@@ -329,6 +389,22 @@ class Agent:
         return {"vips": list(dict.fromkeys([*before, *after])), "before": before,
                 "after": after}
 
+    def _prepare(self, plan: Callable[[Config], tuple[Config, View]]) -> None:
+        """Before a change takes the lock: build and write ahead the rings it will most
+        likely need (a guess on the intent as it is now; whatever the guess misses, the
+        apply under the lock does itself). So the lock is held for milliseconds even
+        when a change touches many VIPs. A plan that fails is left to the real run."""
+        if self.dp is None:
+            return
+        try:
+            new, _ = plan(self.desired)
+        except Exception:  # the run under the lock says what is wrong
+            return
+        try:
+            self.dp.stage(self._applied(new, self.down, self.down_since).config)
+        except (OSError, XlbError) as e:  # the apply under the lock writes them, or says
+            log.debug("rings not staged ahead: %s", e)  # why not
+
     # -- health ------------------------------------------------------------------------------
     def health_targets(self) -> dict[str, CheckSpec]:
         """One check per backend address, from the instance's namespace."""
@@ -345,35 +421,134 @@ class Agent:
                         st.health_rise, st.health_fall, self.desired.instance.netns)
         return out
 
-    def set_health(self, address: str, healthy: bool, reason: str) -> None:
-        """A verdict changed: take the backend out of (or back into) Maglev. Its
-        established flows stay where they are either way."""
+    def report_health(self, address: str, healthy: bool, reason: str) -> None:
+        """A verdict of the health loop. It is kept (the latest per backend) until the
+        next tick commits every verdict that arrived meanwhile in one apply: cheap, so
+        the health loop calls it on the event loop, however many backends flip at once."""
+        with self._pending_lock:
+            self._pending[address] = (healthy, reason)
+
+    def commit_health(self) -> None:
+        """Apply the verdicts that arrived since the last tick, all together, and let the
+        flows of backends down for a whole tick move. Everything slow happens before the
+        lock is taken: the new config is worked out and the rings that change are built
+        and written ahead (into free slots); under the lock the VIPs are only switched
+        over. A failed apply keeps the verdicts for the next tick. Gives up when the
+        agent is stopping."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        due = self._due is not None and self.ticks >= self._due  # flows may move now
+        if not pending and not due:
+            self._purge_flows()
+            return
+        assert self.dp is not None
         with self.lock:
-            if healthy == (address not in self.down):
-                return
-            if not healthy and address not in {str(a) for a in self.desired.backend_addresses()}:
-                return  # removed while its check ran: no verdict to keep for it
-            down = {a: r for a, r in self.down.items() if a != address}
-            if not healthy:
-                down[address] = reason or "down"
+            desired, old_down = self.desired, self.down
+        down, flips = self._verdicts(pending, desired, old_down)
+        plan: Applied | None = self._applied(desired, down, self._since(down))
+        assert plan is not None
+        try:
+            self.dp.stage(plan.config, stop=self.stopping.is_set)
+        except (OSError, XlbError) as e:  # the apply below writes them, or says why not
+            log.debug("rings not staged ahead: %s", e)
+        if self.stopping.is_set():
+            return
+        with self.lock:
+            if self.desired is not desired or self.down is not old_down:  # a change came in
+                down, flips = self._verdicts(pending, self.desired, self.down)
+                plan = None
             try:
-                self._commit(self.desired, down)
+                if flips or due:
+                    self._commit(self.desired, down, changed={a for a, *_ in flips},
+                                 snapshot=False, plan=plan)  # the tick's snapshot follows
             except Exception as e:
-                log.error("health change for %s not applied: %s", address, e)
+                with self._pending_lock:  # newer verdicts win; these are tried again
+                    self._pending = {**pending, **self._pending}
+                log.error("%d health verdict(s) not applied (tried again next tick): %s",
+                          len(flips), e)
                 error: P.ErrorEvent = {"kind": "error", "time": time.time(),
-                                       "message": f"health change for {address} not applied: "
-                                                  f"{e}"}
+                                       "message": f"{len(flips)} health verdict(s) not "
+                                                  f"applied: {e}"}
                 self.emit("event", error)
                 return
-        if healthy:
-            log.info("backend %s is up again: back in Maglev at its configured weight", address)
-        else:
-            log.warning("backend %s is down (%s): out of Maglev, %s", address, reason,
-                        "its flows move" if self.settings.health_down_flows == "move"
-                        else "its established flows stay")
-        event: P.HealthEvent = {"kind": "health", "time": time.time(), "address": address,
-                                "healthy": healthy, "reason": reason}
-        self.emit("event", event)
+        self._announce(flips)
+        self._purge_flows()
+
+    def _verdicts(self, pending: dict[str, tuple[bool, str]], desired: Config,
+                  down: dict[str, str]) -> tuple[dict[str, str], list[tuple[str, bool, str]]]:
+        """`down` with `pending` applied, and the transitions (address, healthy, reason).
+        A verdict on a backend that `desired` does not have is dropped."""
+        present = self._present(desired)
+        out = dict(down)
+        flips: list[tuple[str, bool, str]] = []
+        for addr, (healthy, reason) in pending.items():
+            if healthy == (addr not in out) or not (healthy or addr in present):
+                continue
+            if healthy:
+                del out[addr]
+            else:
+                out[addr] = reason or "down"
+            flips.append((addr, healthy, reason))
+        return out, flips
+
+    def _since(self, down: dict[str, str]) -> dict[str, int]:
+        """The tick each backend of `down` went down in (this one, for the new ones)."""
+        return {a: self.down_since.get(a, self.ticks) for a in down}
+
+    def _present(self, desired: Config) -> set[str]:
+        """The backend addresses of `desired` (worked out once per intent)."""
+        if self._present_of[0] is not desired:
+            self._present_of = (desired, {text(a) for a in desired.backend_addresses()})
+        return self._present_of[1]
+
+    def _announce(self, flips: list[tuple[str, bool, str]]) -> None:
+        """Log and tell the listeners about each transition (the log: the first few)."""
+        flows = ("its flows move to healthy backends" if self.rules.tcp_flows == "move"
+                 else "its UDP flows move, its TCP flows stay")
+        for i, (address, healthy, reason) in enumerate(flips):
+            if i < LOGGED_TRANSITIONS:
+                if healthy:
+                    log.info("backend %s is up again: back in Maglev at its configured weight",
+                             address)
+                else:
+                    log.warning("backend %s is down (%s): no new flows; %s", address, reason,
+                                flows)
+            event: P.HealthEvent = {"kind": "health", "time": time.time(), "address": address,
+                                    "healthy": healthy, "reason": reason}
+            self.emit("event", event)
+        if len(flips) > LOGGED_TRANSITIONS:
+            down = sum(1 for _, healthy, _ in flips if not healthy)
+            log.warning("... and %d more health transitions at once (%d down, %d up in all); "
+                        "the snapshot lists every backend", len(flips) - LOGGED_TRANSITIONS,
+                        down, len(flips) - down)
+
+    def _purge_flows(self) -> None:
+        """Flows to move whose backend another VIP keeps valid (so it is not invalidated)
+        are found in the connection table and dropped; their next packet asks Maglev. One
+        pass over the table, in batches, outside the lock; given up when stopping."""
+        if not self._purge:
+            return
+        assert self.dp is not None
+        with self.lock:
+            labels = {v.name: vip_label(v.address, v.port, v.protocol) for v in self.desired.vips}
+            todo = {(v, a): (self.vip_ids[labels[v]], self.backend_ids[a])
+                    for v, a in self._purge
+                    if labels.get(v) in self.vip_ids and a in self.backend_ids}
+        try:
+            dropped = self.dp.drop_flows(set(todo.values()), stop=self.stopping.is_set)
+        except OSError as e:  # tried again next tick
+            log.error("moving the flows of down backends failed (tried again next tick): %s",
+                      e)
+            return
+        if self.stopping.is_set():
+            return
+        with self.lock:
+            done = set(todo) & self._purge
+            self._purge -= done
+            self._clean |= done
+        for (vip, address), n in sorted((k, dropped.get(ids, 0)) for k, ids in todo.items()):
+            log.info("VIP %s: %d flow(s) of backend %s (down) moved to healthy backends",
+                     vip, n, address)
 
     # -- reading ---------------------------------------------------------------------------
     def emit(self, kind: str, doc: Any) -> None:
@@ -383,17 +558,20 @@ class Agent:
             listener(kind, doc)
 
     def tick(self) -> P.Snapshot:
-        """Read counters (batch calls, never the connection table) and build a snapshot;
-        first, look that our program is still attached and pinned (and put it back)."""
+        """Commit the health verdicts that arrived, read counters (batch calls, never the
+        connection table) and build a snapshot; first, look that our program is still
+        attached and pinned (and put it back)."""
         assert self.dp is not None
         if self.watch is not None:
             self.alarms = self.watch.check()
-        with self.lock:
-            counters = self.dp.counters()
-            rates = self.rates.update(counters)
-            self.active = counters.active
-            self.reason_totals = counters.reasons[:, 0].copy()
-            self.cpus = cpu_load()  # once per tick: each call measures since the last one
+        self.ticks += 1
+        self.commit_health()
+        counters = self.dp.counters()  # only the tick reads counters and keeps rates
+        rates = self.rates.update(counters)
+        self.active = counters.active
+        self.reason_totals = counters.reasons[:, 0].copy()
+        self.cpus = cpu_load()  # once per tick: each call measures since the last one
+        with self.lock:  # intent, health and layout as one consistent view
             snap = self._snapshot(rates)
         self.last = snap
         return snap
@@ -426,7 +604,7 @@ class Agent:
                          if rates is not None and vid is not None else 0.0,
                          "active_connections": sum(r["active_connections"] for r in rows),
                          "healthy": sum(1 for r in rows if r["health"] == "up"),
-                         "total": len(rows)})
+                         "total": len(rows), "panic": vip.name in self.panic})
         q = rates.queues[:, 0] if rates is not None else np.zeros(S.XLB_MAX_QUEUES)
         totals = self.reason_totals
         return {"instance": self.name, "host": HOST, "lb_mode": "dsr", "time": time.time(),
@@ -453,6 +631,13 @@ class Agent:
         if len(used):
             self.queue_count = max(self.queue_count, int(used[-1]) + 1)
         return max(self.queue_count, 1)
+
+
+def _shares(ring: np.ndarray, ids: dict[int, str]) -> dict[str, float]:
+    """Each backend's share of a ring (by address; ids not in `ids` are left out)."""
+    counts = np.bincount(ring[ring != S.XLB_NO_BACKEND].astype(np.int64))
+    return {ids[int(i)]: float(counts[i]) / len(ring) for i in np.flatnonzero(counts)
+            if int(i) in ids}
 
 
 def _backend_in(cfg: Config, vip: str, address: IPAddress | str) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ flushed); a crash leaves it running too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -47,15 +48,23 @@ async def run(agent: Agent) -> None:
         agent.metrics_port = exporter.port
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping(_signum: int, _frame: object) -> None:
+        # A plain handler, not loop.add_signal_handler: that one learns of the signal
+        # through a byte in the loop's self-pipe, which is lost when a burst of wake-ups
+        # from other threads (thousands of events for subscribers) has filled the pipe.
+        # This one runs in the loop's thread at once, whatever the pipe holds.
+        agent.stopping.set()  # work in progress in the tick's thread gives up
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
+            loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, stopping)
     where = (f", metrics on port {exporter.port}" if exporter and exporter.port else
              f", metrics on {st.metrics}" if exporter else "")
     log.info("agent %s running: API on %s%s", agent.name, st.socket, where)
-    def on_change(address: str, healthy: bool, reason: str) -> None:
-        loop.create_task(asyncio.to_thread(agent.set_health, address, healthy, reason))
-
-    checker = HealthChecker(on_change)
+    # verdicts are only noted here; the tick applies all that arrived, at once
+    checker = HealthChecker(agent.report_health)
     checker.set_targets(agent.health_targets())
 
     def on_event(kind: str, doc: dict[str, Any]) -> None:
@@ -138,10 +147,11 @@ def raise_descriptor_limit() -> None:
 
 
 def _quiet_forks() -> None:
-    """In a child forked while the agent's loop runs (pyroute2 opens a netlink socket in
-    another namespace that way, from whichever thread asks): the loop's signal wakeup pipe
-    is shared with the parent, so a SIGTERM sent to the child would read as one sent to the
-    agent, and the agent would stop. The child gets no wakeup pipe and default handlers."""
+    """In a child forked while the agent runs (pyroute2 opens a netlink socket in another
+    namespace that way, from whichever thread asks, and ends the helper with SIGTERM): the
+    child must die of that signal as by default, never run the agent's own stop handler
+    in its copy, and never write it into a signal wakeup pipe it shares with the agent
+    (which would read as a SIGTERM sent to the agent)."""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)

@@ -75,6 +75,8 @@ class SnapshotCollector(Collector):
         vip_pps = gauge("vip_packets_per_second", "packets per second per VIP", ["vip"])
         healthy = gauge("vip_backends_healthy", "healthy backends per VIP", ["vip"])
         total = gauge("vip_backends", "backends per VIP", ["vip"])
+        panic = gauge("vip_panic", "1 while the VIP fails open: too few healthy backends, so "
+                      "all serving ones take new flows", ["vip"])
         vip_active = gauge("vip_active_connections",
                            "sum of the VIP's backends' active connections", ["vip"])
         per_backend: dict[str, GaugeMetricFamily] = {
@@ -94,13 +96,14 @@ class SnapshotCollector(Collector):
             vip_pps.add_metric([inst, v["name"]], v["pps"])
             healthy.add_metric([inst, v["name"]], v["healthy"])
             total.add_metric([inst, v["name"]], v["total"])
+            panic.add_metric([inst, v["name"]], 1.0 if v["panic"] else 0.0)
             vip_active.add_metric([inst, v["name"]], v["active_connections"])
             for b in v["backends"]:
                 labels = [inst, v["name"], b["address"]]
                 for key, g in per_backend.items():
                     g.add_metric(labels, b[key])  # type: ignore[literal-required]
                 b_up.add_metric(labels, 1.0 if b["health"] == "up" else 0.0)
-        yield from (vip_pps, healthy, total, vip_active, *per_backend.values(), b_up)
+        yield from (vip_pps, healthy, total, panic, vip_active, *per_backend.values(), b_up)
 
 
 @dataclass

@@ -59,7 +59,7 @@ def _status(a: Agent, caller: Caller, _p: dict[str, Any]) -> P.Status:
 
 def _vips(a: Agent, _c: Caller, _p: dict[str, Any]) -> list[P.VipSummary]:
     return [{"name": v["name"], "vip": v["vip"], "pps": v["pps"], "healthy": v["healthy"],
-             "total": v["total"]} for v in a.last["vips"]]
+             "total": v["total"], "panic": v["panic"]} for v in a.last["vips"]]
 
 
 def _backends(a: Agent, _c: Caller, p: dict[str, Any]) -> list[P.Vip]:

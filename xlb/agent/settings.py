@@ -42,6 +42,7 @@ class AgentSettings:
     health_rise: int
     health_fall: int
     health_down_flows: str
+    health_panic_threshold: int
     tamper: str
 
 
@@ -49,7 +50,8 @@ class AgentSettings:
 class AgentConfig:
     settings: AgentSettings
     config: Config
-    digest: str  # of the file, to know whether saved runtime state still belongs to it
+    digest: str  # of the file's bytes (saved intent compares meanings, see intent.py)
+    path: str = ""  # the file, for messages
 
 
 def _check_history(ck: Checker, tick: float, history: float) -> None:
@@ -96,4 +98,4 @@ def load(path: str) -> AgentConfig:
     settings = check_settings(ck, data.get("agent", {}), cfg.instance.name if cfg else "")
     if cfg is None or settings is None:
         raise in_file(path, ck.errors)
-    return AgentConfig(settings, cfg, hashlib.sha256(raw).hexdigest())
+    return AgentConfig(settings, cfg, hashlib.sha256(raw).hexdigest(), path)

@@ -111,6 +111,7 @@ class Vip(TypedDict):
     active_connections: int       # sum over its backends
     healthy: int
     total: int
+    panic: bool                   # failing open: too few healthy, so all serving take flows
 
 
 class VipSummary(TypedDict):
@@ -119,6 +120,7 @@ class VipSummary(TypedDict):
     pps: float
     healthy: int
     total: int
+    panic: bool
 
 
 class Alarm(TypedDict):
@@ -228,7 +230,20 @@ class AlarmEvent(TypedDict):
     cleared: bool      # True: over (or put right at once), False: raised
 
 
-Event = ChangeEvent | HealthEvent | ErrorEvent | AlarmEvent
+class PanicEvent(TypedDict):
+    """A VIP starts (panic true) or stops failing open: with too few healthy backends it
+    sends new flows to all its serving backends, down or not."""
+
+    kind: Literal["panic"]
+    time: float
+    vip: str                # the VIP's name
+    panic: bool
+    healthy: int            # serving backends that pass their checks
+    serving: int            # active backends with weight > 0
+    message: str            # for people: what happens and why
+
+
+Event = ChangeEvent | HealthEvent | ErrorEvent | AlarmEvent | PanicEvent
 
 # notification method -> its params' shape
 NOTIFICATIONS: dict[str, Any] = {"snapshot": Snapshot, "event": Event}
@@ -247,6 +262,8 @@ def change_text(before: dict[str, Any], after: dict[str, Any]) -> str:
         else:
             diff = [f"{k} {old.get(k)} → {v}" for k, v in new.items()
                     if k != "backend" and old.get(k) != v]
+            if "backend" in new:
+                diff += _backends_text(old.get("backend", []), new["backend"])
             parts.append(f"{vip}: {', '.join(diff) or 'unchanged'}")
     return "; ".join(parts) or "nothing"
 
@@ -256,6 +273,22 @@ def entry_text(e: AuditEntry) -> str:
     if e["result"] != "ok":
         return e["result"]
     return change_text(e["before"], e["after"])
+
+
+def _backends_text(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """What differs between two VIP tables' backends, backend by backend."""
+    a = {b["address"]: b for b in old}
+    b = {x["address"]: x for x in new}
+    out = []
+    for addr in dict.fromkeys([*a, *b]):
+        if addr not in b:
+            out.append(f"backend {addr} removed")
+        elif addr not in a:
+            out.append(f"backend {addr} added ({_table_text(b[addr])})")
+        else:
+            out += [f"backend {addr} {k} {a[addr].get(k)} → {v}" for k, v in b[addr].items()
+                    if a[addr].get(k) != v]
+    return out
 
 
 def _table_text(t: dict[str, Any]) -> str:

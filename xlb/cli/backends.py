@@ -31,7 +31,8 @@ def text(vips: list[Vip]) -> str:
     lines = []
     for v in vips:
         lines.append(f"{v['name']} ({v['vip']}): {v['pps']:.0f} pps, "
-                     f"{v['active_connections']} active, {v['healthy']}/{v['total']} healthy")
+                     f"{v['active_connections']} active, {v['healthy']}/{v['total']} healthy"
+                     + (" (PANIC: all serving backends take flows)" if v["panic"] else ""))
         for b in v["backends"]:
             lines.append(f"  {b['address']:<28} weight {b['weight']:>5}  {b['state']:<9} "
                          f"ring {b['ring_share'] * 100:5.1f}%  {b['pps']:8.0f} pps  "

@@ -21,5 +21,6 @@ def run(args: argparse.Namespace) -> int:
         doc = c.call("vips")
     common.output(doc, args, lambda vs: "\n".join(
         f"{v['name']:<16} {v['vip']:<28} {v['pps']:8.0f} pps  {v['healthy']}/{v['total']} healthy"
+        + ("  PANIC: all serving backends take flows" if v["panic"] else "")
         for v in vs) or "no VIPs")
     return 0

@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from xlb.errors import BpfError
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -32,6 +34,7 @@ PROG_TEST_RUN = 10
 OBJ_GET_INFO_BY_FD = 15
 MAP_LOOKUP_BATCH = 24
 MAP_UPDATE_BATCH = 26
+MAP_DELETE_BATCH = 27
 
 BPF_ANY = 0
 
@@ -212,6 +215,59 @@ def lookup_batch(fd: int, key_array: Any, value_array: Any, count: int, start: i
         if e.errno != errno.ENOENT:  # ENOENT: reached the end, count says how many
             raise
     return int(attr.count)
+
+
+def hash_batches(fd: int, key_size: int, value_size: int, count: int = 8192
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every entry of a hash map, `count` at a time: (keys, values) as rows of bytes.
+
+    The map may change meanwhile, as for any reader: an entry added or removed during the
+    walk may or may not be seen. A bucket holding more than `count` entries doubles it.
+    """
+    keys = np.zeros(count * key_size, dtype=np.uint8)
+    values = np.zeros(count * value_size, dtype=np.uint8)
+    cursor, out = ctypes.c_uint64(0), ctypes.c_uint64(0)
+    first = True
+    while True:
+        attr = _BatchAttr(in_batch=0 if first else _addr(cursor), out_batch=_addr(out),
+                          keys=keys.ctypes.data, values=values.ctypes.data, count=count,
+                          map_fd=fd)
+        try:
+            _call(MAP_LOOKUP_BATCH, attr, "map batch lookup")
+            done = False
+        except BpfError as e:
+            if e.errno == errno.ENOSPC and attr.count == 0:  # one bucket holds more
+                count *= 2
+                keys = np.zeros(count * key_size, dtype=np.uint8)
+                values = np.zeros(count * value_size, dtype=np.uint8)
+                continue
+            if e.errno != errno.ENOENT:  # ENOENT: the end, count says how many
+                raise
+            done = True
+        n = int(attr.count)
+        if n:
+            yield (keys[: n * key_size].reshape(n, key_size).copy(),
+                   values[: n * value_size].reshape(n, value_size).copy())
+        if done:
+            return
+        cursor.value, first = out.value, False
+
+
+def delete_batch(fd: int, keys: np.ndarray) -> int:
+    """Delete the keys (rows of bytes) that are still there; returns how many were."""
+    deleted = 0
+    rows = np.ascontiguousarray(keys)
+    while len(rows):
+        attr = _BatchAttr(keys=rows.ctypes.data, count=len(rows), map_fd=fd)
+        try:
+            _call(MAP_DELETE_BATCH, attr, "map batch delete")
+            return deleted + int(attr.count)
+        except BpfError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        deleted += int(attr.count)  # the one after these is gone already: skip it
+        rows = rows[int(attr.count) + 1:]
+    return deleted
 
 
 def test_run(prog_fd: int, packet: bytes, repeat: int = 1, out_size: int = 4096,

@@ -121,6 +121,14 @@ class PinnedMap:
         got = bpfsys.lookup_batch(self.fd, keys, vals, n)
         return vals[:got]  # type: ignore[no-any-return]
 
+    def read_rows(self) -> np.ndarray:
+        """Every entry of a (non-per-CPU) array map as rows of bytes, in one call."""
+        n, size = self.max_entries, ctypes.sizeof(self.spec.value)
+        keys = np.zeros(n, dtype=np.uint32)
+        vals = np.zeros(n * size, dtype=np.uint8)
+        got = bpfsys.lookup_batch(self.fd, _np_ptr(keys), _np_ptr(vals), n)
+        return vals.reshape(n, size)[:got]
+
     def read_array(self) -> np.ndarray:
         """Every entry of an array map as rows of u64 fields (per-CPU summed).
 

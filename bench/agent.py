@@ -1,0 +1,349 @@
+"""The agent under mass health failure, and its tick (figures, not a test).
+
+Usage: sudo .venv/bin/python bench/agent.py [--backends 5000] [--budget 20] [--only NAME]
+
+Runs as root in a private network namespace, pin root and run root (all removed at the
+end). Three parts:
+
+* **mass** (in process): an agent with 5,000 backends (one VIP of 5,000, then 50 VIPs
+  of 100) is told that all of them went down at once, then that they are back, then
+  that half of them went down. Shown: the time from the verdicts to the data plane
+  applied ("handled in"; the target for all going down at once is < 100 ms), and the
+  longest any other thread waited for the agent's lock meanwhile (a tick waits that
+  long). An agent without batched verdicts gets them one by one, for at most
+  `--budget` seconds, and the total is extrapolated from that.
+* **tick** (in process): the agent's tick (counters, rates, snapshot) with 1,000
+  backends in 10 VIPs: wall time and CPU time per tick.
+* **live** (a real agent process): 5,000 backends its TCP checks find unreachable.
+  Shown: how long until `status` reports them down, the slowest `status` answer
+  meanwhile (a client asks every 20 ms), and how long SIGTERM takes to end it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOTS = tempfile.mkdtemp(prefix="xlb-bench-agent-")
+os.environ.setdefault("XLB_PIN_ROOT", f"/sys/fs/bpf/xlb-bench-agent-{os.getpid()}")
+os.environ.setdefault("XLB_RUN_ROOT", os.path.join(ROOTS, "run"))
+os.environ.setdefault("XLB_STATE_ROOT", os.path.join(ROOTS, "state"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from xlb.agent import settings as agent_settings  # noqa: E402
+from xlb.agent.core import Agent  # noqa: E402
+from xlb.api.client import AgentClient  # noqa: E402
+from xlb.dataplane import lifecycle  # noqa: E402
+from xlb.errors import AgentUnavailable  # noqa: E402
+from xlb.lab import netns  # noqa: E402
+from xlb.paths import PIN_ROOT, RUN_ROOT  # noqa: E402
+from xlb.schema import AGENT  # noqa: E402
+
+NS = f"xlbbench-{os.getpid()}"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def backend_addresses(n: int) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while len(out) < n:
+        a = f"10.{1 + i // 62500}.{(i // 250) % 250}.{1 + i % 250}"
+        out.append(a)
+        i += 1
+    return out
+
+
+def config(tmp: str, name: str, vips: int, per_vip: int, health: str = "none",
+           agent_extra: str = "") -> str:
+    addrs = backend_addresses(vips * per_vip)
+    lines = [f"""[agent]
+socket = "{tmp}/{name}.sock"
+tick = 1.0
+audit_log = "{tmp}/{name}-audit.jsonl"
+metrics = ""
+health = "{health}"
+health_interval = 1.0
+health_timeout = 0.5
+{agent_extra}
+
+[instance]
+name = "{name}"
+interface = "xlb0"
+netns = "{NS}"
+max_vips = {max(vips, 4)}
+max_backends = {max(8192, vips * per_vip)}
+max_connections = 65536
+"""]
+    for v in range(vips):
+        lines.append(f'[[vip]]\nname = "v{v}"\naddress = "10.200.{v // 250}.{1 + v % 250}"\n'
+                     'port = 80\nprotocol = "tcp"\n')
+        for a in addrs[v * per_vip:(v + 1) * per_vip]:
+            lines.append(f'[[vip.backend]]\naddress = "{a}"\n')
+    return "\n".join(lines)
+
+
+def supports(key: str) -> bool:
+    return key in AGENT.keys
+
+
+@contextlib.contextmanager
+def namespace() -> Iterator[None]:
+    netns.create(NS)
+    try:
+        netns.veth(NS, "xlb0", NS, "peer0", queues=2)
+        yield
+    finally:
+        netns.remove(NS)
+
+
+@contextlib.contextmanager
+def in_process_agent(tmp: str, name: str, vips: int, per_vip: int,
+                     agent_extra: str = "") -> Iterator[Agent]:
+    path = os.path.join(tmp, f"{name}.toml")
+    with open(path, "w") as f:
+        f.write(config(tmp, name, vips, per_vip, agent_extra=agent_extra))
+    agent = Agent(agent_settings.load(path))
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.close()
+        lifecycle.unload_instance(name, remove_pins=True, pin_root=PIN_ROOT, run_root=RUN_ROOT)
+
+
+class LockWatch:
+    """Another thread taking the agent's lock every millisecond: the longest wait is how
+    long a tick (or any reader that needs the lock) would have stalled."""
+
+    def __init__(self, lock: Any):
+        self.lock, self.longest, self._stop = lock, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            with self.lock:
+                pass
+            self.longest = max(self.longest, time.perf_counter() - t)
+            time.sleep(0.001)
+
+    def __enter__(self) -> LockWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def verdicts(agent: Agent, addrs: list[str], healthy: bool, budget: float) -> tuple[int, float]:
+    """Hand `addrs`' verdicts to the agent as its health loop does; (handled, seconds)."""
+    t0 = time.perf_counter()
+    if hasattr(agent, "report_health"):
+        for a in addrs:
+            agent.report_health(a, healthy, "bench")
+        agent.commit_health()
+        return len(addrs), time.perf_counter() - t0
+    done = 0  # an agent that applies every verdict on its own, under its lock
+    set_health = getattr(agent, "set_health")  # noqa: B009 (older agents only)
+    for a in addrs:
+        set_health(a, healthy, "bench")
+        done += 1
+        if time.perf_counter() - t0 > budget:
+            break
+    return done, time.perf_counter() - t0
+
+
+def show_event(what: str, n: int, done: int, seconds: float, watch: LockWatch) -> None:
+    if done == n:
+        took = f"{seconds * 1000:9.1f} ms"
+    else:
+        took = (f"> {seconds:6.1f} s  (only {done} of {n} in the budget; at that pace all "
+                f"would take > {seconds * n / max(done, 1):.0f} s)")
+    print(f"  {what:<34} handled in {took}; longest lock wait {watch.longest * 1000:.1f} ms")
+
+
+def mass(tmp: str, n: int, budget: float) -> None:
+    print(f"\nmass health failure: {n} backends, verdicts to data plane applied")
+    for vips in (1, 50):
+        per_vip = n // vips
+        addrs = backend_addresses(vips * per_vip)
+        extra = ""
+        label = f"{vips} VIP(s) x {per_vip}"
+        for panic in ("on", "off") if supports("health_panic_threshold") else ("n/a",):
+            if panic == "off":
+                extra = "health_panic_threshold = 0"
+            with in_process_agent(tmp, f"m{vips}", vips, per_vip, extra) as agent:
+                print(f" {label}, panic {panic}:")
+                for what, subset, healthy in (("all down at once", addrs, False),
+                                              ("all back up", addrs, True),
+                                              ("every other one down", addrs[::2], False)):
+                    with LockWatch(agent.lock) as watch:
+                        done, seconds = verdicts(agent, subset, healthy, budget)
+                    show_event(what, len(subset), done, seconds, watch)
+                    if done < len(subset):
+                        break  # the agent is far behind: the next steps say nothing new
+
+
+def tick(tmp: str) -> None:
+    print("\ntick with 1000 backends (10 VIPs x 100)")
+    with in_process_agent(tmp, "tk", 10, 100) as agent:
+        for _ in range(3):
+            agent.tick()
+        wall, cpu = [], []
+        for _ in range(50):
+            t, c = time.perf_counter(), time.thread_time()
+            agent.tick()
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.thread_time() - c)
+        print(f"  wall {statistics.median(wall) * 1000:.2f} ms median, "
+              f"{max(wall) * 1000:.2f} ms max; CPU {statistics.median(cpu) * 1000:.2f} ms "
+              "median per tick")
+
+
+class Poller:
+    """A client asking `status` every 20 ms: latencies, and what each answer said."""
+
+    def __init__(self, sock: str):
+        self.sock = sock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        # (when asked, latency or None if the agent went away, backends down, VIPs in panic)
+        self.samples: list[tuple[float, float | None, int, int]] = []
+        self.asking: float | None = None  # since when the unanswered question waits
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t = self.asking = time.monotonic()
+            try:
+                with AgentClient(self.sock, timeout=60) as c:
+                    st = c.call("status")
+                down = sum(1 for v in st["vips"] for b in v["backends"] if b["health"] != "up")
+                panic = sum(1 for v in st["vips"] if v.get("panic"))
+                self.samples.append((t, time.monotonic() - t, down, panic))
+                self.asking = None
+            except AgentUnavailable:
+                self.samples.append((t, None, -1, 0))
+                return
+            time.sleep(0.02)
+
+    def start(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=70)
+
+
+def wait(cond: Callable[[], bool], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def live(tmp: str, n: int, budget: float) -> None:
+    vips = 50
+    per_vip = n // vips
+    total = vips * per_vip
+    print(f"\nlive agent: {total} backends in {vips} VIPs, all unreachable by its TCP checks "
+          "(fall 2, 1 s apart)")
+    path = os.path.join(tmp, "live.toml")
+    with open(path, "w") as f:
+        f.write(config(tmp, "live", vips, per_vip, health="tcp"))
+    sock = os.path.join(tmp, "live.sock")
+    log = open(os.path.join(tmp, "live.log"), "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([sys.executable, "-m", "xlb", "agent", "--config", path],
+                            stdout=log, stderr=log, env=os.environ, cwd=REPO)
+    try:
+        def up() -> bool:
+            try:
+                with AgentClient(sock, timeout=30) as c:
+                    return bool(c.call("status")["vips"])
+            except AgentUnavailable:
+                return False
+        if not wait(up, 120):
+            print("  the agent did not come up")
+            return
+        started = time.monotonic()
+        poller = Poller(sock).start()
+        all_down = wait(lambda: any(s[2] >= total for s in poller.samples), budget)
+        seen = time.monotonic() - started
+        time.sleep(1.0)
+        lat = [s[1] for s in poller.samples if s[1] is not None]
+        waiting = poller.asking
+        if waiting is not None:  # the question still open counts as at least this slow
+            lat.append(time.monotonic() - waiting)
+        when = f"after {seen:.1f} s" if all_down else f"not within {budget:.0f} s"
+        print(f"  all reported down: {when} (the checks need about 2 s); VIPs in panic: "
+              f"{poller.samples[-1][3] if poller.samples else '?'}")
+        print(f"  status answers: {len(poller.samples)}, median "
+              f"{statistics.median(lat) * 1000:.1f} ms, slowest {max(lat) * 1000:.1f} ms"
+              + (" (one still unanswered)" if waiting is not None else ""))
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+            print(f"  SIGTERM to exit: {(time.monotonic() - t) * 1000:.0f} ms")
+        except subprocess.TimeoutExpired:
+            print("  SIGTERM to exit: > 60 s (killed); the agent's last words:")
+            with open(os.path.join(tmp, "live.log")) as f:
+                print("".join(f.readlines()[-5:]))
+        poller.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        if os.path.isdir(os.path.join(PIN_ROOT, "live")):
+            lifecycle.unload_instance("live", remove_pins=True, pin_root=PIN_ROOT,
+                                      run_root=RUN_ROOT)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", type=int, default=5000)
+    ap.add_argument("--budget", type=float, default=20.0,
+                    help="seconds to give an agent that handles verdicts one by one")
+    ap.add_argument("--only", choices=("mass", "tick", "live"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/agent.py needs root (BPF, XDP, network namespaces)", file=sys.stderr)
+        return 1
+    logging.getLogger("xlb").addHandler(logging.NullHandler())
+    logging.getLogger("xlb").setLevel(logging.CRITICAL)
+    logging.getLogger("xlb").propagate = False
+    tmp = tempfile.mkdtemp(prefix="xlb-bench-agent-", dir=ROOTS)
+    os.makedirs(PIN_ROOT, exist_ok=True)
+    try:
+        with namespace():
+            if args.only in (None, "mass"):
+                mass(tmp, args.backends, args.budget)
+            if args.only in (None, "tick"):
+                tick(tmp)
+            if args.only in (None, "live"):
+                live(tmp, args.backends, args.budget)
+    finally:
+        shutil.rmtree(PIN_ROOT, ignore_errors=True)
+        shutil.rmtree(ROOTS, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
