@@ -461,6 +461,9 @@ class SavingFails:
     def __init__(self) -> None:
         self.applied: list[Any] = []
 
+    def stage(self, cfg: Any, stop: Any = None) -> int:
+        return 0  # writes nothing a packet sees
+
     def apply(self, cfg: Any) -> None:
         self.applied.append(cfg)
 

@@ -26,8 +26,12 @@ from xlb.agent import main
 
 tmp = tempfile.mkdtemp()
 settings = SimpleNamespace(socket=os.path.join(tmp, "a.sock"), socket_group="root",
-                           operator_group="root", metrics="", tick=0.2)
+                           operator_group="root", metrics="", tick=0.2, max_clients=16,
+                           max_clients_per_user=4, client_idle_timeout=60.0,
+                           client_send_timeout=10.0)
 agent = SimpleNamespace(settings=settings, name="sig", listeners=[], metrics_port=0,
+                        desired=SimpleNamespace(backend_addresses=lambda: ()),
+                        tick_failures=0, last={},
                         stopping=threading.Event(), health_targets=lambda: {},
                         report_health=lambda *a: None, close=lambda: None,
                         tick=lambda: {}, emit=lambda kind, doc: None)

@@ -36,7 +36,7 @@ def restore(path: str, ac: AgentConfig, audit: AuditLog) -> Config | None:
             doc = json.load(f)
         desired = parse_config(doc["desired"])
         base = parse_config(doc["base"]) if "base" in doc else None
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # never saved: nothing to discard
         return None
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as e:
         _discard(ac, audit, f"{path} could not be read ({e})", None, None)
