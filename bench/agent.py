@@ -50,7 +50,7 @@ from xlb.dataplane import lifecycle  # noqa: E402
 from xlb.errors import AgentUnavailable  # noqa: E402
 from xlb.lab import netns  # noqa: E402
 from xlb.paths import PIN_ROOT, RUN_ROOT  # noqa: E402
-from xlb.schema import AGENT  # noqa: E402
+from xlb.schema import AGENT, smallest_ring  # noqa: E402
 
 NS = f"xlbbench-{os.getpid()}"
 REPO = Path(__file__).resolve().parent.parent
@@ -84,6 +84,7 @@ name = "{name}"
 interface = "xlb0"
 netns = "{NS}"
 max_vips = {max(vips, 4)}
+ring_size = {smallest_ring(per_vip)}
 max_backends = {max(8192, vips * per_vip)}
 max_connections = 65536
 """]

@@ -246,12 +246,18 @@ weight's share, about 1% of its traffic at equal weights; a smaller ring skews t
 and one smaller than the backend count leaves some of them with no entry at all."""
 
 
+def smallest_ring(backends: int) -> int:
+    """The smallest valid ring size (a prime) that balances `backends` backends."""
+    need = max(backends * RING_PER_BACKEND, 13)
+    return next(n for n in range(need, 2 * need + 2) if is_prime(n))
+
+
 def ring_problem(ring_size: int, backends: int) -> str | None:
     """Why a ring of `ring_size` cannot balance `backends` backends, or None if it can."""
     need = backends * RING_PER_BACKEND
     if ring_size >= need:
         return None
-    prime = next(n for n in range(need, 2 * need + 2) if is_prime(n))
+    prime = smallest_ring(backends)
     return (f"{backends} backends need instance.ring_size >= {need} (Maglev: at least "
             f"{RING_PER_BACKEND} ring entries per backend, or some get a skewed share or "
             f"none at all), e.g. {prime}; ring_size is {ring_size}")
