@@ -33,8 +33,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 async def run(agent: Agent) -> None:
-    server = Server(agent)
-    await server.serve()
+    # the exporter first: a client of the API may ask for its port at once
     exporter: metrics.Exporter | None = None
     st = agent.settings
     if st.metrics:
@@ -42,10 +41,16 @@ async def run(agent: Agent) -> None:
             exporter = metrics.serve(st.metrics, lambda: agent.last,
                                      st.socket_group or st.operator_group)
         except OSError as e:
-            server.close()
             raise XlbError(f"metrics on {st.metrics}: {e.strerror}; set [agent] metrics to "
                            "another host:port or unix:PATH, or \"\" to turn it off") from e
         agent.metrics_port = exporter.port
+    server = Server(agent)
+    try:
+        await server.serve()
+    except BaseException:
+        if exporter is not None:
+            exporter.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
