@@ -54,7 +54,9 @@ LOG_EVERY = 60.0  # seconds between two log lines about the same client trouble
 
 
 def _status(a: Agent, caller: Caller, _p: dict[str, Any]) -> P.Status:
-    return {**a.last, "caller": {"user": caller.user, "operator": caller.operator}}
+    # the port as it is now: the last snapshot may predate the exporter
+    return {**a.last, "metrics_port": a.metrics_port,
+            "caller": {"user": caller.user, "operator": caller.operator}}
 
 
 def _vips(a: Agent, _c: Caller, _p: dict[str, Any]) -> list[P.VipSummary]:
