@@ -10,7 +10,8 @@ keeps a VIP from losing its last healthy backend.
 
 Command modules import what they need inside `run`, so `xlb --help` stays fast.
 Every failure xlb knows is an XlbError: printed as one line on stderr (never a
-traceback) with the error's exit code. Ctrl-C ends a command with 130 (an operation
+traceback) with the error's exit code (xlb.errors.ExitCode: 1 error, 2 usage, 3 agent
+unreachable, 4 not permitted, 5 refused). Ctrl-C ends a command with 130 (an operation
 that cleaned up after it says what it undid, as Interrupted).
 """
 

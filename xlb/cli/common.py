@@ -101,13 +101,23 @@ def address(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_backend_change(p: argparse.ArgumentParser) -> None:
-    """The grammar of drain, undrain and weight: ADDRESS [--vip NAME] [--force] [--yes]."""
+def add_backend_change(p: argparse.ArgumentParser, guarded: bool = True) -> None:
+    """The grammar of drain, undrain and weight: ADDRESS [--vip NAME], and --force --yes
+    where the change can stop new flows (`guarded`: drain, weight; not undrain)."""
     p.add_argument("address", type=address, help="backend address (IPv4 or IPv6)")
     p.add_argument("--vip", help="only in this VIP (by name; default: every VIP with it)")
-    add_force(p)
-    add_yes(p)
+    if guarded:
+        add_force(p)
+        add_yes(p)
     add_client(p)
+
+
+def confirm_no_new_flows(args: argparse.Namespace, target: str) -> bool:
+    """Ask before a change that stops new flows to args.address (a drain, weight 0);
+    `target` says what is done ("drain", "set weight 0 of")."""
+    where = f"VIP {args.vip}" if args.vip else "every VIP that has it"
+    return confirm(args, f"{target} {args.address} in {where}",
+                   lambda: "New connections avoid it; established ones stay.")
 
 
 def backend_change(args: argparse.Namespace, method: str, **params: Any) -> int:
