@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="`xlb COMMAND --help` shows a command's options and "
                                        "examples.")
     p.add_argument("--version", action="version", version=f"xlb {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="one of these (`xlb COMMAND -h` for its options):")
     for name in COMMANDS:
         mod = importlib.import_module(f"xlb.cli.{name}")
         cp = common.parser_for(sub, name, mod.__doc__, getattr(mod, "run", None))
@@ -44,12 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:2] == ["lab", "traffic"]:  # its options belong to xlb.lab.traffic
-        args = argparse.Namespace(func=importlib.import_module("xlb.cli.lab").traffic,
-                                  traffic_args=argv[2:])
-    else:
-        args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except XlbError as e:

@@ -12,17 +12,19 @@ examples:
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xlb.addresses import canonical_address
-from xlb.api.client import AgentClient
 from xlb.api.protocol import MAX_WEIGHT, Vip
 from xlb.cli import common
 from xlb.errors import InvalidParams, RefusedError, UsageError
 
+if TYPE_CHECKING:
+    from xlb.api.client import AgentClient
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub = common.actions(p)
     c = common.action(sub, add)
     c.add_argument("address", type=common.address, help="backend address (IPv4 or IPv6)")
     c.add_argument("--vip", required=True, help="the VIP (by name)")

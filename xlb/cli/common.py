@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +21,12 @@ Runner = Callable[[argparse.Namespace], int]
 
 
 def command_help(doc: str | None) -> tuple[str, str]:
-    """(one-line help, full description) from a command's docstring."""
-    text = (doc or "").strip()
-    return text.splitlines()[0].rstrip(".") if text else "", text
+    """(one-line help, full description) from a command's docstring (a function's too: its
+    indentation goes)."""
+    first, _, rest = (doc or "").strip().partition("\n")
+    text = f"{first}\n{textwrap.dedent(rest)}".strip()
+    summary = " ".join(text.split("\n\n", 1)[0].split())  # the first paragraph
+    return summary.rstrip("."), text
 
 
 def parser_for(sub: Any, name: str, doc: str | None, run: Runner | None = None,
@@ -35,6 +39,12 @@ def parser_for(sub: Any, name: str, doc: str | None, run: Runner | None = None,
     if run is not None:
         p.set_defaults(func=run)
     return p
+
+
+def actions(p: argparse.ArgumentParser) -> Any:
+    """The actions of a group command (xlb lab up|down|...), one required."""
+    return p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                            help="one of these (`ACTION -h` for its options):")
 
 
 def action(sub: Any, run: Runner, name: str | None = None) -> argparse.ArgumentParser:

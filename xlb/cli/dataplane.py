@@ -23,7 +23,7 @@ from xlb.units import human
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub = common.actions(p)
     c = common.action(sub, load)
     c.add_argument("--config", required=True, help="the instance config (TOML)")
     c.add_argument("--xdp-mode", choices=["native", "generic"], help="override the config's")

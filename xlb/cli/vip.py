@@ -12,15 +12,17 @@ examples:
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xlb.api.client import AgentClient
 from xlb.cli import common
 from xlb.cli.backend import backend_arg, vip_rows
 
+if TYPE_CHECKING:
+    from xlb.api.client import AgentClient
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub = common.actions(p)
     c = common.action(sub, add)
     c.add_argument("name", metavar="NAME", help="unique VIP name")
     c.add_argument("address", metavar="ADDRESS", type=common.address,
