@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from xlb.addresses import canonical_address
 from xlb.api.protocol import change_text
+from xlb.cli import completion
 from xlb.errors import InvalidParams, UsageError
 
 if TYPE_CHECKING:
@@ -58,8 +59,9 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 
 def add_socket(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--socket", metavar="PATH",
-                   help="the agent's socket (default: the only one in /run/xlb)")
+    completion.attach(p.add_argument(
+        "--socket", metavar="PATH", help="the agent's socket (default: the only one in "
+        "/run/xlb)"), completion.sockets)
 
 
 def add_yes(p: argparse.ArgumentParser) -> None:
@@ -69,6 +71,18 @@ def add_yes(p: argparse.ArgumentParser) -> None:
 def add_force(p: argparse.ArgumentParser, what: str = "a VIP") -> None:
     p.add_argument("--force", action="store_true",
                    help=f"even if it leaves {what} without a healthy backend")
+
+
+def add_vip(p: argparse.ArgumentParser, help_: str, required: bool = False) -> None:
+    """--vip NAME, which completes the agent's VIP names."""
+    completion.attach(p.add_argument("--vip", metavar="NAME", required=required, help=help_),
+                      completion.vip_names)
+
+
+def add_instance(p: argparse.ArgumentParser, help_: str, required: bool = False) -> None:
+    """--instance NAME, which completes the instances of this host."""
+    completion.attach(p.add_argument("--instance", metavar="NAME", required=required,
+                                     help=help_), completion.instances)
 
 
 def add_client(p: argparse.ArgumentParser) -> None:
@@ -114,8 +128,10 @@ def address(text: str) -> str:
 def add_backend_change(p: argparse.ArgumentParser, guarded: bool = True) -> None:
     """The grammar of drain, undrain and weight: ADDRESS [--vip NAME], and --force --yes
     where the change can stop new flows (`guarded`: drain, weight; not undrain)."""
-    p.add_argument("address", type=address, help="backend address (IPv4 or IPv6)")
-    p.add_argument("--vip", help="only in this VIP (by name; default: every VIP with it)")
+    completion.attach(p.add_argument("address", type=address,
+                                     help="backend address (IPv4 or IPv6)"),
+                      completion.backend_addresses)
+    add_vip(p, "only in this VIP (by name; default: every VIP with it)")
     if guarded:
         add_force(p)
         add_yes(p)

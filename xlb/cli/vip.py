@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from xlb.cli import common
+from xlb.cli import common, completion
 from xlb.cli.backend import backend_arg, vip_rows
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a backend (repeat for more; IPv6 with a weight: [ADDR]:WEIGHT)")
     common.add_client(c)
     c = common.action(sub, remove)
-    c.add_argument("name", help="the VIP (by name)")
+    completion.attach(c.add_argument("name", metavar="NAME", help="the VIP (by name)"),
+                      completion.vip_names)
     common.add_yes(c)
     common.add_client(c)
 
