@@ -169,3 +169,17 @@ def test_lab_traffic_hands_its_options_to_the_generator(monkeypatch: pytest.Monk
     with pytest.raises(SystemExit) as e:  # refused before the lab is looked at
         cli.main(["lab", "traffic", "--concurrency", "0"])
     assert e.value.code == 2 and len(seen) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["vips"], ["backends"], ["drops"], ["audit"], ["console"], ["drain", "10.0.1.2", "--yes"],
+    ["undrain", "10.0.1.2"], ["weight", "10.0.1.2", "5"], ["backend", "add", "10.0.1.9",
+                                                          "--vip", "web"],
+    ["backend", "remove", "10.0.1.9", "--vip", "web", "--yes"], ["vip", "remove", "api",
+                                                                  "--yes"],
+], ids=" ".join)
+def test_no_agent_is_exit_code_3_for_every_command_that_asks_one(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([*argv, "--socket", str(tmp_path / "lb1.sock")]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("xlb: ") and "lb1.sock" in err and len(err.splitlines()) == 1
