@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pty
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -51,6 +52,13 @@ def test_each_exit_code_through_the_cli(agent: AgentProc) -> None:  # noqa: F811
     exits(cli(a, "drain", "10.0.1.2", "--vip", "web", "--yes", as_user=nobody), 4, "read-only")
     exits(cli(a, "dataplane", "unload", "--instance", "agt", socket=False, as_user=nobody), 4,
           "needs root")
+    closed = os.path.join(a.tmp, "closed.sock")  # root's alone (0600): nobody may not open it
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(closed)
+        os.chmod(closed, 0o600)
+        s.listen(1)
+        exits(cli(a, "vips", "--socket", closed, socket=False, as_user=nobody), 4,
+              "not in the agent's socket group")
     # 5: refused: the last healthy backend of a VIP; another owner of the data plane
     exits(cli(a, "drain", "10.0.1.1", "--vip", "dns", "--yes"), 5, "without a healthy backend")
     exits(cli(a, "weight", "10.0.1.1", "0", "--vip", "dns", "--yes"), 5,
