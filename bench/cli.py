@@ -48,9 +48,10 @@ def main() -> int:
         runs: dict[str, tuple[list[str], dict[str, str] | None]] = {
             "python -c pass": ([sys.executable, "-c", "pass"], None),
             "xlb --help": ([*XLB, "--help"], None)}
-        for path in command_paths()[1:]:
+        paths = command_paths()
+        for path in paths[1:]:
             runs[f"xlb {' '.join(path)} -h"] = ([*XLB, *path, "-h"], None)
-        for line in TABS:
+        for line in TABS if ["completion"] in paths else ():  # (an xlb without completion)
             runs[f"TAB after {line!r}"] = tab(line, empty)
         times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.runs):
