@@ -7,21 +7,22 @@ import shlex
 import sys
 
 from xlb.api.client import RUN_ROOT, find_sockets
-from xlb.errors import ConsoleError
+from xlb.errors import AgentUnavailable, ConsoleError
 
 
 def sockets(given: list[str] | None) -> list[str]:
-    """The agent sockets to follow: the ones given, else every one under /run/xlb."""
+    """The agent sockets to follow: the ones given, else every one under /run/xlb. None at
+    all is AgentUnavailable, as for every command that asks an agent (exit code 3)."""
     if given:
         given = list(dict.fromkeys(given))
         missing = [p for p in given if not os.path.exists(p)]
         if missing and len(missing) == len(given):
-            raise ConsoleError(f"no agent socket at {', '.join(missing)} (is `xlb agent` "
+            raise AgentUnavailable(f"no agent socket at {', '.join(missing)} (is `xlb agent` "
                                "running? `xlb lab up` starts the lab's)")
         return given
     found = find_sockets()
     if not found:
-        raise ConsoleError(f"no agent is running (no socket in {RUN_ROOT}): start the lab with "
+        raise AgentUnavailable(f"no agent is running (no socket in {RUN_ROOT}): start the lab with "
                            "`xlb lab up`, or an agent with `xlb agent --config FILE`")
     return found
 

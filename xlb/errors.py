@@ -1,7 +1,8 @@
 """Every error xlb reports, under one root.
 
 An `XlbError` is something a person or a client can act on: its text is one
-clear sentence (no traceback), `exit_code` is what the CLI exits with, and
+clear sentence (no traceback), `exit_code` is what the CLI exits with (one of
+`ExitCode`, by class: scripts tell "no agent" from "not allowed" from "refused"), and
 `rpc_code` is the JSON-RPC error code the agent answers with. The CLI catches
 `XlbError` once; the agent's API maps `rpc_code`. Anything that is not an
 `XlbError` is a bug: the CLI shows its traceback, the agent logs it and answers
@@ -33,17 +34,28 @@ class ErrorCode(IntEnum):
     OVERLOADED = -32005       # too many connections, or too slow a reader: disconnected
 
 
+class ExitCode(IntEnum):
+    """What `xlb` exits with; the README's "Errors and exit codes" table lists them."""
+
+    OK = 0
+    ERROR = 1          # anything else that went wrong (bad config, apply failed, ...)
+    USAGE = 2          # the command line cannot be done as written (argparse, --yes needed)
+    UNAVAILABLE = 3    # no agent answers (none running, hung, busy, gone)
+    NOT_PERMITTED = 4  # read-only caller, or missing privileges
+    REFUSED = 5        # refused as asked: the last healthy backend, another owner or program
+
+
 class XlbError(Exception):
     """Root of xlb's errors: a message for people, an exit code and an RPC code."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.ERROR
     rpc_code = ErrorCode.INTERNAL
 
 
 class UsageError(XlbError):
     """The command line asks for something that cannot be done as written."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
     rpc_code = ErrorCode.INVALID_PARAMS
 
 
@@ -70,17 +82,21 @@ class RefusedError(XlbError):
     """The agent will not do this as asked (unknown VIP or backend, the last healthy
     backend without force, ...)."""
 
+    exit_code = ExitCode.REFUSED
     rpc_code = ErrorCode.REFUSED
 
 
 class ReadOnlyError(XlbError):
     """The caller may look but not change."""
 
+    exit_code = ExitCode.NOT_PERMITTED
     rpc_code = ErrorCode.READ_ONLY
 
 
 class PrivilegeError(XlbError):
     """This needs privileges the process does not have (root: CAP_BPF, CAP_NET_ADMIN)."""
+
+    exit_code = ExitCode.NOT_PERMITTED
 
 
 class ApplyError(XlbError):
@@ -108,10 +124,8 @@ class LayoutError(XlbError):
     rpc_code = ErrorCode.APPLY_FAILED
 
 
-class OwnedError(XlbError):
+class OwnedError(RefusedError):
     """Another process (the instance's agent) is the one writer of this data plane."""
-
-    rpc_code = ErrorCode.REFUSED
 
 
 class CompileError(XlbError):
@@ -129,6 +143,8 @@ class NotLoadedError(XlbError):
 
 class AgentUnavailable(XlbError):
     """No agent answers: none is running, its socket is not ours to open, or it went away."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class AgentBusy(AgentUnavailable):

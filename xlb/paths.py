@@ -17,3 +17,12 @@ def run_dir(instance: str, root: str = RUN_ROOT) -> str:
 def default_socket(instance: str) -> str:
     """The agent's API socket of an instance."""
     return os.path.join(RUN_ROOT, f"{instance}.sock")
+
+
+def pinned_instances(pin_root: str = PIN_ROOT) -> list[str]:
+    """The instances whose data plane is loaded (their maps pinned under `pin_root`)."""
+    try:
+        return sorted(d for d in os.listdir(pin_root)
+                      if os.path.exists(os.path.join(pin_root, d, "meta")))
+    except FileNotFoundError:
+        return []

@@ -467,7 +467,7 @@ def test_cli_clients(agent: AgentProc) -> None:
     r = xlb("drain", "10.0.1.2")
     assert r.returncode == 2 and "--yes" in r.stderr
     r = xlb("drain", "10.0.1.1", "--vip", "dns", "--yes")
-    assert r.returncode == 1 and "refused" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 5 and "refused" in r.stderr and "Traceback" not in r.stderr
     r = xlb("drain", "10.0.1.2", "--yes")
     assert r.returncode == 0, r.stderr
     r = xlb("audit", "--json")
@@ -754,12 +754,12 @@ def test_cli_adds_and_removes_backends_and_vips(agent: AgentProc) -> None:
     assert r.returncode == 0 and "added backend fd00::9 to VIP dns: weight 1, drained" in (
         r.stdout)
     fails(xlb("backend", "add", "10.0.1.9", "--vip", "web"), 1, "already has backend 10.0.1.9")
-    fails(xlb("backend", "add", "10.0.1.10", "--vip", "nope"), 1, "no VIP named 'nope'")
+    fails(xlb("backend", "add", "10.0.1.10", "--vip", "nope"), 5, "no VIP named 'nope'")
     fails(xlb("backend", "remove", "10.0.1.9", "--vip", "web"), 2,
           "remove backend 10.0.1.9 from VIP web: add --yes to confirm")
     r = xlb("backend", "remove", "10.0.1.9", "--vip", "web", "--yes", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["after"] == {"web": None}, r.stderr
-    fails(xlb("backend", "remove", "10.0.1.1", "--vip", "dns", "--yes"), 1,
+    fails(xlb("backend", "remove", "10.0.1.1", "--vip", "dns", "--yes"), 5,
           "without a healthy backend: refused (use --force")
 
     r = xlb("vip", "add", "api", "10.100.0.20", "443", "tcp", "--backend", "10.0.1.5:2",
@@ -809,7 +809,7 @@ def test_cli_asks_on_a_terminal_what_a_removal_does(agent: AgentProc) -> None:
                           (("backend", "remove", "10.0.1.9", "--vip", "web"),
                            "VIP 'web' has no backend '10.0.1.9'")):
         r = ask("y", *args)  # nothing to confirm: refused before asking
-        assert r.returncode == 1 and message in r.stderr and "[y/N]" not in r.stdout, r
+        assert r.returncode == 5 and message in r.stderr and "[y/N]" not in r.stdout, r
     with agent.client() as c:
         assert backends(c) == {} and {v["name"] for v in c.call("vips")} == {"web", "dns"}
 
@@ -1003,14 +1003,14 @@ def test_one_writer_per_instance(agent: AgentProc) -> None:
     assert agent.proc is not None
     owner = f"instance agt is run by its agent (pid {agent.proc.pid}, since "
     second = xlb_cli(agent, "agent", "--config", agent.path)
-    assert second.returncode == 1 and f"cannot start another agent: {owner}" in second.stderr
+    assert second.returncode == 5 and f"cannot start another agent: {owner}" in second.stderr
     assert "Traceback" not in second.stderr
     dp = dataplane_only(agent, 1)
     for args, what in ((("dataplane", "apply", "--config", dp), "apply a config"),
                        (("dataplane", "load", "--config", dp), "load the data plane"),
                        (("dataplane", "unload", "--instance", "agt"), "unload the data plane")):
         r = xlb_cli(agent, *args)
-        assert r.returncode == 1 and f"cannot {what}: {owner}" in r.stderr, r
+        assert r.returncode == 5 and f"cannot {what}: {owner}" in r.stderr, r
     with agent.client() as c:  # the first agent is untouched: its socket, its weights
         assert abs(backends(c)["10.0.1.2"]["ring_share"] - 0.75) < 0.001
     assert xdp.query("xlb0", NS).prog_id

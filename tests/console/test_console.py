@@ -20,9 +20,10 @@ from textual.widgets import DataTable, Input, Static, TabbedContent
 from console import themes
 from console.app import XlbConsole
 from console.dialogs import BackendScreen, ConfirmScreen, HelpScreen, WeightScreen
-from console.main import ConsoleError, sockets
+from console.main import sockets
 from tests.agent_double import AgentDouble
 from tests.helpers import until
+from xlb.errors import AgentUnavailable
 
 
 @pytest.fixture(autouse=True)
@@ -355,7 +356,7 @@ def test_the_command_palette_offers_every_action(double: AgentDouble) -> None:
 
 
 def test_socket_discovery_errors_are_clear(tmp_path: Path) -> None:
-    with pytest.raises(ConsoleError, match="no agent socket"):
+    with pytest.raises(AgentUnavailable, match="no agent socket"):  # exit code 3
         sockets([str(tmp_path / "nope.sock")])
     a = tmp_path / "a.sock"
     a.touch()

@@ -155,6 +155,17 @@ def test_traffic_refuses_bad_options(lab: dict) -> None:
         assert gen.returncode == 2, bad
 
 
+def test_xlb_lab_traffic_hands_its_options_to_the_generator(lab: dict) -> None:
+    """The command checks the options; the generator in the namespace gets every one."""
+    r = subprocess.run([sys.executable, "-m", "xlb", "lab", "traffic", "--rate", "50",
+                        "--duration", "1", "--v6-every", "0", "--json"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])  # --json: the summary alone
+    assert summary["tcp_ok"] >= 25 and summary["tcp_failed"] == 0, summary
+    assert summary["v6"]["tcp_ok"] == 0, "--v6-every 0: no IPv6 connections"
+
+
 def test_demo_runs_the_lab_with_traffic_and_figures(lab: dict) -> None:
     r = subprocess.run([sys.executable, "-m", "xlb", "demo", "--duration", "3"],
                        capture_output=True, text=True, timeout=120)

@@ -3,7 +3,8 @@
 Blocking, one socket per client: the console runs it in threads and workers, the
 CLI in its one thread. An error answer becomes the matching XlbError (RefusedError,
 ReadOnlyError, InvalidParams, ApplyError, AuditError, else AgentError); a missing or
-vanished agent is AgentUnavailable, one that turns the connection away AgentBusy.
+vanished agent is AgentUnavailable, one that turns the connection away AgentBusy, a
+socket this user may not open PrivilegeError (not permitted, like a read-only caller).
 
 Every way an agent can fail to answer (no socket, a full listen queue, a hung or
 stopped agent, a closed connection) is an AgentUnavailable whose text is one line
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from xlb.api.protocol import JSONRPC, METHODS
-from xlb.errors import AgentUnavailable, XlbError, from_rpc
+from xlb.errors import AgentUnavailable, PrivilegeError, XlbError, from_rpc
 from xlb.paths import RUN_ROOT
 
 __all__ = ["RUN_ROOT", "AgentClient", "default_socket", "find_sockets"]
@@ -56,8 +57,8 @@ class AgentClient:
             self.sock.connect(self.path)
         except PermissionError:
             self.sock.close()
-            raise AgentUnavailable(f"cannot open {self.path}: not in the agent's socket group "
-                                   "(or run as root)") from None
+            raise PrivilegeError(f"cannot open {self.path}: not in the agent's socket group "
+                                 "(or run as root)") from None
         except OSError as e:
             self.sock.close()
             raise AgentUnavailable(self._connect_failed(e)) from None

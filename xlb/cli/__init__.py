@@ -8,9 +8,12 @@ is positional (a backend's ADDRESS, a VIP's NAME); the VIP a backend is in is
 drain or a removal asks first unless `--yes`; `--force` overrides the guard that
 keeps a VIP from losing its last healthy backend.
 
-Command modules import what they need inside `run`, so `xlb --help` stays fast.
+Command modules import what they need inside `run`, so `xlb --help` stays fast (and
+needs no agent or lab). Shell completion (completion.py) is argcomplete on this parser:
+imported only when a shell asks.
 Every failure xlb knows is an XlbError: printed as one line on stderr (never a
-traceback) with the error's exit code. Ctrl-C ends a command with 130 (an operation
+traceback) with the error's exit code (xlb.errors.ExitCode: 1 error, 2 usage, 3 agent
+unreachable, 4 not permitted, 5 refused). Ctrl-C ends a command with 130 (an operation
 that cleaned up after it says what it undid, as Interrupted).
 """
 
@@ -21,12 +24,12 @@ import importlib
 import sys
 
 from xlb import __version__
-from xlb.cli import common
+from xlb.cli import common, completion
 from xlb.errors import ConfigError, Interrupted, XlbError
 
 # in the order `xlb --help` lists them
 COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "drain", "undrain",
-            "weight", "backend", "vip", "audit", "agent", "dataplane", "lab")
+            "weight", "backend", "vip", "audit", "agent", "dataplane", "lab", "completion")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="`xlb COMMAND --help` shows a command's options and "
                                        "examples.")
     p.add_argument("--version", action="version", version=f"xlb {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="one of these (`xlb COMMAND -h` for its options):")
     for name in COMMANDS:
         mod = importlib.import_module(f"xlb.cli.{name}")
         cp = common.parser_for(sub, name, mod.__doc__, getattr(mod, "run", None))
@@ -43,12 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:2] == ["lab", "traffic"]:  # its options belong to xlb.lab.traffic
-        args = argparse.Namespace(func=importlib.import_module("xlb.cli.lab").traffic,
-                                  traffic_args=argv[2:])
-    else:
-        args = build_parser().parse_args(argv)
+    parser = build_parser()
+    completion.answer(parser)  # a shell asking for completions: answered, and the end
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except XlbError as e:

@@ -12,26 +12,29 @@ examples:
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xlb.addresses import canonical_address
-from xlb.api.client import AgentClient
 from xlb.api.protocol import MAX_WEIGHT, Vip
-from xlb.cli import common
+from xlb.cli import common, completion
 from xlb.errors import InvalidParams, RefusedError, UsageError
+
+if TYPE_CHECKING:
+    from xlb.api.client import AgentClient
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub = common.actions(p)
     c = common.action(sub, add)
     c.add_argument("address", type=common.address, help="backend address (IPv4 or IPv6)")
-    c.add_argument("--vip", required=True, help="the VIP (by name)")
+    common.add_vip(c, "the VIP (by name)", required=True)
     c.add_argument("--weight", type=int, default=1, help=f"0..{MAX_WEIGHT} (default 1)")
     c.add_argument("--drained", action="store_true", help="add it drained (no new flows yet)")
     common.add_client(c)
     c = common.action(sub, remove)
-    c.add_argument("address", type=common.address, help="backend address")
-    c.add_argument("--vip", required=True, help="the VIP (by name)")
+    completion.attach(c.add_argument("address", type=common.address, help="backend address"),
+                      completion.backend_addresses)
+    common.add_vip(c, "the VIP (by name)", required=True)
     common.add_force(c, "the VIP")
     common.add_yes(c)
     common.add_client(c)

@@ -16,7 +16,7 @@ from xlb.cli import common
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vip", help="only this VIP (by name)")
+    common.add_vip(p, "only this VIP (by name)")
     common.add_client(p)
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from xlb.addresses import canonical_address
 from xlb.api.protocol import change_text
+from xlb.cli import completion
 from xlb.errors import InvalidParams, UsageError
 
 if TYPE_CHECKING:
@@ -20,9 +22,12 @@ Runner = Callable[[argparse.Namespace], int]
 
 
 def command_help(doc: str | None) -> tuple[str, str]:
-    """(one-line help, full description) from a command's docstring."""
-    text = (doc or "").strip()
-    return text.splitlines()[0].rstrip(".") if text else "", text
+    """(one-line help, full description) from a command's docstring (a function's too: its
+    indentation goes)."""
+    first, _, rest = (doc or "").strip().partition("\n")
+    text = f"{first}\n{textwrap.dedent(rest)}".strip()
+    summary = " ".join(text.split("\n\n", 1)[0].split())  # the first paragraph
+    return summary.rstrip("."), text
 
 
 def parser_for(sub: Any, name: str, doc: str | None, run: Runner | None = None,
@@ -37,6 +42,12 @@ def parser_for(sub: Any, name: str, doc: str | None, run: Runner | None = None,
     return p
 
 
+def actions(p: argparse.ArgumentParser) -> Any:
+    """The actions of a group command (xlb lab up|down|...), one required."""
+    return p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                            help="one of these (`ACTION -h` for its options):")
+
+
 def action(sub: Any, run: Runner, name: str | None = None) -> argparse.ArgumentParser:
     """A subcommand of a group (xlb lab up, xlb vip add): the function's docstring is its
     help, the function runs it."""
@@ -48,8 +59,9 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 
 def add_socket(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--socket", metavar="PATH",
-                   help="the agent's socket (default: the only one in /run/xlb)")
+    completion.attach(p.add_argument(
+        "--socket", metavar="PATH", help="the agent's socket (default: the only one in "
+        "/run/xlb)"), completion.sockets)
 
 
 def add_yes(p: argparse.ArgumentParser) -> None:
@@ -59,6 +71,18 @@ def add_yes(p: argparse.ArgumentParser) -> None:
 def add_force(p: argparse.ArgumentParser, what: str = "a VIP") -> None:
     p.add_argument("--force", action="store_true",
                    help=f"even if it leaves {what} without a healthy backend")
+
+
+def add_vip(p: argparse.ArgumentParser, help_: str, required: bool = False) -> None:
+    """--vip NAME, which completes the agent's VIP names."""
+    completion.attach(p.add_argument("--vip", metavar="NAME", required=required, help=help_),
+                      completion.vip_names)
+
+
+def add_instance(p: argparse.ArgumentParser, help_: str, required: bool = False) -> None:
+    """--instance NAME, which completes the instances of this host."""
+    completion.attach(p.add_argument("--instance", metavar="NAME", required=required,
+                                     help=help_), completion.instances)
 
 
 def add_client(p: argparse.ArgumentParser) -> None:
@@ -101,13 +125,25 @@ def address(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_backend_change(p: argparse.ArgumentParser) -> None:
-    """The grammar of drain, undrain and weight: ADDRESS [--vip NAME] [--force] [--yes]."""
-    p.add_argument("address", type=address, help="backend address (IPv4 or IPv6)")
-    p.add_argument("--vip", help="only in this VIP (by name; default: every VIP with it)")
-    add_force(p)
-    add_yes(p)
+def add_backend_change(p: argparse.ArgumentParser, guarded: bool = True) -> None:
+    """The grammar of drain, undrain and weight: ADDRESS [--vip NAME], and --force --yes
+    where the change can stop new flows (`guarded`: drain, weight; not undrain)."""
+    completion.attach(p.add_argument("address", type=address,
+                                     help="backend address (IPv4 or IPv6)"),
+                      completion.backend_addresses)
+    add_vip(p, "only in this VIP (by name; default: every VIP with it)")
+    if guarded:
+        add_force(p)
+        add_yes(p)
     add_client(p)
+
+
+def confirm_no_new_flows(args: argparse.Namespace, target: str) -> bool:
+    """Ask before a change that stops new flows to args.address (a drain, weight 0);
+    `target` says what is done ("drain", "set weight 0 of")."""
+    where = f"VIP {args.vip}" if args.vip else "every VIP that has it"
+    return confirm(args, f"{target} {args.address} in {where}",
+                   lambda: "New connections avoid it; established ones stay.")
 
 
 def backend_change(args: argparse.Namespace, method: str, **params: Any) -> int:

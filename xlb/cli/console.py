@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import argparse
 
+from xlb.cli import completion
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--socket", action="append", metavar="PATH",
-                   help="agent socket; repeat for a fleet (default: every one in /run/xlb)")
+    completion.attach(p.add_argument(
+        "--socket", action="append", metavar="PATH",
+        help="agent socket; repeat for a fleet (default: every one in /run/xlb)"),
+        completion.sockets)
     p.add_argument("--read-only", action="store_true", help="show everything, change nothing")
     p.add_argument("--theme", help="xlb-dark (default), xlb-light, xlb-high-contrast")
     p.add_argument("--web", action="store_true",

@@ -23,7 +23,7 @@ from xlb.units import human
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub = common.actions(p)
     c = common.action(sub, load)
     c.add_argument("--config", required=True, help="the instance config (TOML)")
     c.add_argument("--xdp-mode", choices=["native", "generic"], help="override the config's")
@@ -32,13 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--config", required=True, help="the instance config (TOML)")
     common.add_json(c)
     c = common.action(sub, unload)
-    c.add_argument("--instance", required=True, help="the instance's name")
+    common.add_instance(c, "the instance's name", required=True)
     c.add_argument("--remove-pins", action="store_true",
                    help="also drop the maps: the connection table and counters are lost")
     common.add_yes(c)
     common.add_json(c)
     c = common.action(sub, show)
-    c.add_argument("--instance", help="only this instance (default: every loaded one)")
+    common.add_instance(c, "only this instance (default: every loaded one)")
     c.add_argument("--sample", type=float, default=0.0, help="seconds to sample rates over")
     common.add_json(c)
 

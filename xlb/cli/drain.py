@@ -20,8 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    where = f"VIP {args.vip}" if args.vip else "every VIP that has it"
-    if not common.confirm(args, f"drain {args.address} in {where}",
-                          lambda: "New connections avoid it; established ones stay."):
+    if not common.confirm_no_new_flows(args, "drain"):
         return 1
     return common.backend_change(args, "drain", force=args.force)

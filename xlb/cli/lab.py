@@ -17,14 +17,14 @@ import argparse
 from typing import Any
 
 from xlb.cli import common
+from xlb.lab import traffic_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub = common.actions(p)
     for func in (up, down, status):
         common.add_json(common.action(sub, func))
-    common.parser_for(sub, "traffic", traffic.__doc__, traffic, add_help=False).add_argument(
-        "traffic_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    traffic_args.add_arguments(common.action(sub, traffic))
 
 
 def up(args: argparse.Namespace) -> int:
@@ -79,15 +79,11 @@ def status(args: argparse.Namespace) -> int:
 def traffic(args: argparse.Namespace) -> int:
     """Real TCP and UDP to the VIPs from the client namespace, with a summary at the end.
 
-    Options: --rate, --concurrency, --duration, --udp-every, --v6-every, --json; -h
-    lists them.
+    It exits 1 if any TCP connection failed.
 
     examples:
       xlb lab traffic --rate 200 --duration 10
     """
     from xlb.lab import run
-    from xlb.lab import traffic as generator
 
-    if {"-h", "--help"} & set(args.traffic_args):
-        return generator.main(["--help"])  # no lab needed to read the options
-    return run.traffic(args.traffic_args).wait()
+    return run.traffic(traffic_args.to_argv(args)).wait()

@@ -16,7 +16,7 @@ from xlb.cli.dataplane import describe_text, instances
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--instance", help="only this instance (default: every loaded one)")
+    common.add_instance(p, "only this instance (default: every loaded one)")
     p.add_argument("--sample", type=float, default=0.5, help="seconds to sample rates over")
     common.add_json(p)
 

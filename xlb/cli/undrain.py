@@ -12,8 +12,8 @@ from xlb.cli import common
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    common.add_backend_change(p)
+    common.add_backend_change(p, guarded=False)  # it only adds flows: nothing to guard
 
 
 def run(args: argparse.Namespace) -> int:
-    return common.backend_change(args, "undrain", force=args.force)
+    return common.backend_change(args, "undrain")

@@ -12,15 +12,17 @@ examples:
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from xlb.api.client import AgentClient
-from xlb.cli import common
+from xlb.cli import common, completion
 from xlb.cli.backend import backend_arg, vip_rows
+
+if TYPE_CHECKING:
+    from xlb.api.client import AgentClient
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub = common.actions(p)
     c = common.action(sub, add)
     c.add_argument("name", metavar="NAME", help="unique VIP name")
     c.add_argument("address", metavar="ADDRESS", type=common.address,
@@ -31,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a backend (repeat for more; IPv6 with a weight: [ADDR]:WEIGHT)")
     common.add_client(c)
     c = common.action(sub, remove)
-    c.add_argument("name", help="the VIP (by name)")
+    completion.attach(c.add_argument("name", metavar="NAME", help="the VIP (by name)"),
+                      completion.vip_names)
     common.add_yes(c)
     common.add_client(c)
 

@@ -23,7 +23,7 @@ from xlb.dataplane.config import Config, vip_label
 from xlb.dataplane.manager import Counters, Dataplane, geometry_of, key_label
 from xlb.dataplane.maps import pin_dir
 from xlb.errors import NotLoadedError, PrivilegeError
-from xlb.paths import PIN_ROOT, RUN_ROOT, run_dir
+from xlb.paths import PIN_ROOT, RUN_ROOT, pinned_instances, run_dir
 
 
 def require_root(what: str) -> None:
@@ -123,11 +123,7 @@ def unload_instance(instance: str, remove_pins: bool = False, pin_root: str = PI
 
 
 def instances(pin_root: str = PIN_ROOT) -> list[str]:
-    try:
-        return sorted(d for d in os.listdir(pin_root)
-                      if os.path.exists(os.path.join(pin_root, d, "meta")))
-    except FileNotFoundError:
-        return []
+    return pinned_instances(pin_root)
 
 
 def describe(instance: str, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT,

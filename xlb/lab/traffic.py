@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from xlb.lab import traffic_args
 from xlb.lab.topology import CLIENT_ADDRS, CLIENT_ADDRS6, VIP, VIP6
 
 
@@ -183,20 +184,8 @@ def summary_text(s: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="xlb lab traffic", description=__doc__.splitlines()[0])
-    ap.add_argument("--rate", type=float, default=50.0, help="new TCP connections per second")
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--duration", type=float, default=0.0, help="seconds (0: until stopped)")
-    ap.add_argument("--udp-every", type=int, default=1, help="a UDP query every N connections")
-    ap.add_argument("--v6-every", type=int, default=4,
-                    help="every Nth connection (and its UDP query) over IPv6 (0: none)")
-    ap.add_argument("--json", action="store_true", help="only the final summary, as JSON")
+    traffic_args.add_arguments(ap)  # bad values: a usage error (2), as in `xlb lab traffic`
     args = ap.parse_args(argv)
-    if args.rate <= 0 or args.concurrency <= 0:
-        print("xlb lab traffic: --rate and --concurrency must be positive", file=sys.stderr)
-        return 2
-    if args.udp_every < 0 or args.v6_every < 0:
-        print("xlb lab traffic: --udp-every and --v6-every must be 0 or more", file=sys.stderr)
-        return 2
     summary = asyncio.run(generate(args.rate, args.concurrency, args.duration, args.udp_every,
                                    quiet=args.json, v6_every=args.v6_every))
     print(json.dumps(summary) if args.json else summary_text(summary))
