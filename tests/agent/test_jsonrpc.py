@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -253,3 +254,22 @@ def test_a_snapshot_is_encoded_once_for_all_subscribers(tmp_path: Any,
             os.unlink(agent.settings.socket)
     assert [json.loads(line)["params"] for line in lines] == [snapshot] * 10
     assert len(encoded) == 1, f"the snapshot was encoded {len(encoded)} times for 10 subscribers"
+
+
+def test_a_subscriber_s_batch_answer_is_never_cut_by_a_snapshot(conn: Conn) -> None:
+    """A batch is written answer by answer; the snapshots of a subscribed connection
+    wait until its array is whole, so every line stays one JSON document."""
+    conn.send(req("subscribe", 0))
+    batch = [req("status", i) for i in range(P.MAX_BATCH)]
+    arrays, snapshots = 0, 0
+    end = time.monotonic() + 3  # a dozen ticks (0.25 s apart), batches back to back
+    while time.monotonic() < end:
+        conn.send(batch)
+        while True:
+            doc = conn.read()  # strict JSON, or the test fails
+            if isinstance(doc, list):
+                assert [r["id"] for r in doc] == list(range(P.MAX_BATCH))
+                arrays += 1
+                break
+            snapshots += doc.get("method") == "snapshot"
+    assert arrays > 10 and snapshots > 5, (arrays, snapshots)

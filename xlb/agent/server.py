@@ -310,6 +310,7 @@ class Server:
         st = self.agent.settings
         queue: asyncio.Queue[bytes] | None = None
         pump: asyncio.Task[None] | None = None
+        writing = asyncio.Lock()  # a batch's answer is written in pieces: never cut
 
         async def send(data: bytes) -> None:
             await self._send(writer, data)
@@ -331,11 +332,12 @@ class Server:
                     break
                 if not line:
                     break
-                subscribe = await self._handle(line, caller, send)
+                async with writing:  # the snapshots wait (a slow one loses old ones)
+                    subscribe = await self._handle(line, caller, send)
                 if subscribe and queue is None:
                     queue = asyncio.Queue(maxsize=64)
                     self.subscribers.add(queue)
-                    pump = asyncio.create_task(self._pump(queue, writer, caller))
+                    pump = asyncio.create_task(self._pump(queue, writer, writing, caller))
         finally:
             if queue is not None:
                 self.subscribers.discard(queue)
@@ -351,10 +353,12 @@ class Server:
             raise SlowReader() from None
 
     async def _pump(self, q: asyncio.Queue[bytes], writer: asyncio.StreamWriter,
-                    caller: Caller) -> None:
+                    writing: asyncio.Lock, caller: Caller) -> None:
         try:
             while True:
-                await self._send(writer, await q.get())
+                data = await q.get()
+                async with writing:
+                    await self._send(writer, data)
         except SlowReader:
             self._cut_off(caller)
             writer.transport.abort()  # its reading loop ends with the connection
