@@ -1,6 +1,7 @@
 """The agent under mass health failure, and its tick (figures, not a test).
 
 Usage: sudo .venv/bin/python bench/agent.py [--backends 5000] [--budget 20] [--only NAME]
+       [--subscribers 10]
 
 Runs as root in a private network namespace, pin root and run root (all removed at the
 end). Three parts:
@@ -14,6 +15,11 @@ end). Three parts:
   `--budget` seconds, and the total is extrapolated from that.
 * **tick** (in process): the agent's tick (counters, rates, snapshot) with 1,000
   backends in 10 VIPs: wall time and CPU time per tick.
+* **fanout** (in process, the real API server on a socket): the tick with 1,000
+  backends in 10 VIPs, published to 0 and to 10 subscribers (in a child process that
+  only counts lines). Shown per tick: the wall time from the tick's start until every
+  subscriber has the snapshot, and the agent's CPU time (all its threads); then the
+  cost of encoding one snapshot with json (and msgspec, if installed), for comparison.
 * **live** (a real agent process): 5,000 backends its TCP checks find unreachable.
   Shown: how long until `status` reports them down, the slowest `status` answer
   meanwhile (a client asks every 20 ms), and how long SIGTERM takes to end it.
@@ -22,7 +28,9 @@ end). Three parts:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -45,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xlb.agent import settings as agent_settings  # noqa: E402
 from xlb.agent.core import Agent  # noqa: E402
+from xlb.agent.main import Ticker  # noqa: E402
+from xlb.agent.server import Server  # noqa: E402
 from xlb.api.client import AgentClient  # noqa: E402
 from xlb.dataplane import lifecycle  # noqa: E402
 from xlb.errors import AgentUnavailable  # noqa: E402
@@ -215,6 +225,100 @@ def tick(tmp: str) -> None:
               "median per tick")
 
 
+SUBSCRIBERS = r"""
+import selectors, socket, sys
+path, n = sys.argv[1], int(sys.argv[2])
+sel = selectors.DefaultSelector()
+buf, seen = {}, {}
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "subscribe"}\n')
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+    buf[s], seen[s] = b"", 0
+print("ready", flush=True)
+told = 0
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        data = s.recv(1 << 20)
+        if not data:
+            sys.exit(0)
+        lines = (buf[s] + data).split(b"\n")
+        buf[s] = lines.pop()
+        seen[s] += sum(1 for line in lines if b'"snapshot"' in line[:64])
+    while told < min(seen.values()):
+        told += 1
+        print(told, flush=True)
+"""
+
+
+async def publish(agent: Agent, subscribers: int, ticks: int) -> tuple[list[float], list[float]]:
+    """(wall, CPU) per tick, from its start until every subscriber has the snapshot."""
+    server = Server(agent)
+    await server.serve()
+    ticker = Ticker(agent)
+    child = None
+    try:
+        if subscribers:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", SUBSCRIBERS, agent.settings.socket, str(subscribers),
+                stdout=asyncio.subprocess.PIPE)
+            assert child.stdout is not None
+            assert (await child.stdout.readline()).strip() == b"ready"
+            while len(server.subscribers) < subscribers:
+                await asyncio.sleep(0.01)
+        wall, cpu = [], []
+        for k in range(-2, ticks):  # two to warm up
+            t, c = time.perf_counter(), time.process_time()
+            await ticker.tick()
+            if child is not None and child.stdout is not None:
+                while int(await child.stdout.readline()) < k + 3:
+                    pass
+            if k >= 0:
+                wall.append(time.perf_counter() - t)
+                cpu.append(time.process_time() - c)
+            await asyncio.sleep(0.05)  # the pace of real ticks matters less than the cost
+        return wall, cpu
+    finally:
+        if child is not None:
+            child.kill()
+            await child.wait()
+        ticker.close()
+        server.close()
+
+
+def fanout(tmp: str, subscribers: int) -> None:
+    print("\nfan-out: tick with 1000 backends (10 VIPs x 100) published to subscribers")
+    with in_process_agent(tmp, "fo", 10, 100) as agent:
+        for n in (0, subscribers):
+            wall, cpu = asyncio.run(publish(agent, n, 40))
+            print(f"  {n:3d} subscribers: wall {statistics.median(wall) * 1000:6.2f} ms median, "
+                  f"{max(wall) * 1000:6.2f} ms max; CPU {statistics.median(cpu) * 1000:6.2f} ms "
+                  "median per tick")
+        msg = {"jsonrpc": "2.0", "method": "snapshot", "params": agent.last}
+        size = len(json.dumps(msg))
+        encoders: list[tuple[str, Callable[[], object]]] = [
+            ("json", lambda: json.dumps(msg, allow_nan=False).encode())]
+        try:
+            import msgspec  # type: ignore[import-not-found,unused-ignore]
+
+            encoders.append(("msgspec", lambda: msgspec.json.encode(msg)))
+        except ImportError:
+            pass
+        for name, encode in encoders:
+            took = []
+            for _ in range(50):
+                t = time.perf_counter()
+                encode()
+                took.append(time.perf_counter() - t)
+            print(f"  encoding one snapshot ({size / 1024:.0f} KiB) with {name}: "
+                  f"{statistics.median(took) * 1000:.2f} ms median")
+        if len(encoders) == 1:
+            print("  (msgspec is not installed: no figure for it)")
+
+
 class Poller:
     """A client asking `status` every 20 ms: latencies, and what each answer said."""
 
@@ -322,7 +426,8 @@ def main() -> int:
     ap.add_argument("--backends", type=int, default=5000)
     ap.add_argument("--budget", type=float, default=20.0,
                     help="seconds to give an agent that handles verdicts one by one")
-    ap.add_argument("--only", choices=("mass", "tick", "live"))
+    ap.add_argument("--only", choices=("mass", "tick", "fanout", "live"))
+    ap.add_argument("--subscribers", type=int, default=10, help="for fanout (default 10)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/agent.py needs root (BPF, XDP, network namespaces)", file=sys.stderr)
@@ -338,6 +443,8 @@ def main() -> int:
                 mass(tmp, args.backends, args.budget)
             if args.only in (None, "tick"):
                 tick(tmp)
+            if args.only in (None, "fanout"):
+                fanout(tmp, args.subscribers)
             if args.only in (None, "live"):
                 live(tmp, args.backends, args.budget)
     finally:

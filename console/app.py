@@ -87,7 +87,7 @@ class XlbConsole(App[None]):
         super().__init__()
         self.fleet = Fleet(sockets)
         self.read_only_flag = read_only
-        self.links = {p: AgentLink(p, self.post_message) for p in sockets}
+        self.links = {p: AgentLink(p, self.post_message, read_only) for p in sockets}
         self._themes = themes.load_themes()
         self._xlb_themes = [t.name for t in self._themes]
         self._wanted_theme = theme or themes.remembered() or themes.DEFAULT

@@ -18,7 +18,8 @@ from textual.message import Message
 
 from console.messages import AgentHello, EventArrived, LinkLost, SnapshotArrived
 from xlb.api.client import AgentClient
-from xlb.errors import XlbError
+from xlb.api.protocol import METHODS
+from xlb.errors import ReadOnlyError, XlbError
 
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0
 READ_TIMEOUT = 10.0   # no snapshot for this long: the agent is hung, reconnect
@@ -38,9 +39,10 @@ class AgentLink:
     """Follows one agent socket; `post`s AgentHello, SnapshotArrived, EventArrived and
     LinkLost messages from its thread (the app's post_message)."""
 
-    def __init__(self, path: str, post: Callable[[Message], object]):
+    def __init__(self, path: str, post: Callable[[Message], object], read_only: bool = False):
         self.path = path
         self.post = post
+        self.read_only = read_only  # then no change leaves it, whatever asks (the web view)
         self._stop = threading.Event()
         self._client: AgentClient | None = None
         self._thread = threading.Thread(target=self._run, name=f"xlb-link {path}", daemon=True)
@@ -86,5 +88,7 @@ class AgentLink:
 
     def call(self, method: str, **params: Any) -> Any:
         """One request on a connection of its own (blocking: run it in a worker)."""
+        if self.read_only and METHODS[method].operator:
+            raise ReadOnlyError(f"{method}: this console is read-only (--read-only)")
         with AgentClient(self.path, timeout=READ_TIMEOUT) as client:
             return client.call(method, **params)

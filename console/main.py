@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 
 from xlb.api.client import RUN_ROOT, find_sockets
 from xlb.errors import AgentUnavailable, ConsoleError
@@ -28,7 +27,8 @@ def sockets(given: list[str] | None) -> list[str]:
 
 
 def run(given: list[str] | None, read_only: bool, theme: str | None, web: bool,
-        host: str = "127.0.0.1", port: int = 8000) -> int:
+        host: str = "127.0.0.1", port: int = 8000, operator: bool = False,
+        remote: bool = False) -> int:
     from console import themes
 
     paths = sockets(given)
@@ -36,7 +36,7 @@ def run(given: list[str] | None, read_only: bool, theme: str | None, web: bool,
     if theme is not None and theme not in names:
         raise ConsoleError(f"unknown theme {theme!r}: choose one of {', '.join(names)}")
     if web:
-        return serve_web(paths, read_only, theme, host, port)
+        return serve_web(paths, read_only, theme, host, port, operator, remote)
     from console.app import XlbConsole
 
     app = XlbConsole(paths, read_only=read_only, theme=theme)
@@ -44,20 +44,22 @@ def run(given: list[str] | None, read_only: bool, theme: str | None, web: bool,
     return app.return_code or 0
 
 
-def serve_web(paths: list[str], read_only: bool, theme: str | None, host: str, port: int) -> int:
-    """The same console in a browser (textual-serve), for lab demos. Local only by default."""
+def serve_web(paths: list[str], read_only: bool, theme: str | None, host: str, port: int,
+              operator: bool = False, remote: bool = False) -> int:
+    """The same console in a browser (textual-serve): read-only and on loopback unless
+    asked otherwise; operator rights only behind a secret (console.web)."""
     try:
-        from textual_serve.server import Server
+        import aiohttp  # noqa: F401
+        import textual_serve.server  # noqa: F401
     except ImportError as e:
-        raise ConsoleError("--web needs textual-serve (pip install textual-serve)") from e
-    args = [sys.executable, "-m", "xlb", "console"]
-    for p in paths:
-        args += ["--socket", p]
-    if read_only:
-        args.append("--read-only")
-    if theme:
-        args += ["--theme", theme]
-    print(f"xlb console on http://{host}:{port}/ (Ctrl-C stops serving; the load balancer keeps "
-          "running)", flush=True)
-    Server(shlex.join(args), host=host, port=port, title="xlb console").serve()
+        raise ConsoleError(f"--web needs the web extra, which is not installed ({e.name} is "
+                           "missing): pip install 'xlb[web]' (or use the console in a "
+                           "terminal: xlb console)") from e
+    from console import web
+
+    web.check(host, remote, operator, read_only)
+    secret = web.new_secret() if operator else None
+    server = web.GatedServer(shlex.join(web.command(paths, operator, theme)), host, port,
+                             secret, remote)
+    web.serve(server, operator)
     return 0

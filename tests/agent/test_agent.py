@@ -322,6 +322,18 @@ def strict_json(line: bytes) -> Any:
     return json.loads(line, parse_constant=refuse)
 
 
+async def answer(server: Any, line: bytes, caller: Any) -> Any:
+    """What an in-process Server (xlb.agent.server) writes back for one request line,
+    decoded (an array for a batch); None if it writes nothing."""
+    out: list[bytes] = []
+
+    async def send(data: bytes) -> None:
+        out.append(data)
+
+    await server._handle(line, caller, send)
+    return json.loads(b"".join(out)) if out else None
+
+
 def raw(path: str, data: bytes) -> dict[str, Any]:
     """Send `data`, read one answer line (strict JSON). The connection stays usable: a
     second request on it is answered too."""
@@ -342,7 +354,7 @@ def raw(path: str, data: bytes) -> dict[str, Any]:
 @pytest.mark.parametrize("data,code", [
     (b"not json\n", -32700),
     (b'{"method": "status"}\n', -32600),
-    (b'[1, 2]\n', -32600),
+    (b'[]\n', -32600),  # an empty batch: one error, not an array
     (b'{"jsonrpc": "2.0", "id": 1, "method": "reboot"}\n', -32601),
     (b'{"jsonrpc": "2.0", "id": 2, "method": "drain", "params": {}}\n', -32602),
     (b'{"jsonrpc": "2.0", "id": 3, "method": "weight", "params": '
@@ -864,7 +876,7 @@ def test_a_data_plane_failure_changes_nothing(tmp_path: Any, monkeypatch: Any,
                                         "protocol": "tcp"}),
                            ("remove_vip", {"name": "dns"})):
         line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-        reply, _ = asyncio.run(server._handle(line.encode(), root))
+        reply = asyncio.run(answer(server, line.encode(), root))
         assert reply is not None
         assert reply["error"] == {"code": code, "message": message.format(method=method)}
         assert agent.desired is desired and agent.down == {}

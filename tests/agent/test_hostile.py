@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.agent.test_agent import NOBODY, AgentProc, as_nobody, running_agent, state
+from tests.agent.test_agent import NOBODY, AgentProc, answer, as_nobody, running_agent, state
 from tests.helpers import REPO, wait_for
 from xlb.agent.metrics import SCRAPE_TIMEOUT
 from xlb.errors import XlbError
@@ -357,9 +357,9 @@ def test_the_audit_log_is_read_off_the_event_loop(tmp_path: Any, monkeypatch: An
         return json.dumps({"jsonrpc": "2.0", "id": 1, "method": method}).encode()
 
     async def main() -> bool:
-        reading = asyncio.create_task(server._handle(line("audit"), root))
+        reading = asyncio.create_task(answer(server, line("audit"), root))
         await asyncio.sleep(0.2)
-        reply, _ = await server._handle(line("vips"), root)
+        reply = await answer(server, line("vips"), root)
         answered_while_stuck = not release.is_set()
         release.set()
         await reading
@@ -502,7 +502,7 @@ def test_a_change_whose_state_cannot_be_saved_is_undone(tmp_path: Any, monkeypat
     desired = agent.desired
     line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "drain",
                        "params": {"address": "10.0.1.2", "vip": "web"}}).encode()
-    reply, _ = asyncio.run(Server(agent)._handle(line, core.Caller(0, "root", True)))
+    reply = asyncio.run(answer(Server(agent), line, core.Caller(0, "root", True)))
     assert reply is not None and reply["error"]["code"] == -32003, reply
     assert reply["error"]["message"] == (f"not applied: the state could not be saved in "
                                          f"{blocked}/run (Not a directory); the data plane "

@@ -144,3 +144,4 @@ def test_the_readme_documents_every_method_and_error_code() -> None:
     codes: dict[int, Any] = {int(m.group(1)): m.group(2) for m in
                              re.finditer(r"^\s*\|\s*(-\d+)\s*\|\s*(.+?)\s*\|$", api, re.M)}
     assert set(codes) == {int(c) for c in ErrorCode}, "the error code table is not the protocol's"
+    assert f"array of up to {P.MAX_BATCH} requests" in api, "the README's batch limit"

@@ -113,14 +113,18 @@ class Ticker:
     async def tick(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            snap = await loop.run_in_executor(self.thread, self.agent.tick)
-            self.agent.emit("snapshot", snap)
+            await loop.run_in_executor(self.thread, self._tick_and_publish)
         except Exception as e:
             self._failed(e)
             return
         if self.streak:
             log.info("the tick works again after %d failure(s)", self.streak)
             self.streak = 0
+
+    def _tick_and_publish(self) -> None:
+        """In the tick's thread: the snapshot is encoded there too (once, for every
+        subscriber), never on the event loop that answers the API."""
+        self.agent.emit("snapshot", self.agent.tick())
 
     def _failed(self, e: Exception) -> None:
         a = self.agent

@@ -1,12 +1,15 @@
 """The agent's API server: JSON-RPC 2.0 lines on a Unix socket, dispatched from the
 method table of xlb.api.protocol.
 
-Everything about the protocol (methods, parameters, who may call what, error
-codes, answer shapes) is written in xlb/api/protocol.py; this module only binds
-each method to the agent. A method marked `operator` is refused for read-only
-callers before its handler runs, and the attempt is audited. Errors: an XlbError
-answers with its rpc_code; anything else is a bug, logged with its traceback and
-answered as an internal error (never as "the data plane refused").
+Everything about the protocol (methods, parameters, who may call what, error codes,
+answer shapes) is written in xlb/api/protocol.py; this module only binds each method to
+the agent. JSON-RPC 2.0 as written: a request without an id is a notification (run,
+never answered); a batch (an array of up to protocol.MAX_BATCH requests) is answered
+with an array, written answer by answer, none for its notifications and nothing at all
+if they all were. A method marked `operator` is refused for read-only callers before its
+handler runs, and the attempt is audited. Errors: an XlbError answers with its rpc_code;
+anything else is a bug, logged with its traceback and answered as an internal error
+(never as "the data plane refused").
 
 The server is bounded against its clients, hostile ones included:
 - connections: at most `max_clients`, an eighth of them kept for operators, at most
@@ -17,6 +20,7 @@ The server is bounded against its clients, hostile ones included:
   one that leaves what it was sent unread for `client_send_timeout` is cut off, so no
   client holds more than one answer (or snapshot) in the agent's memory;
 - requests: MAX_LINE bytes, MAX_DEPTH levels of nesting, finite numbers only;
+- snapshots: encoded once per tick, the same bytes queued for every subscriber;
 - the audit log is read in a thread of its own, never on the event loop, within
   protocol.AUDIT_BYTES.
 """
@@ -37,6 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from xlb import statefile
@@ -47,6 +52,7 @@ from xlb.errors import ErrorCode, ReadOnlyError, XlbError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Agent, Caller, dict[str, Any]], Any]
+Send = Callable[[bytes], Awaitable[None]]
 
 FD_RESERVE = 64   # descriptors kept for the agent's own work, plus two per backend
 MAX_DEPTH = 32    # levels of nesting a request may have
@@ -132,7 +138,7 @@ class SlowReader(Exception):
 class Server:
     def __init__(self, agent: Agent):
         self.agent = agent
-        self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.subscribers: set[asyncio.Queue[bytes]] = set()
         agent.listeners.append(self._notify)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.audit_thread = ThreadPoolExecutor(1, thread_name_prefix="xlb-audit")
@@ -147,11 +153,14 @@ class Server:
         self.clients: set[asyncio.Task[None]] = set()  # referenced while they run
 
     def _notify(self, kind: str, doc: Any) -> None:
-        if self.loop is None:
+        """Encode the notification once (in the thread that emits it: the tick's, for
+        snapshots) and queue the same bytes for every subscriber."""
+        subscribers = list(self.subscribers)
+        if self.loop is None or not subscribers:
             return
-        msg = {"jsonrpc": P.JSONRPC, "method": kind, "params": doc}
-        for q in list(self.subscribers):
-            self.loop.call_soon_threadsafe(_offer, q, msg)
+        data = _encode({"jsonrpc": P.JSONRPC, "method": kind, "params": doc})
+        for q in subscribers:
+            self.loop.call_soon_threadsafe(_offer, q, data)
 
     async def serve(self) -> None:
         """Listen on the socket and take connections, one decision at a time."""
@@ -301,8 +310,13 @@ class Server:
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             caller: Caller) -> None:
         st = self.agent.settings
-        queue: asyncio.Queue[dict[str, Any]] | None = None
+        queue: asyncio.Queue[bytes] | None = None
         pump: asyncio.Task[None] | None = None
+        writing = asyncio.Lock()  # a batch's answer is written in pieces: never cut
+
+        async def send(data: bytes) -> None:
+            await self._send(writer, data)
+
         try:
             while True:
                 try:
@@ -315,82 +329,89 @@ class Server:
                               caller.uid)
                     break
                 except (ValueError, asyncio.LimitOverrunError):
-                    await self._send(writer, _error(None, ErrorCode.INVALID_REQUEST,
-                                                    "request line too long"))
+                    await self._send(writer, _encode(_error(None, ErrorCode.INVALID_REQUEST,
+                                                            "request line too long")))
                     break
                 if not line:
                     break
-                reply, subscribe = await self._handle(line, caller)
-                if reply is not None:
-                    await self._send(writer, reply)
+                async with writing:  # the snapshots wait (a slow one loses old ones)
+                    subscribe = await self._handle(line, caller, send)
                 if subscribe and queue is None:
                     queue = asyncio.Queue(maxsize=64)
                     self.subscribers.add(queue)
-                    pump = asyncio.create_task(self._pump(queue, writer, caller))
+                    pump = asyncio.create_task(self._pump(queue, writer, writing, caller))
         finally:
             if queue is not None:
                 self.subscribers.discard(queue)
             if pump is not None:
                 pump.cancel()
 
-    async def _send(self, writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
-        """Write one message; SlowReader if the client does not take it in time."""
-        writer.write(_encode(msg))
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Write encoded bytes; SlowReader if the client does not take them in time."""
+        writer.write(data)
         try:
             await asyncio.wait_for(writer.drain(), self.agent.settings.client_send_timeout)
         except TimeoutError:
             raise SlowReader() from None
 
-    async def _pump(self, q: asyncio.Queue[dict[str, Any]], writer: asyncio.StreamWriter,
-                    caller: Caller) -> None:
+    async def _pump(self, q: asyncio.Queue[bytes], writer: asyncio.StreamWriter,
+                    writing: asyncio.Lock, caller: Caller) -> None:
         try:
             while True:
-                await self._send(writer, await q.get())
+                data = await q.get()
+                async with writing:
+                    await self._send(writer, data)
         except SlowReader:
             self._cut_off(caller)
             writer.transport.abort()  # its reading loop ends with the connection
         except (ConnectionError, BrokenPipeError, asyncio.CancelledError):
             pass
 
-    async def _handle(self, line: bytes, caller: Caller) -> tuple[dict[str, Any] | None, bool]:
-        """One request line -> (the answer, whether it subscribed)."""
-        try:
-            req, odd = _parse(line)
-        except RecursionError:
-            return _error(None, ErrorCode.PARSE_ERROR, f"not JSON: nested deeper than "
-                          f"{MAX_DEPTH} levels"), False
-        except ValueError as e:
-            return _error(None, ErrorCode.PARSE_ERROR, f"not JSON: {e}"), False
-        if _depth_over(req, line, MAX_DEPTH):
-            return _error(None, ErrorCode.PARSE_ERROR, f"not JSON: nested deeper than "
-                          f"{MAX_DEPTH} levels"), False
-        if not isinstance(req, dict):
-            return _error(None, ErrorCode.INVALID_REQUEST, _SHAPE), False
-        rid = req.get("id")
-        if not _valid_id(rid):
-            return _error(None, ErrorCode.INVALID_REQUEST, "the id must be a string, a finite "
-                          "number or null"), False
-        if req.get("jsonrpc") != P.JSONRPC or not isinstance(req.get("method"), str):
-            return _error(rid, ErrorCode.INVALID_REQUEST, _SHAPE), False
-        if odd:
-            return _error(rid, ErrorCode.INVALID_PARAMS, "numbers must be finite: NaN, "
-                          "Infinity and numbers too large for a double are refused"), False
-        name = req["method"]
-        params = req.get("params", {})
-        if not isinstance(params, dict):
-            return _error(rid, ErrorCode.INVALID_PARAMS, "params must be an object"), False
+    async def _handle(self, line: bytes, caller: Caller, send: Send) -> bool:
+        """Answer one request line through `send` (a batch's answers one by one, so that
+        the agent never holds more than one of them); whether it subscribed."""
+        batch, items = _requests(line)
+        if not batch:
+            reply, subscribed = await self._run(items[0], caller)
+            if reply is not None:
+                await send(_encode(reply))
+            return subscribed
+        answered = any(not isinstance(i, _Request) or not i.notification for i in items)
+        subscribed, opened = False, False
+        for item in items:
+            reply, sub = await self._run(item, caller)
+            subscribed |= sub
+            if reply is not None:
+                await send((b"," if opened else b"[") + _encode(reply, end=b""))
+                opened = True
+        if answered:
+            await send(b"]\n")
+        return subscribed
+
+    async def _run(self, item: _Request | dict[str, Any],
+                   caller: Caller) -> tuple[dict[str, Any] | None, bool]:
+        """Run one request of a line -> (its answer, None for a notification; whether it
+        subscribed). A request found invalid already is its error answer."""
+        if not isinstance(item, _Request):
+            return item, False
+        reply = item.error or await self._execute(item, caller)
+        subscribed = item.name == "subscribe" and "result" in reply
+        return (None if item.notification else reply), subscribed
+
+    async def _execute(self, req: _Request, caller: Caller) -> dict[str, Any]:
+        rid, name = req.rid, req.name
         method = P.METHODS.get(name)
         if method is None:
-            return _error(rid, ErrorCode.NO_METHOD, f"unknown method {name!r}"), False
+            return _error(rid, ErrorCode.NO_METHOD, f"unknown method {name!r}")
         try:
-            result = await self._call(method, params, caller)
+            result = await self._call(method, req.params, caller)
         except XlbError as e:
-            return _error(rid, e.rpc_code, str(e)), False
+            return _error(rid, e.rpc_code, str(e))
         except Exception:
             log.exception("%s from %s failed", name, caller.user)
             return _error(rid, ErrorCode.INTERNAL, f"internal error in {name}: the agent "
-                          "logged it; nothing was applied"), False
-        return {"jsonrpc": P.JSONRPC, "id": rid, "result": result}, name == "subscribe"
+                          "logged it; nothing was applied")
+        return {"jsonrpc": P.JSONRPC, "id": rid, "result": result}
 
     async def _call(self, method: P.Method, params: dict[str, Any], caller: Caller) -> Any:
         checked = method.check(params)
@@ -422,6 +443,63 @@ class Server:
 _SHAPE = 'expected {"jsonrpc": "2.0", "method": ..., "params": {...}, "id": ...}'
 
 
+@dataclass(frozen=True)
+class _Request:
+    """A well-formed request, to run; a notification (no id) is run but not answered."""
+
+    rid: Any
+    name: str
+    params: dict[str, Any]
+    notification: bool
+    error: dict[str, Any] | None = None  # its answer, found without running it
+
+
+def _requests(line: bytes) -> tuple[bool, list[_Request | dict[str, Any]]]:
+    """One line -> (whether it is a batch, and per request what to run or, for a request
+    that is not one, its error answer). Per JSON-RPC 2.0, a line that is no JSON, or an
+    empty or oversized batch, is answered with one error, never as a batch."""
+    try:
+        doc, odd = _parse(line)
+    except RecursionError:
+        return False, [_error(None, ErrorCode.PARSE_ERROR, f"not JSON: nested deeper than "
+                              f"{MAX_DEPTH} levels")]
+    except ValueError as e:
+        return False, [_error(None, ErrorCode.PARSE_ERROR, f"not JSON: {e}")]
+    if _depth_over(doc, line, MAX_DEPTH):
+        return False, [_error(None, ErrorCode.PARSE_ERROR, f"not JSON: nested deeper than "
+                              f"{MAX_DEPTH} levels")]
+    if not isinstance(doc, list):
+        return False, [_request(doc, odd)]
+    if not doc:
+        return False, [_error(None, ErrorCode.INVALID_REQUEST, "an empty batch: send one "
+                              "request or an array of them")]
+    if len(doc) > P.MAX_BATCH:
+        return False, [_error(None, ErrorCode.INVALID_REQUEST, f"a batch of {len(doc)} "
+                              f"requests: at most {P.MAX_BATCH} in one")]
+    return True, [_request(r, odd and _not_finite_in(r)) for r in doc]
+
+
+def _request(req: Any, odd: bool) -> _Request | dict[str, Any]:
+    """One request object -> what to run, or its error answer."""
+    if not isinstance(req, dict):
+        return _error(None, ErrorCode.INVALID_REQUEST, _SHAPE)
+    rid = req.get("id")
+    if not _valid_id(rid):
+        return _error(None, ErrorCode.INVALID_REQUEST, "the id must be a string, a finite "
+                      "number or null")
+    if req.get("jsonrpc") != P.JSONRPC or not isinstance(req.get("method"), str):
+        return _error(rid, ErrorCode.INVALID_REQUEST, _SHAPE)
+    name, notification, params = req["method"], "id" not in req, req.get("params", {})
+    if odd:  # never run with a number JSON cannot carry
+        return _Request(rid, name, {}, notification, _error(
+            rid, ErrorCode.INVALID_PARAMS, "numbers must be finite: NaN, Infinity and "
+            "numbers too large for a double are refused"))
+    if not isinstance(params, dict):
+        return _Request(rid, name, {}, notification, _error(
+            rid, ErrorCode.INVALID_PARAMS, "params must be an object"))
+    return _Request(rid, name, params, notification)
+
+
 class _NotFinite:
     """Where a request had NaN, Infinity or a number too large for a double."""
 
@@ -443,6 +521,17 @@ def _parse(line: bytes) -> tuple[Any, bool]:
         return value if math.isfinite(value) else constant(text)
 
     return json.loads(line, parse_constant=constant, parse_float=number), bool(odd)
+
+
+def _not_finite_in(doc: Any) -> bool:
+    """Whether a _NotFinite is anywhere in `doc` (nesting is bounded by MAX_DEPTH)."""
+    if isinstance(doc, _NotFinite):
+        return True
+    if isinstance(doc, dict):
+        return any(_not_finite_in(v) for v in doc.values())
+    if isinstance(doc, list):
+        return any(_not_finite_in(v) for v in doc)
+    return False
 
 
 def _valid_id(rid: Any) -> bool:
@@ -472,17 +561,17 @@ def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": P.JSONRPC, "id": rid, "error": {"code": int(code), "message": message}}
 
 
-def _encode(msg: dict[str, Any]) -> bytes:
+def _encode(msg: dict[str, Any], end: bytes = b"\n") -> bytes:
     """One line of JSON; never NaN or Infinity (which are not JSON): a bug answers as one."""
     try:
-        return json.dumps(msg, allow_nan=False).encode() + b"\n"
+        return json.dumps(msg, allow_nan=False).encode() + end
     except ValueError:
         log.exception("an answer held a number JSON cannot carry")
         return json.dumps(_error(msg.get("id"), ErrorCode.INTERNAL, "internal error: the "
-                                 "agent logged it")).encode() + b"\n"
+                                 "agent logged it")).encode() + end
 
 
-def _offer(q: asyncio.Queue[dict[str, Any]], msg: dict[str, Any]) -> None:
+def _offer(q: asyncio.Queue[bytes], msg: bytes) -> None:
     if q.full():  # a slow subscriber loses old snapshots, never blocks the agent
         q.get_nowait()
     q.put_nowait(msg)

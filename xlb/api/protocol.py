@@ -2,9 +2,12 @@
 every client.
 
 Transport: JSON-RPC 2.0, one JSON object per line (at most MAX_LINE bytes), on the
-agent's Unix socket. Who may change things is decided by the peer's credentials
-(SO_PEERCRED): root and members of the operator group are operators, anyone else who
-can open the socket is read-only.
+agent's Unix socket. A request without an id is a notification: it runs (with the same
+rights and audit as any request) and is never answered. A batch, an array of at most
+MAX_BATCH requests on one line, is answered with one array (no entry for its
+notifications; no line at all if it held only notifications). Who may change things is
+decided by the peer's credentials (SO_PEERCRED): root and members of the operator group
+are operators, anyone else who can open the socket is read-only.
 
 This module is the single source for the method names, their parameters, which
 methods need an operator, the error codes, the verdict reasons and the shapes
@@ -28,6 +31,7 @@ __all__ = ["ErrorCode", "METHODS", "NOTIFICATIONS", "REASONS", "Method", "Param"
 
 JSONRPC = "2.0"
 MAX_LINE = 1 << 16  # bytes in one request line
+MAX_BATCH = 64      # requests in one batch (an array on one line)
 MAX_AUDIT = 1000    # entries one `audit` call may ask for
 AUDIT_BYTES = 1 << 20  # at most this much of the log (the newest records) answers one call
 MAX_WEIGHT = 65535  # a backend's weight is 0..MAX_WEIGHT (16 bits in the Maglev build)
