@@ -216,3 +216,41 @@ def test_watch_restores_only_onto_an_empty_hook(
             maps.close()
     finally:
         unload("watched", roots)
+
+
+def test_a_program_attached_during_a_reload_stays_and_the_old_one_stays_xlbs(
+        veth_ns: str, roots: tuple[str, str], foreign: ForeignXdp,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reload compiles (a second) while another tool takes the hook from xlb's running
+    program: the reload fails naming it, the newcomer stays, and the program xlb pinned
+    before is still the one it calls its own (the next load still refuses the newcomer;
+    once it is gone, a load adopts the maps as usual)."""
+    pin_root, run_root = roots
+    cfg = parse_config(lb_config("raced", "native"))
+    real_load = loader.load
+
+    def load_then_another_writer(*args: Any, **kwargs: Any) -> loader.Loaded:
+        loaded = real_load(*args, **kwargs)
+        xdp.detach("xlb0", veth_ns)
+        xdp.attach("xlb0", foreign.fd, "native", veth_ns)
+        return loaded
+    try:
+        first = lifecycle.load_instance(cfg, pin_root=pin_root, run_root=run_root)
+        monkeypatch.setattr(loader, "load", load_then_another_writer)
+        with pytest.raises(ForeignProgramError, match=f"id {foreign.id}, name fw_pass"):
+            lifecycle.load_instance(cfg, pin_root=pin_root, run_root=run_root)
+        monkeypatch.undo()
+        assert on_hook() == (("native", foreign.id),)
+        fd = lifecycle.own_program("raced", pin_root)
+        try:
+            assert bpfsys.prog_info(fd).id == first["prog_id"], "the old program, re-pinned"
+        finally:
+            os.close(fd)
+        with pytest.raises(ForeignProgramError):
+            lifecycle.load_instance(cfg, pin_root=pin_root, run_root=run_root)
+        xdp.detach("xlb0", veth_ns)
+        again = lifecycle.load_instance(cfg, pin_root=pin_root, run_root=run_root)
+        assert again["adopted"] and on_hook() == (("native", again["prog_id"]),)
+    finally:
+        monkeypatch.undo()
+        unload("raced", roots)

@@ -7,6 +7,7 @@ or the old one. Where an instance is attached is remembered in
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -102,7 +103,13 @@ def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT
         if foreign is not None:
             if not force:
                 raise xdp.foreign_error(hook, foreign)
-            expected_fd = bpfsys.prog_fd_by_id(foreign.id)
+            try:
+                expected_fd = bpfsys.prog_fd_by_id(foreign.id)
+            except BpfError as e:
+                if e.errno != errno.ENOENT:  # ENOENT: gone meanwhile; attach sees the hook
+                    raise PrivilegeError(f"taking over XDP program {foreign.describe()} "
+                                         f"needs opening it by id ({e.strerror}): that "
+                                         "needs CAP_SYS_ADMIN") from e
         loaded = loader.load(inst.name, geometry_of(cfg), pin_root)
         with Dataplane(inst.name, pin_root, run_root) as dp:
             result = dp.apply(cfg)
@@ -129,8 +136,8 @@ def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT
         for fd in {own_fd, expected_fd} - {-1}:
             os.close(fd)
     if foreign is not None:
-        log.warning("%s: took over %s from %s XDP program %s (--force)", inst.name,
-                    hook.where, foreign.mode, foreign.describe())
+        log.warning("%s: took over %s from another XDP program (%s) (--force)", inst.name,
+                    hook.where, foreign.describe())
     doc = {"instance": inst.name, "interface": inst.interface, "netns": inst.netns,
            "mode": state.mode, "prog_id": state.prog_id, "loaded_at": time.time(),
            "adopted": loaded.adopted}
