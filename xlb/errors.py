@@ -16,6 +16,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterable
 from enum import IntEnum
+from typing import Any
 
 
 class ErrorCode(IntEnum):
@@ -77,7 +78,7 @@ class ForeignProgramError(RefusedError):
     """Another XDP program, not this instance's, is attached where xlb would attach: xlb
     does not replace it unless told to (--force). `program` names it (id, name, tag, mode)."""
 
-    def __init__(self, message: str, program: dict[str, object] | None = None) -> None:
+    def __init__(self, message: str, program: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.program = program or {}
 

@@ -96,8 +96,7 @@ class Watch:
         try:  # onto the empty hook only: never in place of a program attached meanwhile
             xdp.attach(o.interface, o.prog_fd, o.mode, o.netns, self._netlink)
         except ForeignProgramError as e:
-            prog = xdp.Program(**e.program) if e.program else None  # type: ignore[arg-type]
-            what = prog.describe() if prog else "another XDP program"
+            what = xdp.Program(**e.program).describe() if e.program else "unknown"
             return (f"another XDP program ({what}) was attached to {where} before xlb's "
                     "could be re-attached: left in place; VIP traffic is not balanced by "
                     "xlb"), False
