@@ -135,3 +135,17 @@ async def until(cond: Callable[[], Any], pilot: Any, timeout: float = 5.0) -> No
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {cond}")
         await pilot.pause(0.05)
+
+
+class ForeignXdp:
+    """A tiny XDP_PASS program of another tool (not xlb's), loaded by BCC under its own
+    name; it stays loaded while this object lives."""
+
+    def __init__(self, name: str = "fw_pass"):
+        from bcc import BPF
+
+        self.name = name
+        self._bpf = BPF(text=f"int {name}(struct xdp_md *ctx) {{ return XDP_PASS; }}".encode())
+        self.fd: int = self._bpf.load_func(name.encode(), BPF.XDP).fd
+        info = bpfsys.prog_info(self.fd)
+        self.id, self.tag = int(info.id), bytes(info.tag).hex()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterable
 from enum import IntEnum
+from typing import Any
 
 
 class ErrorCode(IntEnum):
@@ -86,6 +87,15 @@ class RefusedError(XlbError):
     rpc_code = ErrorCode.REFUSED
 
 
+class ForeignProgramError(RefusedError):
+    """Another XDP program, not this instance's, is attached where xlb would attach: xlb
+    does not replace it unless told to (--force). `program` names it (id, name, tag, mode)."""
+
+    def __init__(self, message: str, program: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.program = program or {}
+
+
 class ReadOnlyError(XlbError):
     """The caller may look but not change."""
 
@@ -126,6 +136,11 @@ class LayoutError(XlbError):
 
 class OwnedError(RefusedError):
     """Another process (the instance's agent) is the one writer of this data plane."""
+
+
+class PlatformError(XlbError):
+    """xlb does not support this machine (an architecture whose bpf(2) number it does
+    not know)."""
 
 
 class CompileError(XlbError):

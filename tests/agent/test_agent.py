@@ -94,10 +94,10 @@ class AgentProc:
         with open(self.log_path) as f:
             return f.read()
 
-    def start(self) -> None:
+    def start(self, *options: str) -> None:
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "xlb", "agent", "--config",
-                                          self.path], env=self.env, text=True,
+                                          self.path, *options], env=self.env, text=True,
                                          stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from xlb.api.protocol import AUDIT_BYTES, AuditEntry
@@ -159,6 +160,26 @@ class AuditLog:
                         break
         out.reverse()
         return out
+
+
+def takeover(audit: AuditLog) -> Callable[[dict[str, Any]], AbstractContextManager[Any]]:
+    """What `load_instance(force=True)` records before it replaces an XDP program xlb does
+    not own (lifecycle.Takeover): who forced it, which program went (id, name, tag,
+    mode) and which came; written durably first, or the program stays."""
+    uid = os.getuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = f"uid{uid}"
+
+    def record(what: dict[str, Any]) -> AbstractContextManager[Any]:
+        hook = f"XDP on {what['interface']}" + (f" (netns {what['netns']})"
+                                                if what["netns"] else "")
+        return audit.change(uid=uid, user=user, action="xdp_takeover",
+                            params={"name": what["instance"], "interface": what["interface"],
+                                    "netns": what["netns"], "force": True},
+                            before={hook: what["replaced"]}, after={hook: what["by"]})
+    return record
 
 
 def _entry(uid: int, user: str, action: str, params: dict[str, Any], before: Any,

@@ -30,6 +30,7 @@ from xlb.addresses import canonical_address
 from xlb.agent import intent
 from xlb.agent.applied import Applied, Rules, applied, text
 from xlb.agent.audit import AuditLog
+from xlb.agent.audit import takeover as audit_takeover
 from xlb.agent.health import CheckSpec
 from xlb.agent.rates import Rates, RateTracker
 from xlb.agent.settings import AgentConfig
@@ -108,11 +109,14 @@ class Agent:
                              {"meaning": intent.meaning(self.base), "file": self.digest,
                               "base": self.base.to_dict(), "desired": self.desired.to_dict()})
 
-    def start(self) -> dict[str, Any]:
+    def start(self, force: bool = False) -> dict[str, Any]:
         """Become the instance's one writer, then load or adopt the data plane and apply
-        the intent (all-or-nothing). A second agent of the instance stops here."""
+        the intent (all-or-nothing). A second agent of the instance stops here; so does
+        one that finds another XDP program on its interface, unless `force` (the audit
+        log records what it replaced)."""
         self.owner.acquire("agent")
-        self.load_result = lifecycle.load_instance(self.effective())
+        self.load_result = lifecycle.load_instance(
+            self.effective(), force=force, takeover=audit_takeover(self.audit))
         self.dp = Dataplane(self.name)
         self.watch = self._watch(self.dp)
         self.dp.stage(self.effective())  # nothing to write: reads what is applied, once

@@ -175,7 +175,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-def main(config_path: str) -> int:
+def main(config_path: str, force: bool = False) -> int:
     setup_logging()
     os.register_at_fork(after_in_child=_quiet_forks)
     ac = agent_settings.load(config_path)
@@ -184,7 +184,7 @@ def main(config_path: str) -> int:
     raise_descriptor_limit()
     agent = Agent(ac)
     try:
-        agent.start()
+        agent.start(force=force)
     except XlbError as e:
         log.error("agent %s could not start: %s", ac.config.instance.name, e)
         agent.close()

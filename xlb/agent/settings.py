@@ -73,6 +73,11 @@ def _check_health(ck: Checker, values: dict) -> None:
         ck.err("agent", str(e))
 
 
+def default_audit_log(instance: str) -> str:
+    """Where an instance's audit log is unless its [agent] table says otherwise."""
+    return os.path.join(STATE_ROOT, instance, "audit.jsonl")
+
+
 def check_settings(ck: Checker, raw: object, instance: str) -> AgentSettings | None:
     """Record the [agent] table's problems in `ck`; the settings if it has none."""
     before = len(ck.errors)
@@ -85,8 +90,7 @@ def check_settings(ck: Checker, raw: object, instance: str) -> AgentSettings | N
     if len(ck.errors) > before:
         return None
     values["socket"] = values["socket"] or default_socket(instance)
-    values["audit_log"] = values["audit_log"] or os.path.join(STATE_ROOT, instance,
-                                                              "audit.jsonl")
+    values["audit_log"] = values["audit_log"] or default_audit_log(instance)
     return AgentSettings(**values)
 
 

@@ -6,8 +6,10 @@ fails) and its pins (`rm -rf /sys/fs/bpf/xlb/<instance>`: harmless until the nex
 which would build fresh maps and lose every established flow). Either is an alarm: logged,
 raised as an event and listed in every snapshot until it is over. With `tamper =
 "restore"` (the default) the agent puts things back: it re-attaches the same program (only
-onto an empty hook: a program someone else attached is theirs, and stays) and re-pins the
-maps and the program it still holds open, so nothing is lost.
+onto an empty hook, with XDP_FLAGS_UPDATE_IF_NOEXIST: a program someone else attached is
+theirs and stays, even one attached between the look and the re-attach, which the kernel
+refuses; that is an alarm, never a takeover) and re-pins the maps and the program it still
+holds open, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 from xlb.api import protocol as P
 from xlb.dataplane import bpfsys, loader, xdp
 from xlb.dataplane.maps import SPECS, InstanceMaps, pin_dir
-from xlb.errors import XlbError
+from xlb.errors import ForeignProgramError, XlbError
 from xlb.paths import PIN_ROOT
 
 log = logging.getLogger(__name__)
@@ -83,14 +85,21 @@ class Watch:
         if now.prog_id == o.prog_id:
             return None, False
         where = f"{o.interface}" + (f" (netns {o.netns})" if o.netns else "")
-        if now.prog_id:
-            return (f"another XDP program (id {now.prog_id}, {now.mode}) replaced xlb's on "
-                    f"{where}: left in place; VIP traffic is not balanced by xlb"), False
+        if now.programs:
+            mode, prog_id = now.programs[0]
+            return (f"another XDP program ({xdp.program(prog_id, mode).describe()}) replaced "
+                    f"xlb's on {where}: left in place; VIP traffic is not balanced by xlb"
+                    ), False
         problem = f"xlb's XDP program was detached from {where}"
         if not self.restore:
             return problem + ": VIP traffic fails (tamper = \"alarm\": not re-attached)", False
-        try:
+        try:  # onto the empty hook only: never in place of a program attached meanwhile
             xdp.attach(o.interface, o.prog_fd, o.mode, o.netns, self._netlink)
+        except ForeignProgramError as e:
+            what = xdp.Program(**e.program).describe() if e.program else "unknown"
+            return (f"another XDP program ({what}) was attached to {where} before xlb's "
+                    "could be re-attached: left in place; VIP traffic is not balanced by "
+                    "xlb"), False
         except XlbError as e:
             return f"{problem}: VIP traffic fails; re-attaching failed: {e}", False
         return f"{problem}: re-attached ({o.mode} XDP, prog {o.prog_id})", True

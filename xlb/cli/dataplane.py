@@ -5,6 +5,10 @@ config all-or-nothing and attaches XDP; `apply` changes VIPs and backends of a l
 instance; `show` prints what is pinned; `unload` detaches and keeps the maps pinned
 unless --remove-pins.
 
+`load` never replaces an XDP program that is not the instance's own (another load
+balancer, a firewall): it refuses, naming it; --force takes the interface over and the
+instance's audit log records which program it replaced.
+
 examples:
   xlb dataplane load --config lb1.toml --xdp-mode generic
   xlb dataplane apply --config lb1.toml
@@ -27,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c = common.action(sub, load)
     c.add_argument("--config", required=True, help="the instance config (TOML)")
     c.add_argument("--xdp-mode", choices=["native", "generic"], help="override the config's")
+    c.add_argument("--force", action="store_true",
+                   help="replace another XDP program found on the interface (audited)")
     common.add_json(c)
     c = common.action(sub, apply)
     c.add_argument("--config", required=True, help="the instance config (TOML)")
@@ -46,17 +52,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def load(args: argparse.Namespace) -> int:
     """Compile (or adopt the pinned maps), apply a config, attach XDP.
 
+    Another XDP program on the interface is refused (exit code of a refusal) unless
+    --force: then it is replaced, and the instance's audit log records it first.
+
     examples:
       xlb dataplane load --config lb1.toml
       xlb dataplane load --config lb1.toml --xdp-mode generic --json
+      xlb dataplane load --config lb1.toml --force
     """
+    from xlb.agent.audit import AuditLog, takeover
+    from xlb.agent.settings import default_audit_log
     from xlb.dataplane.config import load_config
     from xlb.dataplane.lifecycle import load_instance
 
-    doc = load_instance(load_config(args.config), mode=args.xdp_mode)
+    cfg = load_config(args.config)
+    record = takeover(AuditLog(default_audit_log(cfg.instance.name))) if args.force else None
+    doc = load_instance(cfg, mode=args.xdp_mode, force=args.force, takeover=record)
     common.output(doc, args, lambda d: (
         f"{'adopted' if d['adopted'] else 'loaded'} instance {d['instance']} on "
-        f"{d['interface']}: {d['mode']} XDP, prog {d['prog_id']}; {changes(d)}"))
+        f"{d['interface']}: {d['mode']} XDP, prog {d['prog_id']}; {changes(d)}"
+        + (f"\nreplaced XDP program id {d['replaced']['id']} ({d['replaced']['name']}, "
+           f"tag {d['replaced']['tag']}, {d['replaced']['mode']}) (--force; audited)"
+           if d["replaced"] else "")))
     return 0
 
 

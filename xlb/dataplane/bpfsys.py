@@ -12,17 +12,51 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import platform
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from xlb.errors import BpfError
+from xlb.errors import BpfError, PlatformError
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
-SYS_BPF = 321  # x86_64
+# __NR_bpf per architecture (platform.machine()), from the kernel's syscall tables:
+# x86_64 asm/unistd_64.h, i386 asm/unistd_32.h, arm (and arm64's compat) unistd32.h, the
+# asm-generic table that arm64, riscv and loongarch use, powerpc and s390 syscall.tbl.
+SYS_BPF_BY_MACHINE = {
+    "x86_64": 321, "amd64": 321,
+    "i386": 357, "i486": 357, "i586": 357, "i686": 357,
+    "aarch64": 280, "arm64": 280, "riscv64": 280, "loongarch64": 280,
+    "armv6l": 386, "armv7l": 386, "armv8l": 386,
+    "ppc64le": 361, "ppc64": 361, "ppc": 361,
+    "s390x": 351,
+}
+# a 32-bit process on a 64-bit kernel calls the 32-bit table
+_COMPAT_32 = {"x86_64": "i686", "amd64": "i686", "aarch64": "armv7l", "arm64": "armv7l"}
+
+
+def bpf_syscall_number(machine: str | None = None, pointer_bytes: int | None = None) -> int:
+    """The number of bpf(2) for this process: the kernel's architecture
+    (platform.machine()) and the process's word size (a 32-bit Python on a 64-bit kernel
+    uses the 32-bit table). An unknown architecture is refused: calling another
+    syscall's number with a bpf attr would do something else entirely."""
+    machine = platform.machine() if machine is None else machine
+    if pointer_bytes is None:
+        pointer_bytes = ctypes.sizeof(ctypes.c_void_p)
+    key = _COMPAT_32.get(machine, machine) if pointer_bytes == 4 else machine
+    try:
+        return SYS_BPF_BY_MACHINE[key]
+    except KeyError:
+        raise PlatformError(
+            f"xlb does not know the bpf(2) syscall number of this architecture "
+            f"({machine or 'unknown'}, {pointer_bytes * 8}-bit); known: "
+            f"{', '.join(sorted(SYS_BPF_BY_MACHINE))}") from None
+
+
+_sys_bpf: int | None = None  # looked up at the first call: importing never fails
 
 MAP_LOOKUP_ELEM = 1
 MAP_UPDATE_ELEM = 2
@@ -31,6 +65,7 @@ MAP_GET_NEXT_KEY = 4
 OBJ_PIN = 6
 OBJ_GET = 7
 PROG_TEST_RUN = 10
+PROG_GET_FD_BY_ID = 13
 OBJ_GET_INFO_BY_FD = 15
 MAP_LOOKUP_BATCH = 24
 MAP_UPDATE_BATCH = 26
@@ -55,6 +90,11 @@ class _BatchAttr(ctypes.Structure):
                 ("keys", ctypes.c_uint64), ("values", ctypes.c_uint64),
                 ("count", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
                 ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _GetIdAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
+                ("open_flags", ctypes.c_uint32)]
 
 
 class _TestRunAttr(ctypes.Structure):
@@ -106,7 +146,10 @@ class ProgInfo(ctypes.Structure):
 
 
 def _call(cmd: int, attr: ctypes.Structure, what: str) -> int:
-    ret = _libc.syscall(SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    global _sys_bpf
+    if _sys_bpf is None:
+        _sys_bpf = bpf_syscall_number()
+    ret = _libc.syscall(_sys_bpf, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
         err = ctypes.get_errno()
         raise BpfError(err, f"{what}: {os.strerror(err)}")
@@ -129,6 +172,12 @@ def obj_pin(fd: int, path: str) -> None:
     buf = ctypes.create_string_buffer(path.encode())
     attr = _ObjAttr(pathname=_addr(buf), bpf_fd=fd)
     _call(OBJ_PIN, attr, f"pin {path}")
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """Open a loaded program by its id (any program, xlb's or not); returns a new fd."""
+    attr = _GetIdAttr(id=prog_id)
+    return _call(PROG_GET_FD_BY_ID, attr, f"open program id {prog_id}")
 
 
 def map_info(fd: int) -> MapInfo:

@@ -7,23 +7,29 @@ or the old one. Where an instance is attached is remembered in
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
+import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
 
 from xlb import statefile
-from xlb.dataplane import loader, owner, xdp
+from xlb.dataplane import bpfsys, loader, owner, xdp
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, vip_label
 from xlb.dataplane.manager import Counters, Dataplane, geometry_of, key_label
 from xlb.dataplane.maps import pin_dir
-from xlb.errors import NotLoadedError, PrivilegeError
+from xlb.errors import BpfError, NotLoadedError, PrivilegeError, XlbError
 from xlb.paths import PIN_ROOT, RUN_ROOT, pinned_instances, run_dir
+
+log = logging.getLogger(__name__)
 
 
 def require_root(what: str) -> None:
@@ -47,35 +53,97 @@ def _write_state(instance: str, doc: dict[str, Any], run_root: str) -> None:
     statefile.write_json(_state_path(instance, run_root), doc, indent=1)
 
 
+Takeover = Callable[[dict[str, Any]], AbstractContextManager[Any]]
+"""Records, durably and before it happens, that --force replaces a program xlb does not
+own (the audit log's `change`): called with {instance, interface, netns, replaced, by}."""
+
+
+def own_program(instance: str, pin_root: str = PIN_ROOT) -> int:
+    """An fd on the instance's own program, or -1: the one pinned at <pins>/prog by its
+    last load. That pin, not a name or an id written down somewhere, is how xlb knows a
+    program on the hook is its own: the kernel compares the very program object."""
+    try:
+        return bpfsys.obj_get(os.path.join(pin_dir(instance, pin_root), loader.PROG_PIN))
+    except BpfError:
+        return -1
+
+
+def _foreign(state: xdp.XdpState, own_fd: int) -> xdp.Program | None:
+    """The program on the hook that is not the instance's own, if any."""
+    own = bpfsys.prog_info(own_fd).id if own_fd >= 0 else 0
+    others = [xdp.program(pid, m) for m, pid in state.programs if pid != own]
+    if len(others) > 1:
+        raise xdp.AttachError(f"{state.where} has {len(others)} XDP programs attached ("
+                              + "; ".join(p.describe() for p in others)
+                              + "): remove them first")
+    return others[0] if others else None
+
+
 def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT,
-                  run_root: str = RUN_ROOT) -> dict[str, Any]:
+                  run_root: str = RUN_ROOT, force: bool = False,
+                  takeover: Takeover | None = None) -> dict[str, Any]:
     """Compile (or adopt pinned maps), apply the config, attach. Returns a summary.
 
     Adoption keeps the connection table and counters: the program is
-    replaced atomically on the interface, the maps stay.
+    replaced atomically on the interface, the maps stay. A program on the
+    interface that is not the instance's own is refused (ForeignProgramError,
+    before anything is compiled or written) unless `force`: then it is replaced,
+    `takeover` recording it first, and the summary's "replaced" names it.
     """
     require_root("loading the data plane")
     inst = cfg.instance
     owner.refuse_if_owned(inst.name, "load the data plane", run_root)
     mode = mode or inst.xdp_mode
-    xdp.query(inst.interface, inst.netns)  # fail early, before compiling, on a wrong interface
-    loaded = loader.load(inst.name, geometry_of(cfg), pin_root)
-    with Dataplane(inst.name, pin_root, run_root) as dp:
-        result = dp.apply(cfg)
+    # fail early, before compiling, on a wrong interface or a program that is not ours
+    hook = xdp.query(inst.interface, inst.netns)
+    own_fd = own_program(inst.name, pin_root)
+    expected_fd = own_fd
     try:
-        state = xdp.attach(inst.interface, loaded.prog_fd, mode, inst.netns)
-    except xdp.AttachError:
-        if not loaded.adopted:  # nothing was running before: leave nothing behind
-            if xdp.query(inst.interface, inst.netns).prog_id == loaded.prog_id:
-                xdp.detach(inst.interface, inst.netns)
-            loader.remove_pins(inst.name, pin_root)
-            shutil.rmtree(run_dir(inst.name, run_root), ignore_errors=True)
-        raise
+        foreign = _foreign(hook, own_fd)
+        if foreign is not None:
+            if not force:
+                raise xdp.foreign_error(hook, foreign)
+            try:
+                expected_fd = bpfsys.prog_fd_by_id(foreign.id)
+            except BpfError as e:
+                if e.errno != errno.ENOENT:  # ENOENT: gone meanwhile; attach sees the hook
+                    raise PrivilegeError(f"taking over XDP program {foreign.describe()} "
+                                         f"needs opening it by id ({e.strerror}): that "
+                                         "needs CAP_SYS_ADMIN") from e
+        loaded = loader.load(inst.name, geometry_of(cfg), pin_root)
+        with Dataplane(inst.name, pin_root, run_root) as dp:
+            result = dp.apply(cfg)
+        try:
+            record = nullcontext() if foreign is None or takeover is None else takeover(
+                {"instance": inst.name, "interface": inst.interface, "netns": inst.netns,
+                 "replaced": foreign.as_dict(),
+                 "by": xdp.program_of_fd(loaded.prog_fd, mode).as_dict()})
+            with record:
+                state = xdp.attach(inst.interface, loaded.prog_fd, mode, inst.netns,
+                                   expected_fd=expected_fd)
+        except XlbError:
+            if not loaded.adopted:  # nothing was running before: leave nothing behind
+                try:
+                    xdp.detach(inst.interface, inst.netns, expected_fd=loaded.prog_fd)
+                except XlbError:
+                    pass  # the interface is gone: nothing is attached there
+                loader.remove_pins(inst.name, pin_root)
+                shutil.rmtree(run_dir(inst.name, run_root), ignore_errors=True)
+            elif own_fd >= 0:  # the earlier program is still the one attached: still ours
+                loader.pin_program(inst.name, own_fd, pin_root)
+            raise
+    finally:
+        for fd in {own_fd, expected_fd} - {-1}:
+            os.close(fd)
+    if foreign is not None:
+        log.warning("%s: took over %s from another XDP program (%s) (--force)", inst.name,
+                    hook.where, foreign.describe())
     doc = {"instance": inst.name, "interface": inst.interface, "netns": inst.netns,
            "mode": state.mode, "prog_id": state.prog_id, "loaded_at": time.time(),
            "adopted": loaded.adopted}
     _write_state(inst.name, doc, run_root)
-    return {**doc, "vips_added": result.vips_added, "vips_changed": result.vips_changed,
+    return {**doc, "replaced": foreign.as_dict() if foreign else None,
+            "vips_added": result.vips_added, "vips_changed": result.vips_changed,
             "vips_removed": result.vips_removed, "backends_added": result.backends_added,
             "backends_removed": result.backends_removed}
 
@@ -101,14 +169,16 @@ def unload_instance(instance: str, remove_pins: bool = False, pin_root: str = PI
     if not state and not os.path.isdir(pin_dir(instance, pin_root)):
         raise NotLoadedError(f"no data plane instance {instance!r} is loaded")
     detached = False
-    if state.get("interface"):
-        try:
-            now = xdp.query(state["interface"], state.get("netns", ""))
-            if now.prog_id and now.prog_id == state.get("prog_id"):
-                xdp.detach(state["interface"], state.get("netns", ""))
-                detached = True
+    own_fd = own_program(instance, pin_root)
+    if state.get("interface") and own_fd >= 0:
+        try:  # only the instance's own program: another one attached since stays
+            where = (state["interface"], state.get("netns", ""))
+            before = xdp.query(*where).programs
+            detached = before != xdp.detach(*where, expected_fd=own_fd).programs
         except xdp.AttachError:
             pass  # the interface (or its namespace) is gone: nothing to detach
+    if own_fd >= 0:
+        os.close(own_fd)
     prog = os.path.join(pin_dir(instance, pin_root), loader.PROG_PIN)
     if os.path.exists(prog):
         os.unlink(prog)

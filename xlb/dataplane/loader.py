@@ -134,12 +134,17 @@ def load(instance: str, geometry: Geometry, root: str = PIN_ROOT,
                                    max_connections=geometry.max_connections))
     finally:
         meta_map.close()
-    prog_path = os.path.join(pins, PROG_PIN)
-    if os.path.exists(prog_path):
-        os.unlink(prog_path)
-    bpfsys.obj_pin(fn.fd, prog_path)
+    pin_program(instance, fn.fd, root)
     info = bpfsys.prog_info(fn.fd)
     return Loaded(instance, fn.fd, int(info.id), pins, geometry, adopted, bpf)
+
+
+def pin_program(instance: str, fd: int, root: str = PIN_ROOT) -> None:
+    """Pin `fd` as the instance's program (the one xlb treats as its own on the hook)."""
+    path = os.path.join(pin_dir(instance, root), PROG_PIN)
+    if os.path.exists(path):
+        os.unlink(path)
+    bpfsys.obj_pin(fd, path)
 
 
 def geometry_from_pins(instance: str, root: str = PIN_ROOT) -> Geometry:
