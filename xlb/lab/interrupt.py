@@ -11,7 +11,8 @@ dropped with `held(drop=True)`: a cleanup is already the answer to it).
 Python runs a signal's handler at the next bytecode, and that can be inside code whose
 exceptions it ignores (an at-fork hook of `logging` while pyroute2 or subprocess forks:
 "Exception ignored in ..."). So a signal stays noted until it is acted on, and `check()`
-between steps raises it again.
+between steps raises it again; the "ignored" report of such an Interrupted is not
+printed (it is not lost, and a traceback is not an answer to Ctrl-C).
 
 A forked child (pyroute2 forks to enter a namespace) inherits the handler: there a
 signal ends the child as it would by default, and never runs the parent's cleanup.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,9 +66,17 @@ def stopping() -> Iterator[None]:
     global _owner
     _owner = os.getpid()
     before = {s: signal.signal(s, _on_signal) for s in SIGNALS}
+    unraisable = sys.unraisablehook
+
+    def quiet(u: sys.UnraisableHookArgs) -> None:
+        if not isinstance(u.exc_value, Interrupted):  # noted: check() raises it again
+            unraisable(u)
+
+    sys.unraisablehook = quiet
     try:
         yield
     finally:
+        sys.unraisablehook = unraisable
         for s, handler in before.items():
             signal.signal(s, handler)
         _noted.clear()
