@@ -10,12 +10,11 @@ own rules (`CheckSpec`), and the per-instance socket and audit log paths.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 
 from xlb.agent.health import CheckSpec
 from xlb.dataplane.config import Config, check_config, in_file, read_toml
-from xlb.paths import STATE_ROOT, default_socket
+from xlb.paths import default_audit_log, default_socket
 from xlb.schema import AGENT, BAD, Checker, ok, show
 
 
@@ -85,8 +84,7 @@ def check_settings(ck: Checker, raw: object, instance: str) -> AgentSettings | N
     if len(ck.errors) > before:
         return None
     values["socket"] = values["socket"] or default_socket(instance)
-    values["audit_log"] = values["audit_log"] or os.path.join(STATE_ROOT, instance,
-                                                              "audit.jsonl")
+    values["audit_log"] = values["audit_log"] or default_audit_log(instance)
     return AgentSettings(**values)
 
 
