@@ -135,3 +135,14 @@ async def until(cond: Callable[[], Any], pilot: Any, timeout: float = 5.0) -> No
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {cond}")
         await pilot.pause(0.05)
+
+
+NOBODY = 65534  # nobody:nogroup on Debian
+AGENT_CAPS = "+bpf,+perfmon,+net_admin,+sys_admin"  # sys_admin: the interface is in a netns
+
+
+def setpriv(caps: str = AGENT_CAPS, uid: int = NOBODY) -> tuple[str, ...]:
+    """A command prefix: run as `uid` (and its gid) with only `caps` effective (ambient
+    capabilities survive the exec of a program without file capabilities)."""
+    return ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}", "--")

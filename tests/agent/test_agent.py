@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import NOBODY, REPO
 from tests.helpers import wait_for as wait_until
 from xlb.api import protocol as P
 from xlb.api.client import AgentClient
@@ -33,7 +33,6 @@ from xlb.errors import AgentUnavailable, ApplyError, InvalidParams, RefusedError
 from xlb.lab import netns
 
 NS = f"xlbag-{os.getpid()}"
-NOBODY = 65534  # nobody:nogroup on Debian
 
 
 def config(tmp: str, health: str = "tcp", extra: str = "", instance: str = "",

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.agent.test_agent import NOBODY, NS, AgentProc, backends, config, running_agent
-from tests.helpers import REPO, wait_for
+from tests.helpers import AGENT_CAPS, REPO, setpriv, wait_for
 from xlb.api.client import AgentClient
 from xlb.dataplane import xdp
 from xlb.errors import PrivilegeError, RefusedError
@@ -146,13 +146,7 @@ def test_systemd_hears_ready_watchdog_and_stopping(roots: tuple[str, str]) -> No
 
 
 # -- capabilities, not uid 0 -----------------------------------------------------------------
-CAPS = "+bpf,+perfmon,+net_admin,+sys_admin"  # sys_admin: the interface is in a netns
-
-
-def setpriv(caps: str) -> tuple[str, ...]:
-    """Run as nobody:nogroup with `caps` effective (ambient caps survive the exec)."""
-    return ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-            f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}", "--")
+CAPS = AGENT_CAPS
 
 
 @pytest.fixture
