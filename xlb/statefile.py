@@ -1,7 +1,8 @@
 """Runtime files' privacy. State files (/run/xlb/<instance>/*.json) are written whole and
-readable by root only: they hold the whole configuration (every VIP and backend, the
-operators' intent), which others may only see through the agent's API, under its socket
-group's rule. The agent's sockets are that rule: owned by the group, mode 0660.
+readable by the agent's user only (root, or xlb under systemd): they hold the whole
+configuration (every VIP and backend, the operators' intent), which others may only see
+through the agent's API, under its socket group's rule. The agent's sockets are that
+rule: owned by the group, mode 0660.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def share_with_group(path: str, group: str) -> None:
     try:
         gid = grp.getgrnam(group).gr_gid
     except KeyError:
-        log.warning("group %r does not exist: only root can open %s", group, path)
+        log.warning("group %r does not exist: only root and the agent's user can open %s",
+                    group, path)
         gid = -1
     try:
         os.chown(path, -1, gid)

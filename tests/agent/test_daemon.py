@@ -80,6 +80,78 @@ def test_log_level(roots: tuple[str, str], level: str, want: set[str]) -> None:
             assert re.search(r"DEBUG xlb\.agent\.server: drain from root \(uid 0\)", agent.log())
 
 
+# -- the journal ----------------------------------------------------------------------------
+JOURNAL_WRAPPER = r"""set -e
+mount -t tmpfs tmpfs /run/systemd
+mkdir /run/systemd/journal
+mount --bind "$1" /run/systemd/journal
+shift
+export JOURNAL_STREAM="$(stat -L -c %d:%i /proc/self/fd/2)"
+exec "$@"
+"""
+
+
+def journal_fields(datagram: bytes) -> dict[str, str]:
+    """One entry of journald's native protocol: KEY=value lines, or KEY, a 64-bit length
+    and the value for a value with newlines."""
+    out: dict[str, str] = {}
+    rest = datagram
+    while rest:
+        line, _, rest = rest.partition(b"\n")
+        if b"=" in line:
+            key, _, value = line.partition(b"=")
+            out[key.decode()] = value.decode()
+        else:
+            n = int.from_bytes(rest[:8], "little")
+            out[line.decode()] = rest[8:8 + n].decode()
+            rest = rest[8 + n + 1:]
+    return out
+
+
+def test_under_systemd_the_log_goes_to_the_journal_with_priorities(
+        roots: tuple[str, str]) -> None:
+    """stderr is the journal's stream (JOURNAL_STREAM, as systemd sets it): each record
+    goes to the journal's socket, with its priority, and nothing to stderr. The agent runs
+    in a mount namespace of its own where the test's socket is journald's."""
+    where = tempfile.mkdtemp(prefix="xlb-journal-")
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(os.path.join(where, "socket"))
+    journal.settimeout(0.2)
+    prefix = ("unshare", "--mount", "--propagation", "private", "sh", "-c", JOURNAL_WRAPPER,
+              "sh", where)
+    entries: list[dict[str, str]] = []
+
+    def read() -> None:
+        while True:
+            try:
+                entries.append(journal_fields(journal.recv(65536)))
+            except TimeoutError:
+                return
+
+    try:
+        with an_agent(roots, "none", prefix=prefix, socket_group="xlb-test-no-group") as agent:
+            with agent.client() as c:
+                c.call("drain", address="10.0.1.2", vip="web")
+                with pytest.raises(RefusedError):
+                    c.call("drain", address="10.0.1.1", vip="dns")  # its last healthy one
+            agent.stop()
+            read()
+            assert agent.log() == "", "log lines went to stderr as well"
+    finally:
+        journal.close()
+        shutil.rmtree(where, ignore_errors=True)
+    by_text = {e.get("MESSAGE", ""): e for e in entries}
+    assert {e["SYSLOG_IDENTIFIER"] for e in entries} == {"xlb-agent"}, entries
+    for text, priority in (("xlb.agent: agent agt starting", "6"),
+                           ("xlb.agent.core: root (uid 0) drain 10.0.1.2: web: state active → "
+                            "drained", "6"),
+                           ("xlb.agent.server: refused drain 10.0.1.1 from root (uid 0)", "6"),
+                           ("xlb.statefile: group 'xlb-test-no-group' does not exist", "4"),
+                           ("xlb.agent: agent agt stopped", "6")):
+        found = [e for t, e in by_text.items() if t.startswith(text)]
+        assert found and found[0]["PRIORITY"] == priority, (text, list(by_text))
+
+
 # -- systemd's notify protocol ---------------------------------------------------------------
 class NotifySocket:
     """What systemd listens on (NOTIFY_SOCKET): each message, and at READY=1 whether the

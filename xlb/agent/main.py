@@ -208,7 +208,12 @@ def main(config_path: str, log_level: str = "info", instance: str | None = None)
         if agent is not None:
             agent.close()
         raise
-    asyncio.run(run(agent, notifier))
+    try:
+        asyncio.run(run(agent, notifier))
+    except XlbError as e:  # the API socket or the metrics could not be opened
+        log.error("agent %s could not start: %s", name, e)
+        notifier.status(f"could not start: {e}")
+        raise
     return 0
 
 
