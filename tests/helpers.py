@@ -149,3 +149,14 @@ class ForeignXdp:
         self.fd: int = self._bpf.load_func(name.encode(), BPF.XDP).fd
         info = bpfsys.prog_info(self.fd)
         self.id, self.tag = int(info.id), bytes(info.tag).hex()
+
+
+NOBODY = 65534  # nobody:nogroup on Debian
+AGENT_CAPS = "+bpf,+perfmon,+net_admin,+sys_admin"  # sys_admin: the interface is in a netns
+
+
+def setpriv(caps: str = AGENT_CAPS, uid: int = NOBODY) -> tuple[str, ...]:
+    """A command prefix: run as `uid` (and its gid) with only `caps` effective (ambient
+    capabilities survive the exec of a program without file capabilities)."""
+    return ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}", "--")

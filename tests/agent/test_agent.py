@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import NOBODY, REPO
 from tests.helpers import wait_for as wait_until
 from xlb.api import protocol as P
 from xlb.api.client import AgentClient
@@ -33,7 +33,6 @@ from xlb.errors import AgentUnavailable, ApplyError, InvalidParams, RefusedError
 from xlb.lab import netns
 
 NS = f"xlbag-{os.getpid()}"
-NOBODY = 65534  # nobody:nogroup on Debian
 
 
 def config(tmp: str, health: str = "tcp", extra: str = "", instance: str = "",
@@ -81,10 +80,12 @@ address = "10.0.1.1"
 
 
 class AgentProc:
-    """An agent process; its stdout and stderr (the log) go to agent.log in `tmp`."""
+    """An agent process; its stdout and stderr (the log) go to agent.log in `tmp`.
+    `prefix` runs it through another command (setpriv), `args` are more options."""
 
-    def __init__(self, tmp: str, env: dict[str, str]):
-        self.tmp, self.env = tmp, env
+    def __init__(self, tmp: str, env: dict[str, str], prefix: tuple[str, ...] = (),
+                 args: tuple[str, ...] = ()):
+        self.tmp, self.env, self.prefix, self.args = tmp, env, prefix, args
         self.path = os.path.join(tmp, "agent.toml")
         self.socket = os.path.join(tmp, "agent.sock")
         self.log_path = os.path.join(tmp, "agent.log")
@@ -96,9 +97,10 @@ class AgentProc:
 
     def start(self, *options: str) -> None:
         with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "xlb", "agent", "--config",
-                                          self.path, *options], env=self.env, text=True,
-                                         stdout=log, stderr=log)
+            self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "xlb", "agent",
+                                          "--config", self.path, *self.args, *options],
+                                         env=self.env, text=True, stdout=log, stderr=log,
+                                         cwd=REPO)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -159,18 +161,20 @@ def staying(roots: tuple[str, str]) -> Iterator[AgentProc]:
 
 def running_agent(roots: tuple[str, str], health: str, extra: str = "",
                   before_start: Callable[[str], None] | None = None,
-                  **settings: str) -> Iterator[AgentProc]:
+                  prefix: tuple[str, ...] = (), args: tuple[str, ...] = (),
+                  env: dict[str, str] | None = None, **settings: str) -> Iterator[AgentProc]:
     """An agent of `config(tmp, health, extra, **settings)` ("{tmp}" in a setting is
     its directory); `before_start(tmp)` runs first (it may mount things under tmp: they
-    are unmounted at the end)."""
+    are unmounted at the end); `prefix`, `args` and `env` (more variables) as AgentProc
+    takes them."""
     pin_root, run_root = roots
     tmp = tempfile.mkdtemp(prefix="xlb-agent-test-")  # 0755 below: the read-only peer
     os.chmod(tmp, 0o755)                              # (nobody) must reach the socket
     settings = {k: v.replace("{tmp}", tmp) for k, v in settings.items()}
     env = {**os.environ, "XLB_PIN_ROOT": pin_root, "XLB_RUN_ROOT": run_root,
-           "XLB_STATE_ROOT": tmp}
+           "XLB_STATE_ROOT": tmp, **(env or {})}
     netns.create(NS)
-    a = AgentProc(tmp, env)
+    a = AgentProc(tmp, env, prefix, args)
     try:
         netns.veth(NS, "xlb0", NS, "peer0", queues=4)
         with open(a.path, "w") as f:

@@ -30,7 +30,8 @@ settings = SimpleNamespace(socket=os.path.join(tmp, "a.sock"), socket_group="roo
                            max_clients_per_user=4, client_idle_timeout=60.0,
                            client_send_timeout=10.0)
 agent = SimpleNamespace(settings=settings, name="sig", listeners=[], metrics_port=0,
-                        desired=SimpleNamespace(backend_addresses=lambda: ()),
+                        desired=SimpleNamespace(backend_addresses=lambda: (), vips=[]),
+                        load_result={},
                         tick_failures=0, last={},
                         stopping=threading.Event(), health_targets=lambda: {},
                         report_health=lambda *a: None, close=lambda: None,

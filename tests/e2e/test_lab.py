@@ -286,6 +286,50 @@ def test_agent_restart_keeps_established_connections(lab: dict) -> None:
             agent.call("undrain", address=keep.address, vip="web")
 
 
+def chown_tree(path: str, uid: int) -> None:
+    for top, dirs, files in os.walk(path):
+        for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
+            os.chown(name, uid, uid)
+
+
+def test_lb1_agent_runs_as_a_user_with_capabilities_and_drains(lab: dict) -> None:
+    """lb1's agent restarted as nobody, with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and
+    CAP_SYS_ADMIN (its interface is in a namespace) and nothing else: it adopts the
+    data plane, which forwards all along, and drains a backend. Its directories become
+    its user's, as systemd's RuntimeDirectory=, StateDirectory= and the unit's
+    ExecStartPre= make them."""
+    from tests.helpers import NOBODY, setpriv
+    from xlb.api.client import AgentClient
+    from xlb.dataplane.maps import pin_dir
+    from xlb.paths import RUN_ROOT, default_audit_log, run_dir
+
+    owned = [pin_dir("lb1"), run_dir("lb1"), os.path.dirname(default_audit_log("lb1"))]
+    os.makedirs(owned[-1], exist_ok=True)
+    run.stop_agent("lb1")
+    try:
+        for path in owned:
+            chown_tree(path, NOBODY)
+        os.chown(RUN_ROOT, NOBODY, -1)  # its socket, /run/xlb/lb1.sock
+        info = run.start_agent("lb1", prefix=setpriv())
+        lab["lbs"][0]["pid"] = info["pid"]
+        with open(f"/proc/{info['pid']}/status") as f:
+            status = f.read()
+        assert f"Uid:\t{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}" in status, status
+        assert "CapEff:\t000000c000201000" in status, status  # the four, nothing more
+        with AgentClient(info["socket"]) as agent:
+            agent.call("drain", address="198.18.2.13", vip="web")
+            assert set(new_connections(100)) == {"be1", "be2"}
+            agent.call("undrain", address="198.18.2.13", vip="web")
+            assert "be3" in new_connections(100)
+            assert [e["user"] for e in agent.call("audit", n=2)] == ["root", "root"]
+    finally:
+        run.stop_agent("lb1")
+        for path in owned:
+            chown_tree(path, 0)
+        os.chown(RUN_ROOT, 0, -1)
+        lab["lbs"][0]["pid"] = run.start_agent("lb1")["pid"]
+
+
 BIG_QUERY = """
 import json, socket, sys
 vip, src = sys.argv[1], sys.argv[2]

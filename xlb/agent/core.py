@@ -517,6 +517,9 @@ class Agent:
                 else:
                     log.warning("backend %s is down (%s): no new flows; %s", address, reason,
                                 flows)
+            else:  # the INFO log sums these up below
+                log.debug("backend %s is %s%s", address, "up again" if healthy else "down",
+                          "" if healthy else f" ({reason})")
             event: P.HealthEvent = {"kind": "health", "time": time.time(), "address": address,
                                     "healthy": healthy, "reason": reason}
             self.emit("event", event)

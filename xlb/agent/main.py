@@ -1,10 +1,11 @@
-"""`xlb agent --config FILE`: run one instance's agent in the foreground.
+"""`xlb agent INSTANCE`: run one instance's agent in the foreground.
 
-Start: load or adopt the data plane, apply the intent, open the API socket.
-Then tick: read counters, compute rates, publish a snapshot; a tick that fails is
-logged and counted, never the end of the agent. SIGTERM/SIGINT
-end the agent and leave the data plane running (nothing is detached or
-flushed); a crash leaves it running too.
+Start: check the capabilities and directories it needs, load or adopt the data plane,
+apply the intent, open the API socket, tell systemd it is ready (xlb/agent/notify.py).
+Then tick (with a sign of life to systemd's watchdog each time): read counters,
+compute rates, publish a snapshot; a tick that fails is logged and counted, never the
+end of the agent. SIGTERM/SIGINT end the agent and leave the data plane running
+(nothing is detached or flushed); a crash leaves it running too.
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from xlb.agent import metrics
+from xlb import privileges
+from xlb.agent import logs, metrics
 from xlb.agent import settings as agent_settings
 from xlb.agent.core import Agent
 from xlb.agent.health import HealthChecker
+from xlb.agent.notify import Notifier
 from xlb.agent.server import Server
 from xlb.api.protocol import ErrorEvent
-from xlb.errors import XlbError
+from xlb.dataplane.maps import pin_dir
+from xlb.errors import UsageError, XlbError
+from xlb.paths import run_dir
 
 log = logging.getLogger("xlb.agent")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-async def run(agent: Agent) -> None:
+async def run(agent: Agent, notifier: Notifier | None = None) -> None:
+    notifier = notifier or Notifier({})
     # the exporter first: a client of the API may ask for its port at once
     exporter: metrics.Exporter | None = None
     st = agent.settings
@@ -44,6 +49,7 @@ async def run(agent: Agent) -> None:
             raise XlbError(f"metrics on {st.metrics}: {e.strerror}; set [agent] metrics to "
                            "another host:port or unix:PATH, or \"\" to turn it off") from e
         agent.metrics_port = exporter.port
+        agent.last = {**agent.last, "metrics_port": exporter.port}  # before the first tick too
     server = Server(agent)
     try:
         await server.serve()
@@ -53,12 +59,14 @@ async def run(agent: Agent) -> None:
         raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    received: list[int] = []  # the signal that ends the agent, logged once it is out
 
     def stopping(_signum: int, _frame: object) -> None:
         # A plain handler, not loop.add_signal_handler: that one learns of the signal
         # through a byte in the loop's self-pipe, which is lost when a burst of wake-ups
         # from other threads (thousands of events for subscribers) has filled the pipe.
         # This one runs in the loop's thread at once, whatever the pipe holds.
+        received.append(_signum)
         agent.stopping.set()  # work in progress in the tick's thread gives up
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
             loop.call_soon_threadsafe(stop.set)
@@ -68,6 +76,10 @@ async def run(agent: Agent) -> None:
     where = (f", metrics on port {exporter.port}" if exporter and exporter.port else
              f", metrics on {st.metrics}" if exporter else "")
     log.info("agent %s running: API on %s%s", agent.name, st.socket, where)
+    vips = len(agent.desired.vips)
+    notifier.ready(f"{agent.load_result.get('mode')} XDP on {agent.load_result.get('interface')}, "
+                   f"{vips} VIP{'s' * (vips != 1)}; API on {st.socket}")
+    notifier.check_tick(st.tick)
     # verdicts are only noted here; the tick applies all that arrived, at once
     checker = HealthChecker(agent.report_health)
     checker.set_targets(agent.health_targets())
@@ -83,11 +95,15 @@ async def run(agent: Agent) -> None:
     try:
         while not stop.is_set():
             await ticker.tick()
+            notifier.alive()  # a failed tick is no hang: only a tick that never ends is
             try:
                 await asyncio.wait_for(stop.wait(), st.tick)
             except TimeoutError:
                 pass
     finally:
+        notifier.stopping()
+        if received:
+            log.info("%s received: stopping", signal.Signals(received[0]).name)
         agent.listeners.remove(on_event)
         await checker.close()
         server.close()
@@ -166,32 +182,51 @@ def _quiet_forks() -> None:
         signal.signal(sig, signal.SIG_DFL)
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """Timestamped lines on stderr (journald, or the lab's lb1.log, collects them)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger("xlb")
-    root.addHandler(handler)
-    root.setLevel(level)
+def check_privileges(ac: agent_settings.AgentConfig) -> None:
+    """Capabilities, not uid 0: PrivilegeError names what is missing, and which of the
+    agent's directories its user cannot write."""
+    inst, st = ac.config.instance, ac.settings
+    privileges.require("xlb agent", inst.netns)
+    privileges.require_writable("xlb agent", own=[pin_dir(inst.name), run_dir(inst.name)],
+                                shared=(os.path.dirname(st.audit_log),
+                                        os.path.dirname(st.socket)),
+                                files=(st.audit_log,))
 
 
-def main(config_path: str, force: bool = False) -> int:
-    setup_logging()
+def main(config_path: str, log_level: str = "info", instance: str | None = None,
+         force: bool = False) -> int:
+    """Run the agent of `config_path` (which must be `instance`'s, when that is given);
+    `force` takes over an XDP program on the interface that is not the instance's own."""
+    logs.setup(log_level)
     os.register_at_fork(after_in_child=_quiet_forks)
-    ac = agent_settings.load(config_path)
-    log.info("agent %s starting (pid %d, config %s)", ac.config.instance.name, os.getpid(),
-             config_path)
-    raise_descriptor_limit()
-    agent = Agent(ac)
+    notifier = Notifier()
+    ac = agent_settings.load(config_path)  # a ConfigError is the CLI's to print
+    name = ac.config.instance.name
+    if instance is not None and name != instance:
+        raise UsageError(f"xlb agent {instance}: {config_path} is the config of instance "
+                         f"{name!r}")
+    agent: Agent | None = None
     try:
+        log.info("agent %s starting (pid %d, uid %d, config %s)", name, os.getpid(),
+                 os.geteuid(), config_path)
+        check_privileges(ac)
+        raise_descriptor_limit()
+        agent = Agent(ac)
         agent.start(force=force)
     except XlbError as e:
-        log.error("agent %s could not start: %s", ac.config.instance.name, e)
-        agent.close()
+        log.error("agent %s could not start: %s", name, e)
+        notifier.status(f"could not start: {e}")
+        if agent is not None:
+            agent.close()
         raise
-    asyncio.run(run(agent))
+    try:
+        asyncio.run(run(agent, notifier))
+    except XlbError as e:  # the API socket or the metrics could not be opened
+        log.error("agent %s could not start: %s", name, e)
+        notifier.status(f"could not start: {e}")
+        raise
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "info"))

@@ -47,7 +47,7 @@ from typing import Any
 from xlb import statefile
 from xlb.agent.core import Agent, Caller
 from xlb.api import protocol as P
-from xlb.errors import ErrorCode, ReadOnlyError, XlbError
+from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, XlbError
 
 log = logging.getLogger(__name__)
 
@@ -403,9 +403,11 @@ class Server:
         method = P.METHODS.get(name)
         if method is None:
             return _error(rid, ErrorCode.NO_METHOD, f"unknown method {name!r}")
+        log.debug("%s from %s (uid %d)", name, caller.user, caller.uid)
         try:
             result = await self._call(method, req.params, caller)
         except XlbError as e:
+            _log_refusal(method, req.params, caller, e)
             return _error(rid, e.rpc_code, str(e))
         except Exception:
             log.exception("%s from %s failed", name, caller.user)
@@ -438,6 +440,25 @@ class Server:
         if entry is not None:  # the audit log's per-user pace bounds the log's too
             log.info("refused %s from %s (uid %d): %s", name, caller.user, caller.uid,
                      entry["result"].removeprefix("refused: "))
+
+
+def _log_refusal(method: P.Method, params: dict[str, Any], caller: Caller,
+                 e: XlbError) -> None:
+    """A change an operator asked for and did not get: refused (INFO) or failed (ERROR,
+    with the cause). A read-only caller's attempts are logged with their audit record,
+    at its pace; anything else a client gets wrong is only for DEBUG, so no client can
+    fill the log."""
+    if isinstance(e, ReadOnlyError):
+        return
+    subject = params.get("address") or params.get("name") or ""
+    what = f"{method.name} {str(subject)[:80]}".rstrip()
+    if not (method.operator and caller.operator):
+        log.debug("%s from %s (uid %d) answered with an error: %s", what, caller.user,
+                  caller.uid, e)
+    elif isinstance(e, RefusedError | InvalidParams):
+        log.info("refused %s from %s (uid %d): %s", what, caller.user, caller.uid, e)
+    else:
+        log.error("%s from %s (uid %d) failed: %s", what, caller.user, caller.uid, e)
 
 
 _SHAPE = 'expected {"jsonrpc": "2.0", "method": ..., "params": {...}, "id": ...}'

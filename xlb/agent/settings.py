@@ -10,12 +10,11 @@ own rules (`CheckSpec`), and the per-instance socket and audit log paths.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 
 from xlb.agent.health import CheckSpec
 from xlb.dataplane.config import Config, check_config, in_file, read_toml
-from xlb.paths import STATE_ROOT, default_socket
+from xlb.paths import default_audit_log, default_socket
 from xlb.schema import AGENT, BAD, Checker, ok, show
 
 
@@ -71,11 +70,6 @@ def _check_health(ck: Checker, values: dict) -> None:
                   health["health_fall"])
     except ValueError as e:
         ck.err("agent", str(e))
-
-
-def default_audit_log(instance: str) -> str:
-    """Where an instance's audit log is unless its [agent] table says otherwise."""
-    return os.path.join(STATE_ROOT, instance, "audit.jsonl")
 
 
 def check_settings(ck: Checker, raw: object, instance: str) -> AgentSettings | None:

@@ -23,7 +23,7 @@ import argparse
 import importlib
 import sys
 
-from xlb import __version__
+from xlb import __version__, paths
 from xlb.cli import common, completion
 from xlb.errors import ConfigError, Interrupted, XlbError
 
@@ -35,7 +35,8 @@ COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "drain", "
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xlb", description="XDP load balancer and its console",
                                 epilog="`xlb COMMAND --help` shows a command's options and "
-                                       "examples.")
+                                       f"examples.\n\n{paths.help_text()}",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"xlb {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
                            help="one of these (`xlb COMMAND -h` for its options):")

@@ -61,9 +61,9 @@ def load(args: argparse.Namespace) -> int:
       xlb dataplane load --config lb1.toml --force
     """
     from xlb.agent.audit import AuditLog, takeover
-    from xlb.agent.settings import default_audit_log
     from xlb.dataplane.config import load_config
     from xlb.dataplane.lifecycle import load_instance
+    from xlb.paths import default_audit_log
 
     cfg = load_config(args.config)
     record = takeover(AuditLog(default_audit_log(cfg.instance.name))) if args.force else None

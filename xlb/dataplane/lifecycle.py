@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from xlb import statefile
+from xlb import privileges, statefile
 from xlb.dataplane import bpfsys, loader, owner, xdp
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, vip_label
@@ -90,8 +90,8 @@ def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT
     before anything is compiled or written) unless `force`: then it is replaced,
     `takeover` recording it first, and the summary's "replaced" names it.
     """
-    require_root("loading the data plane")
     inst = cfg.instance
+    privileges.require("loading the data plane", inst.netns)
     owner.refuse_if_owned(inst.name, "load the data plane", run_root)
     mode = mode or inst.xdp_mode
     # fail early, before compiling, on a wrong interface or a program that is not ours
@@ -150,7 +150,7 @@ def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT
 
 def apply_config(cfg: Config, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT) -> dict:
     """Apply a config to a loaded instance without recompiling."""
-    require_root("changing the data plane")
+    privileges.require("changing the data plane")
     owner.refuse_if_owned(cfg.instance.name, "apply a config", run_root)
     with Dataplane(cfg.instance.name, pin_root, run_root) as dp:
         r = dp.apply(cfg)

@@ -155,8 +155,9 @@ def agent_config_path(lb: str) -> str:
     return os.path.join(RUN_ROOT, "lab", f"{lb}.toml")
 
 
-def _start_agent(lab: Lab, lb: str) -> int:
-    """The lab's LBs run as agents, like production: the agent owns the data plane."""
+def _start_agent(lab: Lab, lb: str, prefix: tuple[str, ...] = ()) -> int:
+    """The lab's LBs run as agents, like production: the agent owns the data plane.
+    `prefix` runs it through another command (setpriv: as another user)."""
     path = agent_config_path(lb)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -164,7 +165,7 @@ def _start_agent(lab: Lab, lb: str) -> int:
                 'health_timeout = 0.25\n\n')
         f.write(dump_toml(parse_config(lb_config(lab, lb))))
     log = open(os.path.join(os.path.dirname(path), f"{lb}.log"), "ab")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "xlb", "agent", "--config", path],
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "xlb", "agent", "--config", path],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True)
     log.close()
@@ -174,14 +175,26 @@ def _start_agent(lab: Lab, lb: str) -> int:
 def restart_agent(lb: str, sig: int = signal.SIGTERM) -> dict[str, Any]:
     """End lb's agent with `sig` (SIGKILL = a crash) and start it again; it adopts the
     pinned data plane, which never stopped forwarding."""
+    stop_agent(lb, sig)
+    return start_agent(lb)
+
+
+def stop_agent(lb: str, sig: int = signal.SIGTERM) -> None:
+    """End lb's agent with `sig`; the data plane keeps forwarding."""
     state = _state()
     pid = state.get("agents", {}).get(lb)
     if pid is None:
         raise LabError(f"no agent for {lb!r} in this lab")
-    os.kill(pid, sig)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
     _ended(pid, 10.0)
-    new = _start_agent(Lab(), lb)
-    state["agents"][lb] = new
+
+
+def start_agent(lb: str, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Start lb's agent (after stop_agent); it adopts the pinned data plane."""
+    state = _state()
+    new = _start_agent(Lab(), lb, prefix)
+    state.setdefault("agents", {})[lb] = new
     _save_state(state)
     return _wait_agent(lb, new)
 
