@@ -76,6 +76,10 @@ class DataplaneUnderTest:
         r = self.dp.counters().reasons
         return {x.label: int(r[x, 0]) for x in S.Reason}
 
+    def misses(self) -> dict[str, int]:
+        m = self.dp.counters().misses
+        return {x.label: int(m[x, 0]) for x in S.Miss}
+
     def backend_address(self, backend_id: int) -> str:
         b = self.dp.backend_entries()[backend_id]
         return str(S.unpack_addr(b.addr, b.family))

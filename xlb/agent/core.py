@@ -620,6 +620,8 @@ class Agent:
                             for r in S.Reason},
                 "reason_totals": {r.label: int(totals[r]) if len(totals) > r else 0
                                   for r in S.Reason},
+                "misses": {m.label: round(float(rates.misses[m, 0]), 1) if rates else 0.0
+                           for m in S.Miss},
                 "cpus": self.cpus,
                 "vips": vips,
                 "alarms": [P.Alarm(**a) for a in self.alarms],  # copies: alarms change later
