@@ -139,3 +139,32 @@ async def until(cond: Callable[[], Any], pilot: Any, timeout: float = 5.0) -> No
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {cond}")
         await pilot.pause(0.05)
+
+
+# -- the metrics exposition --------------------------------------------------------------
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Samples of one scrape: (sample name, sorted labels) -> value."""
+
+
+def scrape(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()  # type: ignore[no-any-return]
+
+
+def samples(text: str) -> Samples:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def promtool_check(text: str) -> str:
+    """What `promtool check metrics` finds wrong with an exposition ("" = nothing). Debian's
+    prometheus package ships promtool; scripts/bootstrap installs it."""
+    import subprocess
+
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    return "" if r.returncode == 0 and not r.stdout.strip() else (r.stdout + r.stderr)

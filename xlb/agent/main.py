@@ -39,7 +39,7 @@ async def run(agent: Agent) -> None:
     st = agent.settings
     if st.metrics:
         try:
-            exporter = metrics.serve(st.metrics, lambda: agent.last,
+            exporter = metrics.serve(st.metrics, agent.published,
                                      st.socket_group or st.operator_group)
         except OSError as e:
             server.close()
