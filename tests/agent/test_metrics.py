@@ -3,6 +3,7 @@ Prometheus's conventions, read by the agent's tick, never by the scrape."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from scapy.layers.l2 import Ether
 
 from tests.agent.test_agent import NS, AgentProc, running_agent
 from tests.helpers import promtool_check, samples, scrape, wait_for
+from tests.unit.test_protocol import readme_section
 from xlb.lab import netns
 
 
@@ -84,4 +86,8 @@ def test_metrics_are_the_data_planes_counters_by_convention(agent: AgentProc) ->
     names = {f.name for f in families}
     assert {"process_cpu_seconds", "process_resident_memory_bytes", "python_info"} <= names
     assert promtool_check(text) == ""
+    listed = set(re.findall(r"`(xlb_\w+)`", readme_section("## Metrics").split("\n\n**")[0]))
+    served = {s.name for f in families for s in f.samples if s.name.startswith("xlb_")}
+    served |= {f.name for f in families if not f.samples and f.name.startswith("xlb_")}
+    assert listed == served, "the README's metric list is what the agent serves"
 
