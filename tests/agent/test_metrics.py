@@ -38,6 +38,7 @@ def test_metrics_are_the_data_planes_counters_by_convention(agent: AgentProc) ->
     with agent.client() as c:
         status = c.call("status")
     port = status["metrics_port"]
+    assert set(status["misses"]) == {"tcp_syn", "tcp_non_syn", "udp"}  # per second, by kind
     before = samples(scrape(port))
     web = ("xlb_vip_packets_total", (("vip", "web"),))
     netns.send_frames(NS, "peer0", _frames(), count=40).wait(timeout=60)
