@@ -92,3 +92,7 @@ def test_metrics_are_the_data_planes_counters_by_convention(agent: AgentProc) ->
     served |= {f.name for f in families if not f.samples and f.name.startswith("xlb_")}
     assert listed == served, "the README's metric list is what the agent serves"
 
+    with agent.client() as c:
+        c.call("drain", address="10.0.1.1", vip="web")
+    drained = ("xlb_backend_drained", (("backend", "10.0.1.1"), ("vip", "web")))
+    wait_for(lambda: samples(scrape(port)).get(drained) == 1, "the drain in the metrics")

@@ -587,10 +587,13 @@ class Agent:
     def published(self) -> Published:
         """What the metrics serve: the last snapshot and the counters the last tick read
         (a scrape never reads the data plane itself)."""
-        inst = self.desired.instance
+        desired = self.desired
+        drained = frozenset((v.name, str(b.address)) for v in desired.vips
+                            for b in v.backends if b.state == "drained")
         return Published(self.last, self.counted,
                          {"version": __version__, "kernel": platform.release()},
-                         self.since, inst.max_connections, inst.ring_size)
+                         self.since, desired.instance.max_connections,
+                         desired.instance.ring_size, drained)
 
     def _snapshot(self, rates: Rates | None) -> P.Snapshot:
         """The typed snapshot of protocol.Snapshot: intent, health and the last rates."""

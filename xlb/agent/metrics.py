@@ -76,6 +76,7 @@ class Published:
     since: float = 0.0            # Unix time the data plane's maps (its counters) were made
     max_connections: int = 0      # connection table entries
     ring_size: int = 0            # Maglev table entries per VIP
+    drained: frozenset[tuple[str, str]] = frozenset()  # (VIP, backend) drained by operators
 
 
 class AgentCollector(Collector):
@@ -111,7 +112,7 @@ class AgentCollector(Collector):
         yield alarm
         if p.counted is not None:
             yield from _counters(p.counted)
-        yield from _states(s)
+        yield from _states(s, p.drained)
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
@@ -180,7 +181,7 @@ def _counters(c: Counted) -> Iterator[Metric]:
     yield from (b_pkts, b_bytes, b_new, b_active)
 
 
-def _states(s: Snapshot) -> Iterator[Metric]:
+def _states(s: Snapshot, drained_by: frozenset[tuple[str, str]]) -> Iterator[Metric]:
     """Gauges of states, from the snapshot: per VIP, and per backend of each VIP."""
     def gauge(name: str, text: str, labels: list[str]) -> GaugeMetricFamily:
         return GaugeMetricFamily(f"xlb_{name}", text, labels=labels)
@@ -206,7 +207,7 @@ def _states(s: Snapshot) -> Iterator[Metric]:
         for b in v["backends"]:
             labels = [name, b["address"]]
             weight.add_metric(labels, b["weight"])
-            drained.add_metric(labels, 1.0 if b["state"] in ("drained", "draining") else 0.0)
+            drained.add_metric(labels, 1.0 if (name, b["address"]) in drained_by else 0.0)
             up.add_metric(labels, 1.0 if b["health"] == "up" else 0.0)
             share.add_metric(labels, b["ring_share"])
     yield from (total, healthy, panic, vip_active, weight, drained, up, share)
