@@ -7,7 +7,8 @@
  * -> fragments/options (IPv6: the extension-header chain) dropped -> ICMP:
  * pings answered, errors about a VIP flow sent to that flow's backend -> VIP
  * lookup (port, then port 0) -> connection table (TCP SYN always asks
- * Maglev; other TCP without an entry makes none) -> Maglev ring ->
+ * Maglev; other TCP without an entry makes none; misses counted by kind:
+ * SYN, non-SYN, UDP) -> Maglev ring ->
  * encapsulate to the backend (or ICMP too-big) -> XDP_TX. Every packet is
  * counted under exactly one reason, per RX queue and per action.
  */
@@ -35,7 +36,10 @@ BPF_TABLE_PINNED("percpu_array", u32, struct xlb_traffic, reason_stats, XLB_MAX_
                  PIN_DIR "/reason_stats");
 BPF_TABLE_PINNED("percpu_array", u32, struct xlb_flow_guard, flow_guard, 1,
                  PIN_DIR "/flow_guard");
+BPF_TABLE_PINNED("percpu_array", u32, struct xlb_traffic, miss_stats, XLB_MAX_MISSES,
+                 PIN_DIR "/miss_stats");
 _Static_assert(XLB_R_MAX <= XLB_MAX_REASONS, "reason_stats needs a slot per reason");
+_Static_assert(XLB_MISS_MAX <= XLB_MAX_MISSES, "miss_stats needs a slot per kind");
 
 static __always_inline int verdict(u32 reason, u64 bytes, int action)
 {
@@ -45,6 +49,16 @@ static __always_inline int verdict(u32 reason, u64 bytes, int action)
         t->bytes += bytes;
     }
     return action;
+}
+
+/* A connection-table miss of kind `miss` (enum xlb_miss), whatever the verdict. */
+static __always_inline void count_miss(u32 miss, u64 bytes)
+{
+    struct xlb_traffic *t = miss_stats.lookup(&miss);
+    if (t) {
+        t->packets++;
+        t->bytes += bytes;
+    }
 }
 
 /* These call verdict(), so they come after it: BCC rewrites map calls such as
@@ -187,6 +201,8 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
             }
         }
     }
+    if (!c)  /* counted before Maglev: a miss that ends in a drop is a miss all the same */
+        count_miss(syn ? XLB_MISS_TCP_SYN : tcp ? XLB_MISS_TCP_NON_SYN : XLB_MISS_UDP, bytes);
     if (!be) {
         be = maglev(vip, hash, &backend_id);
         if (!be)

@@ -18,6 +18,7 @@
 #define XLB_NUM_ACTIONS 5      /* XDP_ABORTED .. XDP_REDIRECT */
 #define XLB_NO_BACKEND 0xFFFFFFFFu
 #define XLB_MAX_REASONS 32     /* reason_stats slots: room for new reasons without a new layout */
+#define XLB_MAX_MISSES 8       /* miss_stats slots: room for new kinds without a new layout */
 
 #define XLB_AF_INET 4
 #define XLB_AF_INET6 6
@@ -50,6 +51,19 @@ enum xlb_reason {
     XLB_R_TX_ICMP_ECHO,          /* echo request to a VIP address: answered */
     XLB_R_DROP_ICMP_TOO_BIG,     /* ICMP error about a VIP flow, too big once encapsulated */
     XLB_R_MAX
+};
+
+/* Connection-table misses, by kind; one per-CPU counter each (map miss_stats),
+ * counted apart from the verdict (a miss may still end in a drop). A SYN never
+ * looks the table up (it always asks Maglev), so every SYN balanced is a miss:
+ * a new flow. A TCP non-SYN miss is a flow whose state this LB lost (restart
+ * with new maps, eviction, another LB that carried it until now) or made-up
+ * packets (an ACK flood). A UDP miss is a new flow, or one whose entry expired. */
+enum xlb_miss {
+    XLB_MISS_TCP_SYN = 0,
+    XLB_MISS_TCP_NON_SYN,
+    XLB_MISS_UDP,
+    XLB_MISS_MAX
 };
 
 struct xlb_vip_key {

@@ -20,6 +20,7 @@ from xlb.api.protocol import Backend, Snapshot, Status, Vip
 
 HISTORY = 120          # snapshots kept per series (2 minutes at the default tick)
 HOT_FACTOR = 1.5       # a queue above 1.5x the mean of all queues is "hot"
+LOST_STATE_SECONDS = 10.0  # TCP non-SYN misses above zero this long: flows are losing state
 
 
 @dataclass
@@ -42,6 +43,9 @@ class Instance:
     drops: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     queues: list[deque[float]] = field(default_factory=list)
     reasons: dict[str, deque[float]] = field(default_factory=dict)
+    syn: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    non_syn: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    non_syn_since: float | None = None  # agent time the non-SYN misses rose above zero
 
     def add(self, snap: Snapshot) -> None:
         self.snap = snap
@@ -56,6 +60,19 @@ class Instance:
             series.append(value)
         for label, value in snap["reasons"].items():
             self.reasons.setdefault(label, deque(maxlen=HISTORY)).append(value)
+        misses = snap.get("misses") or {}  # an older agent sends none
+        self.syn.append(misses.get("tcp_syn", 0.0))
+        self.non_syn.append(misses.get("tcp_non_syn", 0.0))
+        if self.non_syn[-1] <= 0:
+            self.non_syn_since = None
+        elif self.non_syn_since is None:
+            self.non_syn_since = snap["time"]
+
+    def lost_state_for(self) -> float:
+        """Seconds the TCP non-SYN misses have stayed above zero (0: they are not)."""
+        if self.non_syn_since is None:
+            return 0.0
+        return self.snap["time"] - self.non_syn_since
 
 
 @dataclass(frozen=True)
@@ -175,6 +192,15 @@ class Fleet:
         for inst in self.shown():
             out = _add_aligned(out, list(getattr(inst, kind)))
         return out
+
+    def misses(self) -> tuple[float, float, float]:
+        """Connection-table misses over the shown instances: SYN/s (new connections),
+        non-SYN/s (flows whose state was lost), and the longest time any instance's
+        non-SYN misses have stayed above zero."""
+        shown = self.shown()
+        return (sum(i.syn[-1] for i in shown if i.syn),
+                sum(i.non_syn[-1] for i in shown if i.non_syn),
+                max((i.lost_state_for() for i in shown), default=0.0))
 
     def queue_rows(self) -> list[QueueRow]:
         rows = []

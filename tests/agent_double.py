@@ -36,6 +36,7 @@ class AgentDouble:
         self.n_queues, self.n_cpus, self.hot_queue = queues, cpus, hot_queue
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.alarms: list[P.Alarm] = []  # what the snapshots say is wrong underneath
+        self.non_syn_misses = 0.0  # TCP non-SYN connection-table misses per second
         self.audit: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.n = 0
@@ -216,6 +217,9 @@ class AgentDouble:
                                "bps": float(round(sum(queues) * 8 * 600)),
                                "drop_pps": reasons["drop_no_backend"]},
                     "queues": queues, "reasons": reasons, "reason_totals": totals,
+                    "misses": {"tcp_syn": round(sum(b["new_connections_per_s"] for v in vips
+                                                    for b in v["backends"]), 1),
+                               "tcp_non_syn": self.non_syn_misses, "udp": 0.0},
                     "cpus": [{"busy": 35.0 + 20 * c, "softirq": 12.0 + 5 * c}
                              for c in range(self.n_cpus)],
                     "vips": vips, "alarms": list(self.alarms), "tick_failures": 0}

@@ -76,6 +76,10 @@ class DataplaneUnderTest:
         r = self.dp.counters().reasons
         return {x.label: int(r[x, 0]) for x in S.Reason}
 
+    def misses(self) -> dict[str, int]:
+        m = self.dp.counters().misses
+        return {x.label: int(m[x, 0]) for x in S.Miss}
+
     def backend_address(self, backend_id: int) -> str:
         b = self.dp.backend_entries()[backend_id]
         return str(S.unpack_addr(b.addr, b.family))
@@ -160,3 +164,32 @@ def setpriv(caps: str = AGENT_CAPS, uid: int = NOBODY) -> tuple[str, ...]:
     capabilities survive the exec of a program without file capabilities)."""
     return ("setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
             f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}", "--")
+
+
+# -- the metrics exposition --------------------------------------------------------------
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+"""Samples of one scrape: (sample name, sorted labels) -> value."""
+
+
+def scrape(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()  # type: ignore[no-any-return]
+
+
+def samples(text: str) -> Samples:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def promtool_check(text: str) -> str:
+    """What `promtool check metrics` finds wrong with an exposition ("" = nothing). Debian's
+    prometheus package ships promtool; scripts/bootstrap installs it."""
+    import subprocess
+
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    return "" if r.returncode == 0 and not r.stdout.strip() else (r.stdout + r.stderr)

@@ -8,7 +8,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
 from console.draw import ago, bar, spark
-from console.model import Fleet, Instance
+from console.model import LOST_STATE_SECONDS, Fleet, Instance
 from console.views.base import View
 from xlb.units import human
 
@@ -63,11 +63,30 @@ class Overview(View):
         out.append(spark(fleet.history("bps"), width), style=self.role("primary"))
         out.append(f"  drops {human(t['drop_pps']):>6}/s ", style=self.role(drop_role))
         out.append(spark(fleet.history("drops"), width), style=self.role(drop_role))
+        out.append("\n")
+        out.append_text(self._misses(fleet, width))
         if len(shown) > 1:
             out.append("\nFleet   ", style="bold")
             out.append("   ".join(
                 f"{i.name} {human(i.snap['totals']['pps'])} pps"
                 for i in shown))
+        return out
+
+    def _misses(self, fleet: Fleet, width: int) -> Text:
+        """Connection-table misses: SYN ones are new connections; non-SYN ones are flows
+        whose state was lost (a restart with new maps, evictions, another LB that carried
+        them), highlighted once they last LOST_STATE_SECONDS."""
+        syn, non_syn, lasting = fleet.misses()
+        lost = lasting >= LOST_STATE_SECONDS
+        role = self.role("warning") if lost else ""
+        out = Text()
+        out.append("Misses  ", style="bold")
+        out.append(f"SYN {human(syn):>6}/s   ")
+        out.append(f"non-SYN {human(non_syn):>6}/s ", style=f"bold {role}" if lost else "")
+        out.append(spark(fleet.history("non_syn"), width),
+                   style=role or self.role("primary"))
+        if lost:
+            out.append(f" ▲ flows without state for {ago(lasting)}", style=f"bold {role}")
         return out
 
     def _identity(self, inst: Instance) -> Text:

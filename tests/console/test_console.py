@@ -543,3 +543,55 @@ def test_alarms_show_in_the_header_and_in_full_on_the_overview(double: AgentDoub
         assert "ALARM" not in status(app)
 
     run(app, scenario)
+
+
+def test_non_syn_misses_show_on_the_overview_and_stand_out_when_they_last(
+        double: AgentDouble) -> None:
+    """TCP non-SYN misses/s (flows whose state was lost) are on the Overview beside the SYN
+    ones; once they have stayed above zero for a while they are highlighted."""
+    from rich.text import Text
+
+    from console.model import LOST_STATE_SECONDS
+    from console.views.base import theme_colour
+
+    double.non_syn_misses = 25.0
+    app = XlbConsole([double.path])
+
+    def line() -> str:
+        return next((x for x in text(app, "#ov-summary").splitlines() if "Misses" in x), "")
+
+    def highlighted() -> bool:
+        content = app.query_one("#ov-summary", Static).content
+        assert isinstance(content, Text)
+        warning = theme_colour(app.current_theme, "warning")
+        start = content.plain.find("non-SYN")
+        return any(s.start <= start < s.end and warning in str(s.style) for s in content.spans)
+
+    async def scenario(pilot: Any) -> None:
+        await until(lambda: "non-SYN     25/s" in line(), pilot)
+        assert "SYN " in line() and "without state" not in line() and not highlighted()
+        app.fleet.instances["lb1"].non_syn_since = time.time() - LOST_STATE_SECONDS - 50
+        await until(lambda: "flows without state for 1m" in line(), pilot)
+        assert highlighted()
+        double.non_syn_misses = 0.0
+        await until(lambda: "non-SYN      0/s" in line(), pilot)
+        assert "without state" not in line() and not highlighted()
+
+    run(app, scenario)
+
+
+def test_non_syn_misses_count_as_lasting_only_without_a_break(tmp_path: Path) -> None:
+    from console.model import Fleet
+
+    base = AgentDouble(str(tmp_path / "x.sock")).snapshot()
+    fleet = Fleet(["x"])
+    for t, rate in ((100.0, 0.0), (101.0, 3.0), (105.0, 2.0), (112.0, 1.0)):
+        fleet.snapshot("x", {**base, "time": t,
+                             "misses": {"tcp_syn": 9.0, "tcp_non_syn": rate, "udp": 0.0}})
+    assert fleet.misses() == (9.0, 1.0, 11.0)  # above zero since 101
+    fleet.snapshot("x", {**base, "time": 113.0,
+                         "misses": {"tcp_syn": 9.0, "tcp_non_syn": 0.0, "udp": 0.0}})
+    assert fleet.misses() == (9.0, 0.0, 0.0)
+    fleet.snapshot("x", {**base, "time": 114.0,
+                         "misses": {"tcp_syn": 9.0, "tcp_non_syn": 4.0, "udp": 0.0}})
+    assert fleet.misses() == (9.0, 4.0, 0.0)  # a new stretch starts now

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
@@ -153,7 +153,9 @@ def test_cli_load_status_show_unload(veth_ns: str, roots: tuple[str, str],
         assert "cli" in listed  # other tests' instances may share this pin root
         r = xlb("status", "--json", "--instance", "cli", env=env)
         (inst,) = json.loads(r.stdout)["instances"]
-        assert inst == {**listed["cli"], "totals": inst["totals"], "queues": inst["queues"]}
+        assert inst == {**listed["cli"], "totals": inst["totals"], "queues": inst["queues"],
+                        "misses": inst["misses"]}
+        assert inst["misses"]["udp"]["packets"] == 50  # 50 new flows: no entry yet
         assert inst["instance"] == "cli" and inst["attach"]["mode"] == "generic"
         assert inst["attach"]["ours"] and inst["totals"]["packets"] >= 50
         r = xlb("dataplane", "show", "--instance", "cli", env=env)
@@ -169,6 +171,39 @@ def test_cli_load_status_show_unload(veth_ns: str, roots: tuple[str, str],
         if os.path.isdir(os.path.join(pin_root, "cli")):
             lifecycle.unload_instance("cli", remove_pins=True, pin_root=pin_root,
                                       run_root=run_root)
+
+
+def test_status_json_shows_non_syn_misses_per_second(veth_ns: str, roots: tuple[str, str],
+                                                      tmp_path: pytest.TempPathFactory) -> None:
+    """TCP packets of connections the table does not know (state lost) arrive steadily:
+    `xlb status --json` counts them, and their rate, apart from SYNs."""
+    pin_root, run_root = roots
+    env = {**os.environ, "XLB_PIN_ROOT": pin_root, "XLB_RUN_ROOT": run_root}
+    doc = lab_config("miss", "generic")
+    doc["vip"] = [{"name": "web", "address": "10.100.0.10", "port": 80, "protocol": "tcp",
+                   "backend": [{"address": "10.0.1.1"}, {"address": "10.0.1.2"}]}]
+    dst, src = netns.mac(veth_ns, "xlb0"), netns.mac(veth_ns, "peer0")
+    acks = [bytes(Ether(src=src, dst=dst) / IP(src="198.51.100.9", dst="10.100.0.10")
+                  / TCP(sport=20000 + i, dport=80, flags="A")) for i in range(32)]
+    lifecycle.load_instance(parse_config(doc), pin_root=pin_root, run_root=run_root)
+    sender = netns.send_frames(veth_ns, "peer0", acks, count=0, rate=200)
+    try:
+        assert wait_for(lambda: _misses(env)["tcp_non_syn"]["packets"] > 0, timeout=20)
+        misses = _misses(env, "--sample", "1")
+        assert misses["tcp_non_syn"]["per_s"] > 20, misses
+        assert misses["tcp_syn"] == {"packets": 0, "per_s": 0.0}, misses
+    finally:
+        sender.terminate()
+        sender.wait(timeout=30)
+        lifecycle.unload_instance("miss", remove_pins=True, pin_root=pin_root,
+                                  run_root=run_root)
+
+
+def _misses(env: dict[str, str], *args: str) -> dict:
+    r = xlb("status", "--json", "--instance", "miss", *args, env=env)
+    assert r.returncode == 0, r.stderr
+    (inst,) = json.loads(r.stdout)["instances"]
+    return inst["misses"]  # type: ignore[no-any-return]
 
 
 def test_cli_bad_config_is_one_clear_error(tmp_path: pytest.TempPathFactory) -> None:

@@ -59,10 +59,20 @@ def test_reason_enum_matches() -> None:
     assert len(S.Reason) <= S.XLB_MAX_REASONS  # reason_stats has a slot for each
 
 
+def test_miss_enum_matches() -> None:
+    body = re.search(r"enum xlb_miss \{(.*?)\};", HEADER.read_text(), re.S)
+    assert body
+    names = re.findall(r"^\s*XLB_MISS_(\w+)", body.group(1), re.M)
+    assert names == [m.name for m in S.Miss] + ["MAX"]
+    assert list(range(len(S.Miss))) == [int(m) for m in S.Miss]
+    assert len(S.Miss) <= S.XLB_MAX_MISSES  # miss_stats has a slot for each
+
+
 @pytest.mark.parametrize("name", ["XLB_MAGIC", "XLB_LAYOUT_VERSION", "XLB_MAX_QUEUES",
                                   "XLB_NUM_ACTIONS", "XLB_NO_BACKEND", "XLB_AF_INET",
                                   "XLB_AF_INET6", "XLB_BACKEND_VALID",
-                                  "XLB_ACTIVE_EPOCH_SHIFT", "XLB_MAX_REASONS"])
+                                  "XLB_ACTIVE_EPOCH_SHIFT", "XLB_MAX_REASONS",
+                                  "XLB_MAX_MISSES"])
 def test_constants_match(name: str) -> None:
     m = re.search(rf"^#define {name}\s+(0x[0-9a-fA-F]+|\d+)u?\b", HEADER.read_text(), re.M)
     assert m, name

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import netns
 
+from tests.helpers import promtool_check, samples, scrape
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Dataplane
 from xlb.dataplane.structs import Reason
@@ -378,6 +379,50 @@ def test_path_mtu_discovery_works_through_dsr(lab: dict, vip: str, client_net: s
     assert out["size"] == len("beN\n") + 1450 and out["peer"] == vip
     with Dataplane("lb1") as dp:
         assert dp.counters().reasons[Reason.TX_ENCAP_ICMP_ERROR, 0] > before
+
+
+def test_metrics_are_counters_that_agree_with_the_console(lab: dict) -> None:
+    """Two scrapes 5 s apart under lab traffic: every _total is non-decreasing, the VIP's
+    packet counter grew as much as the console's pps (the agent's snapshots) says, within
+    5 %, and promtool accepts the exposition."""
+    from xlb.api.client import AgentClient
+
+    sock = lab["lbs"][0]["socket"]
+    key = ("xlb_vip_packets_total", (("vip", "web"),))
+    gen = run.traffic(["--rate", "150", "--duration", "30", "--json"], quiet=True)
+    try:
+        with AgentClient(sock, timeout=30) as agent:
+            port = agent.call("status")["metrics_port"]
+            stream = agent.subscribe()
+
+            def snapshot() -> dict:
+                return next(params for method, params in stream if method == "snapshot")
+
+            def web_pps(s: dict) -> float:
+                return float(next(v["pps"] for v in s["vips"] if v["name"] == "web"))
+
+            first = snapshot()
+            while web_pps(first) < 50:  # the generator is under way
+                first = snapshot()
+            before = samples(scrape(port))  # what the tick of `first` read
+            pps, last = [], first
+            while last["time"] - first["time"] < 4.9:
+                last = snapshot()
+                pps.append(web_pps(last))
+            text = scrape(port)
+        after = samples(text)
+    finally:
+        gen.terminate()
+        gen.wait(timeout=30)
+    console = sum(pps) / len(pps)  # what the console showed over the window, per second
+    counted = (after[key] - before[key]) / (last["time"] - first["time"])
+    assert abs(counted - console) <= 0.05 * console, (counted, console, pps)
+    for k, value in after.items():
+        if k[0].endswith("_total") and k in before:
+            assert value >= before[k], k
+    syn = ("xlb_connection_table_misses_total", (("kind", "tcp_syn"),))
+    assert after[syn] > before[syn], "new connections are SYN misses"
+    assert promtool_check(text) == ""
 
 
 def test_lab_status_and_down_leave_nothing(lab: dict) -> None:

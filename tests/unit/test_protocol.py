@@ -36,6 +36,10 @@ def test_reasons_match_the_data_plane_enum() -> None:
         P.reason_kind("nonsense")
 
 
+def test_miss_kinds_match_the_data_plane_enum() -> None:
+    assert list(P.MISSES) == [m.label for m in S.Miss]
+
+
 def test_params_are_checked_from_the_table() -> None:
     weight = P.METHODS["weight"]
     assert weight.check({"address": "10.0.0.1", "weight": 3}) == {

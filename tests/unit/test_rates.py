@@ -274,3 +274,17 @@ def test_matches_reference_model(steps: list[tuple[float, list[int]]], cap: int)
     hist = t.history("reasons", index=S.Reason.DROP_NO_BACKEND, column=1)
     assert len(hist) == min(cap, len(steps))
     np.testing.assert_allclose(hist, expected[-cap:], rtol=1e-6)
+
+
+def test_connection_table_misses_become_rates_by_kind() -> None:
+    t = RateTracker()
+    c = zeros(1.0)
+    t.update(c)
+    n = Counters(3.0, c.queues, c.vips, c.backends, c.reasons, c.misses.copy())
+    n.misses[S.Miss.TCP_NON_SYN] += np.array([40, 2400], np.uint64)
+    n.misses[S.Miss.TCP_SYN] += np.array([10, 600], np.uint64)
+    r = t.update(n)
+    assert r is not None
+    assert r.misses[S.Miss.TCP_NON_SYN, 0] == 20.0 and r.misses[S.Miss.TCP_SYN, 0] == 5.0
+    assert r.misses[S.Miss.UDP, 0] == 0.0
+    assert t.history("misses", int(S.Miss.TCP_NON_SYN)).tolist() == [20.0]

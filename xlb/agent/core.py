@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import socket
 import threading
 import time
@@ -25,13 +26,14 @@ from typing import Any
 import numpy as np
 import psutil
 
-from xlb import statefile
+from xlb import __version__, statefile
 from xlb.addresses import canonical_address
 from xlb.agent import intent
 from xlb.agent.applied import Applied, Rules, applied, text
 from xlb.agent.audit import AuditLog
 from xlb.agent.audit import takeover as audit_takeover
 from xlb.agent.health import CheckSpec
+from xlb.agent.metrics import Counted, Published
 from xlb.agent.rates import Rates, RateTracker
 from xlb.agent.settings import AgentConfig
 from xlb.agent.watch import Owned, Watch
@@ -98,6 +100,8 @@ class Agent:
         self.tick_failures = 0  # counted by the tick loop (main.Ticker)
         self.active = np.zeros(0, dtype=np.uint64)  # per backend id, from the last tick
         self.cpus: list[P.Cpu] = []                  # per-CPU load over the last tick
+        self.counted: Counted | None = None  # the last tick's counters, for the metrics
+        self.since = 0.0  # when the data plane's maps (and so its counters) were made
         self.last: P.Snapshot = self._snapshot(None)  # what readers see until the first tick
 
     # -- start and intent ---------------------------------------------------------
@@ -118,6 +122,7 @@ class Agent:
         self.load_result = lifecycle.load_instance(
             self.effective(), force=force, takeover=audit_takeover(self.audit))
         self.dp = Dataplane(self.name)
+        self.since = os.stat(os.path.join(self.dp.maps.dir, "meta")).st_mtime  # pinned then
         self.watch = self._watch(self.dp)
         self.dp.stage(self.effective())  # nothing to write: reads what is applied, once
         self._read_layout()
@@ -580,8 +585,22 @@ class Agent:
         self.cpus = cpu_load()  # once per tick: each call measures since the last one
         with self.lock:  # intent, health and layout as one consistent view
             snap = self._snapshot(rates)
-        self.last = snap
+            vips = {v.name: self.vip_ids[k] for v in self.desired.vips
+                    if (k := vip_label(v.address, v.port, v.protocol)) in self.vip_ids}
+            counted = Counted(counters, vips, dict(self.backend_ids))
+        self.last, self.counted = snap, counted
         return snap
+
+    def published(self) -> Published:
+        """What the metrics serve: the last snapshot and the counters the last tick read
+        (a scrape never reads the data plane itself)."""
+        desired = self.desired
+        drained = frozenset((v.name, str(b.address)) for v in desired.vips
+                            for b in v.backends if b.state == "drained")
+        return Published(self.last, self.counted,
+                         {"version": __version__, "kernel": platform.release()},
+                         self.since, desired.instance.max_connections,
+                         desired.instance.ring_size, drained)
 
     def _snapshot(self, rates: Rates | None) -> P.Snapshot:
         """The typed snapshot of protocol.Snapshot: intent, health and the last rates."""
@@ -627,6 +646,8 @@ class Agent:
                             for r in S.Reason},
                 "reason_totals": {r.label: int(totals[r]) if len(totals) > r else 0
                                   for r in S.Reason},
+                "misses": {m.label: round(float(rates.misses[m, 0]), 1) if rates else 0.0
+                           for m in S.Miss},
                 "cpus": self.cpus,
                 "vips": vips,
                 "alarms": [P.Alarm(**a) for a in self.alarms],  # copies: alarms change later

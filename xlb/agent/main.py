@@ -43,7 +43,7 @@ async def run(agent: Agent, notifier: Notifier | None = None) -> None:
     st = agent.settings
     if st.metrics:
         try:
-            exporter = metrics.serve(st.metrics, lambda: agent.last,
+            exporter = metrics.serve(st.metrics, agent.published,
                                      st.socket_group or st.operator_group)
         except OSError as e:
             raise XlbError(f"metrics on {st.metrics}: {e.strerror}; set [agent] metrics to "

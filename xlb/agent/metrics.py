@@ -1,14 +1,22 @@
-"""Prometheus metrics: the figures the console shows, from the agent's last snapshot.
+"""Prometheus metrics, by Prometheus's conventions: the data plane's counters as counters.
+
+Every figure that grows is exported as the cumulative `_total` the data plane keeps
+(packets and bytes per VIP, backend, RX queue and verdict reason; new connections;
+connection-table misses), so Prometheus takes rate() over its own window and sums
+correctly; gauges only for states (weight, drained, healthy, Maglev share as a ratio,
+table sizes). No `instance` label: the scraper adds it. Plus `xlb_build_info` and the
+client library's process, platform and GC collectors.
 
 Served on 127.0.0.1 by default (`[agent] metrics = "host:port"`, "" = off): every local
 user can read them there, as they can read `xlb status`. `metrics = "unix:PATH"`
 serves them on a Unix socket owned by the API socket's group, mode 0660, so only that
 group reads them (scrape through a proxy in the group, or `curl --unix-socket`).
 
-A scrape reads the snapshot the tick already built: it never touches the data plane,
-so scrapes cannot slow the agent down. At most MAX_SCRAPES are served at once (more are
-closed at once), and a scraper has SCRAPE_TIMEOUT to send its request and read the
-answer, so idle connections cannot pile up descriptors or threads in the agent.
+A scrape reads what the last tick read (the agent's own poll of the data plane) and
+the last snapshot: it never touches the data plane, so scrapes cannot slow the agent
+down. At most MAX_SCRAPES are served at once (more are closed at once), and a scraper
+has SCRAPE_TIMEOUT to send its request and read the answer, so idle connections cannot
+pile up descriptors or threads in the agent.
 """
 
 from __future__ import annotations
@@ -18,92 +26,201 @@ import socket
 import socketserver
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    make_wsgi_app,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from xlb import statefile
 from xlb.api.protocol import Snapshot
+from xlb.dataplane import structs as S
+from xlb.dataplane.manager import Counters
 from xlb.schema import UNIX_PREFIX
 
 MAX_SCRAPES = 8
 SCRAPE_TIMEOUT = 5.0
 
 
-class SnapshotCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Snapshot]):
-        self.snapshot = snapshot
+@dataclass(frozen=True)
+class Counted:
+    """The data plane's cumulative counters as one tick read them, with the rows they were
+    indexed by at that tick: VIP name -> row of counters.vips, backend address -> row of
+    counters.backends. Kept by the agent for the scrapes."""
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        s = self.snapshot()
-        inst = s.get("instance", "")
+    counters: Counters
+    vips: dict[str, int]
+    backends: dict[str, int]
 
-        def gauge(name: str, text: str, labels: list[str]) -> GaugeMetricFamily:
-            return GaugeMetricFamily(f"xlb_{name}", text, labels=["instance", *labels])
 
-        up = gauge("up", "1 while the agent publishes snapshots", [])
-        up.add_metric([inst], 1.0 if s else 0.0)
-        yield up
-        if not s:
-            return
+@dataclass(frozen=True)
+class Published:
+    """What a scrape reads: the last snapshot (states), the last counters, fixed facts."""
+
+    snapshot: Snapshot
+    counted: Counted | None
+    build: dict[str, str] = field(default_factory=dict)   # version, kernel
+    since: float = 0.0            # Unix time the data plane's maps (its counters) were made
+    max_connections: int = 0      # connection table entries
+    ring_size: int = 0            # Maglev table entries per VIP
+    drained: frozenset[tuple[str, str]] = frozenset()  # (VIP, backend) drained by operators
+
+
+class AgentCollector(Collector):
+    def __init__(self, published: Callable[[], Published]):
+        self.published = published
+
+    def collect(self) -> Iterator[Metric]:
+        p = self.published()
+        s = p.snapshot
+        yield InfoMetricFamily("xlb_build", "the running xlb: version, kernel, XDP mode "
+                               "and forwarding mode",
+                               value={**p.build, "xdp_mode": s.get("xdp_mode") or "",
+                                      "forwarding_mode": s.get("lb_mode", "")})
+        yield InfoMetricFamily("xlb_load_balancer", "the instance this agent runs",
+                               value={"name": s.get("instance", ""),
+                                      "interface": s.get("interface") or ""})
+        yield _gauge("xlb_dataplane_start_time_seconds", "when the data plane's maps were "
+                     "made (Unix time): its counters count from then; a new value means "
+                     "they restarted from zero", p.since)
+        yield _gauge("xlb_connection_table_max_entries", "size of the connection table",
+                     p.max_connections)
+        yield _gauge("xlb_maglev_table_entries", "size of each VIP's Maglev table",
+                     p.ring_size)
         failed = CounterMetricFamily("xlb_tick_failures", "ticks that failed (the agent logs "
-                                     "each streak and carries on)", labels=["instance"])
-        failed.add_metric([inst], s["tick_failures"])
+                                     "each streak and carries on)")
+        failed.add_metric([], s.get("tick_failures", 0))
         yield failed
-        totals = s["totals"]
-        for name, text, value in (
-                ("packets_per_second", "packets per second seen by XDP", totals["pps"]),
-                ("bits_per_second", "bits per second seen by XDP", totals["bps"]),
-                ("drop_packets_per_second", "packets per second dropped or aborted by XDP",
-                 totals["drop_pps"])):
-            g = gauge(name, text, [])
-            g.add_metric([inst], value)
-            yield g
-        q = gauge("queue_packets_per_second", "packets per second per RX queue", ["queue"])
-        for i, rate in enumerate(s["queues"]):
-            q.add_metric([inst, str(i)], rate)
-        yield q
-        r = gauge("reason_packets_per_second", "packets per second per verdict reason",
-                  ["reason"])
-        for reason, rate in s["reasons"].items():
-            r.add_metric([inst, reason], rate)
-        yield r
-        vip_pps = gauge("vip_packets_per_second", "packets per second per VIP", ["vip"])
-        healthy = gauge("vip_backends_healthy", "healthy backends per VIP", ["vip"])
-        total = gauge("vip_backends", "backends per VIP", ["vip"])
-        panic = gauge("vip_panic", "1 while the VIP fails open: too few healthy backends, so "
-                      "all serving ones take new flows", ["vip"])
-        vip_active = gauge("vip_active_connections",
-                           "sum of the VIP's backends' active connections", ["vip"])
-        per_backend: dict[str, GaugeMetricFamily] = {
-            "pps": gauge("backend_packets_per_second", "packets per second", ["vip", "backend"]),
-            "new_connections_per_s": gauge("backend_new_connections_per_second",
-                                     "new connections per second", ["vip", "backend"]),
-            "active_connections": gauge("backend_active_connections",
-                                  "flows that sent a packet in the last complete activity "
-                                  "epoch (~8.6 s), counted in the data plane",
-                                  ["vip", "backend"]),
-            "ring_share": gauge("backend_ring_share", "share of the Maglev table",
-                                ["vip", "backend"]),
-            "weight": gauge("backend_weight", "configured weight", ["vip", "backend"]),
-        }
-        b_up = gauge("backend_up", "1 if health checks pass", ["vip", "backend"])
-        for v in s["vips"]:
-            vip_pps.add_metric([inst, v["name"]], v["pps"])
-            healthy.add_metric([inst, v["name"]], v["healthy"])
-            total.add_metric([inst, v["name"]], v["total"])
-            panic.add_metric([inst, v["name"]], 1.0 if v["panic"] else 0.0)
-            vip_active.add_metric([inst, v["name"]], v["active_connections"])
-            for b in v["backends"]:
-                labels = [inst, v["name"], b["address"]]
-                for key, g in per_backend.items():
-                    g.add_metric(labels, b[key])  # type: ignore[literal-required]
-                b_up.add_metric(labels, 1.0 if b["health"] == "up" else 0.0)
-        yield from (vip_pps, healthy, total, panic, vip_active, *per_backend.values(), b_up)
+        alarm = GaugeMetricFamily("xlb_alarm", "1 while something the agent owns was changed "
+                                  "under it (what: attach, pins); 0 once put right",
+                                  labels=["what"])
+        for a in s.get("alarms", []):
+            alarm.add_metric([a["what"]], 1.0 if a["active"] else 0.0)
+        yield alarm
+        if p.counted is not None:
+            yield from _counters(p.counted)
+        yield from _states(s, p.drained)
+
+
+def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, text)
+    g.add_metric([], value)
+    return g
+
+
+def _counters(c: Counted) -> Iterator[Metric]:
+    """The data plane's cumulative counters, per-CPU summed, as the tick read them."""
+    n = c.counters
+    q_pkts = CounterMetricFamily("xlb_rx_queue_packets", "packets XDP saw per RX queue",
+                                 labels=["queue"])
+    q_bytes = CounterMetricFamily("xlb_rx_queue_bytes", "bytes XDP saw per RX queue",
+                                  labels=["queue"])
+    actions = CounterMetricFamily("xlb_xdp_action_packets", "packets per RX queue and XDP "
+                                  "verdict (aborted, drop, pass, tx, redirect)",
+                                  labels=["queue", "action"])
+    for i in range(len(n.queues)):
+        if not n.queues[i, 0]:
+            continue  # a queue that never carried traffic
+        q_pkts.add_metric([str(i)], float(n.queues[i, 0]))
+        q_bytes.add_metric([str(i)], float(n.queues[i, 1]))
+        for j, action in enumerate(S.XDP_ACTIONS):
+            actions.add_metric([str(i), action], float(n.queues[i, 2 + j]))
+    yield from (q_pkts, q_bytes, actions)
+    r_pkts = CounterMetricFamily("xlb_verdict_packets", "packets per verdict reason (every "
+                                 "packet XDP sees has exactly one)", labels=["reason"])
+    r_bytes = CounterMetricFamily("xlb_verdict_bytes", "bytes per verdict reason",
+                                  labels=["reason"])
+    for r in S.Reason:
+        if r < len(n.reasons):
+            r_pkts.add_metric([r.label], float(n.reasons[r, 0]))
+            r_bytes.add_metric([r.label], float(n.reasons[r, 1]))
+    yield from (r_pkts, r_bytes)
+    misses = CounterMetricFamily("xlb_connection_table_misses", "packets of a flow the "
+                                 "connection table does not know, by kind: tcp_syn (a new "
+                                 "connection), tcp_non_syn (a flow whose state was lost), udp",
+                                 labels=["kind"])
+    for m in S.Miss:
+        misses.add_metric([m.label], float(n.misses[m, 0]))
+    yield misses
+    v_pkts = CounterMetricFamily("xlb_vip_packets", "packets balanced per VIP",
+                                 labels=["vip"])
+    v_bytes = CounterMetricFamily("xlb_vip_bytes", "bytes balanced per VIP", labels=["vip"])
+    for name, row in c.vips.items():
+        v_pkts.add_metric([name], float(n.vips[row, 0]))
+        v_bytes.add_metric([name], float(n.vips[row, 1]))
+    yield from (v_pkts, v_bytes)
+    b_pkts = CounterMetricFamily("xlb_backend_packets", "packets sent to a backend (all its "
+                                 "VIPs)", labels=["backend"])
+    b_bytes = CounterMetricFamily("xlb_backend_bytes", "bytes sent to a backend",
+                                  labels=["backend"])
+    b_new = CounterMetricFamily("xlb_backend_new_connections", "connection entries made for "
+                                "a backend (new flows, and flows moved to it)",
+                                labels=["backend"])
+    b_active = GaugeMetricFamily("xlb_backend_active_connections", "flows that sent a packet "
+                                 "in the last complete activity epoch (~8.6 s)",
+                                 labels=["backend"])
+    for address, row in sorted(c.backends.items()):
+        b_pkts.add_metric([address], float(n.backends[row, 0]))
+        b_bytes.add_metric([address], float(n.backends[row, 1]))
+        b_new.add_metric([address], float(n.backends[row, 2]))
+        if row < len(n.active):
+            b_active.add_metric([address], float(n.active[row]))
+    yield from (b_pkts, b_bytes, b_new, b_active)
+
+
+def _states(s: Snapshot, drained_by: frozenset[tuple[str, str]]) -> Iterator[Metric]:
+    """Gauges of states, from the snapshot: per VIP, and per backend of each VIP."""
+    def gauge(name: str, text: str, labels: list[str]) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"xlb_{name}", text, labels=labels)
+
+    total = gauge("vip_backends", "backends of the VIP", ["vip"])
+    healthy = gauge("vip_backends_healthy", "backends of the VIP that pass their checks",
+                    ["vip"])
+    panic = gauge("vip_panic", "1 while the VIP fails open: too few healthy backends, so "
+                  "all serving ones take new flows", ["vip"])
+    vip_active = gauge("vip_active_connections",
+                       "sum of the VIP's backends' active connections", ["vip"])
+    pair = ["vip", "backend"]
+    weight = gauge("backend_weight", "configured weight (0: no new flows)", pair)
+    drained = gauge("backend_drained", "1 if drained by an operator (no new flows)", pair)
+    up = gauge("backend_healthy", "1 if its health checks pass", pair)
+    share = gauge("backend_ring_share_ratio", "share of the VIP's Maglev table", pair)
+    for v in s.get("vips", []):
+        name = v["name"]
+        total.add_metric([name], v["total"])
+        healthy.add_metric([name], v["healthy"])
+        panic.add_metric([name], 1.0 if v["panic"] else 0.0)
+        vip_active.add_metric([name], v["active_connections"])
+        for b in v["backends"]:
+            labels = [name, b["address"]]
+            weight.add_metric(labels, b["weight"])
+            drained.add_metric(labels, 1.0 if (name, b["address"]) in drained_by else 0.0)
+            up.add_metric(labels, 1.0 if b["health"] == "up" else 0.0)
+            share.add_metric(labels, b["ring_share"])
+    yield from (total, healthy, panic, vip_active, weight, drained, up, share)
+
+
+def registry_of(published: Callable[[], Published]) -> CollectorRegistry:
+    """The exporter's registry: the agent's metrics and the process, platform and GC
+    collectors of the client library (process_*, python_info, python_gc_*)."""
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(published))
+    for c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(c)
+    return registry
 
 
 @dataclass
@@ -121,12 +238,10 @@ class Exporter:
                 pass
 
 
-def serve(listen: str, snapshot: Callable[[], Snapshot], group: str) -> Exporter:
+def serve(listen: str, published: Callable[[], Published], group: str) -> Exporter:
     """Start the exporter thread on host:port (port 0 = any) or unix:PATH (mode 0660,
     owned by `group`)."""
-    registry = CollectorRegistry()
-    registry.register(SnapshotCollector(snapshot))
-    app = make_wsgi_app(registry)
+    app = make_wsgi_app(registry_of(published))
     server: _Server
     if listen.startswith(UNIX_PREFIX):
         path = listen[len(UNIX_PREFIX):]

@@ -19,7 +19,7 @@ import numpy as np
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Counters
 
-ARRAY_KINDS: Final = ("queues", "vips", "backends", "reasons")
+ARRAY_KINDS: Final = ("queues", "vips", "backends", "reasons", "misses")
 TOTAL_KINDS: Final = ("pps", "bps", "drop_pps")
 KINDS: Final = TOTAL_KINDS + ARRAY_KINDS
 
@@ -43,6 +43,8 @@ class Rates:
     vips: np.ndarray       # (max_vips, 2) float64, per second
     backends: np.ndarray   # (max_backends, 3) float64, per second
     reasons: np.ndarray    # (reasons, 2) float64, per second
+    misses: np.ndarray = field(  # (XLB_MAX_MISSES, 2) float64, per second, by S.Miss
+        default_factory=lambda: np.zeros((S.XLB_MAX_MISSES, 2)))
     pps: float = field(init=False)       # packets/s over all queues
     bps: float = field(init=False)       # bits/s over all queues
     drop_pps: float = field(init=False)  # XDP_DROP + XDP_ABORTED packets/s
@@ -115,7 +117,8 @@ class RateTracker:
                 out[kind] = counter_rates(old, new, interval)
             else:
                 out[kind] = np.zeros(new.shape, dtype=np.float64)
-        r = Rates(c.at, interval, out["queues"], out["vips"], out["backends"], out["reasons"])
+        r = Rates(c.at, interval, out["queues"], out["vips"], out["backends"], out["reasons"],
+                  out["misses"])
         self._record(r)
         self._last = r
         return r
@@ -139,8 +142,8 @@ class RateTracker:
         """The last n rates of one series, oldest first (float64, a copy; O(n)).
 
         what is a total ("pps", "bps", "drop_pps") or an array kind ("queues",
-        "vips", "backends", "reasons"), for which index picks the row (queue,
-        vip_id, backend id, Reason) and column the counter (e.g. 0 packets, 1 bytes).
+        "vips", "backends", "reasons", "misses"), for which index picks the row (queue,
+        vip_id, backend id, Reason, Miss) and column the counter (e.g. 0 packets, 1 bytes).
         """
         k = self._count if n is None else max(0, min(n, self._count))
         slots = (self._next - k + np.arange(k)) % self.capacity
@@ -164,4 +167,5 @@ class RateTracker:
 def _snapshot(c: Counters) -> Counters:
     """A private copy: the baseline must not change if the caller reuses its arrays."""
     return Counters(c.at, np.array(c.queues, dtype=np.uint64), np.array(c.vips, dtype=np.uint64),
-                    np.array(c.backends, dtype=np.uint64), np.array(c.reasons, dtype=np.uint64))
+                    np.array(c.backends, dtype=np.uint64), np.array(c.reasons, dtype=np.uint64),
+                    np.array(c.misses, dtype=np.uint64))

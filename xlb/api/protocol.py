@@ -27,7 +27,7 @@ from typing import Any, Literal, TypedDict, Union
 from xlb.addresses import canonical_address
 from xlb.errors import ErrorCode, InvalidParams
 
-__all__ = ["ErrorCode", "METHODS", "NOTIFICATIONS", "REASONS", "Method", "Param"]
+__all__ = ["ErrorCode", "METHODS", "MISSES", "NOTIFICATIONS", "REASONS", "Method", "Param"]
 
 JSONRPC = "2.0"
 MAX_LINE = 1 << 16  # bytes in one request line
@@ -59,6 +59,15 @@ REASONS: dict[str, str] = {
                            "the flow's backend",
     "tx_icmp_echo": "ping to a VIP address: answered by the load balancer",
     "drop_icmp_too_big": "ICMP error about a VIP flow, too big for mtu once encapsulated",
+}
+# Connection-table misses by kind, in the order of enum xlb_miss (a test checks). Counted
+# apart from the verdict: Katran's split, since the two mean opposite things.
+MISSES: dict[str, str] = {
+    "tcp_syn": "a TCP SYN: a new connection (a SYN always asks Maglev)",
+    "tcp_non_syn": "TCP, not a SYN, of no known connection: a flow whose state this LB lost "
+                   "(maps remade, entry evicted, another LB carried it until now) or made-up "
+                   "packets (an ACK flood)",
+    "udp": "UDP of no known flow: a new flow, or one whose entry was evicted",
 }
 ReasonKind = Literal["drop", "tx", "pass"]
 KIND_ORDER: dict[str, int] = {"drop": 0, "tx": 1, "pass": 2}  # how people see them listed
@@ -151,6 +160,7 @@ class Snapshot(TypedDict):
     queues: list[float]               # pps per RX queue, up to the highest seen busy
     reasons: dict[str, float]         # per second, by REASONS label
     reason_totals: dict[str, int]     # packets since the maps were made
+    misses: dict[str, float]          # connection-table misses per second, by MISSES kind
     cpus: list[Cpu]
     vips: list[Vip]
     alarms: list[Alarm]               # in force, or put right in the last 10 minutes

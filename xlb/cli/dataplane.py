@@ -165,6 +165,9 @@ def describe_text(d: dict[str, Any]) -> str:
             f"q{q['queue']} {human(q['packets'])}" + (f" ({q['pps']:.0f} pps)" if "pps" in q
                                                       else "")
             for q in d["queues"]))
+    lines.append("  connection-table misses: " + ", ".join(
+        f"{k} {human(v['packets'])}" + (f" ({v['per_s']:.0f}/s)" if "per_s" in v else "")
+        for k, v in d["misses"].items()))
     busy = {k: v["packets"] for k, v in d["reasons"].items() if v["packets"]}
     if busy:
         lines.append("  verdicts: " + ", ".join(f"{k} {human(v)}" for k, v in busy.items()))

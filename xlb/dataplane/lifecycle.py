@@ -268,4 +268,10 @@ def counter_summary(before: Counters, after: Counters, seconds: float) -> dict[s
              "dropped": int(q[:, 2 + 1].sum() + q[:, 2].sum())}
     if seconds > 0:
         total["pps"] = round(float(q[:, 0].sum() - before.queues[:, 0].sum()) / seconds, 1)
-    return {"totals": total, "queues": queues, "reasons": reasons}
+    misses: dict[str, dict[str, float]] = {}
+    for m in S.Miss:  # connection-table misses by kind (a non-SYN one: a flow's state lost)
+        misses[m.label] = {"packets": int(after.misses[m, 0])}
+        if seconds > 0:
+            grew = max(0, int(after.misses[m, 0]) - int(before.misses[m, 0]))
+            misses[m.label]["per_s"] = round(grew / seconds, 1)
+    return {"totals": total, "queues": queues, "reasons": reasons, "misses": misses}

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from xlb import resources
 from xlb.dataplane import bpfsys
 from xlb.dataplane import structs as S
-from xlb.dataplane.maps import SPECS, PinnedMap, pin_dir
+from xlb.dataplane.maps import ADDED_LATER, SPECS, PinnedMap, pin_dir
 from xlb.errors import CompileError, LayoutError
 from xlb.paths import PIN_ROOT
 
@@ -57,6 +57,7 @@ class Geometry:
             "conns": self.max_connections, "queue_stats": S.XLB_MAX_QUEUES,
             "vip_stats": self.max_vips, "backend_stats": self.max_backends,
             "reason_stats": S.XLB_MAX_REASONS, "flow_guard": 1,
+            "miss_stats": S.XLB_MAX_MISSES,
         }
 
 
@@ -82,6 +83,8 @@ def check_pins(instance: str, geometry: Geometry, root: str = PIN_ROOT) -> bool:
     for name, spec in SPECS.items():
         path = os.path.join(pins, name)
         if not os.path.exists(path):
+            if name in ADDED_LATER:
+                continue  # made by an older xlb: the load creates it, the rest is adopted
             raise LayoutError(f"{pins} is incomplete (no {name}); unload with --remove-pins")
         m = PinnedMap(path, spec)
         try:

@@ -134,6 +134,9 @@ class Counters:
     vips: np.ndarray      # (max_vips, 2): packets, bytes
     backends: np.ndarray  # (max_backends, 3): packets, bytes, new connections
     reasons: np.ndarray   # (reasons, 2): packets, bytes
+    # (XLB_MAX_MISSES, 2): connection-table misses by S.Miss, packets and bytes
+    misses: np.ndarray = field(default_factory=lambda: np.zeros((S.XLB_MAX_MISSES, 2),
+                                                                  dtype=np.uint64))
     # (max_backends,): distinct flows that sent a packet in epoch `active_epoch`
     # (by default the last complete one); a gauge, not a cumulative counter
     active: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
@@ -258,7 +261,7 @@ class Dataplane:
         return Counters(at / 1e9, m["queue_stats"].read_array(),
                         m["vip_stats"].read_array(),
                         backends[:, :, :_BACKEND_SUMMED].sum(axis=1),
-                        m["reason_stats"].read_array(),
+                        m["reason_stats"].read_array(), m["miss_stats"].read_array(),
                         active_flows(backends, active_epoch), active_epoch)
 
     def drop_flows(self, pairs: set[tuple[int, int]], stop: Callable[[], bool] = lambda: False

@@ -40,7 +40,11 @@ SPECS: dict[str, MapSpec] = {
     "backend_stats": MapSpec(ctypes.c_uint32, S.BackendStats, percpu=True),
     "reason_stats": MapSpec(ctypes.c_uint32, S.Traffic, percpu=True),
     "flow_guard": MapSpec(ctypes.c_uint32, S.FlowGuard, percpu=True),
+    "miss_stats": MapSpec(ctypes.c_uint32, S.Traffic, percpu=True),
 }
+# maps a later xlb added without changing the layout of the others: pins made before them
+# are adopted, and loading the program creates what is missing (BPF_TABLE_PINNED)
+ADDED_LATER: frozenset[str] = frozenset({"miss_stats"})
 
 
 def pin_dir(instance: str, root: str = PIN_ROOT) -> str:

@@ -17,6 +17,7 @@ XLB_MAX_QUEUES = 64
 XLB_NUM_ACTIONS = 5
 XLB_NO_BACKEND = 0xFFFFFFFF
 XLB_MAX_REASONS = 32  # reason_stats slots (more than the reasons: new ones fit the same maps)
+XLB_MAX_MISSES = 8  # miss_stats slots (more than the kinds)
 XLB_AF_INET = 4
 XLB_AF_INET6 = 6
 XLB_BACKEND_VALID = 0x1
@@ -50,6 +51,19 @@ class Reason(IntEnum):
     @property
     def label(self) -> str:
         """The reason's name in the API (protocol.REASONS; a test checks they agree)."""
+        return self.name.lower()
+
+
+class Miss(IntEnum):
+    """enum xlb_miss: the kinds of connection-table miss (map miss_stats)."""
+
+    TCP_SYN = 0
+    TCP_NON_SYN = 1
+    UDP = 2
+
+    @property
+    def label(self) -> str:
+        """The kind's name in the API and the metrics (protocol.MISSES; a test checks)."""
         return self.name.lower()
 
 
