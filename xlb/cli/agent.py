@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="least severe level logged (default: info: what the agent did, no "
                         "line per tick)")
+    p.add_argument("--force", action="store_true",
+                   help="replace another XDP program found on the interface (audited)")
 
 
 def config_path(args: argparse.Namespace) -> str:
@@ -52,4 +54,4 @@ def config_path(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from xlb.agent.main import main as agent_main
 
-    return agent_main(config_path(args), args.log_level, args.instance, force=args.force)
+    return agent_main(config_path(args), args.log_level, args.instance, args.force)
