@@ -218,7 +218,8 @@ class AgentDouble:
                     "queues": queues, "reasons": reasons, "reason_totals": totals,
                     "cpus": [{"busy": 35.0 + 20 * c, "softirq": 12.0 + 5 * c}
                              for c in range(self.n_cpus)],
-                    "vips": vips, "alarms": list(self.alarms), "tick_failures": 0}
+                    "vips": vips, "alarms": list(self.alarms), "tick_failures": 0,
+                    "kernel": P.empty_kernel()}
 
 
 def _serving(b: dict[str, Any]) -> bool:

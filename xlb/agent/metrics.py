@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from xlb import statefile
 from xlb.api.protocol import Snapshot
+from xlb.probes.metrics import ProbeCollector
 from xlb.schema import UNIX_PREFIX
 
 MAX_SCRAPES = 8
@@ -126,6 +127,7 @@ def serve(listen: str, snapshot: Callable[[], Snapshot], group: str) -> Exporter
     owned by `group`)."""
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(snapshot))
+    registry.register(ProbeCollector(snapshot))  # the probes' families: xlb/probes/metrics.py
     app = make_wsgi_app(registry)
     server: _Server
     if listen.startswith(UNIX_PREFIX):

@@ -1,0 +1,63 @@
+"""NAPI polls per queue (napi:napi_poll): per NAPI instance (a device's RX queue) and
+CPU, polls per second, packets per poll and the share of polls that used their whole
+budget: a queue that keeps exhausting its budget is saturated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from xlb.api import protocol as P
+from xlb.probes.base import BccProbe, Spec, read_hash
+
+SPEC = Spec(
+    name="napi", kind="tracepoint", target="napi:napi_poll",
+    needs="tracepoint napi:napi_poll",
+    feeds="kernel.napi (the Overview's per-queue budget marks), xlb_napi_polls_total",
+    doc="NAPI polls per queue and CPU: packets per poll, budget exhausted",
+    default="on")
+
+KEY_SIZE, VALUE_SIZE = 16, 40
+
+
+class NapiProbe(BccProbe):
+    spec = SPEC
+    source = "napi.c"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prev: dict[bytes, np.ndarray] = {}
+        self.prev_at = 0.0
+
+    def tracepoints(self) -> list[str]:
+        return ["napi:napi_poll"]
+
+    def reset(self) -> None:
+        self.prev = {}
+
+    def events(self) -> int:
+        return int(sum(int(v[0]) for v in self.prev.values()))
+
+    def read(self, now: float) -> dict[str, Any]:
+        keys, vals = read_hash(self.map_fd("napi"), KEY_SIZE, VALUE_SIZE, False)
+        interval = now - self.prev_at
+        cur: dict[bytes, np.ndarray] = {}
+        out: list[P.NapiQueue] = []
+        for k, v in zip(keys, vals[:, 0, :], strict=True):
+            counts = np.frombuffer(bytes(v[:24]), dtype=np.uint64)  # polls, work, full
+            device = bytes(v[24:]).split(b"\0", 1)[0].decode(errors="replace")
+            cpu = int(np.frombuffer(bytes(k[8:12]), dtype=np.uint32)[0])
+            old = self.prev.get(bytes(k))
+            d = (counts - old) if old is not None and (counts >= old).all() else None
+            cur[bytes(k)] = counts
+            polls, work, full = (float(x) for x in d) if d is not None else (0.0, 0.0, 0.0)
+            out.append({"device": device, "cpu": cpu,
+                        "polls_per_s": round(polls / interval, 1) if interval > 0 else 0.0,
+                        "packets_per_poll": round(work / polls, 2) if polls else 0.0,
+                        "budget_exhausted": round(full / polls, 4) if polls else 0.0,
+                        "polls": int(counts[0]), "packets": int(counts[1]),
+                        "exhausted": int(counts[2])})
+        self.prev, self.prev_at = cur, now
+        out.sort(key=lambda q: (q["device"], q["cpu"]))
+        return {"napi": out}
