@@ -36,10 +36,16 @@ NS = f"xlbag-{os.getpid()}"
 NOBODY = 65534  # nobody:nogroup on Debian
 
 
+# The probes cost seconds of clang per agent start: off unless a test is about them
+# (tests/probes/ runs agents with them on).
+PROBES_OFF = "[probes]\n" + "".join(f'{n} = "off"\n' for n in P.PROBES)
+
+
 def config(tmp: str, health: str = "tcp", extra: str = "", instance: str = "",
            audit_log: str = "", metrics: str = "127.0.0.1:0",
-           socket_group: str = "nogroup") -> str:
+           socket_group: str = "nogroup", probes: str = PROBES_OFF) -> str:
     return f"""
+{probes}
 [agent]
 socket = "{tmp}/agent.sock"
 tick = 0.25
