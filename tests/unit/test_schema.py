@@ -15,8 +15,7 @@ from xlb.agent.health import CheckSpec
 from xlb.agent.settings import AgentSettings, check_settings
 from xlb.dataplane.config import BackendConfig, InstanceConfig, parse_config
 from xlb.dataplane.loader import Geometry
-from xlb.schema import (AGENT, BACKEND, INSTANCE, PROBES, REQUIRED, TABLES, VIP, Checker,
-                        Table)
+from xlb.schema import AGENT, BACKEND, INSTANCE, PROBES, REQUIRED, TABLES, VIP, Checker, Table
 
 # --------------------------------------------------------------------- the README blocks
 
