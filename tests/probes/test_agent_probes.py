@@ -5,6 +5,8 @@ attached and detached through the API by operators only, audited, and exported."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 
@@ -19,6 +21,7 @@ from xlb.api.client import AgentClient
 from xlb.dataplane import bpfsys
 from xlb.errors import ErrorCode, InvalidParams
 from xlb.lab import netns
+from xlb.probes import kernel
 
 pytestmark = pytest.mark.root
 
@@ -60,13 +63,31 @@ def stats_sysctl() -> str:
         return f.read().strip()
 
 
-def test_the_snapshot_carries_the_probes_figures(agent: AgentProc) -> None:
+def test_the_snapshot_and_the_commands_carry_the_probes_figures(agent: AgentProc) -> None:
     with agent.client() as c:
         st = c.call("status")
         assert P.conforms(st, P.Status) == []
         states = {p["name"]: p["state"] for p in st["kernel"]["probes"]}
         assert states == dict.fromkeys(P.PROBES, "attached")
         assert P.conforms(c.call("probes"), list[P.Probe]) == []
+
+    def xlb(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "xlb", *args, "--socket", agent.socket],
+                              capture_output=True, text=True, env=agent.env, timeout=60)
+
+    r = xlb("probes")
+    assert r.returncode == 0 and r.stdout.startswith("drops    tracepoint attached"), r.stdout
+    if not kernel.has_kprobes()[0]:  # the fallback, said where people look
+        assert "using tracepoint tcp:tcp_send_reset" in r.stdout
+    assert [p["name"] for p in json.loads(xlb("probes", "--json").stdout)] == list(P.PROBES)
+    r = xlb("drops", "--json")
+    doc = json.loads(r.stdout)
+    assert set(doc) == {"dataplane", "kernel", "xdp_errors"}
+    assert all(P.conforms(d, P.KernelDrop) == [] for d in doc["kernel"])
+    r = xlb("drops")
+    assert "kernel drops by reason" in r.stdout and "XDP exceptions" in r.stdout
+    r = xlb("probes", "detach", "napi", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["probe"]["state"] == "off"
 
 
 def test_xlb_program_run_time_and_stats_off_after_the_agent(agent: AgentProc) -> None:

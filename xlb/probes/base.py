@@ -5,6 +5,7 @@ BCC, whose tracepoint (or kprobe) functions attach when it loads."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import time
@@ -127,18 +128,21 @@ class BccProbe(Probe):
 
 
 # -- reading maps in batches -------------------------------------------------------------
+@functools.cache
 def cpus() -> int:
+    """Slots of a per-CPU map value (possible CPUs: fixed while the system runs)."""
     return bpfsys.possible_cpus()
 
 
-def read_array(fd: int, entries: int, value_size: int, percpu: bool) -> np.ndarray:
-    """Every entry of an array map in one call: bytes of shape (entries, cpus, value_size)
-    (cpus 1 for a plain array)."""
+def read_array(fd: int, entries: int, value_size: int, percpu: bool,
+               start: int = 0) -> np.ndarray:
+    """`entries` entries of an array map from index `start`, in one call: bytes of shape
+    (entries, cpus, value_size) (cpus 1 for a plain array)."""
     n = cpus() if percpu else 1
     stride = (value_size + 7) // 8 * 8 if percpu else value_size
     keys = (ctypes.c_uint32 * entries)()
     raw = (ctypes.c_uint8 * (entries * n * stride))()
-    got = bpfsys.lookup_batch(fd, keys, raw, entries)
+    got = bpfsys.lookup_batch(fd, keys, raw, entries, start)
     values = np.frombuffer(memoryview(raw).cast("B"), dtype=np.uint8)
     out = values.reshape(entries, n, stride)[:, :, :value_size]
     return out[:got]

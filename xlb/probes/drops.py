@@ -40,6 +40,7 @@ class DropsProbe(BccProbe):
         self.prev: np.ndarray | None = None
         self.prev_at = 0.0
         self.since = 0.0
+        self.example_cache: dict[int, tuple[int, list[P.Packet]]] = {}  # reason: (total, ...)
 
     def tracepoints(self) -> list[str]:
         return ["skb:kfree_skb"]
@@ -63,7 +64,7 @@ class DropsProbe(BccProbe):
                 f"-DMAX_WATCHED={MAX_WATCHED}"]
 
     def reset(self) -> None:
-        self.prev, self.ids = None, {}
+        self.prev, self.ids, self.example_cache = None, {}, {}
         self.since = time.time()
 
     def watch(self, addresses: set[str]) -> None:
@@ -97,19 +98,27 @@ class DropsProbe(BccProbe):
                 if addr is not None:
                     by_addr.setdefault(int(k[0]), {})[addr] = int(v)
         busy = np.flatnonzero(totals)
-        examples = read_array(self.map_fd("examples"), MAX_REASONS * EXAMPLES, TUPLE_SIZE,
-                              False)[:, 0, :] if len(busy) else None
         out: list[P.KernelDrop] = []
         for r in busy:
             addrs = dict(by_addr.get(int(r), {}))
             lb = addrs.pop("", 0)
-            ex = (packets(examples[r * EXAMPLES:(r + 1) * EXAMPLES])
-                  if examples is not None else [])
             out.append({"reason": self.name(int(r)), "code": int(r),
                         "per_s": round(float(rates[r]), 1), "total": int(totals[r]),
-                        "lb_total": lb, "addresses": addrs, "examples": ex})
+                        "lb_total": lb, "addresses": addrs,
+                        "examples": self._examples(int(r), int(totals[r]))})
         out.sort(key=lambda d: (-d["per_s"], -d["total"]))
         return {"drops": out, "drops_since": self.since}
+
+    def _examples(self, reason: int, total: int) -> list[P.Packet]:
+        """A reason's examples, read again only when it counted new drops."""
+        seen = self.example_cache.get(reason)
+        if seen is not None and seen[0] == total:
+            return seen[1]
+        rows = read_array(self.map_fd("examples"), EXAMPLES, TUPLE_SIZE, False,
+                          start=reason * EXAMPLES)
+        found = packets(rows[:, 0, :])
+        self.example_cache[reason] = (total, found)
+        return found
 
     def name(self, code: int) -> str:
         if code == MAX_REASONS - 1 and code not in self.names:

@@ -53,7 +53,11 @@ def symbolic(event: str, field: str) -> dict[int, str]:
     if path is None:
         return {}
     with open(os.path.join(path, "format")) as f:
-        text = f.read()
+        return parse_symbolic(f.read(), field)
+
+
+def parse_symbolic(text: str, field: str) -> dict[int, str]:
+    """The value names of `field` in a tracepoint format's __print_symbolic()."""
     start = text.find(f"__print_symbolic(REC->{field},")
     if start < 0:
         return {}
