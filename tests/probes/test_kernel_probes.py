@@ -211,6 +211,7 @@ def test_napi_and_softirq_count_under_traffic_and_rest_when_idle(
 
             ours = ticked(probes, busy, "NAPI polls on ps0 and NET_RX softirq time")
             assert all(0 <= q["budget_exhausted"] <= 1 and q["polls"] > 0 for q in ours)
+            assert all(q["napi_id"] > 0 for q in ours), "veth's NAPI has an id (from BTF)"
         finally:
             sender.terminate()
             sender.wait()

@@ -196,6 +196,8 @@ class NapiQueue(TypedDict):
     """One NAPI instance (a device's RX queue) on one CPU."""
 
     device: str
+    napi_id: int                  # the kernel's id of the NAPI instance (SO_INCOMING_NAPI_ID;
+                                  # 0 if it has none): tells one device's queues apart
     cpu: int
     polls_per_s: float
     packets_per_poll: float

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from xlb.api import protocol as P
+from xlb.probes import kernel
 from xlb.probes.base import BccProbe, Spec, read_hash
 
 SPEC = Spec(
@@ -18,7 +19,7 @@ SPEC = Spec(
     doc="NAPI polls per queue and CPU: packets per poll, budget exhausted",
     default="on")
 
-KEY_SIZE, VALUE_SIZE = 16, 40
+KEY_SIZE, VALUE_SIZE = 16, 48
 
 
 class NapiProbe(BccProbe):
@@ -33,6 +34,14 @@ class NapiProbe(BccProbe):
     def tracepoints(self) -> list[str]:
         return ["napi:napi_poll"]
 
+    def cflags(self) -> list[str]:
+        b = kernel.btf()
+        try:
+            offset = b.member_offset("napi_struct", "napi_id") if b is not None else -1
+        except KeyError:
+            offset = -1
+        return [f"-DNAPI_ID_OFFSET={offset}"]
+
     def reset(self) -> None:
         self.prev = {}
 
@@ -46,13 +55,14 @@ class NapiProbe(BccProbe):
         out: list[P.NapiQueue] = []
         for k, v in zip(keys, vals[:, 0, :], strict=True):
             counts = np.frombuffer(bytes(v[:24]), dtype=np.uint64)  # polls, work, full
-            device = bytes(v[24:]).split(b"\0", 1)[0].decode(errors="replace")
+            device = bytes(v[24:40]).split(b"\0", 1)[0].decode(errors="replace")
+            napi_id = int(np.frombuffer(bytes(v[40:44]), dtype=np.uint32)[0])
             cpu = int(np.frombuffer(bytes(k[8:12]), dtype=np.uint32)[0])
             old = self.prev.get(bytes(k))
             d = (counts - old) if old is not None and (counts >= old).all() else None
             cur[bytes(k)] = counts
             polls, work, full = (float(x) for x in d) if d is not None else (0.0, 0.0, 0.0)
-            out.append({"device": device, "cpu": cpu,
+            out.append({"device": device, "napi_id": napi_id, "cpu": cpu,
                         "polls_per_s": round(polls / interval, 1) if interval > 0 else 0.0,
                         "packets_per_poll": round(work / polls, 2) if polls else 0.0,
                         "budget_exhausted": round(full / polls, 4) if polls else 0.0,
