@@ -70,8 +70,10 @@ def _absent(probe: dict[str, Any] | None) -> list[str]:
 
 
 def packet(p: dict[str, Any]) -> str:
+    ports = p["protocol"] in ("tcp", "udp")
+
     def end(addr: str, port: int) -> str:
         host = f"[{addr}]" if ":" in addr else addr
-        return f"{host}:{port}" if port else host
+        return f"{host}:{port}" if ports else host
 
     return f"{p['protocol']} {end(p['src'], p['sport'])} → {end(p['dst'], p['dport'])}"

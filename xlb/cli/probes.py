@@ -74,12 +74,13 @@ def _change(args: argparse.Namespace, method: str) -> int:
 
 def line(p: dict[str, Any]) -> str:
     """One probe for people: name, kind, state, figures, then target and any reason."""
-    if p["state"] == "attached":
+    cost = ""
+    if p["state"] == "attached" and p["kind"] != "bpf_stats":  # that one has no programs
+        ns = p["ns_per_run"]
         cost = (f"{human(p['events_per_s']):>7}/s  "
-                + (f"{p['ns_per_run']:>8.0f} ns/run  {p['cpu_percent']:>7.3f} % CPU"
-                   if p["ns_per_run"] is not None else "  (run-time stats off)"))
-    else:
-        cost = ""
+                + ("  (no cost figures: the runtime probe is off)" if ns is None else
+                   f"{ns:>8.0f} ns/run  {p['cpu_percent']:>7.3f} % CPU" if ns else
+                   f"{'-':>8} ns/run  {p['cpu_percent']:>7.3f} % CPU"))
     out = f"{p['name']:<8} {p['kind']:<10} {p['state']:<11} {cost}".rstrip()
     out += f"\n         {p['target']}"
     if p["reason"]:
