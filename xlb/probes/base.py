@@ -75,6 +75,7 @@ class BccProbe(Probe):
     TRACEPOINT_PROBE (and kprobe__) functions; cleanup detaches them."""
 
     source = ""  # file name in probes/
+    raw_capable = False  # its C has a raw tracepoint variant (-DRAW)
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,6 +100,26 @@ class BccProbe(Probe):
                 raise Unavailable(f"tracepoint {tp} does not exist in this kernel "
                                   f"(no {root}/events/{tp.replace(':', '/')})")
         flags = self.cflags()
+        raw = self.raw_capable and self.use_raw()
+        try:
+            self._load([*flags, "-DRAW"] if raw else flags)
+        except Unavailable as e:
+            if not raw:
+                raise
+            raw = False
+            self.note = f"the raw tracepoint did not load ({e}); using the tracepoint"
+            self._load(flags)
+        if self.raw_capable:
+            self.kind = "raw_tracepoint" if raw else "tracepoint"
+        self.attached_at = time.monotonic()
+        self.reset()
+
+    def use_raw(self) -> bool:
+        """Whether to attach as a raw tracepoint: no trace record is formatted for it,
+        so it costs the kernel less per event than a tracepoint."""
+        return kernel.raw_tracepoints()
+
+    def _load(self, flags: list[str]) -> None:
         from bcc import BPF  # only the agent compiles
 
         src = resources.data_dir("probes") / self.source
@@ -107,8 +128,6 @@ class BccProbe(Probe):
                            cflags=[f"-I{resources.data_dir('probes')}", "-w", *flags])
         except Exception as e:  # BCC raises Exception for compile and attach failures
             raise Unavailable(f"{self.source} did not load here: {e}") from e
-        self.attached_at = time.monotonic()
-        self.reset()
 
     def reset(self) -> None:
         """Forget what was read before (a new attach starts from zero)."""

@@ -82,6 +82,12 @@ def _kallsyms() -> frozenset[str]:
         return frozenset(line.split()[2] for line in f)
 
 
+def raw_tracepoints() -> bool:
+    """Whether BPF programs can attach to raw tracepoints here (the kernel function that
+    finds them is in /proc/kallsyms)."""
+    return kernel_symbol("bpf_find_raw_tracepoint") or kernel_symbol("bpf_get_raw_tracepoint")
+
+
 def kernel_symbol(name: str) -> bool:
     try:
         return name in _kallsyms()

@@ -13,8 +13,9 @@ from xlb.probes import kernel
 from xlb.probes.base import BccProbe, Spec, read_hash
 
 SPEC = Spec(
-    name="napi", kind="tracepoint", target="napi:napi_poll",
-    needs="tracepoint napi:napi_poll",
+    name="napi", kind="raw_tracepoint", target="napi:napi_poll",
+    needs="tracepoint napi:napi_poll (raw, with napi_struct and net_device offsets from "
+          "BTF, where the kernel can)",
     feeds="kernel.napi (the Overview's per-queue budget marks), xlb_napi_polls_total",
     doc="NAPI polls per queue and CPU: packets per poll, budget exhausted",
     default="on")
@@ -25,22 +26,28 @@ KEY_SIZE, VALUE_SIZE = 16, 48
 class NapiProbe(BccProbe):
     spec = SPEC
     source = "napi.c"
+    raw_capable = True
 
     def __init__(self) -> None:
         super().__init__()
         self.prev: dict[bytes, np.ndarray] = {}
         self.prev_at = 0.0
+        self.offsets: dict[str, int] = {}
 
     def tracepoints(self) -> list[str]:
         return ["napi:napi_poll"]
 
     def cflags(self) -> list[str]:
-        b = kernel.btf()
-        try:
-            offset = b.member_offset("napi_struct", "napi_id") if b is not None else -1
-        except KeyError:
-            offset = -1
-        return [f"-DNAPI_ID_OFFSET={offset}"]
+        self.offsets = {"NAPI_ID": _offset("napi_struct", "napi_id"),
+                        "NAPI_DEV": _offset("napi_struct", "dev"),
+                        "DEV_NAME": _offset("net_device", "name")}
+        return [f"-D{k}={v}" for k, v in self.offsets.items()]
+
+    def use_raw(self) -> bool:
+        """Raw only if BTF says where the device's name is (the raw tracepoint gets the
+        napi_struct, not the formatted record with the name)."""
+        return (super().use_raw() and self.offsets["NAPI_DEV"] >= 0
+                and self.offsets["DEV_NAME"] >= 0)
 
     def reset(self) -> None:
         self.prev = {}
@@ -71,3 +78,12 @@ class NapiProbe(BccProbe):
         self.prev, self.prev_at = cur, now
         out.sort(key=lambda q: (q["device"], q["cpu"]))
         return {"napi": out}
+
+
+def _offset(struct: str, member: str) -> int:
+    """A member's offset from the running kernel's BTF, -1 if unknown."""
+    b = kernel.btf()
+    try:
+        return b.member_offset(struct, member) if b is not None else -1
+    except KeyError:
+        return -1

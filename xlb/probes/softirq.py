@@ -13,8 +13,8 @@ from xlb.api import protocol as P
 from xlb.probes.base import BccProbe, Spec, read_array, u64s
 
 SPEC = Spec(
-    name="softirq", kind="tracepoint", target="irq:softirq_entry, irq:softirq_exit",
-    needs="tracepoints irq:softirq_entry and irq:softirq_exit",
+    name="softirq", kind="raw_tracepoint", target="irq:softirq_entry, irq:softirq_exit",
+    needs="tracepoints irq:softirq_entry and irq:softirq_exit (raw where the kernel can)",
     feeds="kernel.softirq (the Overview's per-CPU panel), "
           "xlb_net_rx_softirq_seconds_total",
     doc="% of each CPU spent in NET_RX softirq (receiving packets)",
@@ -24,6 +24,7 @@ SPEC = Spec(
 class SoftirqProbe(BccProbe):
     spec = SPEC
     source = "softirq.c"
+    raw_capable = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -40,7 +41,7 @@ class SoftirqProbe(BccProbe):
         return int(self.prev[:, 1].sum()) if self.prev is not None else 0
 
     def read(self, now: float) -> dict[str, Any]:
-        per_cpu = u64s(read_array(self.map_fd("net_rx"), 1, 16, True))[0]  # (cpus, [ns, runs])
+        per_cpu = u64s(read_array(self.map_fd("net_rx"), 1, 24, True))[0][:, :2]  # ns, runs
         interval = now - self.prev_at
         rates = (counter_rates(self.prev, per_cpu, interval)
                  if self.prev is not None and interval > 0 else np.zeros(per_cpu.shape))
