@@ -76,7 +76,7 @@ def test_the_snapshot_and_the_commands_carry_the_probes_figures(agent: AgentProc
                               capture_output=True, text=True, env=agent.env, timeout=60)
 
     r = xlb("probes")
-    assert r.returncode == 0 and r.stdout.startswith("drops    tracepoint attached"), r.stdout
+    assert r.returncode == 0 and r.stdout.startswith("drops    tracepoint     attached"), r.stdout
     if not kernel.has_kprobes()[0]:  # the fallback, said where people look
         assert "using tracepoint tcp:tcp_send_reset" in r.stdout
     assert [p["name"] for p in json.loads(xlb("probes", "--json").stdout)] == list(P.PROBES)

@@ -81,8 +81,8 @@ def line(p: dict[str, Any]) -> str:
                 + ("  (no cost figures: the runtime probe is off)" if ns is None else
                    f"{ns:>8.0f} ns/run  {p['cpu_percent']:>7.3f} % CPU" if ns else
                    f"{'-':>8} ns/run  {p['cpu_percent']:>7.3f} % CPU"))
-    out = f"{p['name']:<8} {p['kind']:<10} {p['state']:<11} {cost}".rstrip()
-    out += f"\n         {p['target']}"
+    out = f"{p['name']:<8} {p['kind']:<14} {p['state']:<11} {cost}".rstrip()
+    out += f"\n{'':9}{p['target']}"
     if p["reason"]:
-        out += f"\n         {p['reason']}"
+        out += f"\n{'':9}{p['reason']}"
     return out

@@ -118,11 +118,18 @@ class ProbeManager:
             return True
 
     def try_attach(self, name: str) -> None:
-        """attach() for start-up and callers that only report: never raises Unavailable."""
+        """attach() for start-up: a probe that cannot attach is noted (and logged), never
+        the end of the others (a failure other than Unavailable is a bug: logged with its
+        traceback, and the probe says so)."""
         try:
             self.attach(name)
         except Unavailable:
             pass
+        except Exception as e:
+            log.exception("probe %s failed to attach", name)
+            with self.lock:
+                self.state[name] = "unavailable"
+                self.reason[name] = f"failed to attach (a bug, logged by the agent): {e}"
 
     def close(self) -> None:
         for name in self.probes:
