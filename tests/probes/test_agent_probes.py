@@ -31,8 +31,9 @@ def agent(roots: tuple[str, str]) -> Iterator[AgentProc]:
     """An agent with the [probes] defaults (every probe on, tcp auto), all attached."""
     for a in running_agent(roots, "none", probes=""):
         with a.client() as c:
-            wait_for(lambda: all(p["state"] != "off" for p in c.call("probes")),
-                     "the probes attached at start", timeout=180, every=0.5)
+            wait_for(lambda: all(p["state"] != "off" for p in
+                                 c.call("status")["kernel"]["probes"]),
+                     "the probes attached at start, in a snapshot", timeout=180, every=0.5)
         yield a
 
 
