@@ -31,8 +31,8 @@ def agent(roots: tuple[str, str]) -> Iterator[AgentProc]:
     """An agent with the [probes] defaults (every probe on, tcp auto), all attached."""
     for a in running_agent(roots, "none", probes=""):
         with a.client() as c:
-            wait_for(lambda: all(p["state"] != "off" for p in
-                                 c.call("status")["kernel"]["probes"]),
+            wait_for(lambda: [p["state"] for p in c.call("status")["kernel"]["probes"]]
+                     == ["attached"] * len(P.PROBES),
                      "the probes attached at start, in a snapshot", timeout=180, every=0.5)
         yield a
 

@@ -148,6 +148,9 @@ class Agent:
         for name, want in self.probes.settings.wanted.items():
             if want != "off":
                 self.probes.reason[name] = "being attached (the agent is starting)"
+        self.kernel = {**self.kernel, "probes": [self.probes.describe(n)
+                                                 for n in self.probes.probes]}
+        self.last = {**self.last, "kernel": self.kernel}  # listed from the first answer
         self._probes_starting = threading.Thread(target=self.probes.start, daemon=True,
                                                  name="xlb-probes")
         self._probes_starting.start()

@@ -44,6 +44,7 @@ async def run(agent: Agent) -> None:
             raise XlbError(f"metrics on {st.metrics}: {e.strerror}; set [agent] metrics to "
                            "another host:port or unix:PATH, or \"\" to turn it off") from e
         agent.metrics_port = exporter.port
+        agent.last = {**agent.last, "metrics_port": exporter.port}  # before the first tick
     server = Server(agent)
     try:
         await server.serve()
