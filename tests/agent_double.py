@@ -222,7 +222,8 @@ class AgentDouble:
                                "tcp_non_syn": self.non_syn_misses, "udp": 0.0},
                     "cpus": [{"busy": 35.0 + 20 * c, "softirq": 12.0 + 5 * c}
                              for c in range(self.n_cpus)],
-                    "vips": vips, "alarms": list(self.alarms), "tick_failures": 0}
+                    "vips": vips, "alarms": list(self.alarms), "tick_failures": 0,
+                    "kernel": P.empty_kernel()}
 
 
 def _serving(b: dict[str, Any]) -> bool:

@@ -405,7 +405,22 @@ AGENT = Table("agent", (
             "restore", choices=("restore", "alarm")),
 ))
 
-TABLES = (INSTANCE, VIP, BACKEND, AGENT)
+_PROBE_STATES = ("on", "off")
+PROBES = Table("probes", (
+    Setting("drops", "string", "kernel drops by reason (skb:kfree_skb)", "on",
+            choices=_PROBE_STATES),
+    Setting("xdp", "string", "XDP exceptions and redirect errors", "on", choices=_PROBE_STATES),
+    Setting("napi", "string", "NAPI polls per queue and CPU", "on", choices=_PROBE_STATES),
+    Setting("softirq", "string", "NET_RX softirq time per CPU", "on", choices=_PROBE_STATES),
+    Setting("tcp", "string", "TCP resets and retransmits; auto: on while it costs less "
+            "than auto_cpu_percent", "auto", choices=("on", "off", "auto")),
+    Setting("runtime", "string", "BPF program run time (kernel run-time statistics)", "on",
+            choices=_PROBE_STATES),
+    Setting("auto_cpu_percent", "number", "an auto probe above this % of a CPU is detached",
+            1.0, Bounds(0, 100, above=True)),
+))
+
+TABLES = (INSTANCE, VIP, BACKEND, AGENT, PROBES)
 
 
 # ----------------------------------------------------------------------------- checker

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tests.agent.test_agent import AgentProc
+from tests.agent.test_agent import PROBES_OFF, AgentProc
 from xlb.agent.health import socket_in_netns
 from xlb.api.client import AgentClient
 from xlb.dataplane import lifecycle
@@ -40,6 +40,7 @@ WEB_DNS = [("web", "10.100.0.10", 80, "tcp", [("10.0.1.1", 1), ("10.0.1.2", 3)])
 def config(tmp: str, vips: list[tuple[str, str, int, str, list[tuple[str, int]]]],
            agent: str = "", max_backends: int = 16, health: str = "tcp") -> str:
     text = [f"""# the agent under test
+{PROBES_OFF}
 [agent]
 socket = "{tmp}/agent.sock"
 tick = 0.25

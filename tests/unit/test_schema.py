@@ -15,7 +15,7 @@ from xlb.agent.health import CheckSpec
 from xlb.agent.settings import AgentSettings, check_settings
 from xlb.dataplane.config import BackendConfig, InstanceConfig, parse_config
 from xlb.dataplane.loader import Geometry
-from xlb.schema import AGENT, BACKEND, INSTANCE, REQUIRED, TABLES, VIP, Checker, Table
+from xlb.schema import AGENT, BACKEND, INSTANCE, PROBES, REQUIRED, TABLES, VIP, Checker, Table
 
 # --------------------------------------------------------------------- the README blocks
 
@@ -42,6 +42,7 @@ def comments(block: str) -> dict[tuple[str, str], str]:
 
 AGENT_BLOCK = "### Agent settings: the `[agent]` table in the instance config"
 CONFIG_BLOCK = "### Config (TOML)"
+PROBES_BLOCK = "### Probe settings: the `[probes]` table in the instance config"
 
 
 def readme_tables() -> list[tuple[Table, dict[str, Any], dict[tuple[str, str], str]]]:
@@ -52,10 +53,12 @@ def readme_tables() -> list[tuple[Table, dict[str, Any], dict[tuple[str, str], s
     return [(INSTANCE, config["instance"], comments(config_text)),
             (VIP, vip, comments(config_text)),
             (BACKEND, vip["backend"][0], comments(config_text)),
-            (AGENT, agent["agent"], comments(agent_text))]
+            (AGENT, agent["agent"], comments(agent_text)),
+            (PROBES, tomllib.loads(readme_block(PROBES_BLOCK))["probes"],
+             comments(readme_block(PROBES_BLOCK)))]
 
 
-@pytest.mark.parametrize("index", range(4), ids=[t.name for t in TABLES])
+@pytest.mark.parametrize("index", range(len(TABLES)), ids=[t.name for t in TABLES])
 def test_the_readme_shows_every_key_and_no_other(index: int) -> None:
     table, shown, _ = readme_tables()[index]
     missing = [k for k in table.keys if k not in shown]
@@ -64,7 +67,7 @@ def test_the_readme_shows_every_key_and_no_other(index: int) -> None:
     assert not unknown, f"the README's [{table.name}] block shows undeclared keys {unknown}"
 
 
-@pytest.mark.parametrize("index", range(4), ids=[t.name for t in TABLES])
+@pytest.mark.parametrize("index", range(len(TABLES)), ids=[t.name for t in TABLES])
 def test_the_readme_shows_the_defaults(index: int) -> None:
     table, shown, _ = readme_tables()[index]
     for s in table.settings:
@@ -76,7 +79,7 @@ def test_the_readme_shows_the_defaults(index: int) -> None:
             f"README: {table.name}.{s.name} = {got!r}, but its default is {s.default!r}")
 
 
-@pytest.mark.parametrize("index", range(4), ids=[t.name for t in TABLES])
+@pytest.mark.parametrize("index", range(len(TABLES)), ids=[t.name for t in TABLES])
 def test_the_readme_comments_are_the_docs(index: int) -> None:
     table, _, notes = readme_tables()[index]
     for s in table.settings:

@@ -45,6 +45,7 @@ from xlb.dataplane.manager import ApplyResult, Dataplane, key_label
 from xlb.dataplane.owner import Ownership
 from xlb.errors import ApplyError, RefusedError, XlbError
 from xlb.paths import run_dir
+from xlb.probes.manager import ProbeManager
 
 HOST = socket.gethostname()
 LOGGED_TRANSITIONS = 20  # health transitions logged one by one per tick; the rest summed up
@@ -102,6 +103,10 @@ class Agent:
         self.cpus: list[P.Cpu] = []                  # per-CPU load over the last tick
         self.counted: Counted | None = None  # the last tick's counters, for the metrics
         self.since = 0.0  # when the data plane's maps (and so its counters) were made
+        self.probes = ProbeManager(ac.probes)        # attached by start(), read by tick()
+        self.kernel: P.Kernel = P.empty_kernel()     # what they saw at the last tick
+        self._probes_starting: threading.Thread | None = None
+        self._watched: Config | None = None          # the intent the drops probe watches
         self.last: P.Snapshot = self._snapshot(None)  # what readers see until the first tick
 
     # -- start and intent ---------------------------------------------------------
@@ -128,6 +133,7 @@ class Agent:
         self._read_layout()
         self._save_intent()
         self.last = self._snapshot(None)
+        self._start_probes()
         r = self.load_result
         log.info("%s %s: %s XDP on %s (prog %s); %d VIPs, %d backends", "adopted" if
                  r["adopted"] else "loaded", self.name, r["mode"], r["interface"], r["prog_id"],
@@ -142,8 +148,47 @@ class Agent:
                       dp.maps, os.path.dirname(dp.maps.dir))
         return Watch(owned, self.settings.tamper == "restore", self.emit)
 
+    def _start_probes(self) -> None:
+        """Attach the probes the [probes] settings ask for, in the background: compiling
+        them takes seconds, and the API answers meanwhile (they show as off until then)."""
+        r = self.load_result
+        where = f"{r['interface']}@{r['netns']}" if r.get("netns") else str(r["interface"])
+        self.probes.own(int(r["prog_id"]), where)
+        for name, want in self.probes.settings.wanted.items():
+            if want != "off":
+                self.probes.reason[name] = "being attached (the agent is starting)"
+        self.kernel = {**self.kernel, "probes": [self.probes.describe(n)
+                                                 for n in self.probes.probes]}
+        self.last = {**self.last, "kernel": self.kernel}  # listed from the first answer
+        self._probes_starting = threading.Thread(target=self.probes.start, daemon=True,
+                                                 name="xlb-probes")
+        self._probes_starting.start()
+
+    def probe_change(self, caller: Caller, name: str, attach: bool) -> P.ProbeChange:
+        """probe_attach / probe_detach (operators only): audited like every change; a
+        probe this kernel cannot run is refused, and the attempt is in the audit log."""
+        action = "probe_attach" if attach else "probe_detach"
+        subject = f"probe {name}"
+        before = {subject: {"state": self.probes.state[name]}}
+        want: P.ProbeState = "attached" if attach else "off"
+        try:
+            with self.audit.change(uid=caller.uid, user=caller.user, action=action,
+                                   params={"name": name}, before=before,
+                                   after={subject: {"state": want}}):
+                result = self.probes.change(name, attach)
+        except RefusedError as e:
+            self.audit.refused(uid=caller.uid, user=caller.user, action=action,
+                               params={"name": name}, why=str(e))
+            raise
+        log.info("%s (uid %d) %s: %s", caller.user, caller.uid, action,
+                 "done" if result["changed"] else f"it was {result['probe']['state']} already")
+        return result
+
     def close(self) -> None:
         self.stopping.set()
+        if self._probes_starting is not None:
+            self._probes_starting.join(timeout=60)  # a compile cannot be cut short
+        self.probes.close()
         if self.watch:
             self.watch.close()
             os.close(self.watch.owned.prog_fd)
@@ -583,6 +628,11 @@ class Agent:
         self.active = counters.active
         self.reason_totals = counters.reasons[:, 0].copy()
         self.cpus = cpu_load()  # once per tick: each call measures since the last one
+        if self._watched is not self.desired:  # drops from or to these are the LB's
+            self._watched = self.desired
+            self.probes.watch({str(a) for a in self.desired.backend_addresses()}
+                              | {str(v.address) for v in self.desired.vips})
+        self.kernel = self.probes.tick()
         with self.lock:  # intent, health and layout as one consistent view
             snap = self._snapshot(rates)
             vips = {v.name: self.vip_ids[k] for v in self.desired.vips
@@ -651,7 +701,8 @@ class Agent:
                 "cpus": self.cpus,
                 "vips": vips,
                 "alarms": [P.Alarm(**a) for a in self.alarms],  # copies: alarms change later
-                "tick_failures": self.tick_failures}
+                "tick_failures": self.tick_failures,
+                "kernel": self.kernel}
 
     def _queues_seen(self, q: np.ndarray) -> int:
         """Queues up to the highest that ever carried traffic: the list never shrinks."""

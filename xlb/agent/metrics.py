@@ -49,6 +49,7 @@ from xlb import statefile
 from xlb.api.protocol import Snapshot
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Counters
+from xlb.probes.metrics import ProbeCollector
 from xlb.schema import UNIX_PREFIX
 
 MAX_SCRAPES = 8
@@ -218,6 +219,7 @@ def registry_of(published: Callable[[], Published]) -> CollectorRegistry:
     collectors of the client library (process_*, python_info, python_gc_*)."""
     registry = CollectorRegistry()
     registry.register(AgentCollector(published))
+    registry.register(ProbeCollector(lambda: published().snapshot))  # xlb/probes/metrics.py
     for c in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(c)
     return registry

@@ -105,6 +105,9 @@ HANDLERS: dict[str, Handler] = {
     "add_vip": lambda a, c, p: a.add_vip(c, p["name"], p["address"], p["port"], p["protocol"],
                                          p["backends"]),
     "remove_vip": lambda a, c, p: a.remove_vip(c, p["name"]),
+    "probes": lambda a, c, p: [a.probes.describe(n) for n in a.probes.probes],
+    "probe_attach": lambda a, c, p: a.probe_change(c, p["name"], True),
+    "probe_detach": lambda a, c, p: a.probe_change(c, p["name"], False),
 }
 READS_THE_AUDIT_LOG = {"audit"}  # files, not memory: in the audit thread, off the loop
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from xlb.agent.health import CheckSpec
 from xlb.dataplane.config import Config, check_config, in_file, read_toml
 from xlb.paths import default_audit_log, default_socket
+from xlb.probes.settings import ProbeSettings, check_probes
 from xlb.schema import AGENT, BAD, Checker, ok, show
 
 
@@ -51,6 +52,7 @@ class AgentConfig:
     config: Config
     digest: str  # of the file's bytes (saved intent compares meanings, see intent.py)
     path: str = ""  # the file, for messages
+    probes: ProbeSettings = ProbeSettings()  # the [probes] table
 
 
 def _check_history(ck: Checker, tick: float, history: float) -> None:
@@ -92,8 +94,9 @@ def load(path: str) -> AgentConfig:
     """Read and check the whole file; ConfigError lists every problem, each with the path."""
     raw, data = read_toml(path)
     ck = Checker()
-    cfg = check_config(ck, data, other_tables=("agent",))
+    cfg = check_config(ck, data, other_tables=("agent", "probes"))
     settings = check_settings(ck, data.get("agent", {}), cfg.instance.name if cfg else "")
-    if cfg is None or settings is None:
+    probes = check_probes(ck, data.get("probes", {}))
+    if cfg is None or settings is None or probes is None:
         raise in_file(path, ck.errors)
-    return AgentConfig(settings, cfg, hashlib.sha256(raw).hexdigest(), path)
+    return AgentConfig(settings, cfg, hashlib.sha256(raw).hexdigest(), path, probes)

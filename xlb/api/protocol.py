@@ -145,6 +145,131 @@ class Alarm(TypedDict):
     active: bool       # False: put right (restored); shown for a while all the same
 
 
+# -- the kernel around the load balancer (the probes) --------------------------------------
+ProbeState = Literal["attached", "unavailable", "off"]
+PROBES = ("drops", "xdp", "napi", "softirq", "tcp", "runtime")  # names, in listing order
+
+
+class Probe(TypedDict):
+    """One probe as `xlb probes` and the Probes view show it."""
+
+    name: str                     # one of PROBES
+    kind: str                     # tracepoint | kprobe | raw_tracepoint | bpf_stats
+    target: str                   # what it attaches to (after any fallback)
+    state: ProbeState
+    reason: str                   # unavailable: why; attached: a fallback or a missing part
+    doc: str                      # one line: what it shows
+    needs: str                    # what it needs from the kernel
+    feeds: str                    # what it fills in (snapshot fields, metrics)
+    events_per_s: float           # runs of its programs per second (events it counted when
+                                  # run-time stats are off)
+    ns_per_run: float | None      # average cost of one run (None: run-time stats off)
+    cpu_percent: float | None     # % of one CPU its programs took (None: stats off)
+
+
+class Packet(TypedDict):
+    """A dropped (or reset, retransmitted) packet's 5-tuple, as an example."""
+
+    time: float                   # Unix time
+    protocol: str                 # tcp, udp, icmp, icmpv6, or the number
+    src: str
+    sport: int
+    dst: str
+    dport: int
+
+
+class KernelDrop(TypedDict):
+    """Packets the kernel freed with one drop reason (skb:kfree_skb)."""
+
+    reason: str                   # the running kernel's own name (NO_SOCKET, ...)
+    code: int                     # its number in this kernel
+    per_s: float
+    total: int                    # since the probe attached
+    lb_total: int                 # of them, from or to a VIP or backend of this instance
+    addresses: dict[str, int]     # VIP/backend address -> drops from or to it
+    examples: list[Packet]        # the last few, newest first
+
+
+XdpErrorKind = Literal["exception", "redirect_error", "redirect_map_error"]
+
+
+class XdpError(TypedDict):
+    """XDP exceptions and redirect errors of one program on one interface."""
+
+    kind: XdpErrorKind
+    prog_id: int
+    program: str                  # the program's name ("" if it is gone)
+    interface: str                # name (and namespace) if found, else "ifindex N"
+    action: str                   # ABORTED, DROP, PASS, TX, REDIRECT or the number
+    per_s: float
+    total: int
+
+
+class NapiQueue(TypedDict):
+    """One NAPI instance (a device's RX queue) on one CPU."""
+
+    device: str
+    napi_id: int                  # the kernel's id of the NAPI instance (SO_INCOMING_NAPI_ID;
+                                  # 0 if it has none): tells one device's queues apart
+    cpu: int
+    polls_per_s: float
+    packets_per_poll: float
+    budget_exhausted: float       # share of polls that used the whole budget, 0..1
+    polls: int                    # since the probe attached
+    packets: int                  # since the probe attached
+    exhausted: int                # polls that used the whole budget, since attached
+
+
+class SoftirqCpu(TypedDict):
+    cpu: int
+    percent: float                # of this CPU's time in NET_RX softirq
+    runs_per_s: float
+    seconds: float                # in NET_RX softirq since the probe attached
+
+
+class TcpEvent(TypedDict):
+    kind: Literal["reset", "retransmit"]
+    reason: str                   # a reset's reason where the kernel says it, else ""
+    per_s: float
+    total: int
+
+
+class Program(TypedDict):
+    """One BPF program on the host, from the kernel's run-time statistics."""
+
+    id: int
+    name: str
+    type: int                     # enum bpf_prog_type
+    owner: str                    # "xlb" (this instance's XDP), "probe NAME", or ""
+    runs_per_s: float
+    ns_per_run: float
+    cpu_percent: float            # % of one CPU
+    runs: int                     # since the kernel's statistics were turned on
+    run_time_ns: int
+
+
+class Kernel(TypedDict):
+    """What the probes see; a probe that is not attached leaves its lists empty."""
+
+    probes: list[Probe]
+    drops: list[KernelDrop]       # by reason, busiest first
+    drops_since: float            # Unix time the drops probe attached (0: not attached)
+    xdp_errors: list[XdpError]
+    napi: list[NapiQueue]
+    softirq: list[SoftirqCpu]     # per CPU (empty: not attached; use cpus[].softirq)
+    tcp: list[TcpEvent]
+    tcp_examples: list[Packet]    # the last few resets and retransmits, newest first
+    programs: list[Program]       # busiest first (at most MAX_PROGRAMS)
+
+
+MAX_PROGRAMS = 64
+
+
+def empty_kernel() -> Kernel:
+    return {"probes": [], "drops": [], "drops_since": 0.0, "xdp_errors": [], "napi": [],
+            "softirq": [], "tcp": [], "tcp_examples": [], "programs": []}
+
+
 class Snapshot(TypedDict):
     """Everything the console draws, once per tick."""
 
@@ -165,6 +290,14 @@ class Snapshot(TypedDict):
     vips: list[Vip]
     alarms: list[Alarm]               # in force, or put right in the last 10 minutes
     tick_failures: int                # ticks that failed since the agent started (logged)
+    kernel: Kernel                    # what the probes see (xlb probes, the Probes view)
+
+
+class ProbeChange(TypedDict):
+    """The answer to probe_attach / probe_detach."""
+
+    probe: Probe                  # its state after the change
+    changed: bool                 # False: it was so already
 
 
 class Caller(TypedDict):
@@ -374,6 +507,16 @@ _VIP_OPT = Param("vip", str, doc="VIP name (default: every VIP that has the back
 _FORCE = Param("force", bool, default=False,
                doc="even if a VIP is left without a healthy backend")
 
+
+
+def _probe_name(name: str) -> str:
+    if name not in PROBES:
+        raise InvalidParams(f"no probe {name!r}; the probes are {', '.join(PROBES)}")
+    return name
+
+
+_PROBE = Param("name", str, True, doc=f"the probe: {' | '.join(PROBES)}", check=_probe_name)
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("status", "the last snapshot and who is asking", Status),
     Method("vips", "every VIP with its rate and health", list[VipSummary]),
@@ -406,6 +549,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            operator=True),
     Method("remove_vip", "stop balancing a VIP: its packets pass to the host", ChangeResult,
            (Param("name", str, True, doc="VIP name"),), operator=True),
+    Method("probes", "every probe: kind, target, state (or why not), cost", list[Probe]),
+    Method("probe_attach", "attach a probe (or say why this kernel cannot)", ProbeChange,
+           (_PROBE,), operator=True),
+    Method("probe_detach", "detach a probe", ProbeChange, (_PROBE,), operator=True),
 )}
 
 

@@ -29,7 +29,8 @@ from xlb.errors import ConfigError, Interrupted, XlbError
 
 # in the order `xlb --help` lists them
 COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "drain", "undrain",
-            "weight", "backend", "vip", "audit", "agent", "dataplane", "lab", "completion")
+            "weight", "backend", "vip", "audit", "probes", "agent", "dataplane", "lab",
+            "completion")
 
 
 def build_parser() -> argparse.ArgumentParser:

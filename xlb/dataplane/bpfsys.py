@@ -65,8 +65,11 @@ MAP_GET_NEXT_KEY = 4
 OBJ_PIN = 6
 OBJ_GET = 7
 PROG_TEST_RUN = 10
+PROG_GET_NEXT_ID = 11
 PROG_GET_FD_BY_ID = 13
 OBJ_GET_INFO_BY_FD = 15
+ENABLE_STATS = 32
+STATS_RUN_TIME = 0  # enum bpf_stats_type
 MAP_LOOKUP_BATCH = 24
 MAP_UPDATE_BATCH = 26
 MAP_DELETE_BATCH = 27
@@ -92,11 +95,6 @@ class _BatchAttr(ctypes.Structure):
                 ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
-class _GetIdAttr(ctypes.Structure):
-    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
-                ("open_flags", ctypes.c_uint32)]
-
-
 class _TestRunAttr(ctypes.Structure):
     _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
                 ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
@@ -111,6 +109,17 @@ class _TestRunAttr(ctypes.Structure):
 class _InfoAttr(ctypes.Structure):
     _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
                 ("info", ctypes.c_uint64)]
+
+
+class _IdAttr(ctypes.Structure):
+    """For the GET_NEXT_ID and GET_FD_BY_ID commands."""
+
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
+                ("open_flags", ctypes.c_uint32)]
+
+
+class _StatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32)]
 
 
 class MapInfo(ctypes.Structure):
@@ -174,12 +183,6 @@ def obj_pin(fd: int, path: str) -> None:
     _call(OBJ_PIN, attr, f"pin {path}")
 
 
-def prog_fd_by_id(prog_id: int) -> int:
-    """Open a loaded program by its id (any program, xlb's or not); returns a new fd."""
-    attr = _GetIdAttr(id=prog_id)
-    return _call(PROG_GET_FD_BY_ID, attr, f"open program id {prog_id}")
-
-
 def map_info(fd: int) -> MapInfo:
     info = MapInfo()
     attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info))
@@ -192,6 +195,46 @@ def prog_info(fd: int) -> ProgInfo:
     attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=_addr(info))
     _call(OBJ_GET_INFO_BY_FD, attr, "program info")
     return info
+
+
+def prog_ids() -> Iterator[int]:
+    """The id of every BPF program loaded on the host (BPF_PROG_GET_NEXT_ID)."""
+    attr = _IdAttr()
+    while True:
+        try:
+            _call(PROG_GET_NEXT_ID, attr, "next program id")
+        except BpfError as e:
+            if e.errno == errno.ENOENT:
+                return
+            raise
+        yield int(attr.next_id)
+        attr.id = attr.next_id
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """Open a loaded program by its id (any program, xlb's or not): a new fd (BpfError
+    ENOENT: it is gone)."""
+    return _call(PROG_GET_FD_BY_ID, _IdAttr(id=prog_id), f"open program {prog_id}")
+
+
+def prog_info_by_id(prog_id: int) -> ProgInfo | None:
+    """A program's info by id, or None if it went away meanwhile."""
+    try:
+        fd = prog_fd_by_id(prog_id)
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
+    try:
+        return prog_info(fd)
+    finally:
+        os.close(fd)
+
+
+def enable_stats() -> int:
+    """Turn on the kernel's BPF run-time statistics for as long as the returned fd is open
+    (BPF_ENABLE_STATS): closing it, or the process ending, turns them off again."""
+    return _call(ENABLE_STATS, _StatsAttr(type=STATS_RUN_TIME), "enable BPF run-time stats")
 
 
 def lookup(fd: int, key: ctypes.Structure | ctypes._SimpleCData, value: Any) -> bool:
