@@ -25,7 +25,9 @@ from xlb.units import human
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_client(p)
-    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    sub = p.add_subparsers(dest="action", metavar="ACTION",
+                           help="none to list them, or one of these (`ACTION -h` for its "
+                                "options):")
     for fn in (attach, detach):
         c = common.action(sub, fn)
         c.add_argument("name", metavar="NAME", choices=PROBES,
