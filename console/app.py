@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from console import themes
-from console.dialogs import BackendScreen, ConfirmScreen, HelpScreen, WeightScreen
+from console.dialogs import BackendScreen, ConfirmScreen, ExamplesScreen, HelpScreen, WeightScreen
 from console.dialogs.backend import audit_lines
 from console.draw import ago
 from console.link import AgentLink
@@ -32,7 +32,9 @@ from console.messages import (
     AgentHello,
     DetailsRequested,
     EventArrived,
+    ExamplesRequested,
     LinkLost,
+    ProbeToggleRequested,
     RedrawRequested,
     SnapshotArrived,
 )
@@ -41,8 +43,9 @@ from console.views.backends import Backends
 from console.views.base import View
 from console.views.drops import Drops
 from console.views.overview import Overview
-from console.views.pending import Bgp, Flows, Probes
-from xlb.api.protocol import MAX_WEIGHT, AuditEntry
+from console.views.pending import Bgp, Flows
+from console.views.probes import Probes
+from xlb.api.protocol import MAX_WEIGHT, AuditEntry, ProbeChange
 from xlb.errors import AgentUnavailable, RefusedError, XlbError
 
 NARROW = 110             # below this many columns the layout stacks
@@ -244,6 +247,11 @@ class XlbConsole(App[None]):
         tables = view.query("DataTable")
         if tables:
             tables.first().focus()
+        elif self.focused is not None and any(isinstance(a, View) for a in
+                                              self.focused.ancestors):
+            # a table of the old view keeps the focus when hidden, and Textual would move it
+            # to that view's next table, switching the tab back
+            self.screen.set_focus(None)
         self.schedule_redraw()
 
     def action_next_instance(self) -> None:
@@ -269,7 +277,9 @@ class XlbConsole(App[None]):
                     "d asks before draining; a change the agent refuses (e.g. the last healthy "
                     "backend) is shown, and you may then force it.")
         else:
-            note = ""
+            note = view.help_note(self.fleet) if view else ""
+            if isinstance(view, Probes) and self.read_only():
+                note += "\n\nRead-only: enter cannot attach or detach probes."
         self.push_screen(HelpScreen(title, keys, list(self.GLOBAL_KEYS), note))
 
     def action_quit_console(self) -> None:
@@ -412,6 +422,48 @@ class XlbConsole(App[None]):
             return
         self.notify(f"{what}: done on {ref.instance}", title="applied")
 
+    # -- probes and kernel drops ---------------------------------------------------------------
+    def on_probe_toggle_requested(self, msg: ProbeToggleRequested) -> None:
+        """Enter on a probe: attach it at once, detach it only after a yes."""
+        if self._refuse_read_only():
+            return
+        name, inst = msg.probe["name"], msg.instance
+        if msg.probe["state"] != "attached":
+            self.run_worker(self._probe(inst, "probe_attach", name), group="changes")
+            return
+        body = (f"Detach probe {name} ({msg.probe['target']}) on {inst}?\n\nWhat it feeds "
+                f"({msg.probe['doc']}) stops until it is attached again. The load balancer's "
+                "traffic is not affected.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._probe(inst, "probe_detach", name), group="changes")
+            else:
+                self.notify("detach cancelled: nothing changed")
+
+        self.push_screen(ConfirmScreen("Detach probe", body, yes="Detach"), answered)
+
+    async def _probe(self, instance: str, method: str, name: str) -> None:
+        what = f"{method.replace('_', ' ')} {name}"
+        link = self._link(instance)
+        if link is None:
+            self.notify(f"{what}: not connected to {instance}", severity="error")
+            return
+        try:
+            change: ProbeChange = await asyncio.to_thread(link.call, method, name=name)
+        except XlbError as e:
+            self.notify(f"{what}: {_one_line(str(e))}", title="refused", severity="error",
+                        timeout=8)
+            return
+        p = change["probe"]
+        state = p["state"] + (f": {_one_line(p['reason'])}" if p["reason"] else "")
+        self.notify(f"{what} on {instance}: {state}", title="applied" if change["changed"]
+                    else "unchanged", severity="warning" if p["state"] == "unavailable"
+                    else "information")
+
+    def on_examples_requested(self, msg: ExamplesRequested) -> None:
+        self.push_screen(ExamplesScreen(msg.row))
+
     # -- command palette -------------------------------------------------------------------------
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -449,6 +501,11 @@ class XlbConsole(App[None]):
     def _show_vip(self, key: str) -> None:
         self.action_show_view("backends")
         self.backends_view().vip_key = key
+
+
+def _one_line(text: str) -> str:
+    """An error as one line: the first line of what the agent said."""
+    return text.strip().splitlines()[0] if text.strip() else "failed"
 
 
 def _short(text: str, n: int = 60) -> str:

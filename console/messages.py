@@ -6,7 +6,8 @@ Two directions, one rule: data goes down as attributes, news comes up as message
   post_message): AgentHello, SnapshotArrived, EventArrived, LinkLost. The link
   builds them, so the app's handlers get a Snapshot, a Status or an Event,
   never a bare dict with a kind string to dispatch on.
-- Up from a view to the app: DetailsRequested, RedrawRequested. A view says
+- Up from a view to the app: DetailsRequested, ProbeToggleRequested, ExamplesRequested,
+  RedrawRequested. A view says
   what it wants; the app, which owns the links, the dialogs and the redraw
   schedule, decides.
 """
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 from textual.message import Message
 from textual.widget import Widget
 
-from console.model import BackendRow, VipRef
-from xlb.api.protocol import Event, Snapshot, Status
+from console.model import BackendRow, KernelDropRow, VipRef
+from xlb.api.protocol import Event, Probe, Snapshot, Status
 
 
 # -- from a link (one per agent socket) ------------------------------------------------
@@ -73,3 +74,18 @@ class RedrawRequested(Message):
     @property
     def control(self) -> Widget:
         return self.view
+
+
+@dataclass
+class ProbeToggleRequested(Message):
+    """Enter on a probe: the app attaches it, or detaches it after asking."""
+
+    instance: str
+    probe: Probe
+
+
+@dataclass
+class ExamplesRequested(Message):
+    """Enter on a kernel drop reason: the app shows its recent example packets."""
+
+    row: KernelDropRow

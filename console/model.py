@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from xlb.api.protocol import Backend, Snapshot, Status, Vip
+from xlb.api.protocol import Backend, Packet, Probe, Snapshot, Status, Vip, XdpError
 
 HISTORY = 120          # snapshots kept per series (2 minutes at the default tick)
+EXHAUSTED_MARK = 0.05  # a NAPI instance whose polls use the whole budget this often is saturated
 HOT_FACTOR = 1.5       # a queue above 1.5x the mean of all queues is "hot"
 LOST_STATE_SECONDS = 10.0  # TCP non-SYN misses above zero this long: flows are losing state
 
@@ -43,6 +44,7 @@ class Instance:
     drops: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     queues: list[deque[float]] = field(default_factory=list)
     reasons: dict[str, deque[float]] = field(default_factory=dict)
+    kernel_drops: dict[str, deque[float]] = field(default_factory=dict)  # by kernel reason
     syn: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     non_syn: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     non_syn_since: float | None = None  # agent time the non-SYN misses rose above zero
@@ -60,6 +62,8 @@ class Instance:
             series.append(value)
         for label, value in snap["reasons"].items():
             self.reasons.setdefault(label, deque(maxlen=HISTORY)).append(value)
+        for d in snap["kernel"]["drops"]:
+            self.kernel_drops.setdefault(d["reason"], deque(maxlen=HISTORY)).append(d["per_s"])
         misses = snap.get("misses") or {}  # an older agent sends none
         self.syn.append(misses.get("tcp_syn", 0.0))
         self.non_syn.append(misses.get("tcp_non_syn", 0.0))
@@ -82,6 +86,18 @@ class QueueRow:
     pps: float
     history: tuple[float, ...]
     hot: bool
+
+
+@dataclass(frozen=True)
+class KernelDropRow:
+    """One kernel drop reason over the shown instances."""
+
+    reason: str
+    per_s: float
+    total: int
+    lb_total: int
+    history: tuple[float, ...]
+    examples: tuple[Packet, ...]   # newest first
 
 
 @dataclass(frozen=True)
@@ -245,6 +261,61 @@ class Fleet:
                 hist[label] = _add_aligned(hist.get(label, []),
                                            list(inst.reasons.get(label, ())))
         return [(k, rates[k], totals[k], hist[k]) for k in rates]
+
+    # -- the kernel around the load balancer (the probes) -----------------------------
+    def probes(self) -> list[tuple[str, Probe]]:
+        """(instance, probe) for every probe of the shown instances, in listing order."""
+        return [(inst.name, p) for inst in self.shown() for p in inst.snap["kernel"]["probes"]]
+
+    def kernel_drops(self) -> list[KernelDropRow]:
+        """Kernel drop reasons summed over the shown instances, busiest first."""
+        acc: dict[str, list[Any]] = {}
+        for inst in self.shown():
+            for d in inst.snap["kernel"]["drops"]:
+                row = acc.setdefault(d["reason"], [0.0, 0, 0, [], []])
+                row[0] += d["per_s"]
+                row[1] += d["total"]
+                row[2] += d["lb_total"]
+                row[3] = _add_aligned(row[3], list(inst.kernel_drops.get(d["reason"], ())))
+                row[4].extend(d["examples"])
+        rows = [KernelDropRow(r, v[0], v[1], v[2], tuple(v[3]),
+                              tuple(sorted(v[4], key=lambda p: -p["time"])))
+                for r, v in acc.items()]
+        return sorted(rows, key=lambda r: (-r.per_s, -r.total, r.reason))
+
+    def xdp_errors(self) -> list[tuple[str, XdpError]]:
+        return [(inst.name, e) for inst in self.shown() for e in inst.snap["kernel"]["xdp_errors"]]
+
+    def probe_attached(self, name: str) -> bool:
+        """Is probe `name` attached on every shown instance (and is there one)?"""
+        states = [p["state"] for _, p in self.probes() if p["name"] == name]
+        return bool(states) and all(s == "attached" for s in states)
+
+
+def napi_exhaustion(snap: Snapshot) -> list[float]:
+    """Budget-exhausted share per RX queue of the LB interface, from the napi probe.
+
+    The kernel reports NAPI per device, NAPI id and CPU, not per queue: the LB
+    interface's NAPI ids, in id order, are taken as its queues 0, 1, ... (drivers
+    hand them out in queue order); per id the worst CPU counts. Empty when the probe
+    does not run or the interface has no NAPI entries.
+    """
+    worst: dict[int, float] = {}
+    for n in snap["kernel"]["napi"]:
+        if n["device"] == snap["interface"]:
+            worst[n["napi_id"]] = max(worst.get(n["napi_id"], 0.0), n["budget_exhausted"])
+    return [worst[i] for i in sorted(worst)]
+
+
+def softirq_percent(snap: Snapshot) -> tuple[list[float], str]:
+    """NET_RX softirq % per CPU and where it comes from: the softirq probe when it runs
+    (NET_RX only), else psutil's softirq figure (every softirq, not just NET_RX)."""
+    probe = snap["kernel"]["softirq"]
+    if probe:
+        by_cpu = {c["cpu"]: c["percent"] for c in probe}
+        return [by_cpu.get(i, 0.0) for i in range(max(len(snap["cpus"]), max(by_cpu) + 1))], (
+            "NET_RX")
+    return [c["softirq"] for c in snap["cpus"]], "psutil"
 
 
 def _add_aligned(a: list[float], b: list[float]) -> list[float]:

@@ -24,7 +24,8 @@ from typing import Any
 from xlb.api import protocol as P
 from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, XlbError
 
-ANSWERED = ("status", "subscribe", "drain", "undrain", "weight", "audit")  # the rest: NO_METHOD
+ANSWERED = ("status", "subscribe", "drain", "undrain", "weight", "audit", "probes",
+            "probe_attach", "probe_detach")  # the rest: NO_METHOD
 
 
 class AgentDouble:
@@ -38,6 +39,8 @@ class AgentDouble:
         self.alarms: list[P.Alarm] = []  # what the snapshots say is wrong underneath
         self.non_syn_misses = 0.0  # TCP non-SYN connection-table misses per second
         self.audit: list[dict[str, Any]] = []
+        # probe name -> state, as on this kernel: tcp falls back, no probe is off by default
+        self.probe_states: dict[str, P.ProbeState] = {n: "attached" for n in P.PROBES}
         self.lock = threading.Lock()
         self.n = 0
         self.started = 1_700_000_000.0
@@ -127,6 +130,10 @@ class AgentDouble:
             elif name == "audit":
                 with self.lock:
                     result = self.audit[-params["n"]:]
+            elif name == "probes":
+                result = self.probes()
+            elif name in ("probe_attach", "probe_detach"):
+                result = self._probe_change(name, params["name"])
             else:
                 change = self._change(name, params)
                 with self.lock:
@@ -167,6 +174,76 @@ class AgentDouble:
             b["changed"] = time.time()
             return {"vips": [vip["name"]], "before": {vip["name"]: before},
                     "after": {vip["name"]: _configured(b)}}
+
+    def _probe_change(self, method: str, probe: str) -> P.ProbeChange:
+        want: P.ProbeState = "attached" if method == "probe_attach" else "off"
+        with self.lock:
+            changed = self.probe_states[probe] != want
+            self.probe_states[probe] = want
+            self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
+                               "action": method, "params": {"name": probe}, "before": {},
+                               "after": {}, "result": "ok"})
+        return {"probe": next(p for p in self.probes() if p["name"] == probe),
+                "changed": changed}
+
+    def probes(self) -> list[P.Probe]:
+        """The probes as this lab kernel has them: no kprobes, so tcp reports its fallback."""
+        out: list[P.Probe] = []
+        for name in P.PROBES:
+            kind, target, doc = PROBE_DOCS[name]
+            state = self.probe_states[name]
+            on = state == "attached"
+            reason = ("kprobe tcp_v4_send_reset unavailable: this kernel has no kprobes (no "
+                      "kprobe_events in tracefs); using tracepoint tcp:tcp_send_reset"
+                      if name == "tcp" else "")
+            out.append({"name": name, "kind": kind, "target": target, "state": state,
+                        "reason": reason, "doc": doc, "needs": f"tracefs event {target}",
+                        "feeds": f"kernel.{name}", "events_per_s": 120.0 * (1 + len(name))
+                        if on else 0.0, "ns_per_run": 85.0 + 10 * len(name) if on else None,
+                        "cpu_percent": 0.01 * len(name) if on else None})
+        return out
+
+    def kernel(self, n: int, now: float) -> P.Kernel:
+        """Realistic probe figures: a few kernel drop reasons with examples, one XDP abort,
+        two NAPI instances of the LB interface plus loopback's, NET_RX softirq per CPU."""
+        on = self.probe_states
+        k = P.empty_kernel()
+        k["probes"] = self.probes()
+        if on["drops"] == "attached":
+            k["drops_since"] = now - 600
+            for code, reason, rate in ((2, "NO_SOCKET", 40.0 + n % 5), (5, "TCP_CSUM", 3.0),
+                                       (16, "IP_NOPROTO", 0.5)):
+                t0 = self.started if self.frozen else now
+                ex: list[P.Packet] = [{"time": t0 - i, "protocol": "udp",
+                                       "src": f"10.0.0.{i + 2}", "sport": 40000 + i,
+                                       "dst": "198.19.0.11", "dport": 9999}
+                                      for i in range(3)]
+                k["drops"].append({"reason": reason, "code": code, "per_s": rate,
+                                   "total": int(rate * 600), "lb_total": int(rate * 300),
+                                   "addresses": {"198.19.0.11": int(rate * 300)},
+                                   "examples": ex})
+        if on["xdp"] == "attached":
+            k["xdp_errors"].append({"kind": "exception", "prog_id": 42, "program": "xlb_lb",
+                                    "interface": "veth-lb1", "action": "ABORTED",
+                                    "per_s": 0.0, "total": 3})
+        if on["napi"] == "attached":
+            for i in range(self.n_queues):
+                k["napi"].append({"device": "veth-lb1", "napi_id": 8193 + i,
+                                  "cpu": i % self.n_cpus, "polls_per_s": 500.0,
+                                  "packets_per_poll": 12.0 if i != self.hot_queue else 64.0,
+                                  "budget_exhausted": 0.6 if i == self.hot_queue else 0.01,
+                                  "polls": 300_000, "packets": 3_600_000, "exhausted": 3000})
+            k["napi"].append({"device": "lo", "napi_id": 0, "cpu": 0, "polls_per_s": 2.0,
+                              "packets_per_poll": 1.0, "budget_exhausted": 0.0, "polls": 1200,
+                              "packets": 1200, "exhausted": 0})
+        if on["softirq"] == "attached":
+            k["softirq"] = [{"cpu": c, "percent": 8.0 + 4 * c, "runs_per_s": 900.0,
+                             "seconds": 48.0 + c} for c in range(self.n_cpus)]
+        if on["runtime"] == "attached":
+            k["programs"] = [{"id": 42, "name": "xlb_lb", "type": 6, "owner": "xlb",
+                              "runs_per_s": 4000.0, "ns_per_run": 180.0, "cpu_percent": 0.07,
+                              "runs": 2_400_000, "run_time_ns": 432_000_000}]
+        return k
 
     # -- figures ------------------------------------------------------------------------------
     def backend(self, vip: str, address: str) -> dict[str, Any]:
@@ -223,7 +300,17 @@ class AgentDouble:
                     "cpus": [{"busy": 35.0 + 20 * c, "softirq": 12.0 + 5 * c}
                              for c in range(self.n_cpus)],
                     "vips": vips, "alarms": list(self.alarms), "tick_failures": 0,
-                    "kernel": P.empty_kernel()}
+                    "kernel": self.kernel(n, now)}
+
+
+PROBE_DOCS: dict[str, tuple[str, str, str]] = {
+    "drops": ("tracepoint", "skb:kfree_skb", "packets the kernel dropped, by its drop reason"),
+    "xdp": ("tracepoint", "xdp:xdp_exception", "XDP programs that aborted or failed a redirect"),
+    "napi": ("tracepoint", "napi:napi_poll", "NAPI polls per queue and CPU, budget exhaustion"),
+    "softirq": ("tracepoint", "irq:softirq_entry", "% of each CPU spent in NET_RX softirq"),
+    "tcp": ("tracepoint", "tcp:tcp_send_reset", "TCP resets and retransmits of this host"),
+    "runtime": ("bpf_stats", "BPF_ENABLE_STATS", "run time of every BPF program on the host"),
+}
 
 
 def _serving(b: dict[str, Any]) -> bool:

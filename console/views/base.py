@@ -47,6 +47,10 @@ class View(Container):
     def redraw(self, fleet: Fleet) -> None:
         raise NotImplementedError
 
+    def help_note(self, fleet: Fleet) -> str:
+        """What the help screen adds under this view's keys (markup; may read the fleet)."""
+        return ""
+
     def on_resize(self) -> None:
         """Bars and charts are drawn to the width: ask for a redraw when it changes (or is
         first known). The app redraws the view it shows, once per burst of resizes."""

@@ -1,30 +1,45 @@
-"""Drops: why packets got their verdict, with the biggest drop reason standing out."""
+"""Drops: why packets got their verdict, why the kernel dropped packets, XDP exceptions.
+
+Three sections: the data plane's own verdicts (every packet under exactly one
+reason), the kernel's drops by its own reason names (skb:kfree_skb, from the
+drops probe), and XDP exceptions and redirect errors (the xdp probe). The
+biggest reason of each of the first two stands out.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from console.draw import spark
-from console.model import Fleet
-from console.views.base import View, num, sync_table
+from console.messages import ExamplesRequested
+from console.model import Fleet, KernelDropRow
+from console.views.base import View, cell_key, num, sync_table
 from xlb.api.protocol import reason_kind, reason_order
 from xlb.units import human
 
 COLUMNS = ("verdict reason", "kind", "rate/s", "total", "last 2 min")
+KERNEL_COLUMNS = ("kernel reason", "LB share", "rate/s", "total", "last 2 min")
+XDP_COLUMNS = ("XDP error", "program", "interface", "action", "rate/s", "total")
 SPARK_WIDTH = 30
 
 
 class Drops(View):
     TITLE = "Drops"
-    KEYS = (("↑ ↓", "move through the reasons"),)
+    KEYS = (("↑ ↓", "move through the reasons"),
+            ("tab", "move between the three tables"),
+            ("enter", "on a kernel reason: its recent dropped packets"))
 
     def __init__(self, **kw: Any):
         super().__init__(**kw)
         self._rows: dict[str, tuple[Any, ...]] = {}
+        self._krows: dict[str, tuple[Any, ...]] = {}
+        self._xrows: dict[str, tuple[Any, ...]] = {}
+        self._kernel: dict[str, KernelDropRow] = {}
 
     def compose(self) -> ComposeResult:
         yield Static(id="dr-title")
@@ -32,10 +47,16 @@ class Drops(View):
         for name in COLUMNS:
             table.add_column(name, key=name)
         yield table
-        yield Static("Kernel drop reasons (skb:kfree_skb) and XDP exceptions come from the "
-                     "probes, which are not attached yet: this table is the data plane's own "
-                     "accounting, where every packet is counted under exactly one reason.",
-                     id="dr-note")
+        yield Static(id="dr-kernel-title")
+        kernel: DataTable[Any] = DataTable(id="dr-kernel", cursor_type="row")
+        for name in KERNEL_COLUMNS:
+            kernel.add_column(name, key=name)
+        yield kernel
+        yield Static(id="dr-xdp-title")
+        xdp: DataTable[Any] = DataTable(id="dr-xdp", cursor_type="row")
+        for name in XDP_COLUMNS:
+            xdp.add_column(name, key=name)
+        yield xdp
 
     def redraw(self, fleet: Fleet) -> None:
         reasons = fleet.reasons()
@@ -63,3 +84,71 @@ class Drops(View):
                           self.marked(spark(hist, SPARK_WIDTH), role))
         sync_table(self.query_one("#dr-table", DataTable), list(rows), rows.__getitem__,
                    self._rows)
+
+        self._redraw_kernel(fleet)
+        self._redraw_xdp(fleet)
+
+    def _redraw_kernel(self, fleet: Fleet) -> None:
+        rows = fleet.kernel_drops()
+        self._kernel = {r.reason: r for r in rows}
+        top = rows[0].reason if rows and (rows[0].per_s > 0 or rows[0].total > 0) else None
+        title = Text()
+        title.append("Kernel drops by reason", style="bold")
+        if not fleet.probe_attached("drops"):
+            title.append("   the drops probe is not attached (see Probes, 6)",
+                         style=self.role("warning"))
+        elif top is not None:
+            r = self._kernel[top]
+            title.append("   top reason: ")
+            title.append(f"{top} ({human(r.per_s)}/s, {human(r.total)} total)",
+                         style=f"bold {self.role('error')}")
+        else:
+            title.append("   the kernel dropped nothing", style=self.role("success"))
+        self.query_one("#dr-kernel-title", Static).update(title)
+
+        def cells(reason: str) -> tuple[Any, ...]:
+            r = self._kernel[reason]
+            role = "error" if reason == top else "foreground"
+            share = f"{100 * r.lb_total / r.total:.0f} %" if r.total else "–"
+            return (self.marked(("▲ " if reason == top else "  ") + reason, role,
+                                bold=reason == top),
+                    num(share), num(human(r.per_s)), num(human(r.total)),
+                    self.marked(spark(list(r.history), SPARK_WIDTH), role))
+
+        sync_table(self.query_one("#dr-kernel", DataTable), list(self._kernel), cells,
+                   self._krows)
+
+    def _redraw_xdp(self, fleet: Fleet) -> None:
+        errors = fleet.xdp_errors()
+        several = len({i for i, _ in errors}) > 1
+        title = Text()
+        title.append("XDP exceptions and redirect errors", style="bold")
+        if not fleet.probe_attached("xdp"):
+            title.append("   the xdp probe is not attached (see Probes, 6)",
+                         style=self.role("warning"))
+        elif not errors:
+            title.append("   none", style=self.role("success"))
+        self.query_one("#dr-xdp-title", Static).update(title)
+        rows = {f"{i}/{e['kind']}/{e['prog_id']}/{e['interface']}/{e['action']}": (i, e)
+                for i, e in errors}
+
+        def cells(key: str) -> tuple[Any, ...]:
+            inst, e = rows[key]
+            role = "error" if e["per_s"] > 0 else "warning"
+            return (self.marked(e["kind"].replace("_", " "), role),
+                    (f"{inst}/" if several else "") + (e["program"] or f"id {e['prog_id']}"),
+                    e["interface"], e["action"], num(human(e["per_s"])), num(human(e["total"])))
+
+        sync_table(self.query_one("#dr-xdp", DataTable), list(rows), cells, self._xrows)
+
+    def help_note(self, fleet: Fleet) -> str:
+        return ("Verdicts are the data plane's own counters: every packet under exactly one "
+                "reason. Kernel reasons are the running kernel's own names (skb:kfree_skb, the "
+                "drops probe); LB share is the part from or to this load balancer's VIPs and "
+                "backends; ▲ marks the biggest. XDP errors come from the xdp probe.")
+
+    @on(DataTable.RowSelected, "#dr-kernel")
+    def _examples(self) -> None:
+        key = cell_key(self.query_one("#dr-kernel", DataTable))
+        if key in self._kernel:
+            self.post_message(ExamplesRequested(self._kernel[key]))

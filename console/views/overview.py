@@ -8,7 +8,14 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
 from console.draw import ago, bar, spark
-from console.model import LOST_STATE_SECONDS, Fleet, Instance
+from console.model import (
+    EXHAUSTED_MARK,
+    LOST_STATE_SECONDS,
+    Fleet,
+    Instance,
+    napi_exhaustion,
+    softirq_percent,
+)
 from console.views.base import View
 from xlb.units import human
 
@@ -29,6 +36,16 @@ class Overview(View):
                     yield Static(id="ov-cpus")
                 with VerticalScroll(id="ov-vips-box"):
                     yield Static(id="ov-vips")
+
+    def help_note(self, fleet: Fleet) -> str:
+        return ("RX queues: a queue is ▲ HOT above 1.5x the mean. With the napi probe "
+                "attached, ◆ NAPI n% marks a queue whose NAPI polls used their whole budget "
+                f"in n% of polls (shown from {EXHAUSTED_MARK:.0%}): the kernel reports NAPI "
+                "per device, NAPI id and CPU, so the LB interface's NAPI ids in id order are "
+                "its queues 0, 1, ... (worst CPU per id).\n"
+                "CPUs: busy % (psutil) and si %: with the softirq probe attached, the CPU's time "
+                "in NET_RX softirq ('si: NET_RX, probe'); otherwise psutil's figure for all "
+                "softirqs ('si: all softirqs, psutil').")
 
     def redraw(self, fleet: Fleet) -> None:
         self.query_one("#ov-summary", Static).update(self._summary(fleet))
@@ -110,7 +127,9 @@ class Overview(View):
         top = max((r.pps for r in rows), default=0.0) or 1.0
         width = self.query_one("#ov-queues").size.width or 60
         bar_w = max(6, min(30, width - 40))
-        spark_w = max(0, min(40, width - bar_w - 30))
+        exhausted = {i.name: napi_exhaustion(i.snap) for i in fleet.shown()}
+        mark_w = 11 if any(exhausted.values()) else 0  # room for " ◆ NAPI 60%"
+        spark_w = max(0, min(40, width - bar_w - 30 - mark_w))
         for r in rows:
             name = f"{r.instance}/q{r.queue}" if several else f"q{r.queue}"
             role = "error" if r.hot else "primary"
@@ -121,6 +140,9 @@ class Overview(View):
                 out.append(spark(r.history, spark_w), style=self.role(role))
             if r.hot:
                 out.append(" ▲ HOT", style=f"bold {self.role('error')}")
+            shares = exhausted.get(r.instance, [])
+            if r.queue < len(shares) and shares[r.queue] >= EXHAUSTED_MARK:
+                out.append(f" ◆ NAPI {shares[r.queue]:.0%}", style=f"bold {self.role('warning')}")
             out.append("\n")
         return out
 
@@ -128,12 +150,14 @@ class Overview(View):
         out = Text()
         for inst in fleet.shown()[:1]:  # the instances share this host's CPUs in the lab
             cpus = inst.snap["cpus"]
-            out.append(f"CPU  busy (softirq)  {inst.name}\n", style="bold")
+            softirq, source = softirq_percent(inst.snap)
+            label = "si: NET_RX, probe" if source == "NET_RX" else "si: all softirqs, psutil"
+            out.append(f"CPU  busy ({label})  {inst.name}\n", style="bold")
             if not cpus:
                 out.append("the agent sends no CPU figures")
             width = max(6, min(20, (self.query_one("#ov-cpus").size.width or 40) - 24))
             for i, c in enumerate(cpus):
-                busy, si = c["busy"], c["softirq"]
+                busy, si = c["busy"], softirq[i] if i < len(softirq) else 0.0
                 role = "error" if busy >= 90 else "warning" if busy >= 70 else "success"
                 out.append(f"cpu{i:<3}")
                 out.append(bar(busy / 100, width), style=self.role(role))

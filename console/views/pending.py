@@ -1,4 +1,4 @@
-"""BGP, Flows, Probes: their tabs exist, and say plainly what will feed them.
+"""BGP, Flows: their tabs exist, and say plainly what will feed them.
 
 No invented data: each shows what it will show, where it will come from,
 and that it is not configured yet.
@@ -38,9 +38,3 @@ class Flows(Pending):
             "backend, verdict, new or established; sampled 1/N or filtered by 5-tuple, with "
             "pause and \"explain this 5-tuple\". The data plane does not emit flow traces yet.")
 
-
-class Probes(Pending):
-    TITLE = "Probes"
-    FEED = ("Fed by the probe manager: tracepoints skb:kfree_skb, xdp:*, napi:napi_poll and "
-            "irq:softirq_* (kprobes where the kernel has them; this one has none), with events/s "
-            "and average ns per run. No probe is attached yet.")

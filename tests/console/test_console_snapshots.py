@@ -18,7 +18,14 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from console.app import VIEWS, XlbConsole
-from console.dialogs import BackendScreen, ConfirmScreen, Dialog, HelpScreen, WeightScreen
+from console.dialogs import (
+    BackendScreen,
+    ConfirmScreen,
+    Dialog,
+    ExamplesScreen,
+    HelpScreen,
+    WeightScreen,
+)
 from tests.agent_double import AgentDouble
 from tests.helpers import until
 
@@ -70,6 +77,26 @@ def test_dialog(frozen: AgentDouble, snap_compare: Any, dialog: str,
         if screen is BackendScreen:
             await until(lambda: "no changes recorded" in str(
                 app.screen.query_one("#audit-body", Static).render()), pilot)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_kernel_drop_examples(frozen: AgentDouble, snap_compare: Any,
+                              size: tuple[int, int]) -> None:
+    """Enter on the Drops view's top kernel reason: its example packets."""
+    app = XlbConsole([frozen.path])
+
+    async def ready(pilot: Any) -> None:
+        await until(lambda: "lb1" in app.fleet.instances
+                    and len(app.fleet.instances["lb1"].pps) >= 2, pilot)
+        await pilot.press("3")
+        table = app.query_one("#dr-kernel", DataTable)
+        await until(lambda: table.row_count == 3, pilot)
+        table.focus()
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, ExamplesScreen), pilot)
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=ready)

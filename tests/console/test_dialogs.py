@@ -11,8 +11,15 @@ from textual.screen import ModalScreen
 
 import console.dialogs
 from console.app import XlbConsole
-from console.dialogs import BackendScreen, ConfirmScreen, Dialog, HelpScreen, WeightScreen
-from console.model import BackendRow, VipRef
+from console.dialogs import (
+    BackendScreen,
+    ConfirmScreen,
+    Dialog,
+    ExamplesScreen,
+    HelpScreen,
+    WeightScreen,
+)
+from console.model import BackendRow, KernelDropRow, VipRef
 from console.views.backends import Backends
 from tests.console.bare import run_bare, snapshot
 from tests.helpers import until
@@ -26,14 +33,18 @@ DIALOGS: dict[str, Callable[[], Dialog[Any]]] = {
     "weight": lambda: WeightScreen("198.18.2.1", "web", 1),
     "help": lambda: HelpScreen("Backends", list(Backends.KEYS), list(XlbConsole.GLOBAL_KEYS)),
     "details": lambda: BackendScreen(REF, ROW, snapshot()),
+    "examples": lambda: ExamplesScreen(KernelDropRow(
+        "NO_SOCKET", 40.0, 24000, 12000, (), tuple(
+            {"time": 1.7e9 - i, "protocol": "udp", "src": "fd00::2", "sport": 40000 + i,
+             "dst": "198.19.0.11", "dport": 9999} for i in range(30)))),
 }
 
 
 def test_every_dialog_is_a_dialog() -> None:
     screens = [c for _, c in inspect.getmembers(console.dialogs, inspect.isclass)
                if issubclass(c, ModalScreen) and c is not Dialog]
-    assert {c.__name__ for c in screens} == {"BackendScreen", "ConfirmScreen", "HelpScreen",
-                                             "WeightScreen"}
+    assert {c.__name__ for c in screens} == {"BackendScreen", "ConfirmScreen", "ExamplesScreen",
+                                             "HelpScreen", "WeightScreen"}
     assert all(issubclass(c, Dialog) for c in screens)
 
 

@@ -85,6 +85,12 @@ def test_main_command_lands_in_a_live_console_and_keys_drain(demo_in_tmux: None)
     wait_for(lambda: "draining" in screen() or "○ drained" in screen(), "the table to show it")
     keys("u")
     wait_for(lambda: backend_state(first) == "active", "the agent to undrain it")
+    keys("6")  # the agent attached its default probes: the drops probe is one of them
+    wait_for(lambda: "Probes of the agent" in screen() and any(
+        ln.split()[:1] == ["drops"] and "attached" in ln for ln in screen().splitlines()),
+        "the drops probe attached in the Probes view")
+    keys("3")
+    wait_for(lambda: "Kernel drops by reason" in screen(), "the kernel half of Drops")
     keys("q")
     wait_for(lambda: "DEMO-EXITED 0" in screen(), "the demo to end with the console")
     assert "TCP connections ok" in screen() and "lab is still running" in screen()
