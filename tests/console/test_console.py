@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,6 @@ from console.main import sockets
 from tests.agent_double import AgentDouble
 from tests.helpers import until
 from xlb.errors import AgentUnavailable
-
-
-@pytest.fixture(autouse=True)
-def private_prefs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-
-@pytest.fixture
-def double(tmp_path: Path) -> Iterator[AgentDouble]:
-    d = AgentDouble(str(tmp_path / "lb1.sock")).start()
-    yield d
-    d.stop()
 
 
 def run(app: XlbConsole, scenario: Callable[[Any], Awaitable[None]],

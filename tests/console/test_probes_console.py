@@ -3,11 +3,9 @@ Pilot against AgentDouble (which reports the probes as this lab kernel has them)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from textual.widgets import DataTable, Static
 
 from console.app import XlbConsole
@@ -16,18 +14,6 @@ from console.model import napi_exhaustion, softirq_percent
 from tests.agent_double import AgentDouble
 from tests.console.test_console import run, table_keys, text
 from tests.helpers import until
-
-
-@pytest.fixture(autouse=True)
-def private_prefs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-
-@pytest.fixture
-def double(tmp_path: Path) -> Iterator[AgentDouble]:
-    d = AgentDouble(str(tmp_path / "lb1.sock")).start()
-    yield d
-    d.stop()
 
 
 def cell(app: XlbConsole, table: str, row: str, col: str) -> str:

@@ -12,7 +12,6 @@ import base64
 import shlex
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,13 +221,6 @@ def test_the_gate_fails_closed() -> None:
         await server.on_startup(await server._make_app())
 
     run(main())
-
-
-@pytest.fixture
-def double(tmp_path: Path) -> Iterator[AgentDouble]:
-    d = AgentDouble(str(tmp_path / "lb1.sock")).start()
-    yield d
-    d.stop()
 
 
 def test_a_browser_with_the_secret_drives_the_console(double: AgentDouble) -> None:
