@@ -300,6 +300,91 @@ class ProbeChange(TypedDict):
     changed: bool                 # False: it was so already
 
 
+# -- flow traces and explain ------------------------------------------------------------------
+# How the data plane chose a packet's backend, in the order of enum xlb_path
+# (bpf/xlb_shared.h; a test checks the two agree).
+PATHS: dict[str, str] = {
+    "none": "no backend chosen (not a VIP flow, answered, or dropped before balancing)",
+    "conn": "connection-table hit: the flow's recorded backend",
+    "maglev": "no connection entry: Maglev picked the backend (a new flow)",
+    "maglev_syn": "a TCP SYN: Maglev picked the backend (a SYN always asks Maglev)",
+    "maglev_stale": "the entry's backend is gone: Maglev re-picked and the entry was updated",
+}
+TracePath = Literal["none", "conn", "maglev", "maglev_syn", "maglev_stale"]
+TraceSource = Literal["xdp", "kernel"]
+MAX_TRACE_SECONDS = 3600   # a trace stops by itself after at most this long
+DEFAULT_TRACE_SECONDS = 300
+
+
+class TraceEvent(TypedDict):
+    """What the data plane (source "xdp") or the kernel (source "kernel": a kernel drop of a
+    traced flow, from the drops probe) did to one packet."""
+
+    source: TraceSource
+    time: float                   # Unix time
+    cpu: int
+    queue: int                    # RX queue (-1 for kernel drops)
+    interface: str                # name, or "ifindex N"
+    protocol: str                 # tcp, udp, icmp, icmpv6, or the number
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    vip: str | None               # the VIP's name (None: not a VIP flow)
+    backend: str | None           # the chosen backend's address (None: none chosen)
+    path: TracePath
+    action: str                   # DROP, PASS, TX, ABORTED, REDIRECT
+    reason: str                   # a REASONS label (xdp), or the kernel's drop reason name
+    length: int                   # bytes of the frame as it arrived
+    outer_src: str | None         # outer source address when encapsulated
+
+
+class TraceStatus(TypedDict):
+    """The one trace of an instance (several clients may watch it)."""
+
+    running: bool
+    filter: str                   # canonical filter text ("" = every packet)
+    sample: int                   # 1-in-N of the matching packets (1 = all)
+    started: float                # Unix time (0: never started)
+    expires: float                # Unix time it stops by itself (0: not running)
+    by: str                       # who started it
+    events: int                   # events read since it started
+    lost: int                     # events the data plane could not write (ring buffer full)
+    skipped: int                  # events not forwarded to watchers (rate limit)
+    per_s: float                  # events read per second, lately
+    history: int                  # events held in the recent history
+
+
+class TraceBatch(TypedDict):
+    """Params of the "trace" notification: new events (oldest first) for one watcher."""
+
+    events: list[TraceEvent]
+    skipped: int                  # events this watcher did not get since the last batch
+    status: TraceStatus
+
+
+class ExplainStep(TypedDict):
+    step: str                     # vip | service | connection | hash | maglev | backend |
+                                  # encap | verdict
+    text: str                     # one line for people
+
+
+class Explain(TypedDict):
+    """What the data plane would do with one flow, read from its maps (no packet sent)."""
+
+    flow: str                     # "SRC:SPORT -> DST:DPORT/proto"
+    vip: str | None
+    backend: str | None
+    path: TracePath
+    reason: str                   # the REASONS label it would count
+    action: str                   # DROP, PASS, TX
+    hash: int | None              # the flow hash (None: not a VIP flow)
+    slot: int | None              # the Maglev slot (None: no Maglev step)
+    outer_src: str | None
+    connection_age: float | None  # seconds since the entry last saw a packet (None: none)
+    steps: list[ExplainStep]
+
+
 class Caller(TypedDict):
     user: str
     operator: bool
@@ -393,7 +478,7 @@ class PanicEvent(TypedDict):
 Event = ChangeEvent | HealthEvent | ErrorEvent | AlarmEvent | PanicEvent
 
 # notification method -> its params' shape
-NOTIFICATIONS: dict[str, Any] = {"snapshot": Snapshot, "event": Event}
+NOTIFICATIONS: dict[str, Any] = {"snapshot": Snapshot, "event": Event, "trace": TraceBatch}
 
 
 def change_text(before: dict[str, Any], after: dict[str, Any]) -> str:
