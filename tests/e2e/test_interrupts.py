@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import pytest
 from pyroute2 import netns
 
+from tests.helpers import REPO
 from xlb.lab import run, topology
 from xlb.paths import PIN_ROOT
 
@@ -224,3 +225,76 @@ def test_first_ctrl_c_stops_the_demo_with_a_hung_agent_and_prints_the_summary() 
         assert took < 5.0, f"stopped {took:.1f} s after Ctrl-C"
         assert "traffic over" in stdout and "connections per backend" in stdout, stdout
         assert "lab is still running" in stdout
+
+
+# The same Ctrl-C, landing at the exact step where pyroute2 cannot be cut in half: in its
+# asyncio loop while it sets up a netlink socket in a namespace (the task it leaves there is
+# garbage-collected after the loop: "RuntimeError: Event loop is closed"), or while its
+# forked helper makes a namespace (the helper goes on and makes it after the cleanup).
+# In a child process: pytest replaces the hook that prints what Python ignores.
+STEP_SCRIPT = """
+import gc, os, signal, sys, time
+from pyroute2 import netns as pyroute2_netns, process
+from pyroute2.netlink import core
+from xlb.errors import Interrupted
+from xlb.lab import interrupt, netns
+
+where, name = sys.argv[1], sys.argv[2]
+armed = True
+
+def ctrl_c():  # SIGINT to this process, once; its handler runs at one of the next bytecodes
+    global armed
+    if armed:
+        armed = False
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100):
+            pass
+
+if where == "loop":  # pyroute2's loop runs the new netlink socket's first callback
+    made = core.CoreDatagramProtocol.connection_made
+    def connection_made(self, transport):
+        ctrl_c()
+        made(self, transport)
+    core.CoreDatagramProtocol.connection_made = connection_made
+elif where == "helper":  # pyroute2 waits for its forked helper, which makes the namespace
+    communicate = process.ChildProcess.communicate
+    def waiting(self, *args, **kwargs):
+        ctrl_c()
+        return communicate(self, *args, **kwargs)
+    process.ChildProcess.communicate = waiting
+else:  # "group": as in a terminal, the helper gets the Ctrl-C too, as it starts
+    os.register_at_fork(after_in_parent=ctrl_c, after_in_child=ctrl_c)
+
+started = time.monotonic()
+with interrupt.stopping():
+    try:
+        netns.create(name)
+        print("not interrupted")
+    except Interrupted:
+        print("interrupted")
+    made = name in pyroute2_netns.listnetns()  # what the cleanup would see and remove
+    took = time.monotonic() - started
+    gc.collect()  # what pyroute2 left is collected now, not at some later point
+try:
+    os.waitpid(-1, os.WNOHANG)
+    print("a helper is left")
+except ChildProcessError:
+    pass
+print(f"made: {made}")
+print(f"within a second: {took < 1.0}")
+"""
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("where", ["loop", "helper", "group"])
+def test_ctrl_c_inside_pyroute2_waits_for_the_step_and_prints_nothing(where: str) -> None:
+    name = f"xlbic-{os.getpid()}-{where}"
+    try:
+        r = subprocess.run([sys.executable, "-c", STEP_SCRIPT, where, name], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        if name in netns.listnetns():
+            netns.remove(name)
+    assert (r.returncode, r.stdout) == (0, "interrupted\nmade: True\nwithin a second: True\n"), \
+        (r.stdout, r.stderr)
+    assert r.stderr == "", r.stderr

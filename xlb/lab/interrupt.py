@@ -14,8 +14,18 @@ exceptions it ignores (an at-fork hook of `logging` while pyroute2 or subprocess
 between steps raises it again; the "ignored" report of such an Interrupted is not
 printed (it is not lost, and a traceback is not an answer to Ctrl-C).
 
+pyroute2's calls are such steps too (`xlb.lab.netns.session()`): pyroute2 runs each one
+in an asyncio loop of its own, or in a forked helper, and an exception raised in the middle
+leaves a task pending in that loop (garbage-collected after the loop, it prints
+"Exception ignored in: <coroutine ...setup_endpoint> ... RuntimeError: Event loop is
+closed") or a helper still making a namespace after the cleanup looked for it. They take
+milliseconds.
+
 A forked child (pyroute2 forks to enter a namespace) inherits the handler: there a
-signal ends the child as it would by default, and never runs the parent's cleanup.
+signal ends the child as it would by default, and never runs the parent's cleanup;
+but a child forked inside `held()` (pyroute2's helper, as Ctrl-C reaches the whole
+terminal's process group) ignores it, finishes its part of the step and exits, and the
+parent acts on the signal after the step.
 
 Outside the main thread (a test's worker thread) these are no-ops: Python delivers
 signals to the main thread only.
@@ -42,7 +52,9 @@ _noted: list[int] = []    # signals not acted on yet (raised, maybe swallowed, o
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
     if os.getpid() != _owner:  # a forked child (pyroute2's netns helper, a subprocess
-        signal.signal(signum, signal.SIG_DFL)  # before exec): die as by default, never
+        if _held:              # before exec). Forked in a held step: the parent waits for it
+            return             # and acts on the signal after the step
+        signal.signal(signum, signal.SIG_DFL)  # otherwise die as by default, never
         os.kill(os.getpid(), signum)           # run the parent's cleanup in a copy of it
         return
     _noted.append(signum)

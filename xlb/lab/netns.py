@@ -11,14 +11,30 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from pyroute2 import NetNS, netns
 
+from xlb.lab import interrupt
+
+
+@contextmanager
+def session(name: str) -> Iterator[Any]:
+    """pyroute2 (NetNS) in namespace `name`, as one step that a Ctrl-C during the lab's
+    build does not cut in half: pyroute2 runs each call in an asyncio loop of its own, and
+    a signal raised inside it leaves a task there that is reported as a traceback when
+    garbage-collected (see xlb.lab.interrupt). A few milliseconds; the signal comes after."""
+    with interrupt.held(), NetNS(name) as ns:
+        yield ns
+
 
 def create(name: str) -> None:
-    if name not in netns.listnetns():
-        netns.create(name)
-    with NetNS(name) as ns:
+    with interrupt.held():  # pyroute2's forked helper makes it: never after the cleanup looked
+        if name not in netns.listnetns():
+            netns.create(name)
+    with session(name) as ns:
         lo = ns.link_lookup(ifname="lo")
         ns.link("set", index=lo[0], state="up")
 
@@ -36,12 +52,12 @@ def veth(ns_a: str, if_a: str, ns_b: str, if_b: str, queues: int = 4, mtu: int =
          "numtxqueues", str(queues), "numrxqueues", str(queues), "mtu", str(mtu)],
         check=True, capture_output=True, text=True)
     for ns, ifname in ((ns_a, if_a), (ns_b, if_b)):
-        with NetNS(ns) as n:
+        with session(ns) as n:
             n.link("set", index=n.link_lookup(ifname=ifname)[0], state="up")
 
 
 def mac(ns: str, ifname: str) -> str:
-    with NetNS(ns) as n:
+    with session(ns) as n:
         link = n.get_links(n.link_lookup(ifname=ifname)[0])[0]
         return str(link.get_attr("IFLA_ADDRESS"))
 

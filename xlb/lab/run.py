@@ -58,10 +58,11 @@ def _attach_helpers(lab: Lab) -> None:
                 cflags=cflags).load_func(b"xlb_decap", BPF.XDP)
     floor = BPF(src_file=str(bpf_dir / "pass.c").encode(),
                 cflags=cflags).load_func(b"xlb_floor", BPF.XDP)
-    for be in lab.backends:
-        xdp.attach("b0", decap.fd, "native", be.name)
-    for lb in lab.lbs:
-        xdp.attach(f"r-{lb}", floor.fd, "native", ROUTER)
+    with interrupt.held():  # netlink through pyroute2: not cut in half (interrupt.py)
+        for be in lab.backends:
+            xdp.attach("b0", decap.fd, "native", be.name)
+        for lb in lab.lbs:
+            xdp.attach(f"r-{lb}", floor.fd, "native", ROUTER)
 
 
 def _start_server(ns: str) -> int:

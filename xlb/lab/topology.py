@@ -30,7 +30,7 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 
-from pyroute2 import NetNS, netns
+from pyroute2 import netns
 
 from xlb.lab import netns as lab_ns
 
@@ -75,7 +75,7 @@ def _config(ns: str, addrs: dict[str, list[str]],
             routes: tuple[tuple[str, str], ...] = ()) -> None:
     """Addresses ({ifname: [cidr]}, no prefix length = a host address) and routes
     ((dst, gateway), IPv4 or IPv6) in one netlink session per namespace."""
-    with NetNS(ns) as n:
+    with lab_ns.session(ns) as n:
         for ifname, cidrs in addrs.items():
             index = n.link_lookup(ifname=ifname)[0]
             for cidr in cidrs:
@@ -126,7 +126,7 @@ def up(lab: Lab | None = None) -> Lab:
                 routes=(("default", f"198.18.{i}.1"), ("default", f"{NET6}:{i}::1")))
         router_addrs[f"r-{lb}"] = [f"198.18.{i}.1/24", f"{NET6}:{i}::1/64"]
     # backends behind a bridge in the router
-    with NetNS(ROUTER) as r:
+    with lab_ns.session(ROUTER) as r:
         r.link("add", ifname="br0", kind="bridge")
         r.link("set", index=r.link_lookup(ifname="br0")[0], state="up", mtu=LINK_MTU)
     router_addrs["br0"] = ["198.18.2.1/24", f"{NET6}:2::1/64"]
@@ -134,7 +134,7 @@ def up(lab: Lab | None = None) -> Lab:
                                           (f"{VIP6}/128", f"{NET6}:1::2")))
     for i, be in enumerate(lab.backends, start=1):
         lab_ns.veth(be.name, "b0", ROUTER, f"r-be{i}", queues=1, mtu=LINK_MTU)
-        with NetNS(ROUTER) as r:
+        with lab_ns.session(ROUTER) as r:
             r.link("set", index=r.link_lookup(ifname=f"r-be{i}")[0],
                    master=r.link_lookup(ifname="br0")[0])
         _config(be.name, {"b0": [f"{be.address}/24", f"{be.address6}/64"], "lo": [VIP, VIP6]},
