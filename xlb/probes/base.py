@@ -91,6 +91,9 @@ class BccProbe(Probe):
         return []
 
     def attach(self) -> None:
+        refused = kernel.tracing_refused()
+        if refused:
+            raise Unavailable(refused)
         root = kernel.tracefs()
         if root is None:
             raise Unavailable("tracefs is not mounted and could not be mounted (run the "

@@ -8,12 +8,16 @@ names (the headers BCC compiles against may be another kernel's).
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
 import re
 import struct
 import subprocess
+
+from xlb.dataplane import bpfsys
+from xlb.errors import BpfError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,38 @@ def tracefs(mount: bool = True) -> str | None:
             log.info("mounted tracefs on /sys/kernel/tracing (the probes need it)")
             return tracefs(mount=False)
         log.warning("tracefs could not be mounted: %s", r.stderr.strip())
+    return None
+
+
+# -- privileges --------------------------------------------------------------------------
+CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}  # linux/capability.h
+
+
+def capabilities() -> set[str]:
+    """Which of CAPABILITIES this process has in effect (/proc/self/status CapEff)."""
+    with open("/proc/self/status") as f:
+        eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    return {name for name, bit in CAPABILITIES.items() if eff >> bit & 1}
+
+
+def needs(*caps: str) -> str:
+    """What a refused bpf() call needs, and which of it this process lacks."""
+    lacking = [c for c in caps if c not in capabilities()]
+    if not lacking:
+        return (f"needs {' and '.join(caps)}: this process has them, so something else "
+                "forbids it (kernel lockdown, a security module)")
+    return f"needs {' and '.join(caps)}; this process lacks {' and '.join(lacking)}"
+
+
+def tracing_refused() -> str | None:
+    """Why this process may not load tracing programs here (the kernel's own error, and
+    the capabilities they need), or None if it may: a trial load, not a guess."""
+    try:
+        bpfsys.trial_load(bpfsys.PROG_TYPE_TRACEPOINT)
+    except BpfError as e:
+        if e.errno in (errno.EPERM, errno.EACCES):
+            return f"attach failed: {os.strerror(e.errno)} ({needs('CAP_BPF', 'CAP_PERFMON')})"
+        log.debug("trial load: %s (left to the probe's own load)", e)
     return None
 
 
