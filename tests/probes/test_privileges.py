@@ -7,6 +7,7 @@ set is what a root process keeps across exec)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from xlb.api import protocol as P
+from xlb.probes import kernel
 
 pytestmark = pytest.mark.root
 
@@ -38,13 +40,17 @@ TRACING = [n for n in P.PROBES if n != "runtime"]
 CAP_PERFMON, CAP_BPF = 38, 39  # linux/capability.h
 
 
-def without(bounding: str) -> tuple[dict[str, Any], str]:
+def without(bounding: str, user: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
     """Start and tick a probe manager in a child with only the capabilities `bounding`
-    allows (setpriv's syntax); (its figures, its log)."""
+    allows (setpriv's syntax), as root or as `user` (setpriv's options); (its figures,
+    its log)."""
     if shutil.which("setpriv") is None:
         pytest.fail("setpriv (util-linux) is needed to drop capabilities")
-    r = subprocess.run(["setpriv", "--inh-caps=-all", "--ambient-caps=-all",
-                        f"--bounding-set={bounding}", sys.executable, "-c", CHILD],
+    caps = ("--inh-caps=-all", "--ambient-caps=-all")
+    if user:  # another user keeps capabilities only as ambient ones (they need inheritable)
+        caps = (f"--inh-caps={bounding}", f"--ambient-caps={bounding}")
+    r = subprocess.run(["setpriv", *user, *caps, f"--bounding-set={bounding}",
+                        sys.executable, "-c", CHILD],
                        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
@@ -98,3 +104,22 @@ def test_cap_bpf_and_cap_perfmon_are_enough_for_the_tracing_probes() -> None:
     assert probes["runtime"]["reason"] == (
         "attach failed: BPF_ENABLE_STATS: Operation not permitted (needs CAP_SYS_ADMIN; "
         "this process lacks CAP_SYS_ADMIN)")
+
+
+def test_an_agent_user_that_cannot_read_tracefs_is_told_so() -> None:
+    """The agent's own user (systemd: CAP_BPF and CAP_PERFMON, no root) cannot look into
+    tracefs, which is root's (mode 0700) unless the host says otherwise: the probes say
+    that, not that tracefs or the tracepoints are missing."""
+    tracefs = kernel.tracefs()
+    assert tracefs is not None
+    if os.stat(tracefs).st_mode & 0o005 == 0o005:
+        pytest.skip(f"{tracefs} is readable by every user on this host")
+    doc, _ = without("-all,+bpf,+perfmon", ("--reuid=65534", "--regid=65534",
+                                             "--clear-groups"))
+    assert doc["capeff"] == 1 << CAP_BPF | 1 << CAP_PERFMON
+    probes = by_name(doc)
+    for name in TRACING:
+        assert probes[name]["state"] == "unavailable", probes[name]
+        assert probes[name]["reason"].startswith(
+            f"tracefs ({tracefs}) is not readable by this user (uid 65534; it belongs to "
+            "uid 0, mode "), probes[name]

@@ -73,6 +73,19 @@ def tracing_refused() -> str | None:
     return None
 
 
+def tracefs_refused() -> str | None:
+    """Why this process cannot look into a mounted tracefs (it is root's, mode 0700, by
+    default: an agent run as its own user cannot read it), or None."""
+    for path in TRACEFS_CANDIDATES:
+        if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK, effective_ids=True):
+            st = os.stat(path)
+            return (f"tracefs ({path}) is not readable by this user (uid {os.geteuid()}; it "
+                    f"belongs to uid {st.st_uid}, mode {st.st_mode & 0o7777:04o}): the probes "
+                    "read its event directories; run the agent as root, or give its user "
+                    "access to tracefs")
+    return None
+
+
 def event_dir(event: str) -> str | None:
     """The tracefs directory of `category:name`, if this kernel has that tracepoint."""
     root = tracefs()
