@@ -16,6 +16,7 @@ import re
 import struct
 import subprocess
 
+from xlb import privileges
 from xlb.dataplane import bpfsys
 from xlb.errors import BpfError
 
@@ -42,19 +43,9 @@ def tracefs(mount: bool = True) -> str | None:
 
 
 # -- privileges --------------------------------------------------------------------------
-CAPABILITIES = {"CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}  # linux/capability.h
-
-
-def capabilities() -> set[str]:
-    """Which of CAPABILITIES this process has in effect (/proc/self/status CapEff)."""
-    with open("/proc/self/status") as f:
-        eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    return {name for name, bit in CAPABILITIES.items() if eff >> bit & 1}
-
-
 def needs(*caps: str) -> str:
     """What a refused bpf() call needs, and which of it this process lacks."""
-    lacking = [c for c in caps if c not in capabilities()]
+    lacking = privileges.missing(caps)
     if not lacking:
         return (f"needs {' and '.join(caps)}: this process has them, so something else "
                 "forbids it (kernel lockdown, a security module)")
