@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -318,9 +319,15 @@ class LabBench:
 
 
 def spread(xs: list[float]) -> str:
+    """Median, quartiles, range; and the geometric mean with its standard error (is a
+    difference from 1 more than the noise?)."""
     q = statistics.quantiles(xs, n=4) if len(xs) >= 2 else [xs[0]] * 3
+    logs = [math.log(x) for x in xs]
+    se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) >= 2 else 0.0
+    mean = statistics.fmean(logs)
     return (f"median {statistics.median(xs):.3f}, quartiles {q[0]:.3f}..{q[2]:.3f}, "
-            f"range {min(xs):.3f}..{max(xs):.3f}")
+            f"range {min(xs):.3f}..{max(xs):.3f}; geometric mean {math.exp(mean):.3f} "
+            f"(one standard error: {math.exp(mean - se):.3f}..{math.exp(mean + se):.3f})")
 
 
 def lab(seconds: float, rounds: int, generators: int) -> None:
