@@ -77,7 +77,7 @@ def backend_addresses(n: int) -> list[str]:
 
 
 def config(tmp: str, name: str, vips: int, per_vip: int, health: str = "none",
-           agent_extra: str = "") -> str:
+           agent_extra: str = "", tail: str = "") -> str:
     addrs = backend_addresses(vips * per_vip)
     lines = [f"""[agent]
 socket = "{tmp}/{name}.sock"
@@ -103,7 +103,7 @@ max_connections = 65536
                      'port = 80\nprotocol = "tcp"\n')
         for a in addrs[v * per_vip:(v + 1) * per_vip]:
             lines.append(f'[[vip.backend]]\naddress = "{a}"\n')
-    return "\n".join(lines)
+    return "\n".join([*lines, tail])
 
 
 def supports(key: str) -> bool:
@@ -122,10 +122,10 @@ def namespace() -> Iterator[None]:
 
 @contextlib.contextmanager
 def in_process_agent(tmp: str, name: str, vips: int, per_vip: int,
-                     agent_extra: str = "") -> Iterator[Agent]:
+                     agent_extra: str = "", tail: str = "") -> Iterator[Agent]:
     path = os.path.join(tmp, f"{name}.toml")
     with open(path, "w") as f:
-        f.write(config(tmp, name, vips, per_vip, agent_extra=agent_extra))
+        f.write(config(tmp, name, vips, per_vip, agent_extra=agent_extra, tail=tail))
     agent = Agent(agent_settings.load(path))
     agent.start()
     try:
@@ -209,9 +209,21 @@ def mass(tmp: str, n: int, budget: float) -> None:
                         break  # the agent is far behind: the next steps say nothing new
 
 
-def tick(tmp: str) -> None:
-    print("\ntick with 1000 backends (10 VIPs x 100)")
-    with in_process_agent(tmp, "tk", 10, 100) as agent:
+def every_probe() -> str:
+    """A [probes] table that turns every probe on, the auto ones too (none: no probes)."""
+    from xlb import schema
+
+    probes = getattr(schema, "PROBES", None)
+    if probes is None:
+        return ""
+    return "[probes]\n" + "".join(f'{s.name} = "on"\n' for s in probes.settings
+                                  if s.kind == "string")
+
+
+def tick(tmp: str, vips: int = 10, per_vip: int = 100) -> None:
+    print(f"\ntick with {vips * per_vip} backends ({vips} VIPs x {per_vip})"
+          + (", every probe on" if every_probe() else ""))
+    with in_process_agent(tmp, "tk", vips, per_vip, tail=every_probe()) as agent:
         starting = getattr(agent, "_probes_starting", None)
         if starting is not None:  # the probes compile in the background: wait for them
             starting.join()
@@ -439,6 +451,8 @@ def main() -> int:
                     help="seconds to give an agent that handles verdicts one by one")
     ap.add_argument("--only", choices=("mass", "tick", "fanout", "live"))
     ap.add_argument("--subscribers", type=int, default=10, help="for fanout (default 10)")
+    ap.add_argument("--lab-size", action="store_true",
+                    help="tick: at the lab's size (4 VIPs x 3 backends), not 10 x 100")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/agent.py needs root (BPF, XDP, network namespaces)", file=sys.stderr)
@@ -453,7 +467,7 @@ def main() -> int:
             if args.only in (None, "mass"):
                 mass(tmp, args.backends, args.budget)
             if args.only in (None, "tick"):
-                tick(tmp)
+                tick(tmp, *((4, 3) if args.lab_size else (10, 100)))
             if args.only in (None, "fanout"):
                 fanout(tmp, args.subscribers)
             if args.only in (None, "live"):

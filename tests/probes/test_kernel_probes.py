@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pyroute2 import NetNS
 from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from tests.helpers import wait_for
@@ -147,6 +148,30 @@ def test_a_packet_to_an_unrouted_address_is_its_own_reason(
     pair.send([pair.frame(IP(src=CLIENT, dst=UNROUTED) / UDP(sport=SPORT + 2, dport=53))])
     reason, _ = example_of(probes, CLIENT, SPORT + 2, UNROUTED, 53)
     assert reason == "IP_INNOROUTES"
+
+
+def test_an_ipv6_drop_has_its_ipv6_example(probes: ProbeManager, pair: Pair) -> None:
+    """The namespaces here have IPv6 turned off: the kernel drops an IPv6 packet for it,
+    and the example is that packet's IPv6 5-tuple."""
+    src, dst = "2001:db8::1", "2001:db8::2"
+    pair.send([pair.frame(IPv6(src=src, dst=dst) / UDP(sport=SPORT + 5, dport=9) / b"x")])
+    reason, example = example_of(probes, src, SPORT + 5, dst, 9)
+    assert reason == "IPV6DISABLED" and example["protocol"] == "udp"
+
+
+def test_a_drop_right_after_a_flood_of_its_reason_is_still_an_example(
+        probes: ProbeManager, pair: Pair) -> None:
+    """A flood takes only a few examples per jiffy (they cost): the packet after it,
+    on its own, is an example all the same."""
+    flood = [pair.frame(IP(src=CLIENT, dst=SERVER) / UDP(sport=SPORT + 6, dport=1000 + i))
+             for i in range(500)]
+    pair.send(flood)
+    time.sleep(0.05)  # the next jiffy
+    pair.send([pair.frame(IP(src=CLIENT, dst=SERVER) / UDP(sport=SPORT + 7, dport=9))])
+    reason, _ = example_of(probes, CLIENT, SPORT + 7, SERVER, 9)
+    assert reason == "NO_SOCKET"
+    drop = next(d for d in probes.last["drops"] if d["reason"] == "NO_SOCKET")
+    assert drop["total"] >= 501 and len(drop["examples"]) <= 8
 
 
 def test_drops_from_or_to_watched_addresses_are_the_lbs(probes: ProbeManager,

@@ -64,6 +64,7 @@ MAP_DELETE_ELEM = 3
 MAP_GET_NEXT_KEY = 4
 OBJ_PIN = 6
 OBJ_GET = 7
+PROG_LOAD = 5
 PROG_TEST_RUN = 10
 PROG_GET_NEXT_ID = 11
 PROG_GET_FD_BY_ID = 13
@@ -116,6 +117,24 @@ class _IdAttr(ctypes.Structure):
 
     _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32),
                 ("open_flags", ctypes.c_uint32)]
+
+
+class _Insn(ctypes.Structure):
+    """struct bpf_insn (registers as one byte: only r0, which is 0)."""
+
+    _fields_ = [("code", ctypes.c_uint8), ("regs", ctypes.c_uint8), ("off", ctypes.c_int16),
+                ("imm", ctypes.c_int32)]
+
+
+class _ProgLoadAttr(ctypes.Structure):
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
+                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
+                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
+                ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16)]
+
+
+PROG_TYPE_TRACEPOINT = 5  # enum bpf_prog_type
 
 
 class _StatsAttr(ctypes.Structure):
@@ -235,6 +254,16 @@ def enable_stats() -> int:
     """Turn on the kernel's BPF run-time statistics for as long as the returned fd is open
     (BPF_ENABLE_STATS): closing it, or the process ending, turns them off again."""
     return _call(ENABLE_STATS, _StatsAttr(type=STATS_RUN_TIME), "enable BPF run-time stats")
+
+
+def trial_load(prog_type: int) -> None:
+    """Load the smallest program of `prog_type` ("return 0") and close it at once: whether
+    this process may load such programs here. BpfError (EPERM: it lacks a privilege)."""
+    insns = (_Insn * 2)(_Insn(code=0xB7), _Insn(code=0x95))  # r0 = 0; exit
+    license_ = ctypes.create_string_buffer(b"GPL")
+    attr = _ProgLoadAttr(prog_type=prog_type, insn_cnt=2, insns=_addr(insns),
+                         license=_addr(license_), prog_name=b"xlb_trial")
+    os.close(_call(PROG_LOAD, attr, "load a trial program"))
 
 
 def lookup(fd: int, key: ctypes.Structure | ctypes._SimpleCData, value: Any) -> bool:

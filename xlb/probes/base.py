@@ -90,7 +90,15 @@ class BccProbe(Probe):
         """The tracepoints it needs (category:name): all must exist."""
         return []
 
+    def allowed(self) -> None:
+        """Unavailable if this process may not load tracing programs or read tracefs:
+        checked first, so that "forbidden" is never reported as "missing"."""
+        refused = kernel.tracing_refused() or kernel.tracefs_refused()
+        if refused:
+            raise Unavailable(refused)
+
     def attach(self) -> None:
+        self.allowed()
         root = kernel.tracefs()
         if root is None:
             raise Unavailable("tracefs is not mounted and could not be mounted (run the "

@@ -29,6 +29,9 @@ SPEC = Spec(
     default="on")
 
 
+SKB_WINDOW = 64  # bytes of sk_buff the C reads at once for its three fields, at most
+
+
 class DropsProbe(BccProbe):
     spec = SPEC
     source = "drops.c"
@@ -59,9 +62,13 @@ class DropsProbe(BccProbe):
                    for m in ("head", "network_header", "transport_header")]
         except KeyError as e:
             raise Unavailable(f"BTF: {e.args[0]}") from None
-        return [f"-DSKB_HEAD={off[0]}", f"-DSKB_NH={off[1]}", f"-DSKB_TH={off[2]}",
-                f"-DMAX_REASONS={MAX_REASONS}", f"-DEXAMPLES={EXAMPLES}",
-                f"-DMAX_WATCHED={MAX_WATCHED}"]
+        flags = [f"-DSKB_HEAD={off[0]}", f"-DSKB_NH={off[1]}", f"-DSKB_TH={off[2]}",
+                 f"-DMAX_REASONS={MAX_REASONS}", f"-DEXAMPLES={EXAMPLES}",
+                 f"-DMAX_WATCHED={MAX_WATCHED}"]
+        start, end = min(off), max(off[0] + 8, off[1] + 2, off[2] + 2)  # head: a pointer
+        if end - start <= SKB_WINDOW:  # the three fields in one read
+            flags += [f"-DSKB_WIN={end - start}", f"-DSKB_WIN_AT={start}"]
+        return flags
 
     def reset(self) -> None:
         self.prev, self.ids, self.example_cache = None, {}, {}

@@ -8,12 +8,17 @@ names (the headers BCC compiles against may be another kernel's).
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
 import re
 import struct
 import subprocess
+
+from xlb import privileges
+from xlb.dataplane import bpfsys
+from xlb.errors import BpfError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,41 @@ def tracefs(mount: bool = True) -> str | None:
             log.info("mounted tracefs on /sys/kernel/tracing (the probes need it)")
             return tracefs(mount=False)
         log.warning("tracefs could not be mounted: %s", r.stderr.strip())
+    return None
+
+
+# -- privileges --------------------------------------------------------------------------
+def needs(*caps: str) -> str:
+    """What a refused bpf() call needs, and which of it this process lacks."""
+    lacking = privileges.missing(caps)
+    if not lacking:
+        return (f"needs {' and '.join(caps)}: this process has them, so something else "
+                "forbids it (kernel lockdown, a security module)")
+    return f"needs {' and '.join(caps)}; this process lacks {' and '.join(lacking)}"
+
+
+def tracing_refused() -> str | None:
+    """Why this process may not load tracing programs here (the kernel's own error, and
+    the capabilities they need), or None if it may: a trial load, not a guess."""
+    try:
+        bpfsys.trial_load(bpfsys.PROG_TYPE_TRACEPOINT)
+    except BpfError as e:
+        if e.errno in (errno.EPERM, errno.EACCES):
+            return f"attach failed: {os.strerror(e.errno)} ({needs('CAP_BPF', 'CAP_PERFMON')})"
+        log.debug("trial load: %s (left to the probe's own load)", e)
+    return None
+
+
+def tracefs_refused() -> str | None:
+    """Why this process cannot look into a mounted tracefs (it is root's, mode 0700, by
+    default: an agent run as its own user cannot read it), or None."""
+    for path in TRACEFS_CANDIDATES:
+        if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK, effective_ids=True):
+            st = os.stat(path)
+            return (f"tracefs ({path}) is not readable by this user (uid {os.geteuid()}; it "
+                    f"belongs to uid {st.st_uid}, mode {st.st_mode & 0o7777:04o}): the probes "
+                    "read its event directories; run the agent as root, or give its user "
+                    "access to tracefs")
     return None
 
 

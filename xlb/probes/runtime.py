@@ -8,6 +8,7 @@ killed), turns them off again. The kernel.bpf_stats_enabled sysctl is never touc
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from xlb.api import protocol as P
 from xlb.dataplane import bpfsys
 from xlb.errors import BpfError
+from xlb.probes import kernel
 from xlb.probes.base import Probe, Spec, Unavailable
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,9 @@ class RuntimeProbe(Probe):
         try:
             self.fd = bpfsys.enable_stats()
         except BpfError as e:
-            raise Unavailable(f"BPF_ENABLE_STATS refused: {e}") from None
+            why = os.strerror(e.errno) if e.errno else str(e)
+            extra = f" ({kernel.needs('CAP_SYS_ADMIN')})" if e.errno == errno.EPERM else ""
+            raise Unavailable(f"attach failed: BPF_ENABLE_STATS: {why}{extra}") from None
         self.prev = {}
 
     def detach(self) -> None:

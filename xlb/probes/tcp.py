@@ -59,6 +59,7 @@ class TcpProbe(BccProbe):
         return [RETRANSMIT] + ([] if self.use_kprobes else [TRACEPOINT])
 
     def attach(self) -> None:
+        self.allowed()
         why = kprobe_problem() if self.prefer_kprobes else "kprobes not wanted"
         self.use_kprobes = not why
         if self.use_kprobes:
