@@ -45,6 +45,8 @@ def filter_config(*, src: Network | None = None, dst: Network | None = None,
     """The trace config matching packets with every given value (none given: every
     packet), 1 in `sample` of them. Ports in host order, proto an IP protocol number,
     prefixes of one address family. Bad values raise InvalidParams."""
+    if not 0 <= sample <= 0xFFFFFFFF:
+        raise InvalidParams(f"trace sample {sample} is out of range 0..{0xFFFFFFFF}")
     t = S.TraceConfig(mode=mode, sample=sample)
     nets = {"src": src, "dst": dst, "host": host}
     versions = {n.version for n in nets.values() if n is not None}
@@ -83,8 +85,6 @@ def check_config(t: S.TraceConfig) -> None:
         raise InvalidParams(f"trace mode {t.mode} is neither off (0) nor on (1)")
     if t.fields & ~S.XLB_TF_ALL:
         raise InvalidParams(f"trace filter fields {t.fields:#x} has unknown bits")
-    if not 0 <= t.sample <= 0xFFFFFFFF:
-        raise InvalidParams(f"trace sample {t.sample} is out of range")
     if t.fields & (S.XLB_TF_SRC | S.XLB_TF_DST | S.XLB_TF_HOST):
         if t.family not in (S.XLB_AF_INET, S.XLB_AF_INET6):
             raise InvalidParams(f"trace filter family {t.family} is neither 4 nor 6")
