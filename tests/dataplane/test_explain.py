@@ -313,7 +313,8 @@ def test_the_hash_is_the_data_plane_s(xpl: DataplaneUnderTest) -> None:
 def test_without_a_source_port_the_shares_are_the_rings(xpl: DataplaneUnderTest) -> None:
     xpl.apply(config(start_vips()))
     e = explain(xpl.dp, "198.51.100.7", None, "10.100.0.10", 80, "tcp")
-    assert e["backend"] is None and e["hash"] is None and e["path"] == "maglev"
+    assert e["backend"] is None and e["hash"] is None and e["path"] == "maglev_syn"
+    assert e["reason"] == "tx_encap"  # where new connections go
     shares = e.get("shares", {})
     assert set(shares) == {"10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4", "fd00:1::1"}
     assert abs(sum(shares.values()) - 1) < 1e-9 and all(0.15 < s < 0.25 for s in shares.values())

@@ -8,10 +8,10 @@ the verdict with its reason (as `xlb drops` counts it). Without the client's por
 share of client ports each backend gets. IPv6 addresses with a port go in brackets.
 
 examples:
-  xlb explain 198.18.0.7:40000 198.18.1.10:80
-  xlb explain 198.18.0.7:40000 198.18.1.10:80 --syn
-  xlb explain 198.18.0.7 198.18.1.10:53 udp
-  xlb explain [fd00:5f1b:18::7]:40000 [fd00:5f1b:18::10]:443 tcp --json
+  xlb explain 198.18.0.23:41002 198.19.0.10:80
+  xlb explain 198.18.0.23:41002 198.19.0.10:80 --syn
+  xlb explain 198.18.0.23 198.19.0.10:53 udp
+  xlb explain [fd00:5f1b:18::23]:41002 [fd00:5f1b:19::10]:80 tcp --json
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dst", metavar="DST:DPORT", type=lambda t: endpoint(t, True),
                    help="the destination: a VIP address and port")
     p.add_argument("protocol", nargs="?", default="tcp", choices=("tcp", "udp"),
+                   metavar="tcp|udp",
                    help="tcp (default) or udp")
     p.add_argument("--syn", action="store_true",
                    help="the packet is a TCP SYN (a SYN always asks Maglev)")

@@ -195,12 +195,12 @@ def explain(dp: Dataplane, src: str | IPAddress, sport: int | None, dst: str | I
     applied = functools.cache(dp.applied_config)  # read at most once, if at all
     a.vip = (names if names is not None else vip_names(applied())).get(label, label)
     any_port = " (the any-port VIP: none on that port)" if key.port == 0 and dport else ""
-    a.step("service", f"VIP {a.vip}: {label}{any_port}, ring slot {meta.ring_slot}")
+    a.step("service", f"VIP {a.vip}: {label}{any_port}, Maglev ring {meta.ring_slot}")
     ctl = m["ctl"].get(0)
     assert isinstance(ctl, S.LbConfig)
     b = _Backends(dp, a.vip, key, meta, states or {}, applied)
     if sport is None:
-        return _shares(a, b, s, dport, protocol, syn)
+        return _shares(a, b, s, dport, protocol)
     return _balance(a, b, ctl, s, sport, d, dport, protocol, syn, length or least, cpu)
 
 
@@ -358,9 +358,9 @@ def _over_limit(b: _Backends, limit: int, cpu: int | None) -> tuple[bool, str]:
                    "arriving there gets no entry (tx_encap_flow_limit)")
 
 
-def _shares(a: _Answer, b: _Backends, s: IPAddress, dport: int, protocol: str,
-            syn: bool) -> P.Explain:
-    """No source port: each backend's share of the 65,536 source ports, from the ring."""
+def _shares(a: _Answer, b: _Backends, s: IPAddress, dport: int, protocol: str) -> P.Explain:
+    """No source port: where new flows go (a TCP connection's SYN), as each backend's share
+    of the 65,536 source ports, from the ring."""
     a.step("connection", "no source port: the connection table is not asked; this is where "
                          "new flows go")
     ports = np.arange(65536, dtype=np.uint32)
@@ -370,14 +370,14 @@ def _shares(a: _Answer, b: _Backends, s: IPAddress, dport: int, protocol: str,
     for bid, n in sorted(zip(ids.tolist(), counts.tolist(), strict=True), key=lambda x: -x[1]):
         be = b.valid(bid) if bid != S.XLB_NO_BACKEND else None
         if be is None:
-            a.step("maglev", f"{n / 65536:6.1%} of source ports: no usable backend (dropped)")
+            a.step("maglev", f"{n / 65536:.1%} of source ports: no usable backend (dropped)")
             continue
         addr = str(S.unpack_addr(be.addr, be.family))
         shares[addr] = n / 65536
-        a.step("backend", f"{n / 65536:6.1%} of source ports: {b.line(be, bid, True)}")
+        a.step("backend", f"{n / 65536:.1%} of source ports: {b.line(be, bid, True)}")
     a.shares = shares
     if not shares:
         return a.done("drop_no_backend")
-    a.path = "maglev_syn" if syn else "maglev"
-    return a.done("tx_encap_no_entry" if protocol == "tcp" and not syn else "tx_encap")
+    a.path = "maglev_syn" if protocol == "tcp" else "maglev"
+    return a.done("tx_encap")
 
