@@ -6,8 +6,9 @@ backends, change weights, remove and add backends, empty and remove VIPs, and ho
 per-CPU new-entry limit at chosen states: for each flow, explain() is asked first, from the
 pinned maps, then the packet is run through the program, and the two must agree on the
 verdict, the reason counted, the backend (the outer destination of the encapsulated
-output), the outer source and the connection entry left behind. 100 %, or the test names
-the first flow that differs.
+output), the outer source, the connection entry left behind, and, from the program's
+trace event of the packet, the path (how the backend was chosen), the backend chosen and
+the flow hash. 100 %, or the test names the first flow that differs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from xlb.dataplane import structs as S
 from xlb.dataplane.config import parse_config
 from xlb.dataplane.explain import CLOCK_MONOTONIC_COARSE, explain, flow_hash
 from xlb.dataplane.manager import geometry_of
+from xlb.dataplane.trace import TraceReader, filter_config
 from xlb.errors import InvalidParams
 
 ACTIONS = {"DROP": 1, "PASS": 2, "TX": 3}
@@ -153,23 +155,33 @@ class Seen:
 
     action: int
     reason: str
-    backend: str | None
+    backend: str | None  # where the packet went (the encapsulated output's destination)
     outer_src: str | None
     entry: str | None  # the connection entry's backend afterwards (None: no entry)
+    path: str          # how the backend was chosen (the data plane's trace event)
+    chosen: str | None  # the backend chosen, sent to or not (too big: answered instead)
+    hash: int          # the flow hash (0: none computed)
 
     def text(self) -> str:
         via = f" via {self.outer_src}" if self.outer_src else ""
         action = {v: k for k, v in ACTIONS.items()}.get(self.action, str(self.action))
         return (f"{action} {self.reason} backend {self.backend}{via}, entry after: "
-                f"{self.entry}")
+                f"{self.entry}, path {self.path}, chose {self.chosen}, hash {self.hash:#x}")
 
 
 class Bench:
     """The data plane under test, the flows so far and the side of the data plane."""
 
-    def __init__(self, dut: DataplaneUnderTest, cpu: int):
-        self.dut, self.dp, self.cpu = dut, dut.dp, cpu
+    def __init__(self, dut: DataplaneUnderTest, cpu: int, trace: TraceReader):
+        self.dut, self.dp, self.cpu, self.trace = dut, dut.dp, cpu, trace
         self.reasons = self._reasons()
+
+    def address(self, backend_id: int | None) -> str | None:
+        if backend_id is None:
+            return None
+        b = self.dp.maps["backends"].get(backend_id)
+        return str(S.unpack_addr(b.addr, b.family)) if b.flags & S.XLB_BACKEND_VALID else (
+            f"invalid id {backend_id}")
 
     def _reasons(self) -> np.ndarray:
         return self.dp.maps["reason_stats"].read_array()[:, 0].copy()
@@ -180,11 +192,7 @@ class Bench:
                         dport=S.net_port(f.dport), proto=6 if f.protocol == "tcp" else 17,
                         family=S.family_of(d))
         c = self.dp.maps["conns"].get(key)
-        if c is None:
-            return None
-        b = self.dp.maps["backends"].get(c.backend_id)
-        return str(S.unpack_addr(b.addr, b.family)) if b.flags & S.XLB_BACKEND_VALID else (
-            f"invalid id {c.backend_id}")
+        return None if c is None else self.address(c.backend_id)
 
     def run(self, f: Flow, flags: str, length: int) -> Seen:
         action, out = self.dut.run(f.packet(flags, length))
@@ -201,7 +209,9 @@ class Bench:
                 assert ethertype == 0x86DD, f"encapsulated output of ethertype {ethertype:#x}"
                 outer, backend = (str(ipaddress.IPv6Address(out[22 + i:38 + i]))
                                   for i in (0, 16))
-        return Seen(action, reason, backend, outer, self.entry(f))
+        (event,) = self.trace.poll(0, 8)  # tracing every packet: one event each
+        return Seen(action, reason, backend, outer, self.entry(f), event.path.label,
+                    self.address(event.backend_id), event.hash)
 
     def expect(self, f: Flow, syn: bool, length: int) -> tuple[Seen, str]:
         """What explain() says the packet will meet and the entry it leaves behind (a
@@ -217,7 +227,7 @@ class Bench:
         entry = e["backend"] if records else before
         encap = e["reason"].startswith("tx_encap")
         return Seen(ACTIONS[e["action"]], e["reason"], e["backend"] if encap else None,
-                    e["outer_src"], entry), e["path"]
+                    e["outer_src"], entry, e["path"], e["backend"], e["hash"] or 0), e["path"]
 
     def guard(self, rng: random.Random, limit: int) -> None:
         """Put this CPU's new-entry window in a chosen state: fresh with room, fresh and
@@ -258,7 +268,10 @@ def one_cpu() -> Iterator[int]:
 
 def test_explain_agrees_with_the_data_plane(xpl: DataplaneUnderTest, one_cpu: int) -> None:
     rng = random.Random(9)
-    bench = Bench(xpl, one_cpu)
+    xpl.dp.set_trace(filter_config())  # every packet: the path and hash it took
+    trace = TraceReader("xpl", xpl.pin_root)
+    trace.skip()
+    bench = Bench(xpl, one_cpu, trace)
     flows: list[Flow] = []
     done = 0
     seen_reasons: set[str] = set()
@@ -287,7 +300,9 @@ def test_explain_agrees_with_the_data_plane(xpl: DataplaneUnderTest, one_cpu: in
                             f"  data plane: {got.text()}")
             seen_reasons.add(got.reason)
             paths.add(path)
-    assert done >= 10_000
+    assert done >= 10_000 and trace.lost() == 0
+    trace.close()
+    xpl.dp.set_trace(filter_config(mode=S.XLB_TRACE_OFF))
     # the mix reached every outcome this test is about
     assert seen_reasons >= {"pass_not_vip", "pass_vip_no_service", "drop_no_backend",
                             "tx_icmp_too_big", "tx_encap", "tx_encap_no_entry",
