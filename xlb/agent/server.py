@@ -47,7 +47,16 @@ from typing import Any
 from xlb import statefile
 from xlb.agent.core import Agent, Caller
 from xlb.api import protocol as P
-from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, XlbError
+from xlb.dataplane.config import vip_label
+from xlb.dataplane.explain import explain
+from xlb.errors import (
+    ErrorCode,
+    InvalidParams,
+    NotLoadedError,
+    ReadOnlyError,
+    RefusedError,
+    XlbError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,17 @@ def _subscribe(a: Agent, _c: Caller, _p: dict[str, Any]) -> P.Subscribed:
     return {"subscribed": True, "tick": a.settings.tick}
 
 
+def _explain(a: Agent, _c: Caller, p: dict[str, Any]) -> P.Explain:
+    """From the pinned maps, with the agent's VIP names and its word on each backend."""
+    if a.dp is None:
+        raise NotLoadedError("the agent has not opened its data plane yet")
+    names = {vip_label(v.address, v.port, v.protocol): v.name for v in a.desired.vips}
+    states = {(v["name"], b["address"]): f"{b['state']}, health {b['health']}"
+              for v in a.last["vips"] for b in v["backends"]}
+    return explain(a.dp, p["src"], p["sport"], p["dst"], p["dport"], p["protocol"], p["syn"],
+                   length=p["length"], names=names, states=states)
+
+
 def _backend_change(action: str) -> Handler:
     def handler(a: Agent, caller: Caller, p: dict[str, Any]) -> P.ChangeResult:
         return a.change_backend(caller, action, p["address"], p["vip"], p.get("weight"),
@@ -108,8 +128,10 @@ HANDLERS: dict[str, Handler] = {
     "probes": lambda a, c, p: [a.probes.describe(n) for n in a.probes.probes],
     "probe_attach": lambda a, c, p: a.probe_change(c, p["name"], True),
     "probe_detach": lambda a, c, p: a.probe_change(c, p["name"], False),
+    "explain": _explain,
 }
 READS_THE_AUDIT_LOG = {"audit"}  # files, not memory: in the audit thread, off the loop
+OFF_THE_LOOP = {"explain"}  # reads that may take milliseconds (a Maglev ring): in a thread
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -431,6 +453,8 @@ class Server:
         if method.operator:  # changes take the agent's lock and write maps: off the loop
             run: Awaitable[Any] = asyncio.to_thread(handler, self.agent, caller, checked)
             return await run
+        if method.name in OFF_THE_LOOP:
+            return await asyncio.to_thread(handler, self.agent, caller, checked)
         if method.name in READS_THE_AUDIT_LOG:
             return await loop.run_in_executor(self.audit_thread, handler, self.agent, caller,
                                               checked)
