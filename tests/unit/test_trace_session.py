@@ -281,3 +281,18 @@ def test_the_cli_prints_one_line_per_event() -> None:
     assert line(passed).endswith("10.100.0.10:80  PASS pass_not_vip")
     dropped = {**event(1000.0), "source": "kernel", "action": "DROP", "reason": "NO_SOCKET"}
     assert " kernel " in line(dropped) and line(dropped).endswith("DROP NO_SOCKET")
+
+
+def test_the_last_events_of_a_stopped_trace_are_read_once_more(parts: Any) -> None:
+    trace, source, clock, _ = parts
+    inbox = Inbox()
+    trace.watch(inbox, 0)
+    trace.start(0, "root", "", None)
+    source.queued = [event(clock.now, 1)]  # written just before the trace went off
+    trace.stop(0, "root")
+    trace._step()
+    assert [e["sport"] for e in inbox.events()] == [1]
+    assert trace.status()["events"] == 1 and not trace.status()["running"]
+    source.queued = [event(clock.now, 2)]
+    trace._step()
+    assert trace.status()["events"] == 1, "read once, then the ring is left alone"

@@ -113,6 +113,7 @@ class Trace:
         self.control = threading.Lock()      # one start/stop at a time
         self._wake = threading.Event()
         self._closing = threading.Event()
+        self._drain = False  # stopped: what is still in the ring is read once more
         self._thread: threading.Thread | None = None
 
     # -- life -------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class Trace:
                 self.history.clear()
                 for w in self.watchers:
                     w.cursor, w.skipped = self.seq, 0
-                old = self.state
+                old, self._drain = self.state, False
                 self.state = _State(True, canonical, sample, now, now + seconds, user,
                                     lost_at_start=lost, lost=lost, rate_mark=(now, 0),
                                     totals=old.totals)
@@ -221,7 +222,7 @@ class Trace:
             return
         with self.lock:
             s = self.state
-            if not s.running:
+            if not (s.running or self._drain):
                 return
             fresh = [e for e in events if e["time"] >= s.started]
             self.history.extend(fresh)
@@ -241,9 +242,14 @@ class Trace:
     def _step(self) -> None:
         with self.lock:
             running, expires = self.state.running, self.state.expires
-            idle = not self.watchers
+            idle, drain = not self.watchers, self._drain
         if running:
             self.add(self.source.poll(BATCH, MAX_POLL))
+        elif drain:  # the last events of a trace that stopped (only this thread reads)
+            self.add(self.source.poll(0.0, MAX_POLL))
+            with self.lock:
+                self._drain = False
+                self._flush(self.clock(), force=True)
         else:
             self._wake.wait(HEARTBEAT if idle else BATCH)
             self._wake.clear()
@@ -366,6 +372,8 @@ class Trace:
             self.state.lost = max(self.state.lost, lost)
             self.state.running = False
             self.state.per_s = 0.0
+            self._drain = True
+        self._wake.set()
         self._flush_now()
 
     def _record(self, action: str, why: str) -> None:

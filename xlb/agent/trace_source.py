@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from xlb.api import protocol as P
@@ -81,7 +82,8 @@ class DataplaneSource:
         if not records:
             return []
         vips, backends = self._lookup()
-        return [decode(r, vips, backends, self._interface) for r in records]
+        offset = time.time() - time.monotonic()
+        return [decode(r, vips, backends, self._interface, offset) for r in records]
 
     def lost(self) -> int:
         return int(self.reader.lost()) if self.reader is not None else 0
@@ -152,48 +154,25 @@ def turned(ev: P.TraceEvent) -> P.TraceEvent:
             "dport": ev["sport"]}
 
 
-# -- the data plane's side (xlb/dataplane/trace.py, structs.TraceConfig) ----------------------
+# -- the data plane's side (xlb/dataplane/trace.py) -------------------------------------------
+PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17}
+PROTOCOL_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
+
+
 def trace_config(flt: Filter, vip_id: int | None, backend_id: int | None) -> Any:
     """The data plane's trace setting for a filter (ids resolved by the caller)."""
-    from xlb.dataplane import structs as S
+    from xlb.dataplane.trace import filter_config
 
-    cfg = S.TraceConfig()
-    cfg.mode = S.XLB_TRACE_ON
-    cfg.sample = flt.sample
-    bits = 0
-    family = flt.family
-    if family is not None:
-        cfg.family = S.XLB_AF_INET if family == 4 else S.XLB_AF_INET6
-    for name, flag in (("src", S.XLB_TF_SRC), ("dst", S.XLB_TF_DST),
-                       ("host", S.XLB_TF_HOST)):
-        net = getattr(flt, name)
-        if net is not None:
-            bits |= flag
-            getattr(cfg, name)[:] = S.pack_addr(net.network_address)
-            getattr(cfg, f"{name}_mask")[:] = S.pack_addr(net.netmask)
-    for name, flag in (("sport", S.XLB_TF_SPORT), ("dport", S.XLB_TF_DPORT),
-                       ("port", S.XLB_TF_PORT)):
-        value = getattr(flt, name)
-        if value is not None:
-            bits |= flag
-            setattr(cfg, name, S.net_port(value))
-    if flt.proto is not None:
-        bits |= S.XLB_TF_PROTO
-        cfg.proto = {"tcp": 6, "udp": 17}[flt.proto]
-    if vip_id is not None:
-        bits |= S.XLB_TF_VIP
-        cfg.vip_id = vip_id
-    if backend_id is not None:
-        bits |= S.XLB_TF_BACKEND
-        cfg.backend_id = backend_id
-    cfg.fields = bits
-    return cfg
+    return filter_config(src=flt.src, dst=flt.dst, host=flt.host, sport=flt.sport,
+                         dport=flt.dport, port=flt.port,
+                         proto=PROTOCOL_NUMBERS[flt.proto] if flt.proto else None,
+                         vip_id=vip_id, backend_id=backend_id, sample=flt.sample)
 
 
 def off() -> Any:
     from xlb.dataplane import structs as S
 
-    return S.TraceConfig()  # mode XLB_TRACE_OFF (0), nothing to match
+    return S.TraceConfig(mode=S.XLB_TRACE_OFF)
 
 
 def is_on(cfg: Any) -> bool:
@@ -212,6 +191,20 @@ def open_reader(agent: Agent) -> Any:
 
 
 def decode(r: Any, vips: dict[int, str], backends: dict[int, str],
-           interface: Any) -> P.TraceEvent:
-    """A TraceRecord of the ring as a protocol event."""
-    raise NotImplementedError  # written against DP's TraceRecord when it lands
+           interface: Callable[[int], str], offset: float) -> P.TraceEvent:
+    """A TraceRecord of the ring as a protocol event; `offset`: Unix time minus
+    CLOCK_MONOTONIC (the data plane's clock)."""
+    from xlb.dataplane import structs as S
+
+    return {"source": "xdp", "time": round(r.time_ns / 1e9 + offset, 6), "cpu": r.cpu,
+            "queue": r.queue, "interface": interface(r.ifindex),
+            "protocol": PROTOCOL_NAMES.get(r.proto, str(r.proto)),
+            "src": str(r.src) if r.src is not None else "", "sport": r.sport,
+            "dst": str(r.dst) if r.dst is not None else "", "dport": r.dport,
+            "vip": None if r.vip_id is None else vips.get(r.vip_id, f"vip {r.vip_id}"),
+            "backend": (None if r.backend_id is None
+                        else backends.get(r.backend_id, f"backend {r.backend_id}")),
+            "path": r.path.label, "action": S.XDP_ACTIONS[r.action].upper()
+            if r.action < len(S.XDP_ACTIONS) else str(r.action),
+            "reason": r.reason.label, "length": r.length,
+            "outer_src": str(r.outer_src) if r.outer_src is not None else None}
