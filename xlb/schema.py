@@ -240,6 +240,12 @@ def _prime(value: int) -> int:
     return value
 
 
+def _power_of_two(value: int) -> int:
+    if value & (value - 1):
+        raise Invalid(f"{value} is not a power of two")
+    return value
+
+
 RING_PER_BACKEND = 100
 """Maglev's sizing rule (Eisenbud et al., NSDI 2016: M > 100 x N): a VIP's ring has at
 least this many entries per backend. Each backend then gets within one entry of its
@@ -330,6 +336,9 @@ INSTANCE = Table("instance", (
             Bounds(1, 65536)),
     Setting("max_connections", "integer", "connection table entries (LRU, per-CPU lists)",
             262144, Bounds(1024, 67108864)),
+    Setting("trace_buffer_kib", "integer",
+            "flow-trace ring buffer, a power of two; set when the data plane is loaded",
+            1024, Bounds(4, 262144), check=_power_of_two),
     Setting("mtu", "integer", "largest IP packet after encapsulation", 1500,
             Bounds(576, MAX_MTU, why=f"XDP sees frames of at most {MAX_FRAME} bytes, "
                    "one buffer")),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -38,6 +38,11 @@ def test_reasons_match_the_data_plane_enum() -> None:
 
 def test_miss_kinds_match_the_data_plane_enum() -> None:
     assert list(P.MISSES) == [m.label for m in S.Miss]
+
+
+def test_paths_match_the_data_plane_enum() -> None:
+    assert list(P.PATHS) == [p.label for p in S.Path]
+    assert set(P.PATHS) == set(get_args(P.TracePath))
 
 
 def test_params_are_checked_from_the_table() -> None:

@@ -136,7 +136,7 @@ def test_the_defaults_have_not_moved() -> None:
     """The defaults operators rely on (a change here changes running systems)."""
     assert {s.name: s.default for s in INSTANCE.settings if s.default is not REQUIRED} == {
         "netns": "", "xdp_mode": "native", "ring_size": 65537, "max_vips": 64,
-        "max_backends": 4096, "max_connections": 262144, "mtu": 1500,
+        "max_backends": 4096, "max_connections": 262144, "trace_buffer_kib": 1024, "mtu": 1500,
         "flow_table_turnover": 10.0, "nexthop_mac": "",
         "encap_source_v4": "172.16.0.0/16", "encap_source_v6": "fd00:5f1b::/64"}
     assert (BACKEND["weight"].default, BACKEND["state"].default) == (1, "active")
