@@ -26,7 +26,7 @@ from xlb.errors import InvalidParams
 from xlb.lab import netns
 
 WEB = {"10.0.1.1", "10.0.1.2"}
-TRACE_SETTINGS = "\n[trace]\nforward_rate = 50\nhistory = 500\n"
+TRACE_SETTINGS = "\n[trace]\nforward_rate = 50\nhistory = 500\nmax_seconds = 600\n"
 
 
 @pytest.fixture
@@ -144,7 +144,9 @@ def test_a_bad_filter_changes_nothing(agent: AgentProc) -> None:
             with pytest.raises(InvalidParams) as e:
                 c.call("trace_start", filter=text)
             assert says in str(e.value), str(e.value)
-        with pytest.raises(InvalidParams, match="at most 3600"):
+        with pytest.raises(InvalidParams, match=r"at most 600 s \(\[trace\] max_seconds\)"):
+            c.call("trace_start", seconds=601)
+        with pytest.raises(InvalidParams, match=r"'seconds' must be 1\.\.3600"):
             c.call("trace_start", seconds=3601)
         assert not c.call("trace_status")["running"]
         assert [e for e in c.call("audit") if e["action"].startswith("trace")] == []

@@ -296,3 +296,15 @@ def test_the_last_events_of_a_stopped_trace_are_read_once_more(parts: Any) -> No
     source.queued = [event(clock.now, 2)]
     trace._step()
     assert trace.status()["events"] == 1, "read once, then the ring is left alone"
+
+
+def test_events_that_leave_the_history_unsent_are_counted_as_skipped(parts: Any) -> None:
+    trace, source, clock, _ = parts
+    inbox = Inbox()
+    trace.watch(inbox, 0)
+    trace.start(0, "root", "", None)
+    clock.now += 1.0  # a full budget: 10 events
+    source.queued = [event(clock.now, i) for i in range(250)]  # more than the history holds
+    trace._step()
+    assert len(inbox.events()) == 10 and inbox.skipped() == 240
+    assert trace.status()["skipped"] == 240

@@ -292,6 +292,7 @@ class Trace:
             else:
                 if w.cursor < oldest:  # fell out of the history before it was sent
                     w.skipped += oldest - w.cursor
+                    self._count_skipped(oldest - w.cursor)
                     w.cursor = oldest
                 new = list(self.history)[w.cursor - oldest:] if w.cursor < self.seq else []
                 w.cursor = self.seq

@@ -100,7 +100,8 @@ class DataplaneSource:
         flt = self.filter
         if flt is None:
             return []
-        vips = {(str(v.address), v.port, v.protocol): v.name for v in self.agent.desired.vips}
+        vips: dict[tuple[str, int, str], str] = {
+            (str(v.address), v.port, v.protocol): v.name for v in self.agent.desired.vips}
         out: list[P.TraceEvent] = []
         for drop in kernel["drops"]:
             seen = self._kernel_seen.get(drop["reason"], self.started)

@@ -104,6 +104,8 @@ def _follow(watcher: Any, args: argparse.Namespace, mine: float) -> int:
         if batch["skipped"]:
             _say(f"({batch['skipped']} events skipped: more than the agent forwards per "
                  "second)")
+        if status["started"] < mine:
+            continue  # sent before this command's trace started
         if mine and (not status["running"] or status["started"] != mine):
             why = ("it was stopped or its time was over" if not status["running"] else
                    f"{status['by']} started another: {status['filter'] or 'every packet'}")
