@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,8 +134,14 @@ def test_a_drained_backends_flow_stays_and_a_new_one_goes_by_maglev(
                 assert again == first, "the established connection kept its backend"
                 (new,) = connect(client)
                 assert BACKENDS[new["backend"]] != drained
-                time.sleep(0.5)
-                events = agent.call("trace_events", n=1000)
+                deadline = time.monotonic() + 10
+                while True:  # both flows' packets read by the agent (the new one closed)
+                    events = agent.call("trace_events", n=1000)
+                    flows = Counter(e["sport"] for e in events)
+                    if flows[first["sport"]] and flows[new["sport"]] >= 4:
+                        break
+                    assert time.monotonic() < deadline, flows
+                    time.sleep(0.1)
                 agent.call("trace_stop")
             finally:
                 agent.call("undrain", address=drained, vip="web")

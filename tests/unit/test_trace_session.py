@@ -5,6 +5,7 @@ double here (tests/agent/test_trace.py runs the real one in an agent)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ class SourceDouble:
 
     def poll(self, timeout: float, max_events: int) -> list[P.TraceEvent]:
         out, self.queued = self.queued[:max_events], self.queued[max_events:]
+        if not out:
+            time.sleep(timeout)  # as the ring's poll waits
         return out
 
     def lost(self) -> int:
@@ -317,3 +320,21 @@ def test_xlb_trace_refuses_a_bad_filter_before_asking_the_agent(
     assert main(["trace", "src", "foo", "--socket", "/nonexistent/agent.sock"]) == 2
     err = capsys.readouterr().err
     assert "got 'foo'" in err and "src foo\n      ^" in err
+
+
+def test_a_started_trace_is_read_at_once_even_with_nobody_watching(tmp_path: Path) -> None:
+    """The thread waits a second at a time while no trace runs and nobody watches; a start
+    wakes it, so trace_events has the first packets at once."""
+    source = SourceDouble()
+    trace = Trace(TraceSettings(), source, AuditLog(str(tmp_path / "audit.jsonl")))
+    trace.open()
+    try:
+        time.sleep(0.1)  # in its idle wait
+        trace.start(0, "root", "", None)
+        source.queued = [event(time.time() + 0.01)]
+        deadline = time.monotonic() + 0.4
+        while not trace.events(10) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(trace.events(10)) == 1
+    finally:
+        trace.close()

@@ -167,6 +167,7 @@ class Trace:
                 self.state = _State(True, canonical, sample, now, now + seconds, user,
                                     lost_at_start=lost, lost=lost, rate_mark=(now, 0),
                                     totals=old.totals)
+            self._wake.set()  # an idle thread waits up to HEARTBEAT: it reads from now on
             self._flush_now()
         log.info("%s (uid %d) started a trace for %d s: %s", user, uid, seconds,
                  canonical or "every packet")
