@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any, Literal
 
 from xlb.addresses import IPAddress, parse_address  # the one address rule, used here
+from xlb.api.protocol import DEFAULT_TRACE_SECONDS, MAX_TRACE_SECONDS
 from xlb.dataplane.maglev import DEFAULT_RING_SIZE, MAX_WEIGHT, is_prime
 
 Kind = Literal["string", "integer", "number"]
@@ -429,7 +430,18 @@ PROBES = Table("probes", (
             1.0, Bounds(0, 100, above=True)),
 ))
 
-TABLES = (INSTANCE, VIP, BACKEND, AGENT, PROBES)
+TRACE = Table("trace", (
+    Setting("history", "integer", "recent trace events the agent keeps for new watchers",
+            10000, Bounds(100, 1000000)),
+    Setting("forward_rate", "integer", "events per second sent to each watcher; the rest are "
+            "counted as skipped", 1000, Bounds(1, 1000000)),
+    Setting("seconds", "integer", "a trace started without a limit stops by itself after this "
+            "long", DEFAULT_TRACE_SECONDS, Bounds(1, MAX_TRACE_SECONDS)),
+    Setting("max_seconds", "integer", "the longest a trace may be asked to run",
+            MAX_TRACE_SECONDS, Bounds(1, MAX_TRACE_SECONDS)),
+))
+
+TABLES = (INSTANCE, VIP, BACKEND, AGENT, PROBES, TRACE)
 
 
 # ----------------------------------------------------------------------------- checker
