@@ -106,7 +106,7 @@ class XlbConsole(App[None]):
         self._xlb_themes = [t.name for t in self._themes]
         self._wanted_theme = theme or themes.remembered() or themes.DEFAULT
         self._redraw_pending = False
-        self.tracing = Tracing(self)
+        self.tracing = Tracing(self, self.fleet, self.links, self.schedule_redraw)
         self.redraws = 0  # how many times the view was redrawn (bursts coalesce)
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
@@ -128,12 +128,16 @@ class XlbConsole(App[None]):
             self.register_theme(t)
         self.theme = (self._wanted_theme if self._wanted_theme in self.available_themes
                       else themes.DEFAULT)
-        self.theme_changed_signal.subscribe(self, lambda t: themes.remember(t.name))
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
         for link in self.links.values():
             link.start()
         self.set_interval(1.0, self._draw_status)
         self._draw_status()
         self._apply_width(self.size.width)
+
+    def _theme_changed(self, theme: Any) -> None:
+        themes.remember(theme.name)
+        self.flows_view().restyle()
 
     def on_unmount(self) -> None:
         self.tracing.follow(False)
@@ -265,7 +269,7 @@ class XlbConsole(App[None]):
 
     def _focus_view(self, name: str) -> None:
         view = self.query_one(f"#view-{name}", View)
-        tables = view.query("DataTable")
+        tables = view.query("DataTable, EventList")
         if tables:
             tables.first().focus()
         elif self.focused is not None and any(isinstance(a, View) for a in

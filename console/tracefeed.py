@@ -44,6 +44,7 @@ class TraceFeed:
         self.skipped = 0    # events the agents did not forward to this console (rate limit)
         self.status: dict[str, TraceStatus] = {}   # by socket path
         self.errors: dict[str, str] = {}           # by path: why there is no trace feed
+        self._replay: set[str] = set()  # paths whose next batch is the history, not news
 
     # -- from a link's thread ------------------------------------------------------------
     def subscribed(self, path: str, status: TraceStatus) -> None:
@@ -53,6 +54,7 @@ class TraceFeed:
                                maxlen=self._rows.maxlen)
             self.status[path] = status
             self.errors.pop(path, None)
+            self._replay.add(path)
 
     def add(self, path: str, batch: TraceBatch) -> bool:
         """Take one notification's events (oldest first); True when the reader must be
@@ -64,7 +66,10 @@ class TraceFeed:
                               for i, ev in enumerate(batch["events"]))
             self.skipped += batch["skipped"]
             self.status[path] = batch["status"]
-            self._arrivals.append((self._clock(), len(batch["events"])))
+            if path in self._replay:  # the history: no part of the arrival rate
+                self._replay.discard(path)
+            else:
+                self._arrivals.append((self._clock(), len(batch["events"])))
             wake, self._wake = self._wake, False
             return wake
 

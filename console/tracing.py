@@ -11,31 +11,36 @@ of a filter goes back into the view's filter box.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
+
+from textual.app import App
 
 from console.dialogs.explain import ExplainScreen
 from console.dialogs.sample import SampleScreen
-from console.link import TraceLink
+from console.link import AgentLink, TraceLink
+from console.model import Fleet
 from console.views.flows import Flows, endpoint, with_sample
 from xlb.api.protocol import Explain, TraceEvent, TraceStatus
 from xlb.errors import InvalidParams, XlbError
 
-if TYPE_CHECKING:
-    from console.app import XlbConsole
-
 
 class Tracing:
-    def __init__(self, app: XlbConsole):
-        self.app = app
+    """`app` runs the workers and dialogs; `fleet`, `agents` and `redraw` are the app's
+    model, links and coalesced redraw (this module does not know the app's class)."""
+
+    def __init__(self, app: App[Any], fleet: Fleet, agents: dict[str, AgentLink],
+                 redraw: Callable[[], None]):
+        self.app, self.fleet, self.agents, self.redraw = app, fleet, agents, redraw
         self.links: dict[str, TraceLink] = {}
 
     # -- following ---------------------------------------------------------------------------
     def follow(self, on: bool) -> None:
         """Follow every agent's trace (the Flows view is shown), or stop following."""
         if on:
-            for path in self.app.links:
+            for path in self.agents:
                 if path not in self.links:
-                    link = TraceLink(path, self.app.post_message, self.app.fleet.trace)
+                    link = TraceLink(path, self.app.post_message, self.fleet.trace)
                     self.links[path] = link
                     link.start()
         else:
@@ -45,12 +50,11 @@ class Tracing:
 
     def _paths(self) -> list[str]:
         """The agents the Flows view shows (the focused instance, or all connected)."""
-        fleet = self.app.fleet
-        paths = [fleet.path_of(i.name) for i in fleet.shown()]
-        return [p for p in paths if p is not None and p in self.app.links]
+        paths = [self.fleet.path_of(i.name) for i in self.fleet.shown()]
+        return [p for p in paths if p is not None and p in self.agents]
 
     def _status(self) -> TraceStatus | None:
-        statuses = [self.app.fleet.trace.status.get(p) for p in self._paths()]
+        statuses = [self.fleet.trace.status.get(p) for p in self._paths()]
         running = [s for s in statuses if s is not None and s["running"]]
         return running[0] if running else None
 
@@ -77,10 +81,10 @@ class Tracing:
                 self.app.notify(self._named(path, f"trace not started: {result}", 2),
                                 severity="error", timeout=8)
                 return
-            self.app.fleet.trace.set_status(path, result)
+            self.fleet.trace.set_status(path, result)
         view.filter_accepted()
         self.app.notify(f"tracing {text or 'every packet'}", title="trace started")
-        self.app.schedule_redraw()
+        self.redraw()
 
     def sample(self, view: Flows) -> None:
         status = self._status()
@@ -106,20 +110,20 @@ class Tracing:
                 self.app.notify(self._named(path, f"trace not stopped: {result}", 2),
                                 severity="error", timeout=8)
             else:
-                self.app.fleet.trace.set_status(path, result)
+                self.fleet.trace.set_status(path, result)
         if paths:
             self.app.notify("trace stopped")
-        self.app.schedule_redraw()
+        self.redraw()
 
     async def _call(self, path: str, method: str, **params: Any) -> Any:
         """The answer, or the XlbError the agent (or the way to it) gave."""
         try:
-            return await asyncio.to_thread(self.app.links[path].call, method, **params)
+            return await asyncio.to_thread(self.agents[path].call, method, **params)
         except XlbError as e:
             return e
 
     def _named(self, path: str, text: str, several: int) -> str:
-        name = self.app.fleet.by_path.get(path, path)
+        name = self.fleet.by_path.get(path, path)
         return f"{name}: {text}" if several > 1 else text
 
     # -- explain ---------------------------------------------------------------------------
@@ -131,12 +135,12 @@ class Tracing:
         if event is not None:
             flow = (f"{endpoint(event['src'], event['sport'])} "
                     f"{endpoint(event['dst'], event['dport'])} {event['protocol']}")
-        where = ", ".join(self.app.fleet.by_path.get(p, p) for p in paths)
+        where = ", ".join(self.fleet.by_path.get(p, p) for p in paths)
 
         async def ask(params: dict[str, Any]) -> list[tuple[str, Explain | str]]:
             answers = await asyncio.gather(*(self._call(p, "explain", **params)
                                              for p in paths))
-            return [(self.app.fleet.by_path.get(p, p),
+            return [(self.fleet.by_path.get(p, p),
                       (str(a).strip().splitlines() or ["failed"])[0]
                       if isinstance(a, XlbError) else a)
                      for p, a in zip(paths, answers, strict=True)]

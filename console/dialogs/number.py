@@ -58,4 +58,4 @@ class NumberDialog(Dialog[int | None]):
         self.dismiss(value)
 
     def _say(self, problem: str) -> None:
-        self.query_one(Label).update(f"✗ {problem}" if problem else "")
+        self.query_one(f"#{self.NAME}-error", Label).update(f"✗ {problem}" if problem else "")

@@ -126,10 +126,10 @@ class EventList(ScrollView, can_focus=True):
             i = scroll_y + y - 1
             if i >= len(self.keys):
                 return Strip.blank(width, base)
-            style = base
-            if i == self.cursor and self.has_focus:
+            style, cursor = base, i == self.cursor and self.has_focus
+            if cursor:
                 style = base + self.get_component_rich_style("eventlist--cursor")
-            line = self._line(self.row_cells(self.keys[i]), style, i == self.cursor)
+            line = self._line(self.row_cells(self.keys[i]), style, cursor)
         return line.crop_extend(scroll_x, scroll_x + width, style)
 
     def _line(self, cells: Sequence[Cell], style: Style, cursor: bool = False) -> Strip:

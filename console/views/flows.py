@@ -35,8 +35,8 @@ from xlb.api.protocol import TraceEvent, TraceStatus, reason_kind
 from xlb.units import human
 
 FRAME = 0.25      # seconds between two redraws of the rows, at most
-COLUMNS = ("time (UTC)", "queue", "proto", "source", "destination", "VIP", "backend", "path",
-           "verdict", "bytes")
+COLUMNS = ("time (UTC)", "q/cpu", "source", "destination", "VIP", "backend", "path", "verdict",
+           "bytes")
 PATH_LABEL = {"none": "–", "conn": "hit", "maglev": "new", "maglev_syn": "new SYN",
               "maglev_stale": "re-pick"}
 PATH_ROLE = {"conn": "foreground", "maglev": "accent", "maglev_syn": "accent",
@@ -65,8 +65,13 @@ def clock(t: float) -> str:
 
 
 def bad_word(text: str, message: str) -> tuple[int, int] | None:
-    """Where in `text` the agent's error points: the word it quotes after "got", else the
-    first word it quotes that is in the text. (start, end), or None."""
+    """Where in `text` the agent's error points: the word at its "(column N)", else the
+    word it quotes after "got", else the first word it quotes that is in the text.
+    (start, end); start == end: something is missing there. None: it does not say."""
+    column = re.search(r"\(column (\d+)\)", message)
+    if column:
+        start = min(max(int(column.group(1)) - 1, 0), len(text))
+        return start, start + len(text[start:].split(" ", 1)[0])
     quoted = re.findall(r"'([^']+)'", message)
     after = re.search(r"got '([^']+)'", message)
     for word in ([after.group(1)] if after else []) + quoted:
@@ -101,6 +106,7 @@ class Flows(View):
         self._timer: Timer | None = None
         self._styles: dict[str, Style] = {}
         self.read_only = False  # the app says so: then the title says "watching"
+        self.error_text = Text()  # the agent's last word on a filter, as shown
 
     def compose(self) -> ComposeResult:
         yield Static(id="fl-title")
@@ -113,9 +119,9 @@ class Flows(View):
     def on_mount(self) -> None:
         self.query_one("#fl-filter").display = False
         self.query_one("#fl-error").display = False
-        self.app.theme_changed_signal.subscribe(self, lambda _t: self._restyle())
 
-    def _restyle(self) -> None:
+    def restyle(self) -> None:
+        """The theme changed: the cached cells carry the old one's colours."""
         self._styles.clear()
         self.query_one("#fl-list", EventList).restyle()
 
@@ -140,8 +146,9 @@ class Flows(View):
         if where is not None:
             out.append("\n  ")
             out.append(text[: where[0]])
-            out.append(text[where[0]: where[1]], style=f"bold reverse {self.role('error')}")
+            out.append(text[where[0]: where[1]] or " ", style=f"bold reverse {self.role('error')}")
             out.append(text[where[1]:])
+        self.error_text = out
         error = self.query_one("#fl-error", Static)
         error.update(out)
         error.display = True
@@ -161,6 +168,7 @@ class Flows(View):
     def watch_paused(self, paused: bool) -> None:
         if self._fleet is not None:
             self._paused_seq = self._fleet.trace.seq
+            self._last = 0.0  # resuming shows the newest at once
             self.redraw(self._fleet)
 
     # -- selection --------------------------------------------------------------------------
@@ -176,10 +184,10 @@ class Flows(View):
 
     # -- drawing ----------------------------------------------------------------------------
     def events_arrived(self, fleet: Fleet) -> None:
-        """New events in the feed: redraw within FRAME, not once per batch."""
+        """New events in the feed: the rows are redrawn within FRAME, not once per batch."""
         self._fleet = fleet
         if self._timer is None:
-            wait = max(0.0, self._last + FRAME - time.monotonic())
+            wait = max(0.01, self._last + FRAME - time.monotonic())  # 0 would upset Timer
             self._timer = self.set_timer(wait, self._frame)
 
     def _frame(self) -> None:
@@ -188,16 +196,25 @@ class Flows(View):
             self.redraw(self._fleet)
 
     def redraw(self, fleet: Fleet) -> None:
+        """The title and figures now; the rows too unless they were drawn less than FRAME
+        ago (then within FRAME): snapshots and batches together never redraw them more
+        often."""
         self._fleet = fleet
-        self._last = time.monotonic()
-        self._names = {p: n for p, n in fleet.by_path.items()}
+        self._names = dict(fleet.by_path)
         shown = {fleet.path_of(i.name) for i in fleet.shown()}
         statuses = {p: s for p, s in fleet.trace.status.items() if p in shown}
         self.query_one("#fl-title", Static).update(self._title(fleet, statuses))
         self.query_one("#fl-figures", Static).update(self._figures(fleet, statuses))
         if self.paused:
             return
-        rows = [r for r in fleet.trace.newest() if r.path in shown or not fleet.by_path]
+        if time.monotonic() - self._last < FRAME:
+            self.events_arrived(fleet)
+            return
+        self._last = time.monotonic()
+        self.draw_rows(fleet, shown)
+
+    def draw_rows(self, fleet: Fleet, shown: set[str | None]) -> None:
+        rows = [r for r in fleet.trace.newest() if r.path in shown]
         self._rows = {r.seq: r for r in rows}
         several = len(fleet.instances) > 1
         self.query_one("#fl-list", EventList).set_rows(
@@ -241,8 +258,9 @@ class Flows(View):
                  if feed.skipped else "")
         t.append(" (over the forwarding rate)" if feed.skipped else "")
         if self.paused:
-            t.append(f"   ⏸ PAUSED: {human(feed.seq - self._paused_seq)} new events "
-                     "(space resumes)", style=f"bold reverse {self.role('warning')}")
+            t.append("   ")
+            t.append(f" PAUSED: {human(feed.seq - self._paused_seq)} new events "
+                     "(space resumes) ", style=f"bold reverse {self.role('warning')}")
         return t
 
     def _style(self, role: str) -> Style:
@@ -253,7 +271,7 @@ class Flows(View):
 
     def _cells(self, row: TraceRow, several: bool) -> Sequence[Cell]:
         ev: TraceEvent = row.event
-        where = f"q{ev['queue']} c{ev['cpu']}" if ev["queue"] >= 0 else f"kernel c{ev['cpu']}"
+        where = f"q{ev['queue']} c{ev['cpu']}" if ev["queue"] >= 0 else f"– c{ev['cpu']}"
         if several:
             where = f"{self._names.get(row.path, row.path)}/{where}"
         if ev["source"] == "kernel":
@@ -265,9 +283,9 @@ class Flows(View):
                 role = "warning"
             verdict = ev["reason"]
         path = ev["path"]
-        return ((clock(ev["time"]), None), (where, None), (ev["protocol"], None),
+        return ((clock(ev["time"]), None), (where, None),
                 (endpoint(ev["src"], ev["sport"]), None),
-                (endpoint(ev["dst"], ev["dport"]), None),
+                (f"{endpoint(ev['dst'], ev['dport'])}/{ev['protocol']}", None),
                 (ev["vip"] or "–", None), (ev["backend"] or "–", None),
                 (PATH_LABEL.get(path, path), self._style(PATH_ROLE.get(path, "secondary"))),
                 (verdict, self._style(role)), (str(ev["length"]).rjust(5), None))
