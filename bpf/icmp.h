@@ -5,10 +5,9 @@
  * icmp4_too_big / icmp6_too_big write the reply; icmp4_echo / icmp6_echo turn
  * an echo request into its reply in place. Included by xlb.c.
  *
- * Needs xlb.c's maps, through verdict(u32 reason, u64 bytes, int action),
- * which counts in the reason_stats map: the includer defines verdict() before
- * including this header. (BCC rewrites map calls such as table.lookup() in
- * the main file only, so the counting helper cannot live in a header.)
+ * Needs verdict(u32 reason, int action) (xlb.c: the program's return value,
+ * counted once in xlb_main): the includer defines it before including this
+ * header.
  */
 #ifndef XLB_ICMP_H
 #define XLB_ICMP_H
@@ -48,22 +47,22 @@ static __always_inline u32 reply_frame(struct xdp_md *ctx, u32 l2, u32 grow, u32
 /* Answer "fragmentation needed" (v4) / "packet too big" (v6) to the sender:
  * the reply carries the original IP header and 8 bytes of its payload. l2 is
  * the frame's L2 header length (parse_l2), mtu the largest IP packet that fits. */
-static __always_inline int icmp4_too_big(struct xdp_md *ctx, u32 l2, u32 mtu, u64 bytes)
+static __always_inline int icmp4_too_big(struct xdp_md *ctx, u32 l2, u32 mtu)
 {
     const u32 grow = sizeof(struct iphdr) + sizeof(struct icmphdr);
     const u32 quote = sizeof(struct iphdr) + 8;
     if (l2 > MAX_L2_LEN)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     u32 fail = reply_frame(ctx, l2, grow, quote, bpf_htons(ETH_P_IP));
     if (fail != XLB_R_MAX)
-        return verdict(fail, bytes, XDP_DROP);
+        return verdict(fail, XDP_DROP);
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     struct iphdr *ip = data + l2;
     struct icmphdr *icmp = (void *)(ip + 1);
     struct iphdr *orig = (void *)(icmp + 1);
     if ((void *)orig + quote > end)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     ip->version = 4;
     ip->ihl = 5;
     ip->tos = 0;
@@ -83,25 +82,25 @@ static __always_inline int icmp4_too_big(struct xdp_md *ctx, u32 l2, u32 mtu, u6
     icmp->checksum = 0;
     u64 sum = (u32)bpf_csum_diff(0, 0, (void *)icmp, sizeof(*icmp) + quote, 0);
     icmp->checksum = fold_csum(sum);
-    return verdict(XLB_R_TX_ICMP_TOO_BIG, bytes, XDP_TX);
+    return verdict(XLB_R_TX_ICMP_TOO_BIG, XDP_TX);
 }
 
-static __always_inline int icmp6_too_big(struct xdp_md *ctx, u32 l2, u32 mtu, u64 bytes)
+static __always_inline int icmp6_too_big(struct xdp_md *ctx, u32 l2, u32 mtu)
 {
     const u32 grow = sizeof(struct ipv6hdr) + sizeof(struct icmp6hdr);
     const u32 quote = sizeof(struct ipv6hdr) + 8;
     if (l2 > MAX_L2_LEN)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     u32 fail = reply_frame(ctx, l2, grow, quote, bpf_htons(ETH_P_IPV6));
     if (fail != XLB_R_MAX)
-        return verdict(fail, bytes, XDP_DROP);
+        return verdict(fail, XDP_DROP);
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     struct ipv6hdr *ip6 = data + l2;
     struct icmp6hdr *icmp = (void *)(ip6 + 1);
     struct ipv6hdr *orig = (void *)(icmp + 1);
     if ((void *)orig + quote > end)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     __builtin_memset(ip6, 0, 4);
     ip6->version = 6;
     ip6->payload_len = bpf_htons(sizeof(*icmp) + quote);
@@ -119,7 +118,7 @@ static __always_inline int icmp6_too_big(struct xdp_md *ctx, u32 l2, u32 mtu, u6
     sum += bpf_htonl(IPPROTO_ICMPV6);
     sum += (u32)bpf_csum_diff(0, 0, (void *)icmp, sizeof(*icmp) + quote, 0);
     icmp->icmp6_cksum = fold_csum(sum);
-    return verdict(XLB_R_TX_ICMP_TOO_BIG, bytes, XDP_TX);
+    return verdict(XLB_R_TX_ICMP_TOO_BIG, XDP_TX);
 }
 
 /* Back to the sender in place: swap the MACs (a VLAN tag stays where it is).
@@ -140,16 +139,16 @@ static __always_inline int swap_macs(void *data, void *end)
  * frame turned around, addresses swapped, type changed (checksum updated for
  * that word only), TTL 64. The caller has checked the whole packet is there
  * and the IPv4 header has no options. */
-static __always_inline int icmp4_echo(struct xdp_md *ctx, u32 l2, u64 bytes)
+static __always_inline int icmp4_echo(struct xdp_md *ctx, u32 l2)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     if (l2 > MAX_L2_LEN)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     struct iphdr *ip = data + l2;
     struct icmphdr *icmp = (void *)(ip + 1);
     if ((void *)(icmp + 1) > end || swap_macs(data, end))
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     u32 addr = ip->saddr;
     ip->saddr = ip->daddr;
     ip->daddr = addr;
@@ -159,21 +158,21 @@ static __always_inline int icmp4_echo(struct xdp_md *ctx, u32 l2, u64 bytes)
     u16 old = *(u16 *)icmp;  /* type and code */
     icmp->type = ICMP_ECHOREPLY;
     icmp->checksum = csum_replace16(icmp->checksum, old, *(u16 *)icmp);
-    return verdict(XLB_R_TX_ICMP_ECHO, bytes, XDP_TX);
+    return verdict(XLB_R_TX_ICMP_ECHO, XDP_TX);
 }
 
 /* The ICMPv6 counterpart: the pseudo header's sum does not change when the
  * addresses swap, so only the type word updates the checksum. */
-static __always_inline int icmp6_echo(struct xdp_md *ctx, u32 l2, u64 bytes)
+static __always_inline int icmp6_echo(struct xdp_md *ctx, u32 l2)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     if (l2 > MAX_L2_LEN)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     struct ipv6hdr *ip6 = data + l2;
     struct icmp6hdr *icmp = (void *)(ip6 + 1);
     if ((void *)(icmp + 1) > end || swap_macs(data, end))
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     struct in6_addr addr = ip6->saddr;
     ip6->saddr = ip6->daddr;
     ip6->daddr = addr;
@@ -181,7 +180,7 @@ static __always_inline int icmp6_echo(struct xdp_md *ctx, u32 l2, u64 bytes)
     u16 old = *(u16 *)icmp;
     icmp->icmp6_type = ICMPV6_ECHO_REPLY;
     icmp->icmp6_cksum = csum_replace16(icmp->icmp6_cksum, old, *(u16 *)icmp);
-    return verdict(XLB_R_TX_ICMP_ECHO, bytes, XDP_TX);
+    return verdict(XLB_R_TX_ICMP_ECHO, XDP_TX);
 }
 
 #endif /* XLB_ICMP_H */

@@ -31,14 +31,21 @@ struct vlan_hdr {
 
 #define MAX_L2_LEN 18  /* Ethernet + one VLAN tag */
 
-/* What the load balancer knows of a client packet once parsed. */
+/* What the load balancer knows of a client packet once parsed, and what it
+ * decided (for a trace event). Start it as PARSED_INIT. */
 struct parsed {
     struct xlb_flow_key flow;
     u32 l2_len;       /* Ethernet header, plus 4 with a VLAN tag */
     u32 inner_len;    /* IP packet length from its header (without link padding) */
     u8 tcp_flags;
     u8 tos;
+    u8 path;          /* enum xlb_path: how the backend was chosen */
+    u8 pad;
+    u32 hash;         /* the flow hash, once computed */
+    u32 vip_id;       /* XLB_NO_VIP until a VIP is found */
+    u32 backend_id;   /* XLB_NO_BACKEND until one is chosen */
 };
+#define PARSED_INIT {.vip_id = XLB_NO_VIP, .backend_id = XLB_NO_BACKEND}
 
 /* Ethernet and at most one 802.1Q/802.1ad tag. On success returns 0 with
  * *l2_len = 14 (untagged) or 18 (tagged) and *proto = the ethertype after

@@ -1,6 +1,8 @@
 /* xlb XDP data plane: Katran-style L4 load balancing with Maglev and
  * IP-in-IP direct server return. Compiled by BCC at load time; the loader
- * defines PIN_DIR, RING_SIZE, RING_SLOTS, MAX_VIPS, MAX_BACKENDS, MAX_CONNS.
+ * defines PIN_DIR, RING_SIZE, RING_SLOTS, MAX_VIPS, MAX_BACKENDS, MAX_CONNS,
+ * and TRACE_BUFFER (bytes of the trace ring buffer: a power of two, at least
+ * a page).
  *
  * Path of a packet: parse (Ethernet, one 802.1Q tag, IPv4/IPv6, TCP/UDP) ->
  * is the destination a VIP address? (no: XDP_PASS, the host's own traffic)
@@ -11,12 +13,22 @@
  * SYN, non-SYN, UDP) -> Maglev ring ->
  * encapsulate to the backend (or ICMP too-big) -> XDP_TX. Every packet is
  * counted under exactly one reason, per RX queue and per action.
+ *
+ * Flow traces: while ctl's trace.mode is on, each packet that matches its
+ * filter (and the 1-in-N sample) emits a struct xlb_trace_event into the ring
+ * buffer `trace_events`; a full buffer counts the event lost (trace_stats).
+ * The path functions record into struct parsed what the event needs (VIP,
+ * backend, hash, path); the reason travels in the return value (verdict()).
+ * With tracing off a packet pays one predictable branch.
  */
 #include <uapi/linux/bpf.h>
 #include "xlb_shared.h"  /* structs and enums mirrored by Python */
 #include "parse.h"       /* Ethernet/VLAN, IPv4/IPv6, ports */
 
 #define XLB_NSEC_PER_SEC 1000000000ULL
+#ifndef TRACE_BUFFER
+#define TRACE_BUFFER (1u << 20)
+#endif
 
 BPF_TABLE_PINNED("array", u32, struct xlb_meta, meta, 1, PIN_DIR "/meta");
 BPF_TABLE_PINNED("array", u32, struct xlb_config, ctl, 1, PIN_DIR "/ctl");
@@ -38,18 +50,34 @@ BPF_TABLE_PINNED("percpu_array", u32, struct xlb_flow_guard, flow_guard, 1,
                  PIN_DIR "/flow_guard");
 BPF_TABLE_PINNED("percpu_array", u32, struct xlb_traffic, miss_stats, XLB_MAX_MISSES,
                  PIN_DIR "/miss_stats");
+BPF_TABLE_PINNED("percpu_array", u32, struct xlb_trace_stats, trace_stats, 1,
+                 PIN_DIR "/trace_stats");
+/* The trace ring buffer, pinned like the rest (BPF_RINGBUF_OUTPUT's table, with
+ * BPF_TABLE_PINNED's section: BCC has no pinned ring buffer macro). */
+struct trace_events_table_t {
+    int key;
+    u32 leaf;
+    int (*ringbuf_output)(void *, u64, u64);
+    void *(*ringbuf_reserve)(u64);
+    void (*ringbuf_discard)(void *, u64);
+    void (*ringbuf_submit)(void *, u64);
+    u32 max_entries;
+};
+__attribute__((section("maps/ringbuf:" PIN_DIR "/trace_events")))
+struct trace_events_table_t trace_events = {.max_entries = TRACE_BUFFER};
 _Static_assert(XLB_R_MAX <= XLB_MAX_REASONS, "reason_stats needs a slot per reason");
 _Static_assert(XLB_MISS_MAX <= XLB_MAX_MISSES, "miss_stats needs a slot per kind");
+_Static_assert(XLB_R_MAX <= 255 && XLB_PATH_MAX <= 255, "trace events hold them in a byte");
 
-static __always_inline int verdict(u32 reason, u64 bytes, int action)
+/* The program's verdict: the XDP action, with the reason (enum xlb_reason) in
+ * the bits above it. Every path returns one; xlb_main counts the reason and
+ * returns the action. Without a map access, so the headers can use it too. */
+static __always_inline int verdict(u32 reason, int action)
 {
-    struct xlb_traffic *t = reason_stats.lookup(&reason);
-    if (t) {
-        t->packets++;
-        t->bytes += bytes;
-    }
-    return action;
+    return (int)(reason << 8) | action;
 }
+#define VERDICT_ACTION(v) ((v) & 0xFF)
+#define VERDICT_REASON(v) ((u32)(v) >> 8)
 
 /* A connection-table miss of kind `miss` (enum xlb_miss), whatever the verdict. */
 static __always_inline void count_miss(u32 miss, u64 bytes)
@@ -61,8 +89,7 @@ static __always_inline void count_miss(u32 miss, u64 bytes)
     }
 }
 
-/* These call verdict(), so they come after it: BCC rewrites map calls such as
- * reason_stats.lookup() in this file only, not in headers. */
+/* These call verdict(), so they come after it. */
 #include "encap.h"  /* write_l2, encapsulate */
 #include "icmp.h"   /* icmp4_too_big, icmp6_too_big */
 
@@ -164,14 +191,12 @@ static __always_inline void count_sent(u32 vip_id, u32 backend_id, u64 bytes, in
 /* Pick the backend (connection table, else Maglev), count, and send. Only a
  * TCP SYN or a UDP packet of a flow the table does not know makes an entry
  * (while may_record allows): any other TCP packet without one is balanced by
- * Maglev alone, so a flood of ACKs with made-up ports cannot fill the table. */
+ * Maglev alone, so a flood of ACKs with made-up ports cannot fill the table.
+ * Records the VIP, hash, backend and path in p (a trace event reports them). */
 static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
-                                   const struct xlb_vip_meta *vip, u64 bytes)
+                                   const struct xlb_vip_meta *vip,
+                                   const struct xlb_config *cfg, u64 bytes)
 {
-    u32 zero = 0;
-    struct xlb_config *cfg = ctl.lookup(&zero);
-    if (!cfg)
-        return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
     u32 hash = flow_hash(&p->flow);
     u64 now = bpf_ktime_get_coarse_ns();
     u64 epoch = now >> XLB_ACTIVE_EPOCH_SHIFT;
@@ -180,10 +205,13 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
     u32 reason = XLB_R_TX_ENCAP;
     int new_conn = 0;
     int touched = 0;  /* the flow's first packet in this epoch: counted as active */
+    p->vip_id = vip->vip_id;
+    p->hash = hash;
 
     int tcp = p->flow.proto == IPPROTO_TCP;
     int syn = tcp && (p->tcp_flags & 0x12) == 0x02;
     struct xlb_conn *c = 0;
+    u8 path = XLB_PATH_CONN;
     if (!syn) {
         c = conns.lookup(&p->flow);
         if (c) {
@@ -206,7 +234,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
     if (!be) {
         be = maglev(vip, hash, &backend_id);
         if (!be)
-            return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
+            return verdict(XLB_R_DROP_NO_BACKEND, XDP_DROP);
         if (c) {
             /* an entry whose backend is gone: point it at the new one in place
              * (no new entry, so nothing else is pushed out) */
@@ -215,43 +243,50 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
             c->last_seen_ns = now;
             new_conn = 1;
             touched = 1;
-        } else if (tcp && !syn) {
-            reason = XLB_R_TX_ENCAP_NO_ENTRY;
-        } else if (!may_record(cfg, now)) {
-            reason = XLB_R_TX_ENCAP_FLOW_LIMIT;
+            path = XLB_PATH_MAGLEV_STALE;
         } else {
-            struct xlb_conn nc = {.backend_id = backend_id, .vip_id = vip->vip_id,
-                                  .last_seen_ns = now};
-            conns.update(&p->flow, &nc);
-            new_conn = 1;
-            touched = 1;
+            path = syn ? XLB_PATH_MAGLEV_SYN : XLB_PATH_MAGLEV;
+            if (tcp && !syn) {
+                reason = XLB_R_TX_ENCAP_NO_ENTRY;
+            } else if (!may_record(cfg, now)) {
+                reason = XLB_R_TX_ENCAP_FLOW_LIMIT;
+            } else {
+                struct xlb_conn nc = {.backend_id = backend_id, .vip_id = vip->vip_id,
+                                      .last_seen_ns = now};
+                conns.update(&p->flow, &nc);
+                new_conn = 1;
+                touched = 1;
+            }
         }
     }
+    p->backend_id = backend_id;
+    p->path = path;
     count_sent(vip->vip_id, backend_id, bytes, new_conn, touched, epoch);
 
     u32 outer = be->family == XLB_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
     if (p->inner_len + outer > cfg->mtu) {
         u32 room = cfg->mtu - outer;
         if (p->flow.family == XLB_AF_INET)
-            return icmp4_too_big(ctx, p->l2_len, room, bytes);
-        return icmp6_too_big(ctx, p->l2_len, room, bytes);
+            return icmp4_too_big(ctx, p->l2_len, room);
+        return icmp6_too_big(ctx, p->l2_len, room);
     }
-    return encapsulate(ctx, p, be, cfg, hash, bytes, reason);
+    return encapsulate(ctx, p, be, cfg, hash, reason);
 }
 
 /* An ICMP error about a VIP flow (p->flow: the quoted packet's flow turned
  * around, client to VIP) goes whole, encapsulated, to the backend that flow's
- * own packets reach: its connection entry, else Maglev. Nothing is recorded. */
+ * own packets reach: its connection entry, else Maglev. Nothing is recorded in
+ * the table (p gets what a trace event reports). */
 static __always_inline int balance_icmp_error(struct xdp_md *ctx, struct parsed *p,
-                                              const struct xlb_vip_meta *vip, u64 bytes)
+                                              const struct xlb_vip_meta *vip,
+                                              const struct xlb_config *cfg, u64 bytes)
 {
-    u32 zero = 0;
-    struct xlb_config *cfg = ctl.lookup(&zero);
-    if (!cfg)
-        return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
     u32 hash = flow_hash(&p->flow);
     u32 backend_id = XLB_NO_BACKEND;
     struct xlb_backend *be = 0;
+    u8 path = XLB_PATH_CONN;
+    p->vip_id = vip->vip_id;
+    p->hash = hash;
     struct xlb_conn *c = conns.lookup(&p->flow);
     if (c) {
         backend_id = c->backend_id;
@@ -262,13 +297,16 @@ static __always_inline int balance_icmp_error(struct xdp_md *ctx, struct parsed 
     if (!be) {
         be = maglev(vip, hash, &backend_id);
         if (!be)
-            return verdict(XLB_R_DROP_NO_BACKEND, bytes, XDP_DROP);
+            return verdict(XLB_R_DROP_NO_BACKEND, XDP_DROP);
+        path = XLB_PATH_MAGLEV;
     }
+    p->backend_id = backend_id;
+    p->path = path;
     u32 outer = be->family == XLB_AF_INET ? sizeof(struct iphdr) : sizeof(struct ipv6hdr);
     if (p->inner_len + outer > cfg->mtu)  /* no ICMP answer to an ICMP error */
-        return verdict(XLB_R_DROP_ICMP_TOO_BIG, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_ICMP_TOO_BIG, XDP_DROP);
     count_sent(vip->vip_id, backend_id, bytes, 0, 0, 0);
-    return encapsulate(ctx, p, be, cfg, hash, bytes, XLB_R_TX_ENCAP_ICMP_ERROR);
+    return encapsulate(ctx, p, be, cfg, hash, XLB_R_TX_ENCAP_ICMP_ERROR);
 }
 
 static __always_inline struct xlb_vip_meta *find_vip(struct parsed *p)
@@ -308,24 +346,24 @@ static __always_inline int whole(struct xdp_md *ctx, struct parsed *p, void *ip,
  * first buffer): echo requests answered, "destination unreachable" (with
  * "fragmentation needed") sent to the backend of the flow it quotes. */
 static __always_inline int icmp4_to_vip(struct xdp_md *ctx, struct parsed *p, struct iphdr *ip,
-                                        void *end, u64 bytes)
+                                        void *end, const struct xlb_config *cfg, u64 bytes)
 {
     struct icmphdr *icmp = (void *)(ip + 1);
     if (p->inner_len < sizeof(*ip) + sizeof(*icmp) || (void *)ip + p->inner_len > end ||
         (void *)(icmp + 1) > end)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     if (icmp->type == ICMP_ECHO)
-        return icmp4_echo(ctx, p->l2_len, bytes);
+        return icmp4_echo(ctx, p->l2_len);
     if (icmp->type != ICMP_DEST_UNREACH)
-        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     /* the quote: the IP header of a packet the VIP sent (a reply), and its ports */
     struct iphdr *q = (void *)(icmp + 1);
     u16 *ports = (void *)(q + 1);
     if ((void *)(ports + 2) > end || q->version != 4)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     if (q->ihl != 5 || (q->frag_off & bpf_htons(IP_FRAG_OFFSET)) ||
         (q->protocol != IPPROTO_TCP && q->protocol != IPPROTO_UDP))
-        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     p->flow.src[0] = q->daddr;
     p->flow.dst[0] = q->saddr;
     p->flow.sport = ports[1];
@@ -333,65 +371,67 @@ static __always_inline int icmp4_to_vip(struct xdp_md *ctx, struct parsed *p, st
     p->flow.proto = q->protocol;
     struct xlb_vip_meta *vip = find_vip(p);
     if (!vip)
-        return verdict(XLB_R_PASS_VIP_NO_SERVICE, bytes, XDP_PASS);
-    return balance_icmp_error(ctx, p, vip, bytes);
+        return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
+    return balance_icmp_error(ctx, p, vip, cfg, bytes);
 }
 
-static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p, u64 bytes)
+static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
+                                      const struct xlb_config *cfg, u64 bytes)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     struct iphdr *ip = ipv4_hdr(data, end, p->l2_len);
     if (!ip)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     p->flow.family = XLB_AF_INET;
     p->flow.src[0] = ip->saddr;
     p->flow.dst[0] = ip->daddr;
+    p->flow.proto = ip->protocol;
     if (!is_vip_addr(p))
-        return verdict(XLB_R_PASS_NOT_VIP, bytes, XDP_PASS);
+        return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
     if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
-        return verdict(XLB_R_DROP_FRAGMENT, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_FRAGMENT, XDP_DROP);
     if (ip->ihl != 5)
-        return verdict(XLB_R_DROP_IP_OPTIONS, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_IP_OPTIONS, XDP_DROP);
     p->inner_len = bpf_ntohs(ip->tot_len);
     p->tos = ip->tos;
     if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) {
         if (ip->protocol == IPPROTO_ICMP)
-            return icmp4_to_vip(ctx, p, ip, end, bytes);
-        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+            return icmp4_to_vip(ctx, p, ip, end, cfg, bytes);
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     }
     u32 l4_min = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
     if (p->inner_len < sizeof(*ip) + l4_min || !whole(ctx, p, ip, end))
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
-    p->flow.proto = ip->protocol;
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     if (parse_l4(ip + 1, end, p))
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     struct xlb_vip_meta *vip = find_vip(p);
     if (!vip)
-        return verdict(XLB_R_PASS_VIP_NO_SERVICE, bytes, XDP_PASS);
-    return balance(ctx, p, vip, bytes);
+        return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
+    return balance(ctx, p, vip, cfg, bytes);
 }
 
 /* ICMPv6 to a VIP address (no extension headers, whole packet in the first
  * buffer): echo requests answered, "packet too big" and "destination
  * unreachable" sent to the backend of the flow they quote. */
 static __always_inline int icmp6_to_vip(struct xdp_md *ctx, struct parsed *p,
-                                        struct ipv6hdr *ip6, void *end, u64 bytes)
+                                        struct ipv6hdr *ip6, void *end,
+                                        const struct xlb_config *cfg, u64 bytes)
 {
     struct icmp6hdr *icmp = (void *)(ip6 + 1);
     if (p->inner_len < sizeof(*ip6) + sizeof(*icmp) || (void *)ip6 + p->inner_len > end ||
         (void *)(icmp + 1) > end)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     if (icmp->icmp6_type == ICMPV6_ECHO_REQUEST)
-        return icmp6_echo(ctx, p->l2_len, bytes);
+        return icmp6_echo(ctx, p->l2_len);
     if (icmp->icmp6_type != ICMPV6_PKT_TOOBIG && icmp->icmp6_type != ICMPV6_DEST_UNREACH)
-        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     struct ipv6hdr *q = (void *)(icmp + 1);
     u16 *ports = (void *)(q + 1);
     if ((void *)(ports + 2) > end || q->version != 6)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     if (q->nexthdr != IPPROTO_TCP && q->nexthdr != IPPROTO_UDP)
-        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     __builtin_memcpy(p->flow.src, &q->daddr, 16);
     __builtin_memcpy(p->flow.dst, &q->saddr, 16);
     p->flow.sport = ports[1];
@@ -399,22 +439,24 @@ static __always_inline int icmp6_to_vip(struct xdp_md *ctx, struct parsed *p,
     p->flow.proto = q->nexthdr;
     struct xlb_vip_meta *vip = find_vip(p);
     if (!vip)
-        return verdict(XLB_R_PASS_VIP_NO_SERVICE, bytes, XDP_PASS);
-    return balance_icmp_error(ctx, p, vip, bytes);
+        return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
+    return balance_icmp_error(ctx, p, vip, cfg, bytes);
 }
 
-static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p, u64 bytes)
+static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
+                                      const struct xlb_config *cfg, u64 bytes)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     struct ipv6hdr *ip6 = ipv6_hdr(data, end, p->l2_len);
     if (!ip6)
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     p->flow.family = XLB_AF_INET6;
     __builtin_memcpy(p->flow.src, &ip6->saddr, 16);
     __builtin_memcpy(p->flow.dst, &ip6->daddr, 16);
+    p->flow.proto = ip6->nexthdr;
     if (!is_vip_addr(p))
-        return verdict(XLB_R_PASS_NOT_VIP, bytes, XDP_PASS);
+        return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
     u8 nh = ip6->nexthdr;
     p->inner_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
     p->tos = ipv6_tclass(ip6);
@@ -422,47 +464,147 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p, u64 
         if (ipv6_is_ext(nh)) {  /* like IPv4: fragments first, then options */
             int ext = ipv6_ext(ip6, end);
             if (ext == IPV6_EXT_FRAGMENT)
-                return verdict(XLB_R_DROP_FRAGMENT, bytes, XDP_DROP);
+                return verdict(XLB_R_DROP_FRAGMENT, XDP_DROP);
             if (ext == IPV6_EXT_TRUNCATED)
-                return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
-            return verdict(XLB_R_DROP_IP_OPTIONS, bytes, XDP_DROP);
+                return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
+            return verdict(XLB_R_DROP_IP_OPTIONS, XDP_DROP);
         }
         if (nh == IPPROTO_ICMPV6)
-            return icmp6_to_vip(ctx, p, ip6, end, bytes);
-        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, bytes, XDP_PASS);
+            return icmp6_to_vip(ctx, p, ip6, end, cfg, bytes);
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     }
     u32 l4_min = nh == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
     if (p->inner_len < sizeof(*ip6) + l4_min || !whole(ctx, p, ip6, end))
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
-    p->flow.proto = nh;
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     if (parse_l4(ip6 + 1, end, p))
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     struct xlb_vip_meta *vip = find_vip(p);
     if (!vip)
-        return verdict(XLB_R_PASS_VIP_NO_SERVICE, bytes, XDP_PASS);
-    return balance(ctx, p, vip, bytes);
+        return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
+    return balance(ctx, p, vip, cfg, bytes);
 }
 
-static __always_inline int process(struct xdp_md *ctx, u64 bytes)
+static __always_inline int process(struct xdp_md *ctx, struct parsed *p,
+                                   const struct xlb_config *cfg, u64 bytes)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
-    struct parsed p = {};
     u16 proto;
-    if (parse_l2(data, end, &p.l2_len, &proto))
-        return verdict(XLB_R_DROP_MALFORMED, bytes, XDP_DROP);
+    if (parse_l2(data, end, &p->l2_len, &proto))
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     if (proto == bpf_htons(ETH_P_IP))
-        return process_v4(ctx, &p, bytes);
+        return process_v4(ctx, p, cfg, bytes);
     if (proto == bpf_htons(ETH_P_IPV6))
-        return process_v6(ctx, &p, bytes);
-    return verdict(XLB_R_PASS_NOT_IP, bytes, XDP_PASS);
+        return process_v6(ctx, p, cfg, bytes);
+    return verdict(XLB_R_PASS_NOT_IP, XDP_PASS);
+}
+
+/* Is addr (4 words) in the prefix net/mask (net stored masked)? */
+static __always_inline int in_prefix(const u32 *addr, const u32 *net, const u32 *mask)
+{
+    return !(((addr[0] & mask[0]) ^ net[0]) | ((addr[1] & mask[1]) ^ net[1]) |
+             ((addr[2] & mask[2]) ^ net[2]) | ((addr[3] & mask[3]) ^ net[3]));
+}
+
+/* Does the packet match every field the trace filter names? */
+static __always_inline int trace_match(const struct xlb_trace_config *t, const struct parsed *p)
+{
+    u32 f = t->fields;
+    if (!f)
+        return 1;
+    const struct xlb_flow_key *fl = &p->flow;
+    if ((f & XLB_TF_PROTO) && fl->proto != t->proto)
+        return 0;
+    if ((f & (XLB_TF_SRC | XLB_TF_DST | XLB_TF_HOST)) && fl->family != t->family)
+        return 0;
+    if ((f & XLB_TF_SRC) && !in_prefix(fl->src, t->src, t->src_mask))
+        return 0;
+    if ((f & XLB_TF_DST) && !in_prefix(fl->dst, t->dst, t->dst_mask))
+        return 0;
+    if ((f & XLB_TF_HOST) && !in_prefix(fl->src, t->host, t->host_mask) &&
+        !in_prefix(fl->dst, t->host, t->host_mask))
+        return 0;
+    if ((f & XLB_TF_SPORT) && fl->sport != t->sport)
+        return 0;
+    if ((f & XLB_TF_DPORT) && fl->dport != t->dport)
+        return 0;
+    if ((f & XLB_TF_PORT) && fl->sport != t->port && fl->dport != t->port)
+        return 0;
+    if ((f & XLB_TF_VIP) && p->vip_id != t->vip_id)
+        return 0;
+    if ((f & XLB_TF_BACKEND) && p->backend_id != t->backend_id)
+        return 0;
+    return 1;
+}
+
+/* Emit the packet's trace event if it matches the filter and the sample
+ * (tracing is on). A full ring buffer counts the event lost, never silently. */
+static __always_inline void trace(struct xdp_md *ctx, const struct parsed *p,
+                                  const struct xlb_config *cfg, int v, u64 bytes)
+{
+    const struct xlb_trace_config *t = &cfg->trace;
+    if (!trace_match(t, p))
+        return;
+    u32 sample = t->sample;
+    if (sample > 1 && bpf_get_prandom_u32() % sample)
+        return;
+    u32 zero = 0;
+    struct xlb_trace_stats *st = trace_stats.lookup(&zero);
+    struct xlb_trace_event *e = trace_events.ringbuf_reserve(sizeof(*e));
+    if (!e) {
+        if (st)
+            st->lost++;
+        return;
+    }
+    u32 reason = VERDICT_REASON(v);
+    e->time_ns = bpf_ktime_get_ns();
+    e->cpu = bpf_get_smp_processor_id();
+    e->queue = ctx->rx_queue_index;
+    e->ifindex = ctx->ingress_ifindex;
+    e->vip_id = p->vip_id;
+    e->backend_id = p->backend_id;
+    e->hash = p->hash;
+    __builtin_memcpy(&e->flow, &p->flow, sizeof(e->flow));
+    __builtin_memset(e->outer_src, 0, sizeof(e->outer_src));
+    e->outer_family = 0;
+    if (reason >= XLB_R_TX_ENCAP && reason <= XLB_R_TX_ENCAP_ICMP_ERROR &&
+        VERDICT_ACTION(v) == XDP_TX) {
+        u32 id = p->backend_id;
+        struct xlb_backend *be = backends.lookup(&id);
+        if (be && be->family == XLB_AF_INET) {
+            e->outer_family = XLB_AF_INET;
+            e->outer_src[0] = outer_src4(cfg, p->hash);
+        } else if (be) {
+            e->outer_family = XLB_AF_INET6;
+            outer_src6(cfg, p->hash, e->outer_src);
+        }
+    }
+    e->path = p->path;
+    e->action = VERDICT_ACTION(v);
+    e->reason = reason;
+    e->len = bytes;
+    trace_events.ringbuf_submit(e, 0);
+    if (st)
+        st->written++;
 }
 
 int xlb_main(struct xdp_md *ctx)
 {
     u64 bytes = ctx->data_end - ctx->data;
     u32 queue = ctx->rx_queue_index;
-    int action = process(ctx, bytes);
+    u32 zero = 0;
+    struct xlb_config *cfg = ctl.lookup(&zero);
+    if (!cfg)  /* an array's only entry is always there; the verifier wants the check */
+        return XDP_ABORTED;
+    struct parsed p = PARSED_INIT;
+    int v = process(ctx, &p, cfg, bytes);
+    int action = VERDICT_ACTION(v);
+    u32 reason = VERDICT_REASON(v);
+    struct xlb_traffic *t = reason_stats.lookup(&reason);
+    if (t) {
+        t->packets++;
+        t->bytes += bytes;
+    }
     if (queue >= XLB_MAX_QUEUES)
         queue = XLB_MAX_QUEUES - 1;
     struct xlb_queue_stats *qs = queue_stats.lookup(&queue);
@@ -472,5 +614,7 @@ int xlb_main(struct xdp_md *ctx)
         if (action >= 0 && action < XLB_NUM_ACTIONS)
             qs->actions[action]++;
     }
+    if (__builtin_expect(cfg->trace.mode != XLB_TRACE_OFF, 0))
+        trace(ctx, &p, cfg, v, bytes);
     return action;
 }

@@ -11,12 +11,14 @@
 #define XLB_SHARED_H
 
 #define XLB_MAGIC 0x786c6230 /* "xlb0" */
-#define XLB_LAYOUT_VERSION 3   /* 2: active-flow epochs in xlb_backend_stats;
-                                * 3: flow_guard map, new_flow_limit, reason slots */
+#define XLB_LAYOUT_VERSION 4   /* 2: active-flow epochs in xlb_backend_stats;
+                                * 3: flow_guard map, new_flow_limit, reason slots;
+                                * 4: trace config in xlb_config, trace maps */
 
 #define XLB_MAX_QUEUES 64      /* RX queues counted; higher ones share the last slot */
 #define XLB_NUM_ACTIONS 5      /* XDP_ABORTED .. XDP_REDIRECT */
 #define XLB_NO_BACKEND 0xFFFFFFFFu
+#define XLB_NO_VIP 0xFFFFFFFFu
 #define XLB_MAX_REASONS 32     /* reason_stats slots: room for new reasons without a new layout */
 #define XLB_MAX_MISSES 8       /* miss_stats slots: room for new kinds without a new layout */
 
@@ -66,6 +68,31 @@ enum xlb_miss {
     XLB_MISS_MAX
 };
 
+/* How a packet's backend was chosen (flow traces). The order is the API's
+ * (xlb/api/protocol.py PATHS; a test checks the two agree). */
+enum xlb_path {
+    XLB_PATH_NONE = 0,       /* no backend chosen: not a VIP flow, answered, or dropped */
+    XLB_PATH_CONN,           /* connection-table hit: the flow's recorded backend */
+    XLB_PATH_MAGLEV,         /* no entry (UDP or ICMP error, TCP non-SYN): Maglev */
+    XLB_PATH_MAGLEV_SYN,     /* a TCP SYN: Maglev (a SYN never looks the table up) */
+    XLB_PATH_MAGLEV_STALE,   /* the entry's backend is gone: Maglev, entry updated */
+    XLB_PATH_MAX
+};
+
+/* Flow traces: struct xlb_trace_config's mode and field bits. */
+#define XLB_TRACE_OFF 0
+#define XLB_TRACE_ON 1
+#define XLB_TF_SRC 0x1        /* source address in src/src_mask */
+#define XLB_TF_DST 0x2        /* destination address in dst/dst_mask */
+#define XLB_TF_HOST 0x4       /* source or destination in host/host_mask */
+#define XLB_TF_SPORT 0x8
+#define XLB_TF_DPORT 0x10
+#define XLB_TF_PORT 0x20      /* source or destination port */
+#define XLB_TF_PROTO 0x40
+#define XLB_TF_VIP 0x80
+#define XLB_TF_BACKEND 0x100
+#define XLB_TF_ALL 0x1FF
+
 struct xlb_vip_key {
     __u32 addr[4];
     __u16 port;      /* 0 = any port */
@@ -110,6 +137,31 @@ struct xlb_backend {
     __u16 pad;
 };
 
+/* Which packets emit a trace event (member `trace` of struct xlb_config): those
+ * matching every field named in `fields` (0: every packet), 1 in `sample` of them
+ * (0 or 1: all). Prefixes are stored masked; addresses and ports in network
+ * order. Written only by Dataplane.set_trace: applying a config keeps it. */
+struct xlb_trace_config {
+    __u8 mode;            /* XLB_TRACE_OFF / XLB_TRACE_ON */
+    __u8 family;          /* of src, dst and host: XLB_AF_INET / XLB_AF_INET6 */
+    __u8 proto;           /* IPPROTO_TCP / IPPROTO_UDP / ... */
+    __u8 pad;
+    __u32 fields;         /* XLB_TF_* */
+    __u32 sample;
+    __u16 sport;
+    __u16 dport;
+    __u16 port;
+    __u16 pad2;
+    __u32 vip_id;
+    __u32 backend_id;
+    __u32 src[4];
+    __u32 src_mask[4];
+    __u32 dst[4];
+    __u32 dst_mask[4];
+    __u32 host[4];
+    __u32 host_mask[4];
+};
+
 struct xlb_config {      /* single entry of map `ctl` */
     __u8 nexthop_mac[6];
     __u8 has_nexthop_mac; /* 0: send encapsulated frames back to the sender's MAC */
@@ -120,6 +172,7 @@ struct xlb_config {      /* single entry of map `ctl` */
     __u32 src6_net[4];
     __u32 src6_mask[4];
     __u32 new_flow_limit; /* connection entries a CPU may create per second; 0 = no limit */
+    struct xlb_trace_config trace;
 };
 
 struct xlb_flow_guard {  /* per-CPU single entry of map `flow_guard`: new entries this second */
@@ -158,6 +211,30 @@ struct xlb_backend_stats {
      * CPUs' slots that hold the wanted epoch. */
     __u64 active[2];
     __u64 active_epoch[2];
+};
+
+/* One traced packet: a record of the ring buffer `trace_events`. */
+struct xlb_trace_event {
+    __u64 time_ns;        /* CLOCK_MONOTONIC */
+    __u32 cpu;
+    __u32 queue;          /* RX queue */
+    __u32 ifindex;
+    __u32 vip_id;         /* XLB_NO_VIP: not a VIP flow */
+    __u32 backend_id;     /* XLB_NO_BACKEND: none chosen */
+    __u32 hash;           /* the flow hash (0 when not computed) */
+    struct xlb_flow_key flow; /* as parsed, client -> VIP; an ICMP error's quoted flow turned
+                               * around; ports only for TCP/UDP to a VIP address */
+    __u32 outer_src[4];   /* outer source address when encapsulated */
+    __u8 outer_family;    /* 0: not encapsulated */
+    __u8 path;            /* enum xlb_path */
+    __u8 action;          /* XDP action */
+    __u8 reason;          /* enum xlb_reason */
+    __u32 len;            /* bytes of the frame as it arrived */
+};
+
+struct xlb_trace_stats { /* per-CPU single entry of map `trace_stats` */
+    __u64 written;        /* events put in the ring buffer */
+    __u64 lost;           /* events the ring buffer had no room for */
 };
 
 #endif /* XLB_SHARED_H */

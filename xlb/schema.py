@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any, Literal
 
 from xlb.addresses import IPAddress, parse_address  # the one address rule, used here
+from xlb.api.protocol import DEFAULT_TRACE_SECONDS, MAX_TRACE_SECONDS
 from xlb.dataplane.maglev import DEFAULT_RING_SIZE, MAX_WEIGHT, is_prime
 
 Kind = Literal["string", "integer", "number"]
@@ -239,6 +240,12 @@ def _prime(value: int) -> int:
     return value
 
 
+def _power_of_two(value: int) -> int:
+    if value & (value - 1):
+        raise Invalid(f"{value} is not a power of two")
+    return value
+
+
 RING_PER_BACKEND = 100
 """Maglev's sizing rule (Eisenbud et al., NSDI 2016: M > 100 x N): a VIP's ring has at
 least this many entries per backend. Each backend then gets within one entry of its
@@ -329,6 +336,9 @@ INSTANCE = Table("instance", (
             Bounds(1, 65536)),
     Setting("max_connections", "integer", "connection table entries (LRU, per-CPU lists)",
             262144, Bounds(1024, 67108864)),
+    Setting("trace_buffer_kib", "integer",
+            "flow-trace ring buffer, a power of two; set when the data plane is loaded",
+            1024, Bounds(4, 262144), check=_power_of_two),
     Setting("mtu", "integer", "largest IP packet after encapsulation", 1500,
             Bounds(576, MAX_MTU, why=f"XDP sees frames of at most {MAX_FRAME} bytes, "
                    "one buffer")),
@@ -420,7 +430,18 @@ PROBES = Table("probes", (
             1.0, Bounds(0, 100, above=True)),
 ))
 
-TABLES = (INSTANCE, VIP, BACKEND, AGENT, PROBES)
+TRACE = Table("trace", (
+    Setting("history", "integer", "recent trace events the agent keeps for new watchers",
+            10000, Bounds(100, 1000000)),
+    Setting("forward_rate", "integer", "events per second sent to each watcher; the rest are "
+            "counted as skipped", 1000, Bounds(1, 1000000)),
+    Setting("seconds", "integer", "a trace started without a limit stops by itself after this "
+            "long", DEFAULT_TRACE_SECONDS, Bounds(1, MAX_TRACE_SECONDS)),
+    Setting("max_seconds", "integer", "the longest a trace may be asked to run",
+            MAX_TRACE_SECONDS, Bounds(1, MAX_TRACE_SECONDS)),
+))
+
+TABLES = (INSTANCE, VIP, BACKEND, AGENT, PROBES, TRACE)
 
 
 # ----------------------------------------------------------------------------- checker

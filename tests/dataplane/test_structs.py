@@ -59,6 +59,14 @@ def test_reason_enum_matches() -> None:
     assert len(S.Reason) <= S.XLB_MAX_REASONS  # reason_stats has a slot for each
 
 
+def test_path_enum_matches() -> None:
+    body = re.search(r"enum xlb_path \{(.*?)\};", HEADER.read_text(), re.S)
+    assert body
+    names = re.findall(r"^\s*XLB_PATH_(\w+)", body.group(1), re.M)
+    assert names == [p.name for p in S.Path] + ["MAX"]
+    assert list(range(len(S.Path))) == [int(p) for p in S.Path]
+
+
 def test_miss_enum_matches() -> None:
     body = re.search(r"enum xlb_miss \{(.*?)\};", HEADER.read_text(), re.S)
     assert body
@@ -72,7 +80,10 @@ def test_miss_enum_matches() -> None:
                                   "XLB_NUM_ACTIONS", "XLB_NO_BACKEND", "XLB_AF_INET",
                                   "XLB_AF_INET6", "XLB_BACKEND_VALID",
                                   "XLB_ACTIVE_EPOCH_SHIFT", "XLB_MAX_REASONS",
-                                  "XLB_MAX_MISSES"])
+                                  "XLB_MAX_MISSES", "XLB_NO_VIP", "XLB_TRACE_OFF",
+                                  "XLB_TRACE_ON", "XLB_TF_SRC", "XLB_TF_DST", "XLB_TF_HOST",
+                                  "XLB_TF_SPORT", "XLB_TF_DPORT", "XLB_TF_PORT", "XLB_TF_PROTO",
+                                  "XLB_TF_VIP", "XLB_TF_BACKEND", "XLB_TF_ALL"])
 def test_constants_match(name: str) -> None:
     m = re.search(rf"^#define {name}\s+(0x[0-9a-fA-F]+|\d+)u?\b", HEADER.read_text(), re.M)
     assert m, name

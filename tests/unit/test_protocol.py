@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -40,6 +40,11 @@ def test_miss_kinds_match_the_data_plane_enum() -> None:
     assert list(P.MISSES) == [m.label for m in S.Miss]
 
 
+def test_paths_match_the_data_plane_enum() -> None:
+    assert list(P.PATHS) == [p.label for p in S.Path]
+    assert set(P.PATHS) == set(get_args(P.TracePath))
+
+
 def test_params_are_checked_from_the_table() -> None:
     weight = P.METHODS["weight"]
     assert weight.check({"address": "10.0.0.1", "weight": 3}) == {
@@ -62,10 +67,13 @@ def test_params_are_checked_from_the_table() -> None:
 def test_only_changes_need_an_operator() -> None:
     changes = {n for n, m in P.METHODS.items() if m.operator}
     assert changes == {"drain", "undrain", "weight", "add_backend", "remove_backend",
-                       "add_vip", "remove_vip", "probe_attach", "probe_detach"}
+                       "add_vip", "remove_vip", "probe_attach", "probe_detach",
+                       "trace_start", "trace_stop"}
     probes = {"probe_attach", "probe_detach"}  # a probe's state, not the balancing
-    assert all(P.METHODS[n].result is P.ChangeResult for n in changes - probes)
+    traces = {"trace_start", "trace_stop"}     # the trace: a cost, so operators only
+    assert all(P.METHODS[n].result is P.ChangeResult for n in changes - probes - traces)
     assert all(P.METHODS[n].result is P.ProbeChange for n in probes)
+    assert all(P.METHODS[n].result is P.TraceStatus for n in traces)
 
 
 def test_conforms_says_what_does_not_fit() -> None:

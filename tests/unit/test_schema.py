@@ -15,7 +15,18 @@ from xlb.agent.health import CheckSpec
 from xlb.agent.settings import AgentSettings, check_settings
 from xlb.dataplane.config import BackendConfig, InstanceConfig, parse_config
 from xlb.dataplane.loader import Geometry
-from xlb.schema import AGENT, BACKEND, INSTANCE, PROBES, REQUIRED, TABLES, VIP, Checker, Table
+from xlb.schema import (
+    AGENT,
+    BACKEND,
+    INSTANCE,
+    PROBES,
+    REQUIRED,
+    TABLES,
+    TRACE,
+    VIP,
+    Checker,
+    Table,
+)
 
 # --------------------------------------------------------------------- the README blocks
 
@@ -43,6 +54,7 @@ def comments(block: str) -> dict[tuple[str, str], str]:
 AGENT_BLOCK = "### Agent settings: the `[agent]` table in the instance config"
 CONFIG_BLOCK = "### Config (TOML)"
 PROBES_BLOCK = "### Probe settings: the `[probes]` table in the instance config"
+TRACE_BLOCK = "### Trace settings: the `[trace]` table in the instance config"
 
 
 def readme_tables() -> list[tuple[Table, dict[str, Any], dict[tuple[str, str], str]]]:
@@ -55,7 +67,9 @@ def readme_tables() -> list[tuple[Table, dict[str, Any], dict[tuple[str, str], s
             (BACKEND, vip["backend"][0], comments(config_text)),
             (AGENT, agent["agent"], comments(agent_text)),
             (PROBES, tomllib.loads(readme_block(PROBES_BLOCK))["probes"],
-             comments(readme_block(PROBES_BLOCK)))]
+             comments(readme_block(PROBES_BLOCK))),
+            (TRACE, tomllib.loads(readme_block(TRACE_BLOCK))["trace"],
+             comments(readme_block(TRACE_BLOCK)))]
 
 
 @pytest.mark.parametrize("index", range(len(TABLES)), ids=[t.name for t in TABLES])
@@ -122,7 +136,7 @@ def test_the_defaults_have_not_moved() -> None:
     """The defaults operators rely on (a change here changes running systems)."""
     assert {s.name: s.default for s in INSTANCE.settings if s.default is not REQUIRED} == {
         "netns": "", "xdp_mode": "native", "ring_size": 65537, "max_vips": 64,
-        "max_backends": 4096, "max_connections": 262144, "mtu": 1500,
+        "max_backends": 4096, "max_connections": 262144, "trace_buffer_kib": 1024, "mtu": 1500,
         "flow_table_turnover": 10.0, "nexthop_mac": "",
         "encap_source_v4": "172.16.0.0/16", "encap_source_v6": "fd00:5f1b::/64"}
     assert (BACKEND["weight"].default, BACKEND["state"].default) == (1, "active")

@@ -36,6 +36,8 @@ from xlb.agent.health import CheckSpec
 from xlb.agent.metrics import Counted, Published
 from xlb.agent.rates import Rates, RateTracker
 from xlb.agent.settings import AgentConfig
+from xlb.agent.trace import Trace
+from xlb.agent.trace_source import DataplaneSource
 from xlb.agent.watch import Owned, Watch
 from xlb.api import protocol as P
 from xlb.dataplane import bpfsys, lifecycle, loader
@@ -107,6 +109,8 @@ class Agent:
         self.kernel: P.Kernel = P.empty_kernel()     # what they saw at the last tick
         self._probes_starting: threading.Thread | None = None
         self._watched: Config | None = None          # the intent the drops probe watches
+        self.trace_source = DataplaneSource(self)
+        self.trace = Trace(ac.trace, self.trace_source, self.audit)  # opened by start()
         self.last: P.Snapshot = self._snapshot(None)  # what readers see until the first tick
 
     # -- start and intent ---------------------------------------------------------
@@ -134,6 +138,7 @@ class Agent:
         self._save_intent()
         self.last = self._snapshot(None)
         self._start_probes()
+        self.trace.open()
         r = self.load_result
         log.info("%s %s: %s XDP on %s (prog %s); %d VIPs, %d backends", "adopted" if
                  r["adopted"] else "loaded", self.name, r["mode"], r["interface"], r["prog_id"],
@@ -189,6 +194,8 @@ class Agent:
         if self._probes_starting is not None:
             self._probes_starting.join(timeout=60)  # a compile cannot be cut short
         self.probes.close()
+        self.trace.close()  # a running trace is turned off: nobody would stop it
+        self.trace_source.close()
         if self.watch:
             self.watch.close()
             os.close(self.watch.owned.prog_fd)
@@ -633,6 +640,7 @@ class Agent:
             self.probes.watch({str(a) for a in self.desired.backend_addresses()}
                               | {str(v.address) for v in self.desired.vips})
         self.kernel = self.probes.tick()
+        self.trace.add(self.trace_source.kernel_events(self.kernel))  # drops of traced flows
         with self.lock:  # intent, health and layout as one consistent view
             snap = self._snapshot(rates)
             vips = {v.name: self.vip_ids[k] for v in self.desired.vips
@@ -650,7 +658,7 @@ class Agent:
         return Published(self.last, self.counted,
                          {"version": __version__, "kernel": platform.release()},
                          self.since, desired.instance.max_connections,
-                         desired.instance.ring_size, drained)
+                         desired.instance.ring_size, drained, self.trace.totals())
 
     def _snapshot(self, rates: Rates | None) -> P.Snapshot:
         """The typed snapshot of protocol.Snapshot: intent, health and the last rates."""

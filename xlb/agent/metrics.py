@@ -78,6 +78,7 @@ class Published:
     max_connections: int = 0      # connection table entries
     ring_size: int = 0            # Maglev table entries per VIP
     drained: frozenset[tuple[str, str]] = frozenset()  # (VIP, backend) drained by operators
+    trace: dict[str, int] = field(default_factory=dict)  # events, lost, skipped (trace.py)
 
 
 class AgentCollector(Collector):
@@ -111,9 +112,24 @@ class AgentCollector(Collector):
         for a in s.get("alarms", []):
             alarm.add_metric([a["what"]], 1.0 if a["active"] else 0.0)
         yield alarm
+        yield from _trace(p.trace)
         if p.counted is not None:
             yield from _counters(p.counted)
         yield from _states(s, p.drained)
+
+
+def _trace(totals: dict[str, int]) -> Iterator[Metric]:
+    """The flow trace's figures, since the agent started (lost: since the data plane's
+    maps were made, the data plane's own counter)."""
+    for name, text in (("events", "trace events read from the data plane's ring buffer "
+                        "(and kernel drops of traced flows)"),
+                       ("lost", "trace events the data plane could not write: its ring "
+                        "buffer was full"),
+                       ("skipped", "trace events not forwarded to a watcher: over "
+                        "[trace] forward_rate, or the watcher was behind")):
+        c = CounterMetricFamily(f"xlb_trace_{name}", text)
+        c.add_metric([], totals.get(name, 0))
+        yield c
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:

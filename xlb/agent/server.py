@@ -46,6 +46,7 @@ from typing import Any
 
 from xlb import statefile
 from xlb.agent.core import Agent, Caller
+from xlb.agent.trace import Watcher
 from xlb.api import protocol as P
 from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, XlbError
 
@@ -57,6 +58,7 @@ Send = Callable[[bytes], Awaitable[None]]
 FD_RESERVE = 64   # descriptors kept for the agent's own work, plus two per backend
 MAX_DEPTH = 32    # levels of nesting a request may have
 LOG_EVERY = 60.0  # seconds between two log lines about the same client trouble
+QUEUE = 64        # notifications queued for one subscriber (a slow one loses the oldest)
 
 
 def _status(a: Agent, caller: Caller, _p: dict[str, Any]) -> P.Status:
@@ -80,6 +82,10 @@ def _audit(a: Agent, _c: Caller, p: dict[str, Any]) -> list[P.AuditEntry]:
 
 def _subscribe(a: Agent, _c: Caller, _p: dict[str, Any]) -> P.Subscribed:
     return {"subscribed": True, "tick": a.settings.tick}
+
+
+def _trace_start(a: Agent, c: Caller, p: dict[str, Any]) -> P.TraceStatus:
+    return a.trace.start(c.uid, c.user, p["filter"], p["seconds"])
 
 
 def _backend_change(action: str) -> Handler:
@@ -108,7 +114,13 @@ HANDLERS: dict[str, Handler] = {
     "probes": lambda a, c, p: [a.probes.describe(n) for n in a.probes.probes],
     "probe_attach": lambda a, c, p: a.probe_change(c, p["name"], True),
     "probe_detach": lambda a, c, p: a.probe_change(c, p["name"], False),
+    "trace_start": _trace_start,
+    "trace_stop": lambda a, c, p: a.trace.stop(c.uid, c.user),
+    "trace_status": lambda a, c, p: a.trace.status(),
+    "trace_subscribe": lambda a, c, p: a.trace.status(),  # the watcher: see _serve_client
+    "trace_events": lambda a, c, p: a.trace.events(p["n"]),
 }
+SUBSCRIPTIONS = {"subscribe", "trace_subscribe"}  # answered, then notifications follow
 READS_THE_AUDIT_LOG = {"audit"}  # files, not memory: in the audit thread, off the loop
 
 
@@ -315,6 +327,8 @@ class Server:
         st = self.agent.settings
         queue: asyncio.Queue[bytes] | None = None
         pump: asyncio.Task[None] | None = None
+        watcher: Watcher | None = None
+        snapshots = False
         writing = asyncio.Lock()  # a batch's answer is written in pieces: never cut
 
         async def send(data: bytes) -> None:
@@ -338,16 +352,41 @@ class Server:
                 if not line:
                     break
                 async with writing:  # the snapshots wait (a slow one loses old ones)
-                    subscribe = await self._handle(line, caller, send)
-                if subscribe and queue is None:
-                    queue = asyncio.Queue(maxsize=64)
-                    self.subscribers.add(queue)
+                    subscribed = await self._handle(line, caller, send)
+                if subscribed and queue is None:
+                    queue = asyncio.Queue(maxsize=QUEUE)
                     pump = asyncio.create_task(self._pump(queue, writer, writing, caller))
+                if queue is not None and "subscribe" in subscribed and not snapshots:
+                    snapshots = True
+                    self.subscribers.add(queue)
+                if queue is not None and "trace_subscribe" in subscribed and watcher is None:
+                    watcher = self.agent.trace.watch(self._trace_sender(queue),
+                                                     subscribed["trace_subscribe"])
         finally:
             if queue is not None:
                 self.subscribers.discard(queue)
+            if watcher is not None:
+                self.agent.trace.unwatch(watcher)
             if pump is not None:
                 pump.cancel()
+
+    def _trace_sender(self, queue: asyncio.Queue[bytes]) -> Callable[[P.TraceBatch], bool]:
+        """How the trace's thread sends one watcher its batches: encoded there, queued on
+        the loop; refused (False: the trace counts them as skipped) while the watcher has
+        half a queue unread."""
+        loop = self.loop
+        assert loop is not None
+
+        def send(batch: P.TraceBatch) -> bool:
+            if queue.qsize() >= QUEUE // 2:
+                return False
+            data = _encode({"jsonrpc": P.JSONRPC, "method": "trace", "params": batch})
+            try:
+                loop.call_soon_threadsafe(_offer, queue, data)
+            except RuntimeError:  # the loop is closed: the agent is stopping
+                return False
+            return True
+        return send
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         """Write encoded bytes; SlowReader if the client does not take them in time."""
@@ -370,20 +409,22 @@ class Server:
         except (ConnectionError, BrokenPipeError, asyncio.CancelledError):
             pass
 
-    async def _handle(self, line: bytes, caller: Caller, send: Send) -> bool:
+    async def _handle(self, line: bytes, caller: Caller, send: Send) -> dict[str, Any]:
         """Answer one request line through `send` (a batch's answers one by one, so that
-        the agent never holds more than one of them); whether it subscribed."""
+        the agent never holds more than one of them); the subscriptions it made (method ->
+        its history parameter)."""
         batch, items = _requests(line)
         if not batch:
-            reply, subscribed = await self._run(items[0], caller)
+            reply, made = await self._run(items[0], caller)
             if reply is not None:
                 await send(_encode(reply))
-            return subscribed
+            return made
         answered = any(not isinstance(i, _Request) or not i.notification for i in items)
-        subscribed, opened = False, False
+        subscribed: dict[str, Any] = {}
+        opened = False
         for item in items:
             reply, sub = await self._run(item, caller)
-            subscribed |= sub
+            subscribed.update(sub)
             if reply is not None:
                 await send((b"," if opened else b"[") + _encode(reply, end=b""))
                 opened = True
@@ -392,13 +433,16 @@ class Server:
         return subscribed
 
     async def _run(self, item: _Request | dict[str, Any],
-                   caller: Caller) -> tuple[dict[str, Any] | None, bool]:
-        """Run one request of a line -> (its answer, None for a notification; whether it
-        subscribed). A request found invalid already is its error answer."""
+                   caller: Caller) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """Run one request of a line -> (its answer, None for a notification; the
+        subscription it made, {} or {method: history}). A request found invalid already is
+        its error answer."""
         if not isinstance(item, _Request):
-            return item, False
+            return item, {}
         reply = item.error or await self._execute(item, caller)
-        subscribed = item.name == "subscribe" and "result" in reply
+        subscribed: dict[str, Any] = {}
+        if item.name in SUBSCRIPTIONS and "result" in reply:
+            subscribed[item.name] = P.METHODS[item.name].check(item.params).get("history")
         return (None if item.notification else reply), subscribed
 
     async def _execute(self, req: _Request, caller: Caller) -> dict[str, Any]:

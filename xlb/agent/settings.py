@@ -16,7 +16,7 @@ from xlb.agent.health import CheckSpec
 from xlb.dataplane.config import Config, check_config, in_file, read_toml
 from xlb.paths import default_audit_log, default_socket
 from xlb.probes.settings import ProbeSettings, check_probes
-from xlb.schema import AGENT, BAD, Checker, ok, show
+from xlb.schema import AGENT, BAD, TRACE, Checker, ok, show
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,23 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class TraceSettings:
+    """The checked [trace] table (one field per key of `TRACE`)."""
+
+    history: int = TRACE.default("history")
+    forward_rate: int = TRACE.default("forward_rate")
+    seconds: int = TRACE.default("seconds")
+    max_seconds: int = TRACE.default("max_seconds")
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     settings: AgentSettings
     config: Config
     digest: str  # of the file's bytes (saved intent compares meanings, see intent.py)
     path: str = ""  # the file, for messages
     probes: ProbeSettings = ProbeSettings()  # the [probes] table
+    trace: TraceSettings = TraceSettings()   # the [trace] table
 
 
 def _check_history(ck: Checker, tick: float, history: float) -> None:
@@ -90,13 +101,30 @@ def check_settings(ck: Checker, raw: object, instance: str) -> AgentSettings | N
     return AgentSettings(**values)
 
 
+def check_trace(ck: Checker, raw: object) -> TraceSettings | None:
+    """Record the [trace] table's problems in `ck`; the settings if it has none."""
+    before = len(ck.errors)
+    tbl = ck.table(raw, "trace", TRACE.keys)
+    if tbl is None:
+        return None
+    values = ck.read(tbl, "trace", TRACE)
+    if BAD not in (values["seconds"], values["max_seconds"]) and (
+            values["seconds"] > values["max_seconds"]):
+        ck.err("trace.seconds", f"{show(values['seconds'])} must be <= trace.max_seconds "
+               f"({show(values['max_seconds'])})")
+    if len(ck.errors) > before:
+        return None
+    return TraceSettings(**values)
+
+
 def load(path: str) -> AgentConfig:
     """Read and check the whole file; ConfigError lists every problem, each with the path."""
     raw, data = read_toml(path)
     ck = Checker()
-    cfg = check_config(ck, data, other_tables=("agent", "probes"))
+    cfg = check_config(ck, data, other_tables=("agent", "probes", "trace"))
     settings = check_settings(ck, data.get("agent", {}), cfg.instance.name if cfg else "")
     probes = check_probes(ck, data.get("probes", {}))
-    if cfg is None or settings is None or probes is None:
+    trace = check_trace(ck, data.get("trace", {}))
+    if cfg is None or settings is None or probes is None or trace is None:
         raise in_file(path, ck.errors)
-    return AgentConfig(settings, cfg, hashlib.sha256(raw).hexdigest(), path, probes)
+    return AgentConfig(settings, cfg, hashlib.sha256(raw).hexdigest(), path, probes, trace)

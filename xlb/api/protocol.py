@@ -314,6 +314,7 @@ TracePath = Literal["none", "conn", "maglev", "maglev_syn", "maglev_stale"]
 TraceSource = Literal["xdp", "kernel"]
 MAX_TRACE_SECONDS = 3600   # a trace stops by itself after at most this long
 DEFAULT_TRACE_SECONDS = 300
+MAX_TRACE_EVENTS = 10000   # events one trace_events call (or a new watcher's history) may ask for
 
 
 class TraceEvent(TypedDict):
@@ -601,6 +602,7 @@ def _probe_name(name: str) -> str:
 
 
 _PROBE = Param("name", str, True, doc=f"the probe: {' | '.join(PROBES)}", check=_probe_name)
+_EVENTS = (0, MAX_TRACE_EVENTS)
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("status", "the last snapshot and who is asking", Status),
@@ -638,6 +640,22 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("probe_attach", "attach a probe (or say why this kernel cannot)", ProbeChange,
            (_PROBE,), operator=True),
     Method("probe_detach", "detach a probe", ProbeChange, (_PROBE,), operator=True),
+    Method("trace_start", "trace what the data plane does to the packets a filter matches "
+           "(replaces a running trace's filter)", TraceStatus,
+           (Param("filter", str, default="", doc='e.g. "src 198.18.0.0/24 and dport 80" '
+                  '("" = every packet)'),
+            Param("seconds", int, doc="it stops by itself after this long (default: [trace] "
+                  f"seconds); 1..{MAX_TRACE_SECONDS}", range=(1, MAX_TRACE_SECONDS))),
+           operator=True),
+    Method("trace_stop", "stop the running trace", TraceStatus, operator=True),
+    Method("trace_status", "the trace: running or not, its filter, its figures", TraceStatus),
+    Method("trace_subscribe", "answer the trace's status, then stream trace notifications "
+           "(read-only callers may watch)", TraceStatus,
+           (Param("history", int, default=100, doc="recent events sent first, "
+                  f"0..{MAX_TRACE_EVENTS}", range=_EVENTS),)),
+    Method("trace_events", "the trace's recent events, oldest first", list[TraceEvent],
+           (Param("n", int, default=100, doc=f"how many, 0..{MAX_TRACE_EVENTS}",
+                  range=_EVENTS),)),
 )}
 
 

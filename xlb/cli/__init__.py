@@ -29,7 +29,7 @@ from xlb.errors import ConfigError, Interrupted, XlbError
 
 # in the order `xlb --help` lists them
 COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "drain", "undrain",
-            "weight", "backend", "vip", "audit", "probes", "agent", "dataplane", "lab",
+            "weight", "backend", "vip", "audit", "probes", "trace", "agent", "dataplane", "lab",
             "completion")
 
 

@@ -136,6 +136,7 @@ class InstanceConfig:
     max_vips: int = INSTANCE.default("max_vips")
     max_backends: int = INSTANCE.default("max_backends")
     max_connections: int = INSTANCE.default("max_connections")
+    trace_buffer_kib: int = INSTANCE.default("trace_buffer_kib")
     mtu: int = INSTANCE.default("mtu")
     flow_table_turnover: float = INSTANCE.default("flow_table_turnover")
     nexthop_mac: bytes | None = INSTANCE.default("nexthop_mac")
@@ -152,6 +153,7 @@ class InstanceConfig:
             "max_vips": self.max_vips,
             "max_backends": self.max_backends,
             "max_connections": self.max_connections,
+            "trace_buffer_kib": self.trace_buffer_kib,
             "mtu": self.mtu,
             "flow_table_turnover": self.flow_table_turnover,
             "nexthop_mac": "" if self.nexthop_mac is None else _format_mac(self.nexthop_mac),

@@ -110,7 +110,8 @@ def load_instance(cfg: Config, mode: str | None = None, pin_root: str = PIN_ROOT
                     raise PrivilegeError(f"taking over XDP program {foreign.describe()} "
                                          f"needs opening it by id ({e.strerror}): that "
                                          "needs CAP_SYS_ADMIN") from e
-        loaded = loader.load(inst.name, geometry_of(cfg), pin_root)
+        loaded = loader.load(inst.name, geometry_of(cfg), pin_root,
+                             trace_buffer=inst.trace_buffer_kib * 1024)
         with Dataplane(inst.name, pin_root, run_root) as dp:
             result = dp.apply(cfg)
         try:

@@ -9,6 +9,7 @@ silently reuse a map of another size.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -16,11 +17,14 @@ from dataclasses import asdict, dataclass
 from xlb import resources
 from xlb.dataplane import bpfsys
 from xlb.dataplane import structs as S
-from xlb.dataplane.maps import ADDED_LATER, SPECS, PinnedMap, pin_dir
+from xlb.dataplane.maps import ADDED_LATER, SPECS, TRACE_EVENTS, PinnedMap, pin_dir
 from xlb.errors import CompileError, LayoutError
 from xlb.paths import PIN_ROOT
 
+log = logging.getLogger(__name__)
+
 PROG_PIN = "prog"
+DEFAULT_TRACE_BUFFER = 1 << 20  # bytes; the [instance] setting trace_buffer_kib's default
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class Geometry:
             "conns": self.max_connections, "queue_stats": S.XLB_MAX_QUEUES,
             "vip_stats": self.max_vips, "backend_stats": self.max_backends,
             "reason_stats": S.XLB_MAX_REASONS, "flow_guard": 1,
-            "miss_stats": S.XLB_MAX_MISSES,
+            "miss_stats": S.XLB_MAX_MISSES, "trace_stats": 1,
         }
 
 
@@ -108,20 +112,48 @@ def check_pins(instance: str, geometry: Geometry, root: str = PIN_ROOT) -> bool:
     return True
 
 
+def trace_buffer_bytes(asked: int) -> int:
+    """The trace ring buffer's size for `asked` bytes: the kernel wants a power of two
+    and at least a page."""
+    size = max(int(asked), os.sysconf("SC_PAGE_SIZE"))
+    return 1 << (size - 1).bit_length()
+
+
+def _fit_trace_buffer(pins: str, size: int) -> None:
+    """Unpin a trace ring buffer of another size, so the load makes one of `size`: it
+    holds nothing worth keeping (unlike the maps, which are refused when sizes differ)."""
+    path = os.path.join(pins, TRACE_EVENTS)
+    if not os.path.exists(path):
+        return
+    fd = bpfsys.obj_get(path)
+    try:
+        have = int(bpfsys.map_info(fd).max_entries)
+    finally:
+        os.close(fd)
+    if have != size:
+        log.info("trace ring buffer %s: %d bytes, now %d", path, have, size)
+        os.unlink(path)
+
+
 def load(instance: str, geometry: Geometry, root: str = PIN_ROOT,
-         extra_cflags: tuple[str, ...] = ()) -> Loaded:
+         extra_cflags: tuple[str, ...] = (), trace_buffer: int = DEFAULT_TRACE_BUFFER
+         ) -> Loaded:
     """Compile (about a second of clang), load, pin maps and program.
 
-    extra_cflags is for the benchmark build (-DXLB_BENCH_RESTORE) only.
+    trace_buffer: bytes of the flow-trace ring buffer (rounded up to a power of two, at
+    least a page). extra_cflags is for the benchmark build (-DXLB_BENCH_RESTORE) only.
     """
     from bcc import BPF  # Debian's python3-bpfcc; imported late: readers never need it
 
     adopted = check_pins(instance, geometry, root)
     pins = pin_dir(instance, root)
     os.makedirs(pins, exist_ok=True)
+    ring = trace_buffer_bytes(trace_buffer)
+    _fit_trace_buffer(pins, ring)
     src = resources.data_dir("bpf") / "xlb.c"
+    cflags = [*geometry.cflags(pins), f"-DTRACE_BUFFER={ring}u", *extra_cflags]
     try:
-        bpf = BPF(src_file=str(src).encode(), cflags=geometry.cflags(pins) + list(extra_cflags))
+        bpf = BPF(src_file=str(src).encode(), cflags=cflags)
         fn = bpf.load_func(b"xlb_main", BPF.XDP)
     except Exception as e:
         raise CompileError(f"compiling/loading {src} failed: {e}") from e

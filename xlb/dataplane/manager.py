@@ -35,6 +35,7 @@ from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, VipConfig, vip_label
 from xlb.dataplane.loader import Geometry, geometry_from_pins
 from xlb.dataplane.maps import InstanceMaps, PinnedMap
+from xlb.dataplane.trace import check_config as check_trace_config
 from xlb.errors import ApplyError
 from xlb.paths import PIN_ROOT, RUN_ROOT, run_dir
 
@@ -291,6 +292,24 @@ class Dataplane:
                 break
         return dropped
 
+    # -- flow traces -----------------------------------------------------------------
+    def set_trace(self, cfg: S.TraceConfig) -> None:
+        """Start, change or stop (mode off) the data plane's flow trace: the trace part of
+        `ctl`, written whole in one update (the rest of ctl is kept). Bad values raise
+        InvalidParams and change nothing."""
+        check_trace_config(cfg)
+        with self._mutex:
+            ctl = self.maps["ctl"].get(0)
+            assert isinstance(ctl, S.LbConfig)
+            ctl.trace = cfg
+            self.maps["ctl"].set(0, ctl)
+
+    def trace_config(self) -> S.TraceConfig:
+        """The trace part of `ctl` as the data plane reads it."""
+        ctl = self.maps["ctl"].get(0)
+        assert isinstance(ctl, S.LbConfig)
+        return S.TraceConfig.from_buffer_copy(ctl.trace)
+
     # -- applying a config ---------------------------------------------------------
     def stage(self, cfg: Config, stop: Callable[[], bool] = lambda: False) -> int:
         """Write ahead the rings that `cfg` changes, each into a free slot, where no packet
@@ -476,7 +495,10 @@ class Dataplane:
     def _write(self, plan: _Plan, undo: _Undo) -> None:
         m = self.maps
         g = self.geometry
-        undo.put(m["ctl"], 0, plan.ctl, m["ctl"].get(0))
+        old_ctl = m["ctl"].get(0)
+        if old_ctl is not None:  # a trace is started and stopped by set_trace only
+            plan.ctl.trace = old_ctl.trace
+        undo.put(m["ctl"], 0, plan.ctl, old_ctl)
         for addr, bid in plan.backend_ids.items():
             new = _backend_row(addr)
             old = plan.current_backends.get(bid)

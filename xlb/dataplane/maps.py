@@ -41,7 +41,11 @@ SPECS: dict[str, MapSpec] = {
     "reason_stats": MapSpec(ctypes.c_uint32, S.Traffic, percpu=True),
     "flow_guard": MapSpec(ctypes.c_uint32, S.FlowGuard, percpu=True),
     "miss_stats": MapSpec(ctypes.c_uint32, S.Traffic, percpu=True),
+    "trace_stats": MapSpec(ctypes.c_uint32, S.TraceStats, percpu=True),
 }
+# the flow-trace ring buffer: pinned beside the maps above, but no key/value map
+# (xlb/dataplane/trace.py reads it)
+TRACE_EVENTS = "trace_events"
 # maps a later xlb added without changing the layout of the others: pins made before them
 # are adopted, and loading the program creates what is missing (BPF_TABLE_PINNED)
 ADDED_LATER: frozenset[str] = frozenset({"miss_stats"})

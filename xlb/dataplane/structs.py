@@ -12,16 +12,29 @@ import socket
 from enum import IntEnum
 
 XLB_MAGIC = 0x786C6230
-XLB_LAYOUT_VERSION = 3
+XLB_LAYOUT_VERSION = 4
 XLB_MAX_QUEUES = 64
 XLB_NUM_ACTIONS = 5
 XLB_NO_BACKEND = 0xFFFFFFFF
+XLB_NO_VIP = 0xFFFFFFFF
 XLB_MAX_REASONS = 32  # reason_stats slots (more than the reasons: new ones fit the same maps)
 XLB_MAX_MISSES = 8  # miss_stats slots (more than the kinds)
 XLB_AF_INET = 4
 XLB_AF_INET6 = 6
 XLB_BACKEND_VALID = 0x1
 XLB_ACTIVE_EPOCH_SHIFT = 33  # activity epoch: 2**33 ns of CLOCK_MONOTONIC, about 8.6 s
+XLB_TRACE_OFF = 0
+XLB_TRACE_ON = 1
+XLB_TF_SRC = 0x1
+XLB_TF_DST = 0x2
+XLB_TF_HOST = 0x4
+XLB_TF_SPORT = 0x8
+XLB_TF_DPORT = 0x10
+XLB_TF_PORT = 0x20
+XLB_TF_PROTO = 0x40
+XLB_TF_VIP = 0x80
+XLB_TF_BACKEND = 0x100
+XLB_TF_ALL = 0x1FF
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
@@ -67,6 +80,21 @@ class Miss(IntEnum):
         return self.name.lower()
 
 
+class Path(IntEnum):
+    """enum xlb_path: how a packet's backend was chosen (flow traces)."""
+
+    NONE = 0
+    CONN = 1
+    MAGLEV = 2
+    MAGLEV_SYN = 3
+    MAGLEV_STALE = 4
+
+    @property
+    def label(self) -> str:
+        """The path's name in the API (protocol.PATHS; a test checks they agree)."""
+        return self.name.lower()
+
+
 class VipKey(ctypes.Structure):
     _fields_ = [("addr", u32 * 4), ("port", u16), ("proto", u8), ("family", u8)]
 
@@ -92,12 +120,25 @@ class Backend(ctypes.Structure):
     _fields_ = [("addr", u32 * 4), ("family", u8), ("flags", u8), ("pad", u16)]
 
 
+class TraceConfig(ctypes.Structure):
+    """struct xlb_trace_config: which packets emit a trace event (ctl's `trace` member).
+    Prefixes stored masked, addresses and ports in network order."""
+
+    _fields_ = [("mode", u8), ("family", u8), ("proto", u8), ("pad", u8),
+                ("fields", u32), ("sample", u32),
+                ("sport", u16), ("dport", u16), ("port", u16), ("pad2", u16),
+                ("vip_id", u32), ("backend_id", u32),
+                ("src", u32 * 4), ("src_mask", u32 * 4), ("dst", u32 * 4), ("dst_mask", u32 * 4),
+                ("host", u32 * 4), ("host_mask", u32 * 4)]
+
+
 class LbConfig(ctypes.Structure):
     """struct xlb_config (map `ctl`)."""
 
     _fields_ = [("nexthop_mac", u8 * 6), ("has_nexthop_mac", u8), ("pad0", u8),
                 ("mtu", u32), ("src4_net", u32), ("src4_mask", u32),
-                ("src6_net", u32 * 4), ("src6_mask", u32 * 4), ("new_flow_limit", u32)]
+                ("src6_net", u32 * 4), ("src6_mask", u32 * 4), ("new_flow_limit", u32),
+                ("trace", TraceConfig)]
 
 
 class FlowGuard(ctypes.Structure):
@@ -128,6 +169,21 @@ class BackendStats(ctypes.Structure):
                 ("active", u64 * 2), ("active_epoch", u64 * 2)]
 
 
+class TraceEvent(ctypes.Structure):
+    """struct xlb_trace_event: one record of the trace ring buffer."""
+
+    _fields_ = [("time_ns", u64), ("cpu", u32), ("queue", u32), ("ifindex", u32),
+                ("vip_id", u32), ("backend_id", u32), ("hash", u32), ("flow", FlowKey),
+                ("outer_src", u32 * 4), ("outer_family", u8), ("path", u8), ("action", u8),
+                ("reason", u8), ("len", u32)]
+
+
+class TraceStats(ctypes.Structure):
+    """struct xlb_trace_stats (map `trace_stats`, per CPU)."""
+
+    _fields_ = [("written", u64), ("lost", u64)]
+
+
 # struct name in the header -> mirror; the struct test walks this table.
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "xlb_vip_key": VipKey,
@@ -142,6 +198,9 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "xlb_queue_stats": QueueStats,
     "xlb_traffic": Traffic,
     "xlb_backend_stats": BackendStats,
+    "xlb_trace_config": TraceConfig,
+    "xlb_trace_event": TraceEvent,
+    "xlb_trace_stats": TraceStats,
 }
 
 

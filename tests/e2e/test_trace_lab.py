@@ -1,0 +1,149 @@
+"""Flow traces in the lab: real connections from the client namespace, traced at lb1.
+
+A trace filtered to one client address shows that client's packets and nobody else's,
+each with the backend its connection really reached (the backend's HTTP answer names
+it). A drained backend's established connection shows the connection-table path to the
+drained backend, while a new connection from the same client goes by Maglev to another.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from xlb.api.client import AgentClient
+from xlb.lab import run, topology
+
+BACKENDS = {b.name.removeprefix(topology.PREFIX): b.address for b in topology.Lab().backends}
+
+CONNECT = """
+import json, socket, sys
+vip = sys.argv[1]
+for src in sys.argv[2:]:
+    s = socket.create_connection((vip, 80), timeout=5, source_address=(src, 0))
+    sport = s.getsockname()[1]
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\nConnection: close\\r\\n\\r\\n")
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    s.close()
+    name = data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip()
+    print(json.dumps({"src": src, "sport": sport, "backend": name}), flush=True)
+"""
+
+KEEP = """
+import json, socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=5, source_address=(sys.argv[2], 0))
+f = s.makefile("rb")
+def get():
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n")
+    length = 0
+    while (line := f.readline()) not in (b"\\r\\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return f.read(length).decode().strip()
+sport = s.getsockname()[1]
+print(json.dumps({"sport": sport, "backend": get()}), flush=True)
+for _ in sys.stdin:
+    print(json.dumps({"sport": sport, "backend": get()}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[dict[str, Any]]:
+    try:
+        yield run.up()
+    finally:
+        run.down()
+
+
+def connect(*sources: str) -> list[dict[str, Any]]:
+    """One HTTP connection from each source address: its source port and the backend that
+    answered (be1, be2, be3)."""
+    r = subprocess.run(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c", CONNECT,
+                        topology.VIP, *sources], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def test_a_trace_of_one_client_shows_its_packets_and_their_real_backends(
+        lab: dict[str, Any]) -> None:
+    """`xlb trace src CLIENT --json` while that client and five others connect."""
+    client, others = topology.CLIENT_ADDRS[0], topology.CLIENT_ADDRS[1:6]
+    sock = lab["lbs"][0]["socket"]
+    trace = subprocess.Popen([sys.executable, "-m", "xlb", "trace", "src", client, "--json",
+                              "--socket", sock], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        with AgentClient(sock) as agent:
+            deadline = time.monotonic() + 30
+            while not agent.call("trace_status")["running"]:
+                assert time.monotonic() < deadline, "xlb trace did not start the trace"
+                time.sleep(0.1)
+            mine = connect(client, *others, client, client, *others, client)
+            time.sleep(1.0)  # the last batch reaches xlb trace
+            trace.send_signal(signal.SIGINT)
+            out, err = trace.communicate(timeout=30)
+            assert trace.returncode == 0, err
+            assert not agent.call("trace_status")["running"], "Ctrl-C stopped the trace"
+    finally:
+        if trace.poll() is None:
+            trace.kill()
+            trace.wait()
+    events = [json.loads(line) for line in out.splitlines()]
+    assert {e["src"] for e in events} == {client}, "only the traced client's packets"
+    ours = {c["sport"]: BACKENDS[c["backend"]] for c in mine if c["src"] == client}
+    assert len(ours) == 4
+    by_flow: dict[int, list[dict[str, Any]]] = {}
+    for e in events:
+        by_flow.setdefault(e["sport"], []).append(e)
+    assert set(by_flow) == set(ours), "every connection of the client, and no other"
+    for sport, evs in by_flow.items():
+        assert len(evs) >= 4, evs  # SYN, ACK, request, FIN/ACK at least
+        assert {(e["vip"], e["backend"], e["action"]) for e in evs} == {
+            ("web", ours[sport], "TX")}, "the backend that really answered"
+        assert evs[0]["path"] == "maglev_syn" and {e["path"] for e in evs[1:]} == {"conn"}
+
+
+def test_a_drained_backends_flow_stays_and_a_new_one_goes_by_maglev(
+        lab: dict[str, Any]) -> None:
+    client = topology.CLIENT_ADDRS[30]
+    sock = lab["lbs"][0]["socket"]
+    keep = subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
+                             KEEP, topology.VIP, client], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert keep.stdin is not None and keep.stdout is not None
+    try:
+        first = json.loads(keep.stdout.readline())
+        drained = BACKENDS[first["backend"]]
+        with AgentClient(sock) as agent:
+            agent.call("drain", address=drained, vip="web")
+            try:
+                agent.call("trace_start", filter=f"src {client} and dport 80")
+                keep.stdin.write("again\n")
+                keep.stdin.flush()
+                again = json.loads(keep.stdout.readline())
+                assert again == first, "the established connection kept its backend"
+                (new,) = connect(client)
+                assert BACKENDS[new["backend"]] != drained
+                time.sleep(0.5)
+                events = agent.call("trace_events", n=1000)
+                agent.call("trace_stop")
+            finally:
+                agent.call("undrain", address=drained, vip="web")
+    finally:
+        keep.kill()
+        keep.wait()
+    kept = [e for e in events if e["sport"] == first["sport"]]
+    fresh = [e for e in events if e["sport"] == new["sport"]]
+    assert kept and {(e["path"], e["backend"]) for e in kept} == {("conn", drained)}, kept
+    assert fresh[0]["path"] == "maglev_syn", fresh
+    assert fresh[0]["backend"] == BACKENDS[new["backend"]] != drained
+    assert {e["backend"] for e in fresh} == {BACKENDS[new["backend"]]}
