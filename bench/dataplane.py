@@ -8,11 +8,17 @@ XDP_PASS. The kernel hands the *modified* frame to the next repetition, so the
 encapsulating classes run a build with -DXLB_BENCH_RESTORE that undoes the
 push (one extra bpf_xdp_adjust_head and a 14-byte write per packet); the
 restore overhead is measured and shown so the figures can be read net of it.
+
+Flow traces: every class above runs with tracing off (the default); "trace_off" and
+"trace_on_no_match" are the established IPv4 flow again with the trace explicitly off,
+then on with a filter the packet does not match (the cost a trace adds to the packets
+it does not trace).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import shutil
@@ -31,6 +37,7 @@ from xlb import resources  # noqa: E402
 from xlb.dataplane import bpfsys, loader  # noqa: E402
 from xlb.dataplane.config import parse_config  # noqa: E402
 from xlb.dataplane.manager import Dataplane, geometry_of  # noqa: E402
+from xlb.dataplane.trace import filter_config  # noqa: E402
 
 XDP_PASS, XDP_TX = 2, 3
 CONFIG = {
@@ -104,6 +111,15 @@ def main() -> int:
         for name, (pkt, expect) in pk.items():
             fd = bench.prog_fd if expect == XDP_TX else prod.prog_fd
             results[name] = measure(fd, pkt, expect, args.repeat, args.runs)
+        with Dataplane("bench", pin_root, run_root) as dp:
+            est = pk["established_v4"][0]
+            dp.set_trace(filter_config(mode=0))
+            results["trace_off"] = measure(bench.prog_fd, est, XDP_TX, args.repeat, args.runs)
+            # the client is 198.51.100.7: a filter on another source never matches
+            dp.set_trace(filter_config(src=ipaddress.ip_network("192.0.2.0/24"), dport=80))
+            results["trace_on_no_match"] = measure(bench.prog_fd, est, XDP_TX, args.repeat,
+                                                   args.runs)
+            dp.set_trace(filter_config(mode=0))
         # what the restore step alone costs: the same established flow, production
         # build, run once per call is dominated by syscall cost, so instead time
         # the restore pair (push + pop) directly in the bench build's floor terms

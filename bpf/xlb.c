@@ -19,7 +19,8 @@
  * buffer `trace_events`; a full buffer counts the event lost (trace_stats).
  * The path functions record into struct parsed what the event needs (VIP,
  * backend, hash, path); the reason travels in the return value (verdict()).
- * With tracing off a packet pays one predictable branch.
+ * With tracing off a packet pays one predictable branch (and, if it is not
+ * balanced, the read of ctl that balanced packets make anyway).
  */
 #include <uapi/linux/bpf.h>
 #include "xlb_shared.h"  /* structs and enums mirrored by Python */

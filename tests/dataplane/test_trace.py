@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import os
 import select
 import time
 from collections.abc import Iterator
@@ -345,6 +346,49 @@ def test_a_tiny_ring_counts_what_it_loses(roots: tuple[str, str]) -> None:
             assert len(events) == written
             assert reader.lost() == lost  # reading does not count anything
             bpfsys.test_run(loaded.prog_fd, syn(dst="192.0.2.1"), repeat=10)
-            assert len(reader.poll(0)) == 10, "room again once read"
+            again = reader.poll(0)  # these wrap around the end of the ring: read whole
+            assert len(again) == 10, "room again once read"
+            assert {(e.dst, e.reason, e.length) for e in again} == {
+                (ipaddress.ip_address("192.0.2.1"), S.Reason.PASS_NOT_VIP, 54)}
     finally:
         loader.remove_pins("tinyring", pin_root)
+
+
+def test_a_reload_keeps_the_ring_and_a_new_size_replaces_it(roots: tuple[str, str]) -> None:
+    from xlb.dataplane import loader
+    from xlb.dataplane.config import parse_config
+    from xlb.dataplane.manager import Dataplane, geometry_of
+    from xlb.dataplane.maps import TRACE_EVENTS
+
+    pin_root, run_root = roots
+    cfg = parse_config(base_config("reload"))
+    geo = geometry_of(cfg)
+    ring = f"{pin_root}/reload/{TRACE_EVENTS}"
+
+    def ring_id() -> int:
+        fd = bpfsys.obj_get(ring)
+        try:
+            return int(bpfsys.map_info(fd).id)
+        finally:
+            os.close(fd)
+
+    first = loader.load("reload", geo, pin_root, trace_buffer=8192)
+    try:
+        with Dataplane("reload", pin_root, run_root) as dp:
+            dp.apply(cfg)
+            dp.set_trace(ALL)
+            bpfsys.test_run(first.prog_fd, syn(dst="192.0.2.1"), repeat=3)
+            before = ring_id()
+            second = loader.load("reload", geo, pin_root, trace_buffer=8192)  # a restart
+            assert ring_id() == before
+            bpfsys.test_run(second.prog_fd, syn(dst="192.0.2.1"), repeat=2)
+            with TraceReader("reload", pin_root) as reader:
+                assert len(reader.poll(0)) == 5, "the old program's events and the new one's"
+            third = loader.load("reload", geo, pin_root, trace_buffer=16384)
+            assert ring_id() != before
+            with TraceReader("reload", pin_root) as reader:
+                assert reader.size == 16384 and reader.poll(0) == []
+                bpfsys.test_run(third.prog_fd, syn(dst="192.0.2.1"), repeat=1)
+                assert len(reader.poll(0)) == 1
+    finally:
+        loader.remove_pins("reload", pin_root)

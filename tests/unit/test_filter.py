@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from xlb.errors import InvalidParams
+from xlb.errors import ExitCode, InvalidParams
 from xlb.trace.filter import KEYWORDS, MAX_SAMPLE, Filter, FilterError, parse
 
 V4 = ipaddress.IPv4Network
@@ -68,7 +68,8 @@ def test_errors_point_at_the_word_and_say_what_was_expected(text: str, position:
         parse(text)
     assert (e.value.position, e.value.message) == (position, message)
     assert str(e.value) == f"bad filter: {message} (column {position + 1})"
-    assert isinstance(e.value, InvalidParams)  # the API: invalid params; the CLI: an error
+    assert isinstance(e.value, InvalidParams)  # the API: invalid params
+    assert e.value.exit_code == ExitCode.USAGE  # the CLI: a usage error
 
 
 def test_the_caret_sits_under_the_word() -> None:

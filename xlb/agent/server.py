@@ -48,7 +48,16 @@ from xlb import statefile
 from xlb.agent.core import Agent, Caller
 from xlb.agent.trace import Watcher
 from xlb.api import protocol as P
-from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, XlbError
+from xlb.dataplane.config import vip_label
+from xlb.dataplane.explain import explain
+from xlb.errors import (
+    ErrorCode,
+    InvalidParams,
+    NotLoadedError,
+    ReadOnlyError,
+    RefusedError,
+    XlbError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,15 @@ def _subscribe(a: Agent, _c: Caller, _p: dict[str, Any]) -> P.Subscribed:
 
 def _trace_start(a: Agent, c: Caller, p: dict[str, Any]) -> P.TraceStatus:
     return a.trace.start(c.uid, c.user, p["filter"], p["seconds"])
+def _explain(a: Agent, _c: Caller, p: dict[str, Any]) -> P.Explain:
+    """From the pinned maps, with the agent's VIP names and its word on each backend."""
+    if a.dp is None:
+        raise NotLoadedError("the agent has not opened its data plane yet")
+    names = {vip_label(v.address, v.port, v.protocol): v.name for v in a.desired.vips}
+    states = {(v["name"], b["address"]): f"{b['state']}, health {b['health']}"
+              for v in a.last["vips"] for b in v["backends"]}
+    return explain(a.dp, p["src"], p["sport"], p["dst"], p["dport"], p["protocol"], p["syn"],
+                   length=p["length"], names=names, states=states)
 
 
 def _backend_change(action: str) -> Handler:
@@ -119,9 +137,11 @@ HANDLERS: dict[str, Handler] = {
     "trace_status": lambda a, c, p: a.trace.status(),
     "trace_subscribe": lambda a, c, p: a.trace.status(),  # the watcher: see _serve_client
     "trace_events": lambda a, c, p: a.trace.events(p["n"]),
+    "explain": _explain,
 }
 SUBSCRIPTIONS = {"subscribe", "trace_subscribe"}  # answered, then notifications follow
 READS_THE_AUDIT_LOG = {"audit"}  # files, not memory: in the audit thread, off the loop
+OFF_THE_LOOP = {"explain"}  # reads that may take milliseconds (a Maglev ring): in a thread
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -475,6 +495,8 @@ class Server:
         if method.operator:  # changes take the agent's lock and write maps: off the loop
             run: Awaitable[Any] = asyncio.to_thread(handler, self.agent, caller, checked)
             return await run
+        if method.name in OFF_THE_LOOP:
+            return await asyncio.to_thread(handler, self.agent, caller, checked)
         if method.name in READS_THE_AUDIT_LOG:
             return await loop.run_in_executor(self.audit_thread, handler, self.agent, caller,
                                               checked)

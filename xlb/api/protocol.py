@@ -370,9 +370,7 @@ class ExplainStep(TypedDict):
     text: str                     # one line for people
 
 
-class Explain(TypedDict):
-    """What the data plane would do with one flow, read from its maps (no packet sent)."""
-
+class _ExplainFields(TypedDict):
     flow: str                     # "SRC:SPORT -> DST:DPORT/proto"
     vip: str | None
     backend: str | None
@@ -384,6 +382,13 @@ class Explain(TypedDict):
     outer_src: str | None
     connection_age: float | None  # seconds since the entry last saw a packet (None: none)
     steps: list[ExplainStep]
+
+
+class Explain(_ExplainFields, total=False):
+    """What the data plane would do with one flow, read from its maps (no packet sent)."""
+
+    shares: dict[str, float]      # only without a source port: backend address -> its
+                                  # share of the source ports (0..1)
 
 
 class Caller(TypedDict):
@@ -604,6 +609,25 @@ def _probe_name(name: str) -> str:
 _PROBE = Param("name", str, True, doc=f"the probe: {' | '.join(PROBES)}", check=_probe_name)
 _EVENTS = (0, MAX_TRACE_EVENTS)
 
+
+def _transport(name: str) -> str:
+    if name not in ("tcp", "udp"):
+        raise InvalidParams(f"{name[:20]!r} is not tcp or udp")
+    return name
+
+
+_EXPLAIN = (
+    Param("src", str, True, doc="client address", check=canonical_address),
+    Param("sport", int, doc="client port (absent: each backend's share of the client ports)",
+          range=(0, 65535)),
+    Param("dst", str, True, doc="destination (VIP) address", check=canonical_address),
+    Param("dport", int, True, doc="destination port", range=(0, 65535)),
+    Param("protocol", str, default="tcp", doc="tcp | udp", check=_transport),
+    Param("syn", bool, default=False, doc="the packet is a TCP SYN (always asks Maglev)"),
+    Param("length", int, doc="IP packet length for the mtu check (default: headers only)",
+          range=(20, 65535)),
+)
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("status", "the last snapshot and who is asking", Status),
     Method("vips", "every VIP with its rate and health", list[VipSummary]),
@@ -656,6 +680,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("trace_events", "the trace's recent events, oldest first", list[TraceEvent],
            (Param("n", int, default=100, doc=f"how many, 0..{MAX_TRACE_EVENTS}",
                   range=_EVENTS),)),
+    Method("explain", "what the data plane would do with one flow, read from its maps "
+           "(no packet sent)", Explain, _EXPLAIN),
 )}
 
 

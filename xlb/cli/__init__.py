@@ -28,8 +28,9 @@ from xlb.cli import common, completion
 from xlb.errors import ConfigError, Interrupted, XlbError
 
 # in the order `xlb --help` lists them
-COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "drain", "undrain",
-            "weight", "backend", "vip", "audit", "probes", "trace", "agent", "dataplane", "lab",
+COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "explain", "drain",
+            "undrain", "weight", "backend", "vip", "audit", "probes", "trace", "agent",
+            "dataplane", "lab",
             "completion")
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from xlb.addresses import IPAddress, parse_address
-from xlb.errors import InvalidParams
+from xlb.errors import ExitCode, InvalidParams
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Protocol = Literal["tcp", "udp"]
@@ -49,7 +49,10 @@ class FilterError(InvalidParams):
     """A filter that cannot be parsed: `position` is the character offset (0-based) of
     the offending word in `text` (len(text) when something is missing at the end), and
     the message quotes the word and says what was expected. An InvalidParams: the API
-    answers it as invalid params, the CLI as a usage error."""
+    answers it as invalid params; the CLI, which parses before it asks, exits with a usage
+    error."""
+
+    exit_code = ExitCode.USAGE
 
     def __init__(self, text: str, position: int, message: str) -> None:
         self.text = text
