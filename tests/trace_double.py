@@ -213,6 +213,8 @@ class TraceDouble:
         if sport is None:
             steps.append({"step": "maglev", "text": "no source port: each backend gets its "
                           "table share of the source ports"})
+            weights = sum(b["weight"] for b in serving)
+            out["shares"] = {b["address"]: b["weight"] / weights for b in serving}
             return cast(P.Explain, out)
         b = next(b for b in serving if b["address"] == address)
         if not syn and h % 3 == 0:

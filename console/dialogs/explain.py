@@ -81,6 +81,10 @@ def explain_lines(answers: list[tuple[str, Explain | str]]) -> str:
         out.append(f"{instance}: {ex['flow']}")
         width = max((len(s["step"]) for s in ex["steps"]), default=0)
         out += [f"  {s['step']:<{width}}  {s['text']}" for s in ex["steps"]]
+        shares = ex.get("shares") or {}
+        if shares:
+            out.append("  share of the source ports: " + ", ".join(
+                f"{b} {100 * x:.1f} %" for b, x in sorted(shares.items(), key=lambda i: -i[1])))
         outcome = f"  ⇒ {ex['action']} ({ex['reason']})"
         if ex["backend"]:
             outcome += f": backend {ex['backend']} by {ex['path']}"
