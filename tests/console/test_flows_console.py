@@ -330,3 +330,22 @@ def test_thousands_of_events_a_second_stay_bounded_and_keys_answer(
         await until(lambda: isinstance(app.screen, HelpScreen), pilot)
 
     run(app, scenario)
+
+
+def test_a_new_theme_recolours_the_rows_already_drawn(double: AgentDouble) -> None:
+    double.tracer.start("", 300, "alice")
+    app = XlbConsole([double.path])
+
+    def verdict_colour() -> str:
+        table = app.query_one("#fl-list", EventList)
+        return str(table.row_cells(table.keys[-1])[7][1])
+
+    async def scenario(pilot: Any) -> None:
+        await flows(app, pilot, 3)
+        await pilot.press("space")  # the same rows before and after
+        before = verdict_colour()
+        await pilot.press("t")
+        await until(lambda: verdict_colour() != before, pilot)
+        assert app.theme != "xlb-dark"
+
+    run(app, scenario)
