@@ -18,9 +18,10 @@ from textual.app import App
 
 from console.dialogs.explain import ExplainScreen
 from console.dialogs.sample import SampleScreen
+from console.draw import endpoint
 from console.link import AgentLink, TraceLink
 from console.model import Fleet
-from console.views.flows import Flows, endpoint, with_sample
+from console.views.flows import Flows, with_sample
 from xlb.api.protocol import Explain, TraceEvent, TraceStatus
 from xlb.errors import InvalidParams, XlbError
 

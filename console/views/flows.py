@@ -25,7 +25,7 @@ from textual.reactive import var
 from textual.timer import Timer
 from textual.widgets import Input, Static
 
-from console.draw import ago
+from console.draw import ago, endpoint
 from console.messages import ExplainRequested, TraceFilterSubmitted
 from console.model import Fleet
 from console.tracefeed import TraceRow
@@ -52,11 +52,6 @@ def with_sample(text: str, n: int) -> str:
     if n > 1:
         terms.append(f"sample {n}")
     return " and ".join(terms)
-
-
-def endpoint(addr: str, port: int) -> str:
-    host = f"[{addr}]" if ":" in addr else addr
-    return f"{host}:{port}" if port else host
 
 
 def clock(t: float) -> str:
@@ -177,10 +172,6 @@ class Flows(View):
         row = self._rows.get(message.key)
         if row is not None:
             self.post_message(ExplainRequested(row.path, row.event))
-
-    def selected(self) -> TraceRow | None:
-        key = self.query_one("#fl-list", EventList).selected_key()
-        return self._rows.get(key) if key is not None else None
 
     # -- drawing ----------------------------------------------------------------------------
     def events_arrived(self, fleet: Fleet) -> None:
