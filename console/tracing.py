@@ -105,6 +105,7 @@ class Tracing:
 
     async def _stop(self) -> None:
         paths = self._paths()
+        was = self._status() is not None
         results = await asyncio.gather(*(self._call(p, "trace_stop") for p in paths))
         for path, result in zip(paths, results, strict=True):
             if isinstance(result, XlbError):
@@ -113,7 +114,7 @@ class Tracing:
             else:
                 self.fleet.trace.set_status(path, result)
         if paths:
-            self.app.notify("trace stopped")
+            self.app.notify("trace stopped" if was else "no trace was running")
         self.redraw()
 
     async def _call(self, path: str, method: str, **params: Any) -> Any:
