@@ -308,3 +308,12 @@ def test_events_that_leave_the_history_unsent_are_counted_as_skipped(parts: Any)
     trace._step()
     assert len(inbox.events()) == 10 and inbox.skipped() == 240
     assert trace.status()["skipped"] == 240
+
+
+def test_xlb_trace_refuses_a_bad_filter_before_asking_the_agent(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from xlb.cli import main
+
+    assert main(["trace", "src", "foo", "--socket", "/nonexistent/agent.sock"]) == 2
+    err = capsys.readouterr().err
+    assert "got 'foo'" in err and "src foo\n      ^" in err

@@ -95,6 +95,8 @@ def _subscribe(a: Agent, _c: Caller, _p: dict[str, Any]) -> P.Subscribed:
 
 def _trace_start(a: Agent, c: Caller, p: dict[str, Any]) -> P.TraceStatus:
     return a.trace.start(c.uid, c.user, p["filter"], p["seconds"])
+
+
 def _explain(a: Agent, _c: Caller, p: dict[str, Any]) -> P.Explain:
     """From the pinned maps, with the agent's VIP names and its word on each backend."""
     if a.dp is None:

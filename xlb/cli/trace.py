@@ -52,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from xlb.api.client import AgentClient
+    from xlb.trace.filter import FilterError, parse
 
     text = " ".join(args.filter)
     if args.watch and (text or args.seconds is not None):
@@ -59,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
                          "filter and no --seconds")
     if args.count is not None and args.count < 1:
         raise UsageError("--count must be at least 1")
+    try:  # checked here first: a typo exits at once, with a caret under the word
+        parse(text)
+    except FilterError as e:
+        raise UsageError(f"{e}\n  {e.caret().replace(chr(10), chr(10) + '  ')}") from None
     socket = getattr(args, "socket", None)
     watcher = AgentClient(socket, timeout=30)  # the agent says something every few s
     control: AgentClient | None = None
