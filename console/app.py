@@ -137,7 +137,8 @@ class XlbConsole(App[None]):
 
     def _theme_changed(self, theme: Any) -> None:
         themes.remember(theme.name)
-        self.flows_view().restyle()
+        for view in self.query("#view-flows").results(Flows):  # none while shutting down
+            view.restyle()
 
     def on_unmount(self) -> None:
         self.tracing.follow(False)
