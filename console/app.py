@@ -33,17 +33,22 @@ from console.messages import (
     DetailsRequested,
     EventArrived,
     ExamplesRequested,
+    ExplainRequested,
     LinkLost,
     ProbeToggleRequested,
     RedrawRequested,
     SnapshotArrived,
+    TraceArrived,
+    TraceFilterSubmitted,
 )
 from console.model import BackendRow, Fleet, VipRef
+from console.tracing import Tracing
 from console.views.backends import Backends
 from console.views.base import View
 from console.views.drops import Drops
+from console.views.flows import Flows
 from console.views.overview import Overview
-from console.views.pending import Bgp, Flows
+from console.views.pending import Bgp
 from console.views.probes import Probes
 from xlb.api.protocol import MAX_WEIGHT, AuditEntry, ProbeChange
 from xlb.errors import AgentUnavailable, RefusedError, XlbError
@@ -55,7 +60,9 @@ VIEWS: tuple[tuple[str, type[View]], ...] = (
     ("overview", Overview), ("backends", Backends), ("drops", Drops), ("bgp", Bgp),
     ("flows", Flows), ("probes", Probes))
 CHANGE_ACTIONS = {"drain", "undrain", "weight"}
-BACKENDS_ACTIONS = {"next_vip", "next_sort", "filter"}
+BACKENDS_ACTIONS = {"next_vip", "next_sort"}
+TRACE_ACTIONS = {"sample", "stop_trace"}   # Flows, operators only
+FLOWS_ACTIONS = {"pause", "explain"}      # Flows, anyone
 QUIT_MESSAGE = ("xlb console closed. The load balancer keeps running: nothing was changed by "
                 "quitting. (In the lab, `xlb lab down` removes everything.)")
 
@@ -70,6 +77,10 @@ class XlbConsole(App[None]):
         Binding("V", "next_vip(-1)", "◂VIP", show=False),
         Binding("s", "next_sort", "Sort", show=False),
         Binding("slash", "filter", "Filter"),
+        Binding("space", "pause", "Pause"),
+        Binding("s", "sample", "Sampling"),
+        Binding("x", "stop_trace", "Stop trace"),
+        Binding("e", "explain", "Explain"),
         Binding("d", "drain", "Drain"),
         Binding("u", "undrain", "Undrain"),
         Binding("w", "weight", "Weight"),
@@ -95,6 +106,7 @@ class XlbConsole(App[None]):
         self._xlb_themes = [t.name for t in self._themes]
         self._wanted_theme = theme or themes.remembered() or themes.DEFAULT
         self._redraw_pending = False
+        self.tracing = Tracing(self, self.fleet, self.links, self.schedule_redraw)
         self.redraws = 0  # how many times the view was redrawn (bursts coalesce)
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
@@ -116,14 +128,20 @@ class XlbConsole(App[None]):
             self.register_theme(t)
         self.theme = (self._wanted_theme if self._wanted_theme in self.available_themes
                       else themes.DEFAULT)
-        self.theme_changed_signal.subscribe(self, lambda t: themes.remember(t.name))
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
         for link in self.links.values():
             link.start()
         self.set_interval(1.0, self._draw_status)
         self._draw_status()
         self._apply_width(self.size.width)
 
+    def _theme_changed(self, theme: Any) -> None:
+        themes.remember(theme.name)
+        for view in self.query("#view-flows").results(Flows):  # none while shutting down
+            view.restyle()
+
     def on_unmount(self) -> None:
+        self.tracing.follow(False)
         for link in self.links.values():
             link.stop()
 
@@ -168,6 +186,11 @@ class XlbConsole(App[None]):
                         severity="error" if event["panic"] else "information",
                         timeout=3600 if event["panic"] else 10)
 
+    def on_trace_arrived(self, msg: TraceArrived) -> None:
+        view = self.current_view()
+        if isinstance(view, Flows):
+            view.events_arrived(self.fleet)  # at most a few redraws a second, however many
+
     def on_redraw_requested(self, msg: RedrawRequested) -> None:
         if msg.view is self.current_view():  # a hidden view is redrawn when shown
             self.schedule_redraw()
@@ -183,6 +206,8 @@ class XlbConsole(App[None]):
         self.redraws += 1
         self._draw_status()
         view = self.current_view()
+        if isinstance(view, Flows):
+            view.read_only = self.read_only()
         if view is not None and view.is_attached:
             try:
                 view.redraw(self.fleet)
@@ -239,12 +264,13 @@ class XlbConsole(App[None]):
 
     @on(TabbedContent.TabActivated)
     def _tab_changed(self, event: TabbedContent.TabActivated) -> None:
+        self.tracing.follow(isinstance(self.current_view(), Flows))
         self.refresh_bindings()
         self.schedule_redraw()
 
     def _focus_view(self, name: str) -> None:
         view = self.query_one(f"#view-{name}", View)
-        tables = view.query("DataTable")
+        tables = view.query("DataTable, EventList")
         if tables:
             tables.first().focus()
         elif self.focused is not None and any(isinstance(a, View) for a in
@@ -277,6 +303,8 @@ class XlbConsole(App[None]):
                     "d asks before draining; a change the agent refuses (e.g. the last healthy "
                     "backend) is shown, and you may then force it.")
         else:
+            if isinstance(view, Flows):
+                view.read_only = self.read_only()
             note = view.help_note(self.fleet) if view else ""
             if isinstance(view, Probes) and self.read_only():
                 note += "\n\nRead-only: enter cannot attach or detach probes."
@@ -292,11 +320,48 @@ class XlbConsole(App[None]):
         self.backends_view().action_next_sort()
 
     def action_filter(self) -> None:
-        self.backends_view().action_filter()
+        view = self.current_view()
+        if isinstance(view, Flows):
+            self.tracing.open_filter(view)
+        else:
+            self.backends_view().action_filter()
+
+    def flows_view(self) -> Flows:
+        return self.query_one("#view-flows", Flows)
+
+    def action_pause(self) -> None:
+        view = self.flows_view()
+        view.paused = not view.paused
+
+    def action_sample(self) -> None:
+        self.tracing.sample(self.flows_view())
+
+    def action_stop_trace(self) -> None:
+        self.tracing.stop()
+
+    def action_explain(self) -> None:
+        self.tracing.explain()
+
+    def on_trace_filter_submitted(self, msg: TraceFilterSubmitted) -> None:
+        self.tracing.start(self.flows_view(), msg.text)
+
+    def on_explain_requested(self, msg: ExplainRequested) -> None:
+        self.tracing.explain(msg.path, msg.event)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        view = self.current_view()
+        if action == "filter":
+            if isinstance(view, Flows):
+                return None if self.read_only() else True
+            return isinstance(view, Backends)
+        if action in FLOWS_ACTIONS:
+            return isinstance(view, Flows)
+        if action in TRACE_ACTIONS:
+            if not isinstance(view, Flows):
+                return False
+            return None if self.read_only() else True
         if action in BACKENDS_ACTIONS:
-            return isinstance(self.current_view(), Backends)
+            return isinstance(view, Backends)
         if action in CHANGE_ACTIONS:
             if not isinstance(self.current_view(), Backends):
                 return False
@@ -486,6 +551,11 @@ class XlbConsole(App[None]):
                             self.backends_view().action_next_sort)
         yield SystemCommand("Filter backends", "by address, state or health",
                             self._filter_backends)
+        yield SystemCommand("Explain a flow", "which backend a 5-tuple goes to, and why",
+                            self._explain_flow)
+        if not self.read_only():
+            yield SystemCommand("Trace flows", "start or change the flow trace's filter",
+                                self._trace_flows)
         for t in self._xlb_themes:
             yield SystemCommand(f"Theme {t}", "remembered for next time",
                                 lambda t=t: setattr(self, "theme", t))
@@ -497,6 +567,14 @@ class XlbConsole(App[None]):
     def _filter_backends(self) -> None:
         self.action_show_view("backends")
         self.action_filter()
+
+    def _explain_flow(self) -> None:
+        self.action_show_view("flows")
+        self.tracing.explain()
+
+    def _trace_flows(self) -> None:
+        self.action_show_view("flows")
+        self.tracing.open_filter(self.flows_view())
 
     def _show_vip(self, key: str) -> None:
         self.action_show_view("backends")

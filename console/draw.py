@@ -46,3 +46,10 @@ def ago(seconds: float) -> str:
 
 def pct(x: float) -> str:
     return f"{x * 100:5.1f}%"
+
+
+def endpoint(addr: str, port: int | None) -> str:
+    """An address and port as people write them: 10.0.0.1:80, [fd00::1]:80 (no port: the
+    address alone)."""
+    host = f"[{addr}]" if ":" in addr else addr
+    return f"{host}:{port}" if port else host

@@ -3,11 +3,12 @@
 Two directions, one rule: data goes down as attributes, news comes up as messages.
 
 - Up from an AgentLink's thread to the app (posted with the thread-safe
-  post_message): AgentHello, SnapshotArrived, EventArrived, LinkLost. The link
+  post_message): AgentHello, SnapshotArrived, EventArrived, LinkLost, and from a
+  TraceLink TraceArrived (the events themselves wait in the bounded feed). The link
   builds them, so the app's handlers get a Snapshot, a Status or an Event,
   never a bare dict with a kind string to dispatch on.
 - Up from a view to the app: DetailsRequested, ProbeToggleRequested, ExamplesRequested,
-  RedrawRequested. A view says
+  TraceFilterSubmitted, ExplainRequested, RedrawRequested. A view says
   what it wants; the app, which owns the links, the dialogs and the redraw
   schedule, decides.
 """
@@ -20,7 +21,7 @@ from textual.message import Message
 from textual.widget import Widget
 
 from console.model import BackendRow, KernelDropRow, VipRef
-from xlb.api.protocol import Event, Probe, Snapshot, Status
+from xlb.api.protocol import Event, Probe, Snapshot, Status, TraceEvent
 
 
 # -- from a link (one per agent socket) ------------------------------------------------
@@ -46,6 +47,14 @@ class EventArrived(Message):
 
     path: str
     event: Event
+
+
+@dataclass
+class TraceArrived(Message):
+    """The trace feed (Fleet.trace) has news from `path`: events, a status or an error. One
+    message however many batches came since the feed was last read."""
+
+    path: str
 
 
 @dataclass
@@ -89,3 +98,18 @@ class ExamplesRequested(Message):
     """Enter on a kernel drop reason: the app shows its recent example packets."""
 
     row: KernelDropRow
+
+
+@dataclass
+class TraceFilterSubmitted(Message):
+    """Enter in the Flows view's filter box: the app (re)starts the trace with `text`."""
+
+    text: str
+
+
+@dataclass
+class ExplainRequested(Message):
+    """Enter on a trace event: the app asks the agent on `path` to explain its flow."""
+
+    path: str
+    event: TraceEvent

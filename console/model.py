@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from console.tracefeed import TraceFeed
 from xlb.api.protocol import Backend, Packet, Probe, Snapshot, Status, Vip, XdpError
 
 HISTORY = 120          # snapshots kept per series (2 minutes at the default tick)
@@ -140,6 +141,7 @@ class Fleet:
         self.instances: dict[str, Instance] = {}
         self.by_path: dict[str, str] = {}
         self.focus: str | None = None
+        self.trace = TraceFeed()  # the flow trace's newest events (filled while Flows shows)
 
     # -- updates from the links ----------------------------------------------------
     def snapshot(self, path: str, snap: Snapshot) -> Instance:

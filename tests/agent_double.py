@@ -2,7 +2,8 @@
 
 It speaks the agent's real protocol (JSON-RPC 2.0 lines on a Unix socket:
 status, subscribe with snapshot/event notifications, drain/undrain/weight
-with the last-healthy-backend refusal, audit) with synthetic, deterministic
+with the last-healthy-backend refusal, audit, probes, the flow trace with its
+"trace" notifications and explain: tests/trace_double.py) with synthetic, deterministic
 figures, so the console is driven through exactly the code it uses against a
 real agent. Methods, parameters, error codes, reasons and answer shapes come
 from xlb.api.protocol, the one schema (a test checks its snapshots conform), so
@@ -21,11 +22,14 @@ import threading
 import time
 from typing import Any
 
+from tests.trace_double import BATCH, TraceDouble
 from xlb.api import protocol as P
 from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, XlbError
 
 ANSWERED = ("status", "subscribe", "drain", "undrain", "weight", "audit", "probes",
-            "probe_attach", "probe_detach")  # the rest: NO_METHOD
+            "probe_attach", "probe_detach", "trace_start", "trace_stop", "trace_status",
+            "trace_subscribe", "trace_events", "explain")  # the rest: NO_METHOD
+HEARTBEAT = 1.0   # a trace watcher hears at least this often, events or not
 
 
 class AgentDouble:
@@ -52,6 +56,7 @@ class AgentDouble:
                        f"{'udp' if v % 4 == 1 else 'tcp'}",
                 "backends": [{"address": _backend_address(b), "weight": 1 + (b % 3 == 2),
                               "state": "active", "health": "up"} for b in range(backends)]})
+        self.tracer = TraceDouble(self.vips, frozen, self.started)
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -86,10 +91,17 @@ class AgentDouble:
 
     # -- protocol ----------------------------------------------------------------------------
     def _serve(self, h: socketserver.StreamRequestHandler) -> None:
+        """One connection: answers, then snapshots every tick once subscribed, and trace
+        batches every BATCH (at least every HEARTBEAT) once it watches the trace."""
         subscribed = False
+        watching: int | None = None   # events of the trace this connection has had
         sock, buf = h.connection, b""
+        next_snap = next_batch = last_batch = time.monotonic()
         while not self._stopping.is_set():
-            ready, _, _ = select.select([sock], [], [], self.tick)
+            due = [t for t, on in ((next_snap, subscribed), (next_batch, watching is not None))
+                   if on]
+            wait = max(min(due) - time.monotonic(), 0.0) if due else self.tick
+            ready, _, _ = select.select([sock], [], [], wait)
             if ready:
                 try:
                     chunk = sock.recv(65536)
@@ -100,51 +112,86 @@ class AgentDouble:
                 buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
-                reply, sub = self._handle(line)
-                subscribed = subscribed or sub
+                reply, name, params = self._handle(line)
                 if not _send(h, reply):
                     return
-            if subscribed and not _send(h, {"jsonrpc": "2.0", "method": "snapshot",
-                                            "params": self.snapshot()}):
-                return
+                if name == "subscribe":
+                    subscribed, next_snap = True, time.monotonic()
+                elif name == "trace_subscribe":
+                    first, watching = self.tracer.subscribe_batch(params["history"])
+                    if not _send(h, _notification("trace", first)):
+                        return
+                    next_batch = last_batch = time.monotonic() + BATCH
+            now = time.monotonic()
+            if subscribed and now >= next_snap:
+                next_snap = now + self.tick
+                if not _send(h, _notification("snapshot", self.snapshot())):
+                    return
+            if watching is not None and now >= next_batch:
+                self.tracer.produce()
+                batch, watching = self.tracer.batch(watching, now - next_batch + BATCH)
+                next_batch = now + BATCH
+                if batch["events"] or batch["skipped"] or now - last_batch >= HEARTBEAT:
+                    last_batch = now
+                    if not _send(h, _notification("trace", batch)):
+                        return
 
-    def _handle(self, line: bytes) -> tuple[dict[str, Any], bool]:
+    def _handle(self, line: bytes) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+        """The answer to one request line; the method's name and checked parameters when
+        it succeeded (None and {} otherwise)."""
         req = json.loads(line)
         name, rid = req["method"], req.get("id")
         with self.lock:
             self.calls.append((name, req.get("params", {})))
         method = P.METHODS.get(name)
         if method is None or name not in ANSWERED:
-            return _error(rid, ErrorCode.NO_METHOD, f"unknown method {name!r}"), False
+            return _error(rid, ErrorCode.NO_METHOD, f"unknown method {name!r}"), None, {}
         try:
             params = method.check(req.get("params", {}))
             if method.operator and not self.operator:
                 raise ReadOnlyError("tester (uid 1000) is read-only")
-            result: Any
-            if name == "status":
-                status: P.Status = {**self.snapshot(),
-                                    "caller": {"user": "tester", "operator": self.operator}}
-                result = status
-            elif name == "subscribe":
-                result = P.Subscribed(subscribed=True, tick=self.tick)
-            elif name == "audit":
-                with self.lock:
-                    result = self.audit[-params["n"]:]
-            elif name == "probes":
-                result = self.probes()
-            elif name in ("probe_attach", "probe_detach"):
-                result = self._probe_change(name, params["name"])
-            else:
-                change = self._change(name, params)
-                with self.lock:
-                    self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
-                                       "action": name, "params": params,
-                                       "before": change["before"], "after": change["after"],
-                                       "result": "ok"})
-                result = change
+            result = self._answer(name, params)
         except XlbError as e:
-            return _error(rid, e.rpc_code, str(e)), False
-        return {"jsonrpc": P.JSONRPC, "id": rid, "result": result}, name == "subscribe"
+            return _error(rid, e.rpc_code, str(e)), None, {}
+        return {"jsonrpc": P.JSONRPC, "id": rid, "result": result}, name, params
+
+    def _answer(self, name: str, params: dict[str, Any]) -> Any:
+        if name == "status":
+            status: P.Status = {**self.snapshot(),
+                                "caller": {"user": "tester", "operator": self.operator}}
+            return status
+        if name == "subscribe":
+            return P.Subscribed(subscribed=True, tick=self.tick)
+        if name == "audit":
+            with self.lock:
+                return self.audit[-params["n"]:]
+        if name == "probes":
+            return self.probes()
+        if name in ("probe_attach", "probe_detach"):
+            return self._probe_change(name, params["name"])
+        if name.startswith("trace_") or name == "explain":
+            return self._trace(name, params)
+        change = self._change(name, params)
+        with self.lock:
+            self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
+                               "action": name, "params": params, "before": change["before"],
+                               "after": change["after"], "result": "ok"})
+        return change
+
+    def _trace(self, name: str, params: dict[str, Any]) -> Any:
+        t = self.tracer
+        if name == "trace_start":
+            return t.start(params["filter"], params["seconds"] or P.DEFAULT_TRACE_SECONDS,
+                           "tester")
+        if name == "trace_stop":
+            return t.stop()
+        if name == "trace_events":
+            return t.events(params["n"])
+        if name == "explain":
+            return t.explain(params["src"], params.get("sport"), params["dst"],
+                             params["dport"], params["protocol"], params["syn"])
+        with t.lock:  # trace_status, trace_subscribe
+            return t.current()
 
     def _change(self, method: str, p: dict[str, Any]) -> P.ChangeResult:
         with self.lock:
@@ -328,6 +375,10 @@ def _configured(b: dict[str, Any]) -> P.BackendConfig:
 
 def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
     return {"jsonrpc": P.JSONRPC, "id": rid, "error": {"code": int(code), "message": message}}
+
+
+def _notification(method: str, params: Any) -> dict[str, Any]:
+    return {"jsonrpc": P.JSONRPC, "method": method, "params": params}
 
 
 def _send(h: socketserver.StreamRequestHandler, msg: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from console.dialogs.base import Dialog
+from console.draw import endpoint
 from console.model import KernelDropRow
 from xlb.units import human
 
@@ -30,7 +31,7 @@ class ExamplesScreen(Dialog[None]):
                 f"{human(r.lb_total)} of them from or to this load balancer's VIPs and "
                 "backends.")
         lines = [f"  {_when(p['time'])}  {p['protocol']:<6} "
-                 f"{_ep(p['src'], p['sport'])} → {_ep(p['dst'], p['dport'])}"
+                 f"{endpoint(p['src'], p['sport'])} → {endpoint(p['dst'], p['dport'])}"
                  for p in r.examples]
         body = ("Recent packets (newest first):\n" + "\n".join(lines) if lines else
                 "The kernel kept no example packet for this reason (yet).")
@@ -38,11 +39,6 @@ class ExamplesScreen(Dialog[None]):
         with VerticalScroll():
             yield Static(body, id="examples-body", markup=False)  # addresses: [fd00::1]
         yield Static("Esc or q closes", id="dialog-hint")
-
-
-def _ep(addr: str, port: int) -> str:
-    text = f"[{addr}]" if ":" in addr else addr
-    return f"{text}:{port}" if port else text
 
 
 def _when(t: float) -> str:

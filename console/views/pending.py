@@ -1,6 +1,6 @@
-"""BGP, Flows: their tabs exist, and say plainly what will feed them.
+"""BGP: its tab exists, and says plainly what will feed it.
 
-No invented data: each shows what it will show, where it will come from,
+No invented data: it shows what it will show, where it will come from,
 and that it is not configured yet.
 """
 
@@ -30,11 +30,3 @@ class Bgp(Pending):
             "error), the announced VIP prefixes and the route event log, with keys to announce "
             "and withdraw. The agents this console follows run no BGP speaker yet, so there is "
             "nothing to show.")
-
-
-class Flows(Pending):
-    TITLE = "Flows"
-    FEED = ("Fed by the data plane's flow-trace ring buffer: time, RX queue, CPU, 5-tuple, VIP, "
-            "backend, verdict, new or established; sampled 1/N or filtered by 5-tuple, with "
-            "pause and \"explain this 5-tuple\". The data plane does not emit flow traces yet.")
-

@@ -26,8 +26,12 @@ from console.dialogs import (
     HelpScreen,
     WeightScreen,
 )
+from console.dialogs.explain import ExplainScreen
+from console.dialogs.sample import SampleScreen
+from console.views.eventlist import EventList
 from tests.agent_double import AgentDouble
 from tests.helpers import until
+from tests.trace_double import FROZEN_EVENTS
 
 SIZES = [(80, 24), (160, 48)]
 DIALOGS: dict[str, tuple[str, type[Dialog[Any]]]] = {  # name: (key, screen)
@@ -53,6 +57,9 @@ def test_view(frozen: AgentDouble, snap_compare: Any, view: int, size: tuple[int
         await until(lambda: "lb1" in app.fleet.instances
                     and len(app.fleet.instances["lb1"].pps) >= 2, pilot)
         await pilot.press(str(view + 1))
+        if VIEWS[view][0] == "flows":  # the frozen double's canned trace
+            await until(lambda: len(app.query_one("#fl-list", EventList).keys)
+                        == FROZEN_EVENTS, pilot)
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
@@ -97,6 +104,40 @@ def test_kernel_drop_examples(frozen: AgentDouble, snap_compare: Any,
         table.focus()
         await pilot.press("enter")
         await until(lambda: isinstance(app.screen, ExamplesScreen), pilot)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dialog", ["sample", "explain-typed", "explain-event"])
+def test_flows_dialog(frozen: AgentDouble, snap_compare: Any, dialog: str,
+                      size: tuple[int, int]) -> None:
+    """The Flows view's dialogs: sampling, a typed flow explained, enter on an event."""
+    app = XlbConsole([frozen.path])
+
+    async def ready(pilot: Any) -> None:
+        await until(lambda: "lb1" in app.fleet.instances, pilot)
+        await pilot.press("5")
+        table = app.query_one("#fl-list", EventList)
+        await until(lambda: len(table.keys) == FROZEN_EVENTS, pilot)
+        if dialog == "sample":
+            await pilot.press("s")
+            await until(lambda: isinstance(app.screen, SampleScreen), pilot)
+        elif dialog == "explain-typed":
+            await pilot.press("e")
+            await until(lambda: isinstance(app.screen, ExplainScreen), pilot)
+            app.screen.query_one(Input).value = "198.18.0.12:40000 198.19.0.10:80 tcp syn"
+            await pilot.press("enter")
+        else:
+            table.focus()
+            await pilot.press("down", "enter")
+            await until(lambda: isinstance(app.screen, ExplainScreen), pilot)
+        if isinstance(app.screen, ExplainScreen):
+            await until(lambda: "⇒" in str(app.screen.query_one("#explain-body",
+                                                                 Static).render()), pilot)
+        for box in app.screen.query(Input):
+            box.cursor_blink = False
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
