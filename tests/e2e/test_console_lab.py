@@ -88,7 +88,8 @@ def test_main_command_lands_in_a_live_console_and_keys_drain(demo_in_tmux: None)
     keys("6")  # the agent attached its default probes: the drops probe is one of them
     wait_for(lambda: "Probes of the agent" in screen() and any(
         ln.split()[:1] == ["drops"] and "attached" in ln for ln in screen().splitlines()),
-        "the drops probe attached in the Probes view")
+        "the drops probe attached in the Probes view",
+        timeout=180)  # the agent compiles its probes in the background: slow on a busy host
     keys("3")
     wait_for(lambda: "Kernel drops by reason" in screen(), "the kernel half of Drops")
     keys("q")
