@@ -26,7 +26,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from console import themes
 from console.dialogs import BackendScreen, ConfirmScreen, ExamplesScreen, HelpScreen, WeightScreen
 from console.dialogs.backend import audit_lines
-from console.draw import ago
+from console.draw import ago, clip
 from console.link import AgentLink
 from console.messages import (
     AgentHello,
@@ -231,7 +231,7 @@ class XlbConsole(App[None]):
                 parts.append(f"[$success]{name} ● live[/]")
             else:
                 parts.append(f"[$error]{name} ✗ disconnected {ago(now - link.since)} "
-                             f"(reconnecting): {escape(_short(link.error, 40))}[/]")
+                             f"(reconnecting): {escape(clip(link.error, 40))}[/]")
             for alarm in inst.snap["alarms"] if inst else ():
                 if alarm["active"]:
                     parts.append(f"[reverse $error] ⚠ ALARM {name}: {alarm['what']} [/]")
@@ -584,7 +584,3 @@ class XlbConsole(App[None]):
 def _one_line(text: str) -> str:
     """An error as one line: the first line of what the agent said."""
     return text.strip().splitlines()[0] if text.strip() else "failed"
-
-
-def _short(text: str, n: int = 60) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"

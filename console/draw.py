@@ -53,3 +53,8 @@ def endpoint(addr: str, port: int | None) -> str:
     address alone)."""
     host = f"[{addr}]" if ":" in addr else addr
     return f"{host}:{port}" if port else host
+
+
+def clip(text: str, n: int) -> str:
+    """`text` in at most `n` cells: cut with an ellipsis when longer."""
+    return text if len(text) <= n else text[: n - 1] + "…"

@@ -14,13 +14,17 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
+from console.draw import clip
 from console.messages import ProbeToggleRequested
 from console.model import Fleet
 from console.views.base import View, cell_key, num, sync_table
 from xlb.api.protocol import Probe
 from xlb.units import human
 
-COLUMNS = ("probe", "kind", "target", "state", "events/s", "ns/run", "CPU %")
+COLUMNS = ("probe", "state", "kind", "target", "events/s", "ns/run", "CPU %")
+# A DataTable column widens to its longest cell and never narrows again: a long target seen
+# once (while probes attach) would push the columns after it off a narrow screen for good.
+TARGET_WIDTH = 36
 STATE_ROLE = {"attached": "success", "unavailable": "warning", "off": "secondary"}
 
 
@@ -38,7 +42,7 @@ class Probes(View):
         yield Static(id="pr-title")
         table: DataTable[Any] = DataTable(id="pr-table", cursor_type="row")
         for name in COLUMNS:
-            table.add_column(name, key=name)
+            table.add_column(name, key=name, width=TARGET_WIDTH if name == "target" else None)
         yield table
         yield Static(id="pr-notes")
 
@@ -58,8 +62,9 @@ class Probes(View):
             state = p["state"] + (" (fallback)" if p["state"] == "attached" and p["reason"]
                                   else "")
             cost = p["ns_per_run"], p["cpu_percent"]
-            return ((f"{inst}/" if several else "") + p["name"], p["kind"], p["target"],
+            return ((f"{inst}/" if several else "") + p["name"],
                     self.marked(state, STATE_ROLE.get(p["state"], "foreground")),
+                    p["kind"], clip(p["target"], TARGET_WIDTH),
                     num(human(p["events_per_s"]) if p["state"] == "attached" else "–"),
                     num("–" if cost[0] is None else f"{cost[0]:.0f}"),
                     num("–" if cost[1] is None else f"{cost[1]:.2f}"))

@@ -46,6 +46,31 @@ def test_probes_view_lists_every_probe_live_with_its_cost(double: AgentDouble) -
     run(app, scenario)
 
 
+def test_a_long_target_seen_once_never_pushes_the_state_off_screen(
+        double: AgentDouble, monkeypatch: Any) -> None:
+    """While probes attach, the agent may name a long target (xdp lists every tracepoint
+    it tries); a DataTable column never narrows again, so the state must not sit after it."""
+    from tests import agent_double
+    long = ("tracepoint", "xdp:xdp_exception, xdp:xdp_redirect_err, xdp:xdp_redirect_map_err "
+            "(xdp_redirect_map_err: not in this kernel)", "XDP errors")
+    monkeypatch.setitem(agent_double.PROBE_DOCS, "xdp", long)
+    app = XlbConsole([double.path])
+
+    async def scenario(pilot: Any) -> None:
+        await pilot.press("6")
+        await until(lambda: len(table_keys(app, "#pr-table")) == 6, pilot)
+        await until(lambda: "xdp_exception" in cell(app, "#pr-table", "lb1/xdp", "target"), pilot)
+        table = app.query_one("#pr-table", DataTable)
+        upto_state = 0
+        for key, column in table.columns.items():
+            upto_state += column.get_render_width(table)
+            if key == "state":
+                break
+        assert upto_state <= table.size.width, (upto_state, table.size.width)
+
+    run(app, scenario)
+
+
 def test_enter_detaches_after_a_yes_and_attaches_at_once(double: AgentDouble) -> None:
     app = XlbConsole([double.path])
 
