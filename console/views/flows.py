@@ -35,7 +35,9 @@ from xlb.api.protocol import TraceEvent, TraceStatus, reason_kind
 from xlb.units import human
 
 FRAME = 0.25      # seconds between two redraws of the rows, at most
-COLUMNS = ("time (UTC)", "q/cpu", "source", "destination", "VIP", "backend", "path", "verdict",
+# What an on-call engineer reads first comes first: who, to where, which backend, how chosen,
+# what happened; where it ran (queue, CPU) and the size last, past a 120-column screen's edge.
+COLUMNS = ("time (UTC)", "source", "destination", "backend", "path", "verdict", "VIP", "q/cpu",
            "bytes")
 PATH_LABEL = {"none": "–", "conn": "hit", "maglev": "new", "maglev_syn": "new SYN",
               "maglev_stale": "re-pick"}
@@ -262,7 +264,7 @@ class Flows(View):
 
     def _cells(self, row: TraceRow, several: bool) -> Sequence[Cell]:
         ev: TraceEvent = row.event
-        where = f"q{ev['queue']} c{ev['cpu']}" if ev["queue"] >= 0 else f"– c{ev['cpu']}"
+        where = f"q{ev['queue']} c{ev['cpu']}" if ev["source"] == "xdp" else "kernel"
         if several:
             where = f"{self._names.get(row.path, row.path)}/{where}"
         if ev["source"] == "kernel":
@@ -274,12 +276,13 @@ class Flows(View):
                 role = "warning"
             verdict = ev["reason"]
         path = ev["path"]
-        return ((clock(ev["time"]), None), (where, None),
+        return ((clock(ev["time"]), None),
                 (endpoint(ev["src"], ev["sport"]), None),
                 (f"{endpoint(ev['dst'], ev['dport'])}/{ev['protocol']}", None),
-                (ev["vip"] or "–", None), (ev["backend"] or "–", None),
+                (ev["backend"] or "–", None),
                 (PATH_LABEL.get(path, path), self._style(PATH_ROLE.get(path, "secondary"))),
-                (verdict, self._style(role)), (str(ev["length"]).rjust(5), None))
+                (verdict, self._style(role)), (ev["vip"] or "–", None), (where, None),
+                (str(ev["length"]).rjust(5), None))
 
     def help_note(self, fleet: Fleet) -> str:
         paths = ("[b]path[/b]: hit = the connection table's recorded backend; new = Maglev "

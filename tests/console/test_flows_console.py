@@ -22,15 +22,15 @@ from tests.console.test_console import run, text
 from tests.helpers import until
 
 
-def rows(app: XlbConsole) -> list[list[str]]:
-    """The Flows table's rows as shown (cell texts), top first."""
+def rows(app: XlbConsole) -> list[dict[str, str]]:
+    """The Flows table's rows as shown (column -> cell text), top first."""
     table = app.query_one("#fl-list", EventList)
-    return [[c[0] for c in table.row_cells(k)] for k in table.keys]
+    return [{name: c[0] for name, c in zip(table.columns, table.row_cells(k), strict=True)}
+            for k in table.keys]
 
 
 def column(app: XlbConsole, name: str) -> list[str]:
-    i = list(app.query_one("#fl-list", EventList).columns).index(name)
-    return [r[i] for r in rows(app)]
+    return [r[name] for r in rows(app)]
 
 
 async def type_into(pilot: Any, text_: str) -> None:
@@ -61,7 +61,7 @@ def test_the_live_trace_is_shown_newest_first_with_its_figures(double: AgentDoub
         assert "events/s traced" in text(app, "#fl-figures")
         # what a row says, in the double's words
         first = rows(app)[-1]
-        assert first[3].endswith(":80/tcp") and first[2].startswith("198.18.0.")
+        assert first["destination"].endswith(":80/tcp") and first["source"].startswith("198.18.0.")
         assert {"hit", "new SYN"} <= set(column(app, "path"))
         assert "kernel NO_SOCKET" in column(app, "verdict") or len(keys) < 97
 
@@ -221,11 +221,12 @@ def test_enter_explains_the_selected_events_flow(double: AgentDouble) -> None:
         row = rows(app)[2]
         await pilot.press("enter")
         await until(lambda: isinstance(app.screen, ExplainScreen), pilot)
-        dst, proto = row[3].split("/")
-        assert app.screen.query_one("#explain-input", Input).value == f"{row[2]} {dst} {proto}"
+        dst, proto = row["destination"].split("/")
+        assert app.screen.query_one("#explain-input", Input).value == (
+            f"{row['source']} {dst} {proto}")
         body = app.screen.query_one("#explain-body", Static)
         await until(lambda: "⇒" in str(body.render()), pilot)
-        assert f"backend {row[5]}" in str(body.render())  # the backend the event went to
+        assert f"backend {row['backend']}" in str(body.render())  # the backend the event went to
 
     run(app, scenario)
 
@@ -338,7 +339,7 @@ def test_a_new_theme_recolours_the_rows_already_drawn(double: AgentDouble) -> No
 
     def verdict_colour() -> str:
         table = app.query_one("#fl-list", EventList)
-        return str(table.row_cells(table.keys[-1])[7][1])
+        return str(table.row_cells(table.keys[-1])[list(table.columns).index("verdict")][1])
 
     async def scenario(pilot: Any) -> None:
         await flows(app, pilot, 3)

@@ -50,6 +50,11 @@ def backend_state(address: str) -> str:
     return next(str(b["state"]) for b in web["backends"] if b["address"] == address)
 
 
+def trace_running() -> bool:
+    with AgentClient(default_socket("lb1")) as c:
+        return bool(c.call("trace_status")["running"])
+
+
 @pytest.fixture
 def demo_in_tmux(tmp_path: Path) -> Iterator[None]:
     """The README's main command (scripts/run = bootstrap + `xlb demo`): lab, traffic, console."""
@@ -92,6 +97,14 @@ def test_main_command_lands_in_a_live_console_and_keys_drain(demo_in_tmux: None)
         timeout=180)  # the agent compiles its probes in the background: slow on a busy host
     keys("3")
     wait_for(lambda: "Kernel drops by reason" in screen(), "the kernel half of Drops")
+    keys("5", "/")  # Flows: a trace of the web VIP's TCP, typed into the filter box
+    wait_for(lambda: "Enter starts" in screen(), "the filter box")
+    keys("-l", "vip web and proto tcp")
+    keys("Enter")
+    wait_for(lambda: any("198.19.0.10" in ln and "198.18.2." in ln and ("hit" in ln or "new" in ln)
+                         for ln in screen().splitlines()), "traced packets of web in Flows")
+    keys("x")  # stop the trace before leaving: a trace left on costs until it expires
+    wait_for(lambda: not trace_running(), "the trace to stop")
     keys("q")
     wait_for(lambda: "DEMO-EXITED 0" in screen(), "the demo to end with the console")
     assert "TCP connections ok" in screen() and "lab is still running" in screen()
