@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import netns
 
+from tests.e2e.clients import KeepAlive
 from tests.helpers import promtool_check, samples, scrape
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Dataplane
@@ -174,49 +175,6 @@ def test_demo_runs_the_lab_with_traffic_and_figures(lab: dict) -> None:
     assert "lb1" in r.stdout and "new conn/s" in r.stdout
     assert " 0 failed" in r.stdout and "lab is still running" in r.stdout
     assert run.status()["lbs"]["lb1"]
-
-
-KEEPALIVE = """
-import socket, sys
-s = socket.create_connection(("198.19.0.10", 80), timeout=5, source_address=("198.18.0.40", 0))
-f = s.makefile("rb")
-def get():
-    s.sendall(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n")
-    length = 0
-    while (line := f.readline()) not in (b"\\r\\n", b""):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    return f.read(length).decode().strip()
-print(get(), flush=True)
-for _ in sys.stdin:
-    print(get(), flush=True)
-"""
-
-
-class KeepAlive:
-    """One long-lived HTTP connection from the client namespace; get() asks on it again."""
-
-    def __enter__(self) -> KeepAlive:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable,
-                                      "-c", KEEPALIVE], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        self.first = self._line()
-        self.address = {f"be{i}": f"198.18.2.1{i}" for i in (1, 2, 3)}[self.first]
-        return self
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        return self.proc.stdout.readline().strip()
-
-    def get(self) -> str:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("again\n")
-        self.proc.stdin.flush()
-        return self._line()
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 def new_connections(n: int) -> list[str]:

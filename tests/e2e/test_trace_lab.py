@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.clients import BACKENDS, KeepAlive
 from xlb.api.client import AgentClient
 from xlb.lab import run, topology
-
-BACKENDS = {b.name.removeprefix(topology.PREFIX): b.address for b in topology.Lab().backends}
 
 CONNECT = """
 import json, socket, sys
@@ -38,24 +37,6 @@ for src in sys.argv[2:]:
     name = data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip()
     print(json.dumps({"src": src, "sport": sport, "backend": name}), flush=True)
 """
-
-KEEP = """
-import json, socket, sys
-s = socket.create_connection((sys.argv[1], 80), timeout=5, source_address=(sys.argv[2], 0))
-f = s.makefile("rb")
-def get():
-    s.sendall(b"GET / HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n")
-    length = 0
-    while (line := f.readline()) not in (b"\\r\\n", b""):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
-    return f.read(length).decode().strip()
-sport = s.getsockname()[1]
-print(json.dumps({"sport": sport, "backend": get()}), flush=True)
-for _ in sys.stdin:
-    print(json.dumps({"sport": sport, "backend": get()}), flush=True)
-"""
-
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[dict[str, Any]]:
@@ -117,21 +98,14 @@ def test_a_drained_backends_flow_stays_and_a_new_one_goes_by_maglev(
         lab: dict[str, Any]) -> None:
     client = topology.CLIENT_ADDRS[30]
     sock = lab["lbs"][0]["socket"]
-    keep = subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
-                             KEEP, topology.VIP, client], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    assert keep.stdin is not None and keep.stdout is not None
-    try:
-        first = json.loads(keep.stdout.readline())
-        drained = BACKENDS[first["backend"]]
+    with KeepAlive(client) as keep:
+        first = {"sport": keep.sport, "backend": keep.first}
+        drained = keep.address
         with AgentClient(sock) as agent:
             agent.call("drain", address=drained, vip="web")
             try:
                 agent.call("trace_start", filter=f"src {client} and dport 80")
-                keep.stdin.write("again\n")
-                keep.stdin.flush()
-                again = json.loads(keep.stdout.readline())
-                assert again == first, "the established connection kept its backend"
+                assert keep.get() == keep.first, "the established connection kept its backend"
                 (new,) = connect(client)
                 assert BACKENDS[new["backend"]] != drained
                 deadline = time.monotonic() + 10
@@ -145,9 +119,6 @@ def test_a_drained_backends_flow_stays_and_a_new_one_goes_by_maglev(
                 agent.call("trace_stop")
             finally:
                 agent.call("undrain", address=drained, vip="web")
-    finally:
-        keep.kill()
-        keep.wait()
     kept = [e for e in events if e["sport"] == first["sport"]]
     fresh = [e for e in events if e["sport"] == new["sport"]]
     assert kept and {(e["path"], e["backend"]) for e in kept} == {("conn", drained)}, kept
