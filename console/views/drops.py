@@ -63,15 +63,10 @@ class Drops(View):
         drops = [r for r in reasons if reason_kind(r[0]) == "drop"]
         worst = max(drops, key=lambda r: (r[1], r[2]), default=None)
         worst_name = worst[0] if worst and (worst[1] > 0 or worst[2] > 0) else None
-        title = Text()
-        title.append("Verdicts of the data plane", style="bold")
-        if worst_name and worst is not None:
-            title.append("   biggest drop reason: ")
-            title.append(f"{worst_name} ({human(worst[1])}/s, {human(worst[2])} total)",
-                         style=f"bold {self.role('error')}")
-        else:
-            title.append("   no drops", style=self.role("success"))
-        self.query_one("#dr-title", Static).update(title)
+        top = ("biggest drop reason", worst_name, worst[1], worst[2]) if (
+            worst_name and worst is not None) else None
+        self.query_one("#dr-title", Static).update(
+            self._title("Verdicts of the data plane", None, top, "no drops"))
         order = sorted(reasons, key=lambda r: (reason_order(r[0])[0],
                                                -r[1], -r[2], r[0]))
         rows = {}
@@ -88,23 +83,34 @@ class Drops(View):
         self._redraw_kernel(fleet)
         self._redraw_xdp(fleet)
 
+    def _title(self, heading: str, detached: str | None,
+               top: tuple[str, str, float, float] | None, quiet: str | None) -> Text:
+        """A section's title: its heading, then the probe it needs is not attached
+        (`detached`), or its top reason (`top`: what, name, per second, total), or `quiet`
+        (nothing wrong)."""
+        title = Text()
+        title.append(heading, style="bold")
+        if detached is not None:
+            title.append(f"   the {detached} probe is not attached (see Probes, 6)",
+                         style=self.role("warning"))
+        elif top is not None:
+            what, name, per_s, total = top
+            title.append(f"   {what}: ")
+            title.append(f"{name} ({human(per_s)}/s, {human(total)} total)",
+                         style=f"bold {self.role('error')}")
+        elif quiet is not None:
+            title.append(f"   {quiet}", style=self.role("success"))
+        return title
+
     def _redraw_kernel(self, fleet: Fleet) -> None:
         rows = fleet.kernel_drops()
         self._kernel = {r.reason: r for r in rows}
         top = rows[0].reason if rows and (rows[0].per_s > 0 or rows[0].total > 0) else None
-        title = Text()
-        title.append("Kernel drops by reason", style="bold")
-        if not fleet.probe_attached("drops"):
-            title.append("   the drops probe is not attached (see Probes, 6)",
-                         style=self.role("warning"))
-        elif top is not None:
-            r = self._kernel[top]
-            title.append("   top reason: ")
-            title.append(f"{top} ({human(r.per_s)}/s, {human(r.total)} total)",
-                         style=f"bold {self.role('error')}")
-        else:
-            title.append("   the kernel dropped nothing", style=self.role("success"))
-        self.query_one("#dr-kernel-title", Static).update(title)
+        lead = None if top is None else (
+            "top reason", top, self._kernel[top].per_s, self._kernel[top].total)
+        self.query_one("#dr-kernel-title", Static).update(self._title(
+            "Kernel drops by reason", "drops" if not fleet.probe_attached("drops") else None,
+            lead, "the kernel dropped nothing"))
 
         def cells(reason: str) -> tuple[Any, ...]:
             r = self._kernel[reason]
@@ -121,14 +127,10 @@ class Drops(View):
     def _redraw_xdp(self, fleet: Fleet) -> None:
         errors = fleet.xdp_errors()
         several = len({i for i, _ in errors}) > 1
-        title = Text()
-        title.append("XDP exceptions and redirect errors", style="bold")
-        if not fleet.probe_attached("xdp"):
-            title.append("   the xdp probe is not attached (see Probes, 6)",
-                         style=self.role("warning"))
-        elif not errors:
-            title.append("   none", style=self.role("success"))
-        self.query_one("#dr-xdp-title", Static).update(title)
+        self.query_one("#dr-xdp-title", Static).update(self._title(
+            "XDP exceptions and redirect errors",
+            "xdp" if not fleet.probe_attached("xdp") else None, None,
+            None if errors else "none"))
         rows = {f"{i}/{e['kind']}/{e['prog_id']}/{e['interface']}/{e['action']}": (i, e)
                 for i, e in errors}
 
