@@ -18,7 +18,7 @@ from functools import cache
 
 import pytest
 
-from tests.helpers import DataplaneUnderTest, base_config
+from tests.helpers import DataplaneUnderTest, base_config, dataplane_under_test
 
 
 @cache
@@ -70,18 +70,8 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
 
 @pytest.fixture(scope="session")
 def dut_session(roots: tuple[str, str]) -> Iterator[DataplaneUnderTest]:
-    from xlb.dataplane import loader
-    from xlb.dataplane.config import parse_config
-    from xlb.dataplane.manager import geometry_of
-
-    pin_root, run_root = roots
-    cfg = base_config()
-    loaded = loader.load("pkt", geometry_of(parse_config(cfg)), pin_root)
-    d = DataplaneUnderTest(loaded, pin_root, run_root)
-    try:
+    with dataplane_under_test("pkt", base_config(), roots) as d:
         yield d
-    finally:
-        d.dp.close()
 
 
 @pytest.fixture

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from scapy.utils import checksum
 from xlb.dataplane import bpfsys, loader
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import parse_config
-from xlb.dataplane.manager import Dataplane
+from xlb.dataplane.manager import Dataplane, geometry_of
 
 REPO = Path(__file__).resolve().parent.parent  # the repository's top
 
@@ -91,6 +93,33 @@ class DataplaneUnderTest:
         m = self.dp.maps["conns"]
         for k in m.keys():
             m.delete(k)
+
+
+@contextmanager
+def one_cpu() -> Iterator[int]:
+    """Run on one CPU (returned): test runs then use that CPU's per-CPU state only (its LRU
+    list, its new-entry window)."""
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@contextmanager
+def dataplane_under_test(instance: str, cfg: dict[str, Any], roots: tuple[str, str],
+                         **load: Any) -> Iterator[DataplaneUnderTest]:
+    """The data plane built for `cfg` (geometry), loaded under the test's pin root and
+    closed after; `load`: loader.load's keywords."""
+    pin_root, run_root = roots
+    loaded = loader.load(instance, geometry_of(parse_config(cfg)), pin_root, **load)
+    d = DataplaneUnderTest(loaded, pin_root, run_root)
+    try:
+        yield d
+    finally:
+        d.dp.close()
 
 
 CLIENT = "198.51.100.7"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
-import os
 import random
 import struct
 import time
@@ -27,13 +26,12 @@ import numpy as np
 import pytest
 from scapy.layers.inet6 import IPv6
 
-from tests.helpers import DataplaneUnderTest, eth
+from tests.helpers import DataplaneUnderTest, dataplane_under_test, eth
+from tests.helpers import one_cpu as pinned_to_one_cpu
 from xlb.api import protocol as P
-from xlb.dataplane import bpfsys, loader
+from xlb.dataplane import bpfsys
 from xlb.dataplane import structs as S
-from xlb.dataplane.config import parse_config
 from xlb.dataplane.explain import CLOCK_MONOTONIC_COARSE, explain, flow_hash
-from xlb.dataplane.manager import geometry_of
 from xlb.dataplane.trace import TraceReader, filter_config
 from xlb.errors import InvalidParams
 
@@ -244,26 +242,15 @@ class Bench:
 
 @pytest.fixture(scope="module")
 def xpl(roots: tuple[str, str]) -> Iterator[DataplaneUnderTest]:
-    pin_root, run_root = roots
-    cfg = config(start_vips())
-    loaded = loader.load("xpl", geometry_of(parse_config(cfg)), pin_root)
-    d = DataplaneUnderTest(loaded, pin_root, run_root)
-    try:
+    with dataplane_under_test("xpl", config(start_vips()), roots) as d:
         yield d
-    finally:
-        d.dp.close()
 
 
 @pytest.fixture
 def one_cpu() -> Iterator[int]:
     """Run on one CPU (the test run's per-CPU new-entry window is that CPU's)."""
-    before = os.sched_getaffinity(0)
-    cpu = min(before)
-    os.sched_setaffinity(0, {cpu})
-    try:
+    with pinned_to_one_cpu() as cpu:
         yield cpu
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def test_explain_agrees_with_the_data_plane(xpl: DataplaneUnderTest, one_cpu: int) -> None:

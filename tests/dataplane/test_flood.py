@@ -8,33 +8,27 @@ make eviction certain without the protections, whatever the machine.
 
 from __future__ import annotations
 
-import os
 import random
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from tests.helpers import XDP_TX, DataplaneUnderTest, base_config, outer_v4, syn
+from tests.helpers import (
+    XDP_TX,
+    DataplaneUnderTest,
+    base_config,
+    dataplane_under_test,
+    one_cpu,
+    outer_v4,
+    syn,
+)
 from xlb.dataplane import bpfsys, loader
-from xlb.dataplane.config import parse_config
-from xlb.dataplane.manager import geometry_of, new_flow_limit
+from xlb.dataplane.manager import new_flow_limit
 
 TABLE = 1024
 FLOOD = 20_000  # packets: many times what one CPU's share of the table holds
-
-
-@contextmanager
-def one_cpu() -> Iterator[None]:
-    """Run on one CPU: test runs then use that CPU's LRU list only."""
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(saved)})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, saved)
 
 
 def config(**instance: Any) -> dict[str, Any]:
@@ -43,16 +37,13 @@ def config(**instance: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def small(roots: tuple[str, str]) -> Iterator[DataplaneUnderTest]:
-    pin_root, run_root = roots
-    loaded = loader.load("flood", geometry_of(parse_config(config())), pin_root)
-    d = DataplaneUnderTest(loaded, pin_root, run_root)
     try:
-        d.apply(config(flow_table_turnover=0))  # setting up makes entries freely
-        with one_cpu():
-            yield d
+        with dataplane_under_test("flood", config(), roots) as d:
+            d.apply(config(flow_table_turnover=0))  # setting up makes entries freely
+            with one_cpu():
+                yield d
     finally:
-        d.dp.close()
-        loader.remove_pins("flood", pin_root)
+        loader.remove_pins("flood", roots[0])
 
 
 def drained_connections(d: DataplaneUnderTest, n: int = 8,
