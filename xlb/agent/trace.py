@@ -19,6 +19,7 @@ module is the session's logic alone, the same under test with a test double.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -193,7 +194,7 @@ class Trace:
     def events(self, n: int) -> list[P.TraceEvent]:
         """The last `n` events of the history, oldest first."""
         with self.lock:
-            return list(self.history)[-n:] if n > 0 else []
+            return self._last(n)
 
     def watch(self, send: Send, history: int) -> Watcher:
         """A new watcher; the thread sends it `history` recent events first."""
@@ -288,14 +289,14 @@ class Trace:
                 continue
             events: list[P.TraceEvent] = []
             if w.history:
-                events = list(self.history)[-w.history:]
+                events = self._last(w.history)
                 w.history, w.cursor = 0, self.seq
             else:
                 if w.cursor < oldest:  # fell out of the history before it was sent
                     w.skipped += oldest - w.cursor
                     self._count_skipped(oldest - w.cursor)
                     w.cursor = oldest
-                new = list(self.history)[w.cursor - oldest:] if w.cursor < self.seq else []
+                new = self._last(self.seq - w.cursor)
                 w.cursor = self.seq
                 events = self._within_budget(w, new, now)
             changed = w.seen != (s.running, s.started)
@@ -336,6 +337,13 @@ class Trace:
         self.state.totals["skipped"] += n
 
     # -- helpers ------------------------------------------------------------------------------
+    def _last(self, n: int) -> list[P.TraceEvent]:
+        """The newest `n` events of the history, oldest first, without copying the rest
+        of it (it holds up to [trace] history events; batches go out ten times a second)."""
+        newest = list(itertools.islice(reversed(self.history), max(n, 0)))
+        newest.reverse()
+        return newest
+
     def _status_locked(self) -> P.TraceStatus:
         s = self.state
         return {"running": s.running, "filter": s.filter, "sample": s.sample,
