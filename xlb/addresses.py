@@ -35,3 +35,10 @@ def canonical_address(value: str) -> str:
         shown = value if len(value) <= 45 else value[:42] + "..."
         raise InvalidParams(f"{shown!r} is not an IP address")
     return str(addr)
+
+
+def host_port(addr: str, port: int | None) -> str:
+    """An address and port as people write them: 10.0.0.1:80, [fd00::1]:80; without a
+    port (None: the protocol has none), the address alone."""
+    host = f"[{addr}]" if ":" in addr else addr
+    return host if port is None else f"{host}:{port}"

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+from xlb.addresses import host_port
 from xlb.schema import AGENT
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,6 @@ def _home() -> int:
     return fd
 
 
-def _hostport(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
-
 async def _connect(
     addr: str, spec: CheckSpec
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -164,7 +161,7 @@ def _describe(e: OSError) -> str:
 async def probe(addr: str, spec: CheckSpec) -> str | None:
     """Run one check: None if it passed, else why it failed (one line, for operators)."""
     phase = "connect"
-    where = _hostport(addr, spec.port)
+    where = host_port(addr, spec.port)
     try:
         async with asyncio.timeout(spec.timeout):
             reader, writer = await _connect(addr, spec)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from xlb.addresses import host_port
 from xlb.api.protocol import REASONS, reason_kind, reason_order
 from xlb.cli import common
 from xlb.units import human
@@ -71,9 +72,6 @@ def _absent(probe: dict[str, Any] | None) -> list[str]:
 
 def packet(p: dict[str, Any]) -> str:
     ports = p["protocol"] in ("tcp", "udp")
-
-    def end(addr: str, port: int) -> str:
-        host = f"[{addr}]" if ":" in addr else addr
-        return f"{host}:{port}" if ports else host
-
-    return f"{p['protocol']} {end(p['src'], p['sport'])} → {end(p['dst'], p['dport'])}"
+    src = host_port(p["src"], p["sport"] if ports else None)
+    dst = host_port(p["dst"], p["dport"] if ports else None)
+    return f"{p['protocol']} {src} → {dst}"

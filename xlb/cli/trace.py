@@ -33,6 +33,7 @@ import sys
 import time
 from typing import Any
 
+from xlb.addresses import host_port
 from xlb.cli import common
 from xlb.errors import ReadOnlyError, UsageError
 
@@ -149,8 +150,9 @@ def _say(text: str) -> None:
 def line(ev: dict[str, Any]) -> str:
     """One event for people, hubble-like: time, where, 5-tuple, VIP → backend, how, verdict."""
     when = time.strftime("%H:%M:%S", time.localtime(ev["time"])) + f".{_ms(ev['time']):03d}"
-    flow = (f"{ev['protocol']:<4} {_end(ev['src'], ev['sport'], ev['protocol'])} → "
-            f"{_end(ev['dst'], ev['dport'], ev['protocol'])}")
+    ports = ev["protocol"] in ("tcp", "udp")
+    flow = (f"{ev['protocol']:<4} {host_port(ev['src'], ev['sport'] if ports else None)} → "
+            f"{host_port(ev['dst'], ev['dport'] if ports else None)}")
     if ev["source"] == "kernel":
         return f"{when} kernel     {flow}  {ev['action']} {ev['reason']}"
     where = f"q{ev['queue']} cpu{ev['cpu']}"
@@ -163,8 +165,3 @@ def line(ev: dict[str, Any]) -> str:
 
 def _ms(t: float) -> int:
     return min(999, int((t % 1) * 1000))
-
-
-def _end(addr: str, port: int, protocol: str) -> str:
-    host = f"[{addr}]" if ":" in addr else addr
-    return f"{host}:{port}" if protocol in ("tcp", "udp") else host
