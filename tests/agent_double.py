@@ -171,6 +171,10 @@ class AgentDouble:
             return self._probe_change(name, params["name"])
         if name.startswith("trace_") or name == "explain":
             return self._trace(name, params)
+        if name == "bgp":
+            return P.empty_bgp()
+        if name.startswith("bgp_"):
+            raise RefusedError(f"{name}: the double has no [bgp] table")
         change = self._change(name, params)
         with self.lock:
             self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
@@ -347,7 +351,7 @@ class AgentDouble:
                     "cpus": [{"busy": 35.0 + 20 * c, "softirq": 12.0 + 5 * c}
                              for c in range(self.n_cpus)],
                     "vips": vips, "alarms": list(self.alarms), "tick_failures": 0,
-                    "kernel": self.kernel(n, now)}
+                    "kernel": self.kernel(n, now), "bgp": P.empty_bgp()}
 
 
 PROBE_DOCS: dict[str, tuple[str, str, str]] = {

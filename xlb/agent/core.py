@@ -614,6 +614,17 @@ class Agent:
             log.info("VIP %s: %d flow(s) of backend %s (down) moved to healthy backends",
                      vip, n, address)
 
+    # -- BGP ---------------------------------------------------------------------------------
+    def bgp_status(self) -> P.Bgp:
+        """The BGP speaker's state (an instance without a [bgp] table runs none)."""
+        return P.empty_bgp()
+
+    def bgp_change(self, caller: Caller, action: str, vip: str | None,
+                   every: bool) -> P.BgpChange:
+        """bgp_withdraw / bgp_announce: refused where no BGP speaker runs."""
+        raise RefusedError(f"bgp_{action}: instance {self.name} has no [bgp] table, so it "
+                           "announces nothing; its VIPs reach it by static routes")
+
     # -- reading ---------------------------------------------------------------------------
     def emit(self, kind: str, doc: Any) -> None:
         """Tell the listeners (the API server, the health loop): a notification of
@@ -710,7 +721,8 @@ class Agent:
                 "vips": vips,
                 "alarms": [P.Alarm(**a) for a in self.alarms],  # copies: alarms change later
                 "tick_failures": self.tick_failures,
-                "kernel": self.kernel}
+                "kernel": self.kernel,
+                "bgp": self.bgp_status()}
 
     def _queues_seen(self, q: np.ndarray) -> int:
         """Queues up to the highest that ever carried traffic: the list never shrinks."""

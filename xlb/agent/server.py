@@ -140,6 +140,9 @@ HANDLERS: dict[str, Handler] = {
     "trace_subscribe": lambda a, c, p: a.trace.status(),  # the watcher: see _serve_client
     "trace_events": lambda a, c, p: a.trace.events(p["n"]),
     "explain": _explain,
+    "bgp": lambda a, c, p: a.bgp_status(),
+    "bgp_withdraw": lambda a, c, p: a.bgp_change(c, "withdraw", p["vip"], p["all"]),
+    "bgp_announce": lambda a, c, p: a.bgp_change(c, "announce", p["vip"], p["all"]),
 }
 SUBSCRIPTIONS = {"subscribe", "trace_subscribe"}  # answered, then notifications follow
 READS_THE_AUDIT_LOG = {"audit"}  # files, not memory: in the audit thread, off the loop

@@ -270,6 +270,92 @@ def empty_kernel() -> Kernel:
             "softirq": [], "tcp": [], "tcp_examples": [], "programs": []}
 
 
+# -- BGP: route health injection (xlb/bgp) ------------------------------------------------------
+# A neighbor's session as ExaBGP reports it: "idle" (not connected yet, or ExaBGP starting),
+# "connected" (TCP up, OPEN exchange), "established" (routes flow), "down" (lost: last_error
+# says why; ExaBGP tries again).
+BgpSessionState = Literal["idle", "connected", "established", "down"]
+# The ExaBGP process the agent supervises: "off" (no [bgp] table), "starting", "running",
+# "restarting" (it died; started again after a back-off), "failed" (cannot be started:
+# last_error of the Bgp document says why).
+BgpSpeakerState = Literal["off", "starting", "running", "restarting", "failed"]
+# Why a prefix is announced or withdrawn: "serving" (announced: a VIP at the address has a
+# healthy, undrained backend), "no_backend" (withdrawn: none has), "operator" (withdrawn by an
+# operator: bgp_withdraw VIP), "maintenance" (withdrawn: the whole LB is in maintenance),
+# "not_announced" (the [bgp] announce list leaves its VIPs out).
+BgpCause = Literal["serving", "no_backend", "operator", "maintenance", "not_announced"]
+BgpEventKind = Literal["session", "announce", "withdraw", "speaker", "notification",
+                       "operator"]
+MAX_BGP_EVENTS = 200  # the event log the snapshot carries (newest last)
+
+
+class BgpNeighbor(TypedDict):
+    """One BGP neighbor ([[bgp.neighbor]]) and its session."""
+
+    peer: str                     # the neighbor's address
+    local_address: str            # ours ("" = chosen by the kernel)
+    peer_asn: int
+    local_asn: int
+    family: str                   # "ipv4 unicast" | "ipv6 unicast": the prefixes it is sent
+    state: BgpSessionState
+    since: float                  # Unix time of the last state change (0 = none yet)
+    uptime: float                 # seconds established (0 unless established)
+    last_error: str               # the last down reason or notification, the peer's words
+    updates_sent: int             # UPDATE messages, since the agent started
+    updates_received: int
+
+
+class BgpPrefix(TypedDict):
+    """One VIP address as a BGP prefix (/32 or /128): every VIP at that address."""
+
+    prefix: str                   # 198.19.0.10/32, fd00::10/128
+    vips: list[str]               # the names of the VIPs at the address
+    announced: bool               # offered to the neighbors of its family
+    cause: BgpCause
+    reason: str                   # for people: why announced or withdrawn, with who and when
+    since: float                  # Unix time announced or withdrawn
+    peers: list[str]              # neighbors that carry it now (established, its family)
+
+
+class BgpEvent(TypedDict):
+    time: float
+    kind: BgpEventKind
+    peer: str                     # the neighbor concerned ("" = none)
+    message: str                  # for people
+
+
+class Bgp(TypedDict):
+    """The BGP speaker of one instance: what `xlb bgp` and the BGP view show."""
+
+    enabled: bool                 # False: no [bgp] table; everything else is empty
+    speaker: BgpSpeakerState
+    pid: int                      # ExaBGP's process (0 = none)
+    restarts: int                 # times ExaBGP was started again after it died
+    last_error: str               # why ExaBGP last died or could not start ("" = never)
+    local_asn: int
+    router_id: str
+    maintenance: bool             # every prefix withdrawn by an operator (bgp_withdraw all)
+    maintenance_by: str           # who put the LB in maintenance, and when ("" = not)
+    neighbors: list[BgpNeighbor]
+    prefixes: list[BgpPrefix]
+    events: list[BgpEvent]        # newest last, at most MAX_BGP_EVENTS
+
+
+def empty_bgp() -> Bgp:
+    """An instance without a [bgp] table."""
+    return {"enabled": False, "speaker": "off", "pid": 0, "restarts": 0, "last_error": "",
+            "local_asn": 0, "router_id": "", "maintenance": False, "maintenance_by": "",
+            "neighbors": [], "prefixes": [], "events": []}
+
+
+class BgpChange(TypedDict):
+    """The answer to bgp_withdraw / bgp_announce: the prefixes it touched, after it."""
+
+    changed: bool                 # False: it was so already
+    maintenance: bool
+    prefixes: list[BgpPrefix]     # the prefixes named (all of them for `all`)
+
+
 class Snapshot(TypedDict):
     """Everything the console draws, once per tick."""
 
@@ -291,6 +377,7 @@ class Snapshot(TypedDict):
     alarms: list[Alarm]               # in force, or put right in the last 10 minutes
     tick_failures: int                # ticks that failed since the agent started (logged)
     kernel: Kernel                    # what the probes see (xlb probes, the Probes view)
+    bgp: Bgp                          # the BGP speaker: sessions, prefixes, events
 
 
 class ProbeChange(TypedDict):
@@ -628,6 +715,11 @@ _EXPLAIN = (
           range=(20, 65535)),
 )
 
+_BGP_PARAMS = (
+    Param("vip", str, doc="a VIP name or address (its prefix: every VIP at that address)"),
+    Param("all", bool, default=False, doc="every prefix of this LB (maintenance)"),
+)
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("status", "the last snapshot and who is asking", Status),
     Method("vips", "every VIP with its rate and health", list[VipSummary]),
@@ -682,6 +774,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                   range=_EVENTS),)),
     Method("explain", "what the data plane would do with one flow, read from its maps "
            "(no packet sent)", Explain, _EXPLAIN),
+    Method("bgp", "the BGP speaker: neighbors and their sessions, each VIP prefix announced "
+           "or withdrawn and why, the event log", Bgp),
+    Method("bgp_withdraw", "withdraw one VIP's prefix from the routers, or every prefix "
+           "(all: maintenance); established flows move to the other LBs", BgpChange,
+           _BGP_PARAMS, operator=True),
+    Method("bgp_announce", "announce one VIP's prefix again (if it serves), or end "
+           "maintenance (all)", BgpChange, _BGP_PARAMS, operator=True),
 )}
 
 
