@@ -40,6 +40,7 @@ from xlb.agent.trace import Trace
 from xlb.agent.trace_source import DataplaneSource
 from xlb.agent.watch import Owned, Watch
 from xlb.api import protocol as P
+from xlb.bgp.control import BgpControl
 from xlb.dataplane import bpfsys, lifecycle, loader
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, IPAddress, vip_label
@@ -111,6 +112,9 @@ class Agent:
         self._watched: Config | None = None          # the intent the drops probe watches
         self.trace_source = DataplaneSource(self)
         self.trace = Trace(ac.trace, self.trace_source, self.audit)  # opened by start()
+        self.bgp: BgpControl | None = (  # started by start(), after the data plane
+            BgpControl(ac.bgp, self.name, ac.config.instance.netns or None, self.audit)
+            if ac.bgp is not None else None)
         self.last: P.Snapshot = self._snapshot(None)  # what readers see until the first tick
 
     # -- start and intent ---------------------------------------------------------
@@ -139,6 +143,9 @@ class Agent:
         self.last = self._snapshot(None)
         self._start_probes()
         self.trace.open()
+        if self.bgp is not None:  # the data plane serves: the VIPs may be announced
+            self.bgp.update(self.desired, self.down)
+            self.bgp.start()
         r = self.load_result
         log.info("%s %s: %s XDP on %s (prog %s); %d VIPs, %d backends", "adopted" if
                  r["adopted"] else "loaded", self.name, r["mode"], r["interface"], r["prog_id"],
@@ -191,6 +198,8 @@ class Agent:
 
     def close(self) -> None:
         self.stopping.set()
+        if self.bgp is not None:  # first: the routers move traffic to the other LBs at once
+            self.bgp.close()
         if self._probes_starting is not None:
             self._probes_starting.join(timeout=60)  # a compile cannot be cut short
         self.probes.close()
@@ -617,13 +626,19 @@ class Agent:
     # -- BGP ---------------------------------------------------------------------------------
     def bgp_status(self) -> P.Bgp:
         """The BGP speaker's state (an instance without a [bgp] table runs none)."""
-        return P.empty_bgp()
+        return P.empty_bgp() if self.bgp is None else self.bgp.status()
 
     def bgp_change(self, caller: Caller, action: str, vip: str | None,
                    every: bool) -> P.BgpChange:
-        """bgp_withdraw / bgp_announce: refused where no BGP speaker runs."""
-        raise RefusedError(f"bgp_{action}: instance {self.name} has no [bgp] table, so it "
-                           "announces nothing; its VIPs reach it by static routes")
+        """bgp_withdraw / bgp_announce (xlb/bgp/control.py); refused where no BGP speaker
+        runs. Decided on the intent and health as they are now, not at the last tick."""
+        if self.bgp is None:
+            raise RefusedError(f"bgp_{action}: instance {self.name} has no [bgp] table, so "
+                               "it announces nothing; its VIPs reach it by static routes")
+        with self.lock:
+            desired, down = self.desired, self.down
+        self.bgp.update(desired, down)
+        return self.bgp.change(caller, action, vip, every)
 
     # -- reading ---------------------------------------------------------------------------
     def emit(self, kind: str, doc: Any) -> None:
@@ -641,6 +656,8 @@ class Agent:
             self.alarms = self.watch.check()
         self.ticks += 1
         self.commit_health()
+        if self.bgp is not None:  # never waits for ExaBGP (see xlb/bgp/control.py)
+            self.bgp.update(self.desired, self.down)
         counters = self.dp.counters()  # only the tick reads counters and keeps rates
         rates = self.rates.update(counters)
         self.active = counters.active
