@@ -68,6 +68,7 @@ class BgpControl:
         self.audit = audit  # xlb.agent.audit.AuditLog
         self.path = os.path.join(state_dir or run_dir(instance), STATE_FILE)
         self.lock = threading.Lock()  # operator state, routes, events
+        self._pushing = threading.Lock()  # one set_routes at a time (see _push)
         self.events: deque[P.BgpEvent] = deque(maxlen=P.MAX_BGP_EVENTS)
         self.routes: dict[str, Route] = {}
         self.since: dict[str, float] = {}
@@ -102,8 +103,7 @@ class BgpControl:
             if key[0] is not self._inputs[0] or key[1] != self._inputs[1]:
                 self._inputs = key
                 self._decide()
-            desired = {p: r.announced for p, r in self.routes.items()}
-        self._push(desired)
+        self._push()
 
     def _decide(self) -> None:
         """Apply the rule to the last inputs; record what changed. Lock held."""
@@ -128,7 +128,15 @@ class BgpControl:
                       now)
         self.routes = new
 
-    def _push(self, desired: dict[str, bool]) -> None:
+    def _push(self) -> None:
+        """Give the Speaker the latest decision. One push at a time, each reading the
+        decision when it runs: a tick's push cannot overtake an operator's newer one."""
+        with self._pushing:
+            with self.lock:
+                desired = {p: r.announced for p, r in self.routes.items()}
+            self._send(desired)
+
+    def _send(self, desired: dict[str, bool]) -> None:
         try:
             self.speaker.set_routes(desired)
         except Exception as e:  # the Speaker promises not to raise; BGP never stops a tick
@@ -185,7 +193,7 @@ class BgpControl:
             self.audit.refused(uid=caller.uid, user=caller.user, action=name, params=params,
                                why=str(e))
             raise
-        self._push({p: r.announced for p, r in self.routes.items()})
+        self._push()
         return result
 
     def _plan(self, action: str, vip: str | None, every: bool,
