@@ -53,11 +53,9 @@ SpeakerFactory = Callable[[BgpSettings, str, "str | None", Callable[[P.BgpEvent]
 def default_speaker(settings: BgpSettings, instance: str, netns: str | None,
                     on_event: Callable[[P.BgpEvent], None]) -> Speaker:
     """The real one: ExaBGP in the instance's namespace."""
-    import importlib  # late, and by name until xlb/bgp/speaker.py is merged
+    from xlb.bgp.speaker import Speaker as ExaBgp  # late: only agents with [bgp] need it
 
-    speaker: Speaker = importlib.import_module("xlb.bgp.speaker").Speaker(
-        settings, instance, netns, on_event)
-    return speaker
+    return ExaBgp(settings, instance, netns, on_event)
 
 
 class BgpControl:
