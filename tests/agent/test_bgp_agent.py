@@ -93,7 +93,7 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
-def build(tmp: str, fabric: Fabric, roots: tuple[str, str]) -> None:
+def build(tmp: str, fabric: Fabric, roots: tuple[str, str], serve: bool = True) -> None:
     """Before the agent starts: its [bgp] table, the link to the router, BIRD, the
     backends' listener; no operator state left by an earlier test."""
     with open(os.path.join(tmp, "agent.toml"), "a") as f:
@@ -114,15 +114,27 @@ def build(tmp: str, fabric: Fabric, roots: tuple[str, str]) -> None:
         _ip("-n", NS, "addr", "add", f"{backend}/32", "dev", "lo")
     fabric.bird.start(config(65000, RT4, [Peer("lb_v4", LB4, RT4, 65001),
                                           Peer("lb_v6", LB6, RT6, 65001)]))
-    fabric.serve()
+    if serve:
+        fabric.serve()
 
 
 @pytest.fixture
 def lab(roots: tuple[str, str], tmp_path: Any) -> Iterator[tuple[AgentProc, Fabric]]:
+    yield from _lab(roots, tmp_path, serve=True)
+
+
+@pytest.fixture
+def dead_lab(roots: tuple[str, str], tmp_path: Any) -> Iterator[tuple[AgentProc, Fabric]]:
+    """The backends do not answer from the start."""
+    yield from _lab(roots, tmp_path, serve=False)
+
+
+def _lab(roots: tuple[str, str], tmp_path: Any,
+         serve: bool) -> Iterator[tuple[AgentProc, Fabric]]:
     fabric = Fabric(str(tmp_path))
     try:
         for a in running_agent(roots, "tcp", HEALTH,
-                               before_start=lambda tmp: build(tmp, fabric, roots)):
+                               before_start=lambda tmp: build(tmp, fabric, roots, serve)):
             yield a, fabric
     finally:
         fabric.close()
@@ -191,6 +203,27 @@ def test_announced_while_serving_withdrawn_while_no_backend(
     assert got_m[("xlb_bgp_maintenance", ())] == 0
     assert got_m[("xlb_bgp_updates_sent_total", (("peer", RT4),))] >= 3  # announce,
     # withdraw, announce
+
+
+def test_nothing_is_announced_before_the_backends_were_checked(
+        dead_lab: tuple[AgentProc, Fabric]) -> None:
+    """A starting agent counts every backend healthy until its checks say otherwise; the
+    routers must not hear of a VIP meanwhile."""
+    a, fabric = dead_lab
+    seen: list[tuple[list[str], list[str]]] = []
+
+    def established() -> bool:
+        seen.append((fabric.bird.next_hops(V4), fabric.bird.next_hops(V6)))
+        return fabric.sessions() == {"lb_v4": "Established", "lb_v6": "Established"}
+    wait_for(established, "both sessions", CONVERGE, every=0.1)
+    time.sleep(1.0)
+    established()
+    assert all(hops == ([], []) for hops in seen), seen
+    doc = bgp(a)
+    assert not [e for e in doc["events"] if e["kind"] == "announce"], doc["events"]
+    assert {p["cause"] for p in doc["prefixes"]} == {"no_backend"}
+    assert doc["events"][0]["message"].startswith("ExaBGP starts in 1.5 s, after the first "
+                                                  "health checks")
 
 
 def test_exabgp_killed_is_restarted_and_announces_again(lab: tuple[AgentProc, Fabric]) -> None:

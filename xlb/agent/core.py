@@ -115,6 +115,7 @@ class Agent:
         self.bgp: BgpControl | None = (  # started by start(), after the data plane
             BgpControl(ac.bgp, self.name, ac.config.instance.netns or None, self.audit)
             if ac.bgp is not None else None)
+        self._bgp_at = 0.0  # monotonic time ExaBGP may start (see _bgp_hold)
         self.last: P.Snapshot = self._snapshot(None)  # what readers see until the first tick
 
     # -- start and intent ---------------------------------------------------------
@@ -143,9 +144,8 @@ class Agent:
         self.last = self._snapshot(None)
         self._start_probes()
         self.trace.open()
-        if self.bgp is not None:  # the data plane serves: the VIPs may be announced
-            self.bgp.update(self.desired, self.down)
-            self.bgp.start()
+        if self.bgp is not None:
+            self._bgp_at = time.monotonic() + self._bgp_hold()
         r = self.load_result
         log.info("%s %s: %s XDP on %s (prog %s); %d VIPs, %d backends", "adopted" if
                  r["adopted"] else "loaded", self.name, r["mode"], r["interface"], r["prog_id"],
@@ -624,6 +624,30 @@ class Agent:
                      vip, n, address)
 
     # -- BGP ---------------------------------------------------------------------------------
+    def _bgp_hold(self) -> float:
+        """Seconds before ExaBGP starts: until the first health checks could find every
+        dead backend down (fall checks, then a tick to commit them). Every backend counts
+        as healthy until then; announcing meanwhile would draw traffic to backends
+        nobody checked, while the other LBs carry it."""
+        st = self.settings
+        if not self.health_targets():
+            return 0.0
+        hold = st.health_fall * st.health_interval + st.health_timeout + st.tick
+        assert self.bgp is not None
+        self.bgp.holding(hold)
+        return hold
+
+    def _bgp_tick(self) -> None:
+        """RHI, once per tick (never waits for ExaBGP: see xlb/bgp/control.py); starts
+        ExaBGP once the hold after start is over."""
+        if self.bgp is None:
+            return
+        if not self.bgp.started and time.monotonic() < self._bgp_at:
+            return
+        self.bgp.update(self.desired, self.down)
+        if not self.bgp.started:
+            self.bgp.start()
+
     def bgp_status(self) -> P.Bgp:
         """The BGP speaker's state (an instance without a [bgp] table runs none)."""
         return P.empty_bgp() if self.bgp is None else self.bgp.status()
@@ -656,8 +680,7 @@ class Agent:
             self.alarms = self.watch.check()
         self.ticks += 1
         self.commit_health()
-        if self.bgp is not None:  # never waits for ExaBGP (see xlb/bgp/control.py)
-            self.bgp.update(self.desired, self.down)
+        self._bgp_tick()
         counters = self.dp.counters()  # only the tick reads counters and keeps rates
         rates = self.rates.update(counters)
         self.active = counters.active

@@ -77,6 +77,18 @@ class BgpControl:
         self.speaker = speaker(settings, instance, netns, self._event)
 
     # -- life ------------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def holding(self, seconds: float) -> None:
+        """Say why ExaBGP is not started yet (the agent waits for its first checks)."""
+        message = (f"ExaBGP starts in {seconds:g} s, after the first health checks: no VIP "
+                   "is announced before its backends were checked")
+        log.info("BGP: %s", message)
+        with self.lock:
+            self._add("speaker", "", message, time.time())
+
     def start(self) -> None:
         """Start ExaBGP (returns at once: the Speaker supervises it)."""
         n = len(self.settings.neighbors)
