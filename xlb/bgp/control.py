@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 from xlb import statefile
+from xlb.agent.audit import AuditLog
 from xlb.api import protocol as P
 from xlb.bgp.rhi import Mark, Operator, Route, find_prefix, routes
 from xlb.bgp.settings import BgpSettings
@@ -33,6 +34,15 @@ from xlb.paths import run_dir
 
 log = logging.getLogger(__name__)
 STATE_FILE = "bgp.json"
+
+
+class Who(Protocol):
+    """The caller of a change (xlb.agent.core.Caller)."""
+
+    @property
+    def uid(self) -> int: ...
+    @property
+    def user(self) -> str: ...
 
 
 class Speaker(Protocol):
@@ -59,11 +69,11 @@ def default_speaker(settings: BgpSettings, instance: str, netns: str | None,
 
 
 class BgpControl:
-    def __init__(self, settings: BgpSettings, instance: str, netns: str | None, audit: Any,
+    def __init__(self, settings: BgpSettings, instance: str, netns: str | None, audit: AuditLog,
                  speaker: SpeakerFactory = default_speaker, state_dir: str | None = None):
         self.settings = settings
         self.instance = instance
-        self.audit = audit  # xlb.agent.audit.AuditLog
+        self.audit = audit
         self.path = os.path.join(state_dir or run_dir(instance), STATE_FILE)
         self.lock = threading.Lock()  # operator state, routes, events
         self._pushing = threading.Lock()  # one set_routes at a time (see _push)
@@ -187,8 +197,8 @@ class BgpControl:
                 "peers": list(carried.get(r.prefix, [])) if r.announced else []}
 
     # -- operators ---------------------------------------------------------------------------
-    def change(self, caller: Any, action: str, vip: str | None, every: bool) -> P.BgpChange:
-        """bgp_withdraw / bgp_announce (`caller`: xlb.agent.core.Caller, an operator).
+    def change(self, caller: Who, action: str, vip: str | None, every: bool) -> P.BgpChange:
+        """bgp_withdraw / bgp_announce by an operator (the API lets no one else call it).
         Audited before it is made; refused attempts are audited too."""
         if (vip is None) == (not every):
             raise InvalidParams("give either vip (a VIP name or address) or all=true")
@@ -231,7 +241,7 @@ class BgpControl:
             withdrawn.pop(prefix, None)
         return Operator(op.maintenance, withdrawn), [prefix]
 
-    def _make(self, caller: Any, name: str, params: dict[str, Any], new: Operator,
+    def _make(self, caller: Who, name: str, params: dict[str, Any], new: Operator,
               subject: list[str]) -> P.BgpChange:
         """Audit, save, apply. Lock held."""
         old_op = self.op
