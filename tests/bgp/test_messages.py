@@ -92,8 +92,7 @@ def test_malformed_json_is_ignored() -> None:
 
 
 def test_notification_words() -> None:
-    assert M.notification_words(2, 2, "0x0000FDEA") == \
-        "OPEN message error: bad peer AS (refused AS 65002)"
+    assert M.notification_words(2, 2, "0x0000FDEA") == "OPEN message error: bad peer AS"
     assert M.notification_words(6, 2, "0x") == "cease: administrative shutdown"
     # RFC 8203 shutdown communication: a length byte, then UTF-8
     assert M.notification_words(6, 2, "0x" + (b"\x0bmaintenance").hex()) == \
@@ -149,7 +148,8 @@ def test_wrong_asns_and_an_unreachable_peer_are_states_with_the_reason() -> None
     snap = {n["peer"]: n for n in nbs.snapshot(2000.0)}
     assert snap["10.250.0.1"]["state"] == "down"
     assert snap["10.250.0.1"]["last_error"] == \
-        "notification received: OPEN message error: bad peer AS (refused AS 65002)"
+        "notification received: OPEN message error: bad peer AS: the peer does not accept " \
+        "our AS 65002"
     assert snap["fd00:250::1"]["last_error"] == (
         "notification sent (2,2): OPEN message error: bad peer AS: the peer's OPEN says "
         "AS 65000, the neighbor's asn is 65099")
