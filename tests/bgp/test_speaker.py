@@ -111,6 +111,20 @@ def test_announce_and_withdraw_reach_bird(fab: Fabric, make: Make) -> None:
     assert all(e["message"] == "session established (AS 65000)" for e in sessions)
 
 
+def test_the_router_resets_the_session_and_gets_the_routes_again(fab: Fabric,
+                                                                 make: Make) -> None:
+    lb = fab.lbs[0]
+    sp, events = make(lb.settings(), lb.ns)
+    sp.set_routes({VIP: True})
+    assert fab.bird.wait(VIP, 1, 15) == [lb.address]
+    fab.bird.cmd("restart", "lb1_v4")
+    # ExaBGP re-sends what it was told: nothing to do on our side
+    wait_for(lambda: any("administrative reset" in e["message"] for e in events), "the Cease")
+    assert fab.bird.wait(VIP, 1, 15) == [lb.address]
+    wait_for(lambda: sp.carried()[VIP] == [lb.router], "carried again", timeout=10)
+    assert sp.state()[:3:2] == ("running", 0)
+
+
 def test_exabgp_killed_is_restarted_with_backoff_and_announces_again(
         fab: Fabric, make: Make) -> None:
     lb = fab.lbs[0]
