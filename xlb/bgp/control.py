@@ -208,13 +208,18 @@ class BgpControl:
             with self.lock:
                 mark = Mark(caller.user, caller.uid, time.time())
                 new, subject = self._plan(action, vip, every, mark)
-                result = self._make(caller, name, params, new, subject)
+                changed = self._make(caller, name, params, new, subject)
         except RefusedError as e:
             self.audit.refused(uid=caller.uid, user=caller.user, action=name, params=params,
                                why=str(e))
             raise
         self._push()
-        return result
+        carried = self.speaker.carried()  # never called under our lock: it takes its own
+        with self.lock:
+            prefixes = [self._prefix(self.routes[p], carried) for p in subject
+                        if p in self.routes]
+        return {"changed": changed, "maintenance": new.maintenance is not None,
+                "prefixes": prefixes}
 
     def _plan(self, action: str, vip: str | None, every: bool,
               mark: Mark) -> tuple[Operator, list[str]]:
@@ -242,8 +247,8 @@ class BgpControl:
         return Operator(op.maintenance, withdrawn), [prefix]
 
     def _make(self, caller: Who, name: str, params: dict[str, Any], new: Operator,
-              subject: list[str]) -> P.BgpChange:
-        """Audit, save, apply. Lock held."""
+              subject: list[str]) -> bool:
+        """Audit, save, apply; whether it changed anything. Lock held."""
         old_op = self.op
         changed = _key(new) != _key(old_op)
         before, after = self._view(old_op, subject), self._view(new, subject, preview=True)
@@ -263,9 +268,7 @@ class BgpControl:
             self._add("operator", "", f"{caller.user} {what}", time.time())
         else:
             log.info("%s (uid %d) %s: it was so already", caller.user, caller.uid, name)
-        return {"changed": changed, "maintenance": new.maintenance is not None,
-                "prefixes": [self._prefix(self.routes[p], self.speaker.carried())
-                             for p in subject if p in self.routes]}
+        return changed
 
     def _view(self, op: Operator, subject: list[str], preview: bool = False) -> dict[str, Any]:
         """The audit's before/after: per prefix, or "maintenance" for the whole LB."""
