@@ -71,6 +71,7 @@ class Speaker:
         self._lock = threading.Lock()
         self._neighbors = Neighbors(settings)
         self._desired: dict[str, bool] = {}
+        self._raw: dict[str, bool] = {}       # set_routes' last argument, as given
         self._told: dict[str, bool] = {}      # what the running ExaBGP was told
         self._state: P.BgpSpeakerState = "off"
         self._pid = 0
@@ -112,8 +113,12 @@ class Speaker:
 
     def set_routes(self, routes: Mapping[str, bool]) -> None:
         """The whole wanted set, prefix -> announce?; cheap when nothing changed."""
-        wanted = {canonical_prefix(p): bool(a) for p, a in routes.items()}
+        raw = dict(routes)
+        if raw == self._raw:  # every tick, mostly unchanged: no parsing then
+            return
+        wanted = {canonical_prefix(p): bool(a) for p, a in raw.items()}
         with self._lock:
+            self._raw = raw
             if wanted == self._desired:
                 return
             self._desired = wanted
