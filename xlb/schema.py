@@ -503,7 +503,7 @@ BGP_NEIGHBOR = Table("bgp.neighbor", (
             "(0: never; 1 and 2 are refused)", 9, Bounds(0, 65535), check=_hold_time),
     Setting("local_address", "string", 'ours on that link ("" = the kernel picks)', "",
             check=_optional_address),
-    Setting("passive", "boolean", "wait for the router to connect", False),
+    Setting("passive", "boolean", "wait for the router to connect (on local_address)", False),
 ))
 
 TABLES = (INSTANCE, VIP, BACKEND, AGENT, PROBES, TRACE, BGP, BGP_NEIGHBOR)

@@ -95,6 +95,8 @@ def test_every_key_read() -> None:
     (bgp(neighbor=[{**V4, "passive": "yes"}]),
      "bgp.neighbor[0].passive: expected true or false, got 'yes'"),
     (bgp(neighbor=[{**V4, "port": 179}]), "bgp.neighbor[0]: unknown key 'port'"),
+    (bgp(neighbor=[{**V4, "passive": True}]), "bgp.neighbor[0].local_address: a passive "
+     "neighbor needs it: ExaBGP listens for the router's connection on that address"),
     ("on", "bgp: expected a table, got 'on'"),
 ])
 def test_each_problem_names_its_field(raw: Any, want: str) -> None:

@@ -62,6 +62,10 @@ def _neighbor(ck: Checker, raw: object, loc: str) -> Neighbor | None:
         ck.err(f"{loc}.local_address", f"{local} is not of the family of the neighbor's "
                f"address {values['address']}")
         return None
+    if values["passive"] and not local:
+        ck.err(f"{loc}.local_address", "a passive neighbor needs it: ExaBGP listens for the "
+               "router's connection on that address")
+        return None
     return Neighbor(**values)
 
 
