@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
+from console.bgpmodel import alerts
 from console.draw import ago, bar, spark
 from console.model import (
     EXHAUSTED_MARK,
@@ -114,6 +115,8 @@ class Overview(View):
         t.append(f" on {s['host']}  ·  LB mode {s['lb_mode'].upper()}  ·  XDP ")
         t.append(mode, style=self.role("success" if mode == "native" else "warning"))
         t.append(f" on {s['interface'] or '?'}  ·  up {ago(s['uptime'])}")
+        for text, role in alerts(s["bgp"]):  # only what is wrong: details in BGP (4)
+            t.append(f"  {text}", style=f"bold {self.role(role)}")
         return t
 
     def _queues(self, fleet: Fleet) -> Text:
