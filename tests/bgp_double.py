@@ -136,7 +136,7 @@ class BgpDouble:
             raise RefusedError(f"bgp_{action}: instance {self.instance} has no [bgp] table")
         if (vip is None) == (not every):
             raise InvalidParams("give exactly one of 'vip' and 'all'")
-        who = f"{user} at {time.strftime('%H:%M:%S', time.gmtime(self.clock()))}"
+        who = f"{user} at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.clock()))}"
         names = {prefix_of(v["vip"]) for v in self.vips}
         if every:
             targets = sorted(names)
@@ -154,8 +154,8 @@ class BgpDouble:
             prefix = self._resolve(vip or "")
             targets = [prefix]
             if action == "announce" and self.maintenance_by:
-                raise RefusedError(f"{self.instance} is in maintenance: `xlb bgp announce "
-                                   "--all` ends it")
+                raise RefusedError(f"{self.instance} is in maintenance (since "
+                                   f"{self.maintenance_by}): `xlb bgp announce --all` ends it")
             changed = (prefix in self.withdrawn) != (action == "withdraw")
             if action == "withdraw":
                 self.withdrawn.setdefault(prefix, who)
