@@ -59,7 +59,7 @@ class BgpDouble:
                 "peer": peer, "local_address": "", "peer_asn": PEER_ASN, "local_asn": LOCAL_ASN,
                 "family": _family(peer), "state": "established", "since": self.base + 1,
                 "uptime": 0.0, "last_error": "", "updates_sent": 0, "updates_received": 0}
-            self._event("session", peer, f"{peer}: session established", self.base + 1)
+            self._event("session", peer, f"session established (AS {PEER_ASN})", self.base + 1)
 
     def clock(self) -> float:
         return self.base + FROZEN_AGE if self.frozen else time.time()
@@ -77,7 +77,7 @@ class BgpDouble:
         if error:
             n["last_error"] = error
         self._event("notification" if error else "session", peer,
-                    f"{peer}: session {state}" + (f": {error}" if error else ""))
+                    f"session {state}" + (f": {error}" if error else ""))
 
     # -- the protocol ---------------------------------------------------------------------
     def status(self) -> P.Bgp:

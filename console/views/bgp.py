@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
 from console.bgpmodel import (
@@ -37,7 +38,7 @@ from console.views.base import View, cell_key, num, sync_table
 NEIGHBOR_COLUMNS = ("neighbor", "AS", "family", "state", "since", "up", "sent", "recv",
                     "last error")
 PREFIX_COLUMNS = ("prefix", "VIPs", "state", "since", "to peers", "why")
-EVENT_COLUMNS = ("time", "kind", "event")
+EVENT_COLUMNS = ("time", "kind", "peer", "event")
 ERROR_WIDTH = 48   # DataTable columns never narrow again: long texts are clipped
 WHY_WIDTH = 60
 SHOWN_EVENTS = 100
@@ -67,7 +68,9 @@ class Bgp(View):
         yield _table("bgp-neighbors", NEIGHBOR_COLUMNS, {"last error": ERROR_WIDTH})
         yield Static(id="bgp-prefixes-title")
         with Horizontal(id="bgp-middle"):
-            yield _table("bgp-prefixes", PREFIX_COLUMNS, {"why": WHY_WIDTH})
+            with Vertical(id="bgp-prefixes-box"):
+                yield _table("bgp-prefixes", PREFIX_COLUMNS, {"why": WHY_WIDTH})
+                yield Static(id="bgp-detail")
             yield Static(id="bgp-fleet")
         yield Static(id="bgp-events-title")
         yield _table("bgp-events", EVENT_COLUMNS, {})
@@ -100,12 +103,26 @@ class Bgp(View):
 
         sync_table(self.query_one("#bgp-prefixes", DataTable), list(self._prefixes), cells,
                    self._prows)
+        self._detail()
         fleet_box = self.query_one("#bgp-fleet", Static)
         fleet_box.display = len(speakers(fleet, every=True)) > 1
         fleet_box.update(self._fleet(fleet))
         self._events(fleet, several)
 
     # -- parts -----------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#bgp-prefixes")
+    def _detail(self) -> None:
+        """The selected prefix's why and peers in full (the table's column is clipped)."""
+        row = self.selected()
+        out = Text()
+        if row is not None:
+            p = row.doc
+            out.append(f"{row.key}: ", style="bold")
+            out.append(p["reason"], style=self.role(CAUSE_ROLE.get(p["cause"], "foreground")))
+            out.append(f"  ·  to {', '.join(p['peers'])}" if p["peers"] else
+                       "  ·  no established peer has it" if p["announced"] else "")
+        self.query_one("#bgp-detail", Static).update(out)
+
     def _title(self, fleet: Fleet, shown: list[tuple[str, Any]]) -> Text:
         out = Text()
         if not shown:
@@ -184,7 +201,7 @@ class Bgp(View):
         def cells(key: str) -> tuple[Any, ...]:
             name, e = rows[key]
             return (clock(e["time"]), self.marked(e["kind"], role.get(e["kind"], "foreground")),
-                    (f"{name}: " if several else "") + e["message"])
+                    e["peer"], (f"{name}: " if several else "") + e["message"])
 
         sync_table(self.query_one("#bgp-events", DataTable), keys, cells, self._erows)
 

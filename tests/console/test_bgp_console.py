@@ -87,8 +87,14 @@ def test_the_view_shows_sessions_prefixes_why_and_events(double: AgentDouble) ->
             "dns: 0 of 3 backends healthy and undrained")
         assert "1 of 2 announced" in text(app, "#bgp-prefixes-title")
         events = app.query_one("#bgp-events", DataTable)
-        newest = [str(events.get_cell_at(Coordinate(0, c))) for c in range(3)]
-        assert "withdraw" in newest[1] and f"{DNS} withdrawn" in newest[2]
+        newest = [str(events.get_cell_at(Coordinate(0, c))) for c in range(4)]
+        assert "withdraw" in newest[1] and f"{DNS} withdrawn" in newest[3]
+        oldest = [str(events.get_cell_at(Coordinate(events.row_count - 1, c)))
+                  for c in range(4)]
+        assert oldest[2:] == ["198.18.1.1", "session established (AS 65000)"]
+        # the selected prefix's why in full under the table
+        assert text(app, "#bgp-detail") == (
+            f"lb1/{WEB}: web: 3 of 3 backends healthy and undrained  ·  to 198.18.1.1")
         assert not app.query_one("#bgp-fleet", Static).display  # one LB: no fleet column
 
     run(app, scenario)
@@ -247,7 +253,8 @@ def test_a_session_down_is_marked_with_the_peers_reason(double: AgentDouble) -> 
         assert "OPEN message error: bad peer AS (expected" in cell(app, "#bgp-neighbors", row,
                                                                   "last error")  # clipped
         events = app.query_one("#bgp-events", DataTable)
-        assert BAD_AS in str(events.get_cell_at(Coordinate(0, 2)))
+        assert str(events.get_cell_at(Coordinate(0, 2))) == "fd00:5f1b:18:1::1"
+        assert BAD_AS in str(events.get_cell_at(Coordinate(0, 3)))
 
     run(app, scenario)
 

@@ -133,12 +133,13 @@ def text(doc: dict[str, Any]) -> str:
     if doc["events"]:
         out += ["", "last events:"]
         out += [f"{time.strftime('%H:%M:%S', time.localtime(e['time']))}  {e['kind']:<12} "
-                f"{e['message']}" for e in doc["events"][-EVENTS:]]
+                + (f"{e['peer']}: " if e["peer"] else "") + e["message"]
+                for e in doc["events"][-EVENTS:]]
     return "\n".join(out)
 
 
 def prefix_line(p: dict[str, Any]) -> str:
     state = "▲ announced" if p["announced"] else "▽ withdrawn"
     peers = f" (to {', '.join(p['peers'])})" if p["peers"] else (
-        " (no established peer)" if p["announced"] else "")
+        " (no established peer has it yet)" if p["announced"] else "")
     return f"{p['prefix']:<26} {state:<11} {','.join(p['vips']):<16} {p['reason']}{peers}"
