@@ -95,3 +95,10 @@ def others_carrying(fleet: Fleet, row: PrefixRow) -> list[str]:
     """The other instances (of those this console follows) that carry row's prefix."""
     return [name for name, p in carriers(fleet).get(row.doc["prefix"], [])
             if name != row.instance and carried(p)]
+
+
+def vip_prefix(bgp: Bgp, vip: str) -> BgpPrefix | None:
+    """The prefix that carries VIP `vip` (by name) on this LB; None without BGP."""
+    if not bgp.get("enabled"):
+        return None
+    return next((p for p in bgp["prefixes"] if vip in p["vips"]), None)

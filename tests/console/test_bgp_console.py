@@ -167,6 +167,8 @@ def test_maintenance_from_the_palette_marks_the_header_and_the_overview(
         await until(lambda: "lb1 ⇣ MAINTENANCE" in status(app), pilot)
         await pilot.press("1")
         await until(lambda: "MAINTENANCE" in text(app, "#ov-summary"), pilot)
+        vips = text(app, "#ov-vips").splitlines()
+        assert [line.endswith("▽ BGP") for line in vips[1:3]] == [True, True], vips
         # announcing one prefix during maintenance is not offered: maintenance ends first
         await select_prefix(app, pilot, f"lb1/{WEB}")
         await pilot.press("a")
@@ -243,6 +245,8 @@ def test_a_session_down_is_marked_with_the_peers_reason(double: AgentDouble) -> 
     async def scenario(pilot: Any) -> None:
         await until(lambda: "lb1 ● live" in status(app), pilot)
         assert "BGP" not in status(app) and "BGP" not in text(app, "#ov-summary")
+        vips = text(app, "#ov-vips").splitlines()
+        assert [line.endswith("▲ BGP") for line in vips[1:3]] == [True, True], vips
         with double.lock:
             double.bgp.session("fd00:5f1b:18:1::1", "down", BAD_AS)
         await until(lambda: "lb1 BGP ✗ 1 of 2 sessions down" in status(app), pilot)
