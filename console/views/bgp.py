@@ -158,7 +158,7 @@ class Bgp(View):
         def cells(key: str) -> tuple[Any, ...]:
             name, n = peers[key]
             up = n["uptime"] if n["state"] == "established" else 0
-            return ((f"{name}/" if several else "") + n["peer"], num(str(n["peer_asn"]), 10),
+            return ((f"{name}/" if several else "") + n["peer"], str(n["peer_asn"]),
                     n["family"].split()[0],
                     self.marked(SESSION_MARK.get(n["state"], n["state"]),
                                 SESSION_ROLE.get(n["state"], "warning"),
