@@ -184,7 +184,8 @@ def _start_agent(lab: Lab, lb: str, prefix: tuple[str, ...] = ()) -> int:
 
 def restart_agent(lb: str, sig: int = signal.SIGTERM) -> dict[str, Any]:
     """End lb's agent with `sig` (SIGKILL = a crash) and start it again; it adopts the
-    pinned data plane, which never stopped forwarding."""
+    pinned data plane, which never stopped forwarding. Its ExaBGP ends with it, so the
+    router moves its flows to the other LB meanwhile; returns once it is a next hop again."""
     stop_agent(lb, sig)
     return start_agent(lb)
 
@@ -200,13 +201,19 @@ def stop_agent(lb: str, sig: int = signal.SIGTERM) -> None:
     procs.ended(pid, 10.0)
 
 
-def start_agent(lb: str, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Start lb's agent (after stop_agent); it adopts the pinned data plane."""
+def start_agent(lb: str, prefix: tuple[str, ...] = (), routes: bool = True) -> dict[str, Any]:
+    """Start lb's agent (after stop_agent); it adopts the pinned data plane. With `routes`,
+    return once it announces again: the router has every LB as next hop for every VIP
+    (an LB restored in maintenance never does: pass routes=False)."""
     state = _state()
-    new = _start_agent(Lab(), lb, prefix)
+    lab = Lab()
+    new = _start_agent(lab, lb, prefix)
     state.setdefault("agents", {})[lb] = new
     _save_state(state)
-    return _wait_agent(lb, new)
+    info = _wait_agent(lb, new)
+    if routes:
+        fabric.wait_routes(lab)
+    return info
 
 
 def _wait_agent(lb: str, pid: int, timeout: float = 60.0) -> dict[str, Any]:
