@@ -94,7 +94,8 @@ def measure(action: Callable[[], object], during: tuple[str, ...],
             kept = long_lived.stop()
             new = _stop(gen)
     return {"converged_s": round(converged, 2), "back_s": round(back, 2),
-            "long_lived": kept["connections"], "carried_before": dict(spread), "requests": kept["requests"],
+            "long_lived": kept["connections"], "carried_before": dict(spread),
+            "requests": kept["requests"],
             "broken": len(kept["broken"]), "broken_flows": kept["broken"],
             "slowest_request_ms": kept["slowest_ms"],
             "new_ok": new.get("tcp_ok", 0), "new_failed": new.get("tcp_failed", -1),
