@@ -68,9 +68,10 @@ def carriers(src: str, sport: int, vip: str, dport: int = 80) -> list[str]:
 
 def measure(action: Callable[[], object], during: tuple[str, ...],
             restore: Callable[[], object], prefixes: tuple[str, ...] = PREFIXES,
-            rate: float = 100.0, hold: float = 2.0, connections: int = 8) -> dict[str, Any]:
+            rate: float = 100.0, hold: float = 2.0, connections: int = 8,
+            check: Callable[[], object] | None = None) -> dict[str, Any]:
     """Run `action` under traffic, wait until the router sends `prefixes` to `during` only,
-    hold there `hold` s, run `restore` and wait until every LB is a next hop again. The
+    hold there `hold` s (then run `check`, a test's look at that state), run `restore` and wait until every LB is a next hop again. The
     figures: converged_s / back_s (from the action / the restore), long-lived connections
     (and which LB carried them before: carried_before) and how many broke, new connections
     and how many failed (TCP and UDP)."""
@@ -86,6 +87,8 @@ def measure(action: Callable[[], object], during: tuple[str, ...],
             action()
             converged = time.monotonic() - t + wait_hops(lab, during, prefixes)
             time.sleep(hold)
+            if check is not None:
+                check()
             t = time.monotonic()
             restore()
             back = time.monotonic() - t + wait_hops(lab, lab.lbs, prefixes)
