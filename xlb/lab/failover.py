@@ -71,10 +71,10 @@ def measure(action: Callable[[], object], during: tuple[str, ...],
             rate: float = 100.0, hold: float = 2.0, connections: int = 8,
             check: Callable[[], object] | None = None) -> dict[str, Any]:
     """Run `action` under traffic, wait until the router sends `prefixes` to `during` only,
-    hold there `hold` s (then run `check`, a test's look at that state), run `restore` and wait until every LB is a next hop again. The
-    figures: converged_s / back_s (from the action / the restore), long-lived connections
-    (and which LB carried them before: carried_before) and how many broke, new connections
-    and how many failed (TCP and UDP)."""
+    hold there `hold` s (then run `check`, a test's look at that state), run `restore` and
+    wait until every LB is a next hop again. The figures: converged_s / back_s (from the
+    action / the restore), long-lived connections (carried_before: which LB carried them)
+    and how many broke, new connections and how many failed (TCP and UDP)."""
     lab = Lab()
     wait_hops(lab, lab.lbs, timeout=20.0)  # from a settled fabric
     with LongLived(count=connections) as long_lived:
