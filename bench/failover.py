@@ -16,9 +16,10 @@ connections/s (plus UDP) start, takes lb1 out of the route and back:
 * agent-kill    lb1's agent SIGKILL (ExaBGP gets SIGTERM by PR_SET_PDEATHSIG), started again
 
 Printed per run: long-lived connections broken (of how many, how many lb1 carried before),
-seconds until the router's kernel route dropped lb1 ("out") and had it again ("back", from
-the restore; for exabgp-kill from the kill), new TCP connections failed (of how many). The
-lab is removed at the end.
+seconds until the router's kernel route dropped lb1 ("out", from the action) and had it
+again ("back", from the restore; exabgp-kill has none: from the moment lb1 was out), how
+long lb1 was out of the route, new TCP connections failed (of how many). The lab is
+removed at the end.
 """
 
 from __future__ import annotations
@@ -47,17 +48,19 @@ def _call(method: str, **params: Any) -> Callable[[], object]:
     return go
 
 
-# name -> (action, restore, prefixes that leave lb1)
-SCENARIOS: dict[str, tuple[Callable[[], object], Callable[[], object], tuple[str, ...]]] = {
+# name -> (action, restore, prefixes that leave lb1, seconds out before the restore)
+SCENARIOS: dict[str, tuple[Callable[[], object], Callable[[], object], tuple[str, ...],
+                           float]] = {
     "maintenance": (_call("bgp_withdraw", all=True), _call("bgp_announce", all=True),
-                    PREFIXES),
-    "exabgp-kill": (lambda: faults.kill_exabgp("lb1"), lambda: None, PREFIXES),
+                    PREFIXES, 2.0),
+    # the agent restores it by itself: "back" counts from the moment lb1 was out
+    "exabgp-kill": (lambda: faults.kill_exabgp("lb1"), lambda: None, PREFIXES, 0.0),
     "backends-cut": (lambda: faults.cut_backends("lb1"), lambda: faults.restore_backends("lb1"),
-                     PREFIXES[:1]),
+                     PREFIXES[:1], 2.0),
     "agent-term": (lambda: run.stop_agent("lb1", signal.SIGTERM),
-                   lambda: run.start_agent("lb1", routes=False), PREFIXES),
+                   lambda: run.start_agent("lb1", routes=False), PREFIXES, 2.0),
     "agent-kill": (lambda: run.stop_agent("lb1", signal.SIGKILL),
-                   lambda: run.start_agent("lb1", routes=False), PREFIXES),
+                   lambda: run.start_agent("lb1", routes=False), PREFIXES, 2.0),
 }
 
 
@@ -74,11 +77,11 @@ def main() -> int:
     try:
         print(f"lab up in {up['seconds']} s (two LBs, BIRD, both next hops for every VIP)",
               flush=True)
-        for name, (action, restore, prefixes) in SCENARIOS.items():
+        for name, (action, restore, prefixes, hold) in SCENARIOS.items():
             if a.only and name != a.only:
                 continue
             for i in range(a.runs):
-                r = measure(action, ("lb2",), restore, prefixes, rate=a.rate,
+                r = measure(action, ("lb2",), restore, prefixes, rate=a.rate, hold=hold,
                             connections=a.connections)
                 r.pop("flows")
                 r.update(scenario=name, run=i + 1)
@@ -86,7 +89,8 @@ def main() -> int:
                 if not a.json:
                     print(f"{name:<13} run {i + 1}: broken {r['broken']} of {r['long_lived']} "
                           f"long-lived ({r['carried_before'].get('lb1', 0)} via lb1 before); "
-                          f"router out {r['converged_s']:.2f} s, back {r['back_s']:.2f} s; "
+                          f"router out {r['converged_s']:.2f} s, back {r['back_s']:.2f} s "
+                          f"(lb1 out for {r['out_for_s']:.1f} s); "
                           f"new TCP failed {r['new_failed']} of "
                           f"{r['new_ok'] + r['new_failed']}, UDP failed {r['udp_failed']}; "
                           f"slowest request {r['slowest_request_ms']:.0f} ms", flush=True)

@@ -73,8 +73,9 @@ def measure(action: Callable[[], object], during: tuple[str, ...],
     """Run `action` under traffic, wait until the router sends `prefixes` to `during` only,
     hold there `hold` s (then run `check`, a test's look at that state), run `restore` and
     wait until every LB is a next hop again. The figures: converged_s / back_s (from the
-    action / the restore), long-lived connections (carried_before: which LB carried them)
-    and how many broke, new connections and how many failed (TCP and UDP)."""
+    action / the restore), out_for_s (how long the LB was out of the route), long-lived
+    connections (carried_before: which LB carried them) and how many broke, new
+    connections and how many failed (TCP and UDP)."""
     lab = Lab()
     wait_hops(lab, lab.lbs, timeout=20.0)  # from a settled fabric
     with LongLived(count=connections) as long_lived:
@@ -86,17 +87,20 @@ def measure(action: Callable[[], object], during: tuple[str, ...],
             t = time.monotonic()
             action()
             converged = time.monotonic() - t + wait_hops(lab, during, prefixes)
+            out_at = time.monotonic()
             time.sleep(hold)
             if check is not None:
                 check()
             t = time.monotonic()
             restore()
             back = time.monotonic() - t + wait_hops(lab, lab.lbs, prefixes)
+            out_for = time.monotonic() - out_at
             time.sleep(1.0)
         finally:
             kept = long_lived.stop()
             new = _stop(gen)
     return {"converged_s": round(converged, 2), "back_s": round(back, 2),
+            "out_for_s": round(out_for, 2),
             "long_lived": kept["connections"], "carried_before": dict(spread),
             "requests": kept["requests"],
             "broken": len(kept["broken"]), "broken_flows": kept["broken"],
