@@ -91,7 +91,9 @@ def test_tcp_and_udp_through_dsr(lab: dict, vip: str, sources: list[str]) -> Non
     assert all(n > 0 for n in encap.values()), f"an LB carried nothing: {encap}"
     # every TCP connection is >= 4 client packets; UDP 1; replies never reach an LB
     assert sum(encap.values()) >= 5 * len(sources)
-    assert sum(seen.values()) - sum(encap.values()) < 10, "an LB saw more than the inbound"
+    # what an LB passes besides: its BGP sessions' keepalives, neighbour discovery, health
+    # check answers; a reply through an LB would add >= 4 packets per connection (>= 128)
+    assert all(seen[lb] - encap[lb] < 20 for lb in LBS), f"more than the inbound: {seen}"
     assert queues >= 3, "one RX queue per LB only"
     # encapsulated to the backends' addresses of the VIP's family (4in4, 6in6)
     same = [b.address6 if ":" in vip else b.address for b in topology.Lab().backends]
