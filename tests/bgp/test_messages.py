@@ -92,8 +92,7 @@ def test_malformed_json_is_ignored() -> None:
 
 
 def test_notification_words() -> None:
-    assert M.notification_words(2, 2, "0x0000FDEA") == \
-        "OPEN message error: bad peer AS (refused AS 65002)"
+    assert M.notification_words(2, 2, "0x0000FDEA") == "OPEN message error: bad peer AS"
     assert M.notification_words(6, 2, "0x") == "cease: administrative shutdown"
     # RFC 8203 shutdown communication: a length byte, then UTF-8
     assert M.notification_words(6, 2, "0x" + (b"\x0bmaintenance").hex()) == \
@@ -149,7 +148,8 @@ def test_wrong_asns_and_an_unreachable_peer_are_states_with_the_reason() -> None
     snap = {n["peer"]: n for n in nbs.snapshot(2000.0)}
     assert snap["10.250.0.1"]["state"] == "down"
     assert snap["10.250.0.1"]["last_error"] == \
-        "notification received: OPEN message error: bad peer AS (refused AS 65002)"
+        "notification received: OPEN message error: bad peer AS: the peer does not accept " \
+        "our AS 65002"
     assert snap["fd00:250::1"]["last_error"] == (
         "notification sent (2,2): OPEN message error: bad peer AS: the peer's OPEN says "
         "AS 65000, the neighbor's asn is 65099")
@@ -160,6 +160,39 @@ def test_wrong_asns_and_an_unreachable_peer_are_states_with_the_reason() -> None
     per_peer = {p: [e for e in events if e[1] == p] for p in snap}
     assert [len(v) for v in per_peer.values()] == [1, 1, 1, 0], per_peer
     assert all(s["updates_sent"] == 0 and s["uptime"] == 0 for s in snap.values())
+
+
+_peers = st.sampled_from(["10.250.0.1", "fd00:250::1", "192.0.2.9"])
+_msgs = st.one_of(
+    st.builds(M.State, _peers, st.just("10.250.0.2"),
+              st.sampled_from(["connected", "up", "down", "odd"]),
+              st.sampled_from(["", "closing connection", "notification received (6,2)",
+                               "notification sent (2,2)", "stop, message [x]"])),
+    st.builds(M.Notification, _peers, st.sampled_from(["receive", "send"]),
+              st.integers(0, 9), st.integers(0, 12), st.sampled_from(["0x", "0x0b61", "zz"])),
+    st.builds(M.Open, _peers, st.just("receive"), st.integers(1, 2**32 - 1),
+              st.integers(0, 90), st.just("10.250.0.1")),
+    st.builds(M.Update, _peers, st.sampled_from(["send", "receive"]),
+              st.lists(st.sampled_from(["10.9.0.1/32", "fd00:9::1/128"]), max_size=2)
+              .map(tuple), st.lists(st.sampled_from(["10.9.0.1/32"]), max_size=1).map(tuple),
+              st.booleans()),
+    st.builds(M.Ack, st.booleans()))
+
+
+@given(st.lists(_msgs, max_size=40))
+def test_any_message_sequence_keeps_the_states_consistent(msgs: list[M.Message]) -> None:
+    nbs = Neighbors(LAB)
+    for i, msg in enumerate(msgs):
+        nbs.apply(msg, float(i))
+        snap = {n["peer"]: n for n in nbs.snapshot(float(i) + 0.5)}
+        for n in snap.values():
+            assert (n["uptime"] > 0) == (n["state"] == "established")
+            if isinstance(msg, M.State) and msg.state == "up" and n["peer"] == msg.peer:
+                assert n["last_error"] == ""
+        for prefix, peers in nbs.carried().items():
+            assert peers and all(snap[p]["state"] == "established" for p in peers), prefix
+        # a peer that is not a neighbor is ignored
+        assert sorted(snap) == ["10.250.0.1", "fd00:250::1"]
 
 
 def test_exabgp_gone_drops_every_session() -> None:

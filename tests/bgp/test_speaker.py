@@ -49,6 +49,15 @@ def make(tmp_path: object) -> Iterator[Make]:
         sp.close()
 
 
+def test_a_run_dir_too_deep_for_a_unix_socket_puts_it_in_tmp(tmp_path: object) -> None:
+    settings = BgpSettings(LB_ASN, "192.0.2.1", (Neighbor("192.0.2.2", 65000),))
+    deep = os.path.join(str(tmp_path), "d" * 120)
+    sp = Speaker(settings, "lb1", None, lambda e: None, run_root=deep)
+    assert sp.sock_path.startswith("/tmp/xlb-exabgp-lb1-") and len(sp.sock_path) < 107
+    assert sp.conf_path.startswith(deep)
+    sp.close()
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -102,6 +111,20 @@ def test_announce_and_withdraw_reach_bird(fab: Fabric, make: Make) -> None:
     assert all(e["message"] == "session established (AS 65000)" for e in sessions)
 
 
+def test_the_router_resets_the_session_and_gets_the_routes_again(fab: Fabric,
+                                                                 make: Make) -> None:
+    lb = fab.lbs[0]
+    sp, events = make(lb.settings(), lb.ns)
+    sp.set_routes({VIP: True})
+    assert fab.bird.wait(VIP, 1, 15) == [lb.address]
+    fab.bird.cmd("restart", "lb1_v4")
+    # ExaBGP re-sends what it was told: nothing to do on our side
+    wait_for(lambda: any("administrative reset" in e["message"] for e in events), "the Cease")
+    assert fab.bird.wait(VIP, 1, 15) == [lb.address]
+    wait_for(lambda: sp.carried()[VIP] == [lb.router], "carried again", timeout=10)
+    assert sp.state()[:3:2] == ("running", 0)
+
+
 def test_exabgp_killed_is_restarted_with_backoff_and_announces_again(
         fab: Fabric, make: Make) -> None:
     lb = fab.lbs[0]
@@ -122,6 +145,29 @@ def test_exabgp_killed_is_restarted_with_backoff_and_announces_again(
     speaker = [e["message"] for e in events if e["kind"] == "speaker"]
     assert [m.rsplit(" in ", 1)[1] for m in speaker if "again" in m] == ["1 s", "2 s"]
     wait_for(lambda: established(sp), "sessions back")
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def test_a_dead_bridge_ends_exabgp_and_both_are_started_again(fab: Fabric, make: Make) -> None:
+    lb = fab.lbs[0]
+    sp, _ = make(lb.settings(), lb.ns)
+    sp.set_routes({VIP: True})
+    assert fab.bird.wait(VIP, 1, 15) == [lb.address]
+    pid = sp.state()[1]
+    [bridge] = children(pid)
+    with open(f"/proc/{bridge}/cmdline", "rb") as f:
+        assert b"xlb.bgp.bridge" in f.read()
+    os.kill(bridge, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), "ExaBGP ended with its bridge")
+    wait_for(lambda: sp.state()[2] == 1, "restarted")
+    # ExaBGP 5.0.15 does not end by itself within a second: the speaker ends it
+    assert sp.state()[3] in (f"ExaBGP's bridge closed: ended ExaBGP (pid {pid})",
+                             f"ExaBGP (pid {pid}) exited with code 0")
+    assert fab.bird.wait(VIP, 1, 20) == [lb.address]
 
 
 def test_close_ends_exabgp_and_the_router_drops_the_routes_at_once(
@@ -185,7 +231,8 @@ def test_wrong_asns_are_states_with_the_peers_reason(fab: Fabric, make: Make) ->
 
     wait_for(lambda: all(reasons().values()), "both reasons", timeout=15)
     assert reasons() == {
-        lb.router: "notification received: OPEN message error: bad peer AS (refused AS 65002)",
+        lb.router: "notification received: OPEN message error: bad peer AS: the peer does not "
+                   "accept our AS 65002",
         lb.router6: "notification sent (2,2): OPEN message error: bad peer AS: the peer's OPEN "
                     "says AS 65000, the neighbor's asn is 65099"}
     assert all(n["state"] in ("connected", "down") for n in sp.neighbors())
@@ -220,6 +267,12 @@ def test_exabgp_that_cannot_start_is_failed_and_retried(make: Make) -> None:
     sp, events = make(replace(settings, exabgp="/nonexistent/exabgp"), None)
     wait_for(lambda: sp.state()[0] == "failed", "failed")
     assert sp.state()[3].startswith("cannot start ExaBGP: [Errno 2]")
+    # a config ExaBGP refuses: its own words
+    refused = replace(settings, neighbors=(Neighbor("192.0.2.2", 65000, hold_time=1),))
+    sp3, _ = make(refused, None, instance="lb3")
+    wait_for(lambda: sp3.state()[0] == "failed", "failed", timeout=10)
+    assert sp3.state()[3].endswith(
+        "exited with code 1: holdtime must be zero or at least 3 seconds")
     sp2, _ = make(replace(settings, exabgp="/bin/false"), None, instance="lb2")
     wait_for(lambda: sp2.state()[2] >= 1, "a second attempt", timeout=10)
     assert sp2.state()[0] in ("failed", "starting")

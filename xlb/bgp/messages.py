@@ -136,9 +136,9 @@ _SUBCODES = {
 
 
 def notification_words(code: int, subcode: int, data: str = "") -> str:
-    """A NOTIFICATION for people: "OPEN message error: bad peer AS (refused AS 65002)".
-    BIRD puts the AS it refused in the data of a bad-peer-AS; a Cease's data may be a
-    shutdown message (RFC 8203) in UTF-8."""
+    """A NOTIFICATION for people: "OPEN message error: bad peer AS". A Cease's data may be
+    a shutdown message (RFC 8203) in UTF-8; an OPEN error's data is not shown (BIRD's
+    bad-peer-AS data is usually the AS it refused, but not always: seen 0x6B7E0234)."""
     words = _CODES.get(code, f"error code {code}")
     sub = _SUBCODES.get(code, {}).get(subcode)
     if sub:
@@ -146,9 +146,7 @@ def notification_words(code: int, subcode: int, data: str = "") -> str:
     elif subcode:
         words += f" (subcode {subcode})"
     raw = _hex(data)
-    if code == 2 and subcode == 2 and len(raw) in (2, 4):
-        words += f" (refused AS {int.from_bytes(raw, 'big')})"
-    elif code == 6 and subcode in (2, 4) and raw and raw[0] == len(raw) - 1:
+    if code == 6 and subcode in (2, 4) and raw and raw[0] == len(raw) - 1:
         text = raw[1:].decode("utf-8", "replace").strip()
         if text:
             words += f': "{text}"'

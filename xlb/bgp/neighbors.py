@@ -125,6 +125,8 @@ class Neighbors:
         if msg.direction != "receive":
             return []
         words = M.notification_words(msg.code, msg.subcode, msg.data)
+        if (msg.code, msg.subcode) == (2, 2):  # the peer refused the AS in our OPEN
+            words += f": the peer does not accept our AS {self.local_asn}"
         s.notified = words
         s.last_error = f"notification received: {words}"
         if s.last_error == s.reported:

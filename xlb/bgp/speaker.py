@@ -24,6 +24,7 @@ import select
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -42,6 +43,7 @@ BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 STABLE = 60.0          # seconds up after which the back-off starts again at 1 s
 BRIDGE_WAIT = 30.0     # seconds for a started ExaBGP to run its bridge and connect
 STOP_WAIT = 5.0        # seconds between SIGTERM and SIGKILL
+SUN_PATH_MAX = 107     # bytes in a Unix socket's path
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 EXIT_NETNS = 126       # the child could not enter the namespace
@@ -61,6 +63,9 @@ class Speaker:
         self.on_event = on_event
         self.dir = run_dir(instance) if run_root is None else run_dir(instance, run_root)
         self.sock_path = os.path.join(self.dir, "exabgp.sock")
+        if len(os.fsencode(self.sock_path)) > SUN_PATH_MAX:  # a Unix socket's path is short
+            self.sock_path = os.path.join(tempfile.gettempdir(),
+                                          f"xlb-exabgp-{instance}-{os.getpid()}.sock")
         self.conf_path = os.path.join(self.dir, "exabgp.conf")
         self.log_path = os.path.join(self.dir, "exabgp.log")
         self._lock = threading.Lock()
@@ -94,6 +99,9 @@ class Speaker:
         self._wake()
         if self._thread is not None:
             self._thread.join(STOP_WAIT + 5.0)
+            if self._thread.is_alive():  # cannot happen short of a hung kernel: keep its fds
+                log.error("bgp %s: the speaker thread did not end", self.instance)
+                return
             self._thread = None
         for fd in (self._wake_r, self._wake_w):
             try:
@@ -145,17 +153,24 @@ class Speaker:
                 log.exception("bgp %s: event handler failed", self.instance)
 
     def _supervise(self) -> None:
-        attempt = 0
+        attempt = starts = 0
         listener: socket.socket | None = None
         try:
-            listener = self._listen()
             while not self._stop.is_set():
                 started = time.monotonic()
-                ran = self._run_once(listener, first=attempt == 0)
+                ran = False
+                try:
+                    if listener is None:
+                        listener = self._listen()
+                    ran = self._run_once(listener, first=starts == 0)
+                except Exception as e:  # noqa: BLE001 - reported and retried, never raised
+                    log.exception("bgp %s: the speaker failed", self.instance)
+                    with self._lock:
+                        self._last_error = f"speaker error: {e}"
+                starts += 1
                 if self._stop.is_set():
                     break
-                up = time.monotonic() - started
-                if ran and up >= STABLE:
+                if ran and time.monotonic() - started >= STABLE:
                     attempt = 0
                 delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
                 attempt += 1
@@ -164,10 +179,6 @@ class Speaker:
                     why = self._last_error
                 self._emit([("speaker", "", f"{why}; starting ExaBGP again in {delay:g} s")])
                 self._stop.wait(delay)
-        except Exception as e:  # noqa: BLE001 - reported in the snapshot, never raised
-            log.exception("bgp %s: the speaker thread failed", self.instance)
-            with self._lock:
-                self._state, self._last_error = "failed", f"speaker failed: {e}"
         finally:
             if listener is not None:
                 listener.close()
@@ -176,9 +187,7 @@ class Speaker:
             except OSError:
                 pass
             with self._lock:
-                if self._state != "failed":
-                    self._state = "off"
-                self._pid = 0
+                self._state, self._pid = "off", 0
 
     def _listen(self) -> socket.socket:
         os.makedirs(self.dir, exist_ok=True)
@@ -211,17 +220,17 @@ class Speaker:
                 self._restarts += 1
             self._acks.clear()
         self._emit([("speaker", "", f"ExaBGP started (pid {proc.pid})")])
-        conn = None
+        conn, trouble = None, ""
         try:
-            conn = self._accept(listener, proc)
+            conn, trouble = self._accept(listener, proc)
             if conn is not None:
                 with self._lock:
                     self._state = "running"
-                self._serve(conn, proc)
+                trouble = self._serve(conn, proc)
         finally:
             if conn is not None:
                 conn.close()
-            why = self._end(proc)
+            why = self._end(proc, trouble)
             with self._lock:
                 self._pid = 0
                 events = self._neighbors.speaker_gone(why, time.time())
@@ -258,20 +267,19 @@ class Speaker:
                 os.close(nsfd)
 
     def _accept(self, listener: socket.socket, proc: subprocess.Popen[bytes]
-                ) -> socket.socket | None:
+                ) -> tuple[socket.socket | None, str]:
+        """ExaBGP's bridge connection, or None and why not ("" = ExaBGP ended, or close())."""
         deadline = time.monotonic() + BRIDGE_WAIT
         while not self._stop.is_set() and proc.poll() is None:
             if time.monotonic() > deadline:
-                with self._lock:
-                    self._last_error = f"ExaBGP's bridge did not connect within {BRIDGE_WAIT:g} s"
-                return None
+                return None, f"ExaBGP's bridge did not connect within {BRIDGE_WAIT:g} s"
             ready, _, _ = select.select([listener.fileno(), self._wake_r], [], [], 0.2)
             if listener.fileno() in ready:
                 conn, _ = listener.accept()
                 conn.settimeout(STOP_WAIT)
-                return conn
+                return conn, ""
             self._drain_wake()
-        return None
+        return None, ""
 
     def _drain_wake(self) -> None:
         try:
@@ -280,9 +288,17 @@ class Speaker:
         except OSError:
             pass
 
-    def _serve(self, conn: socket.socket, proc: subprocess.Popen[bytes]) -> None:
-        """Relay until ExaBGP ends. On close(): SIGTERM, and read on until it is gone, so
-        its last words (sessions down, Cease sent) are taken in."""
+    def _serve(self, conn: socket.socket, proc: subprocess.Popen[bytes]) -> str:
+        """Relay until ExaBGP ends ("") or breaks (why). On close(): SIGTERM, and read on
+        until it is gone, so its last words (sessions down, Cease sent) are taken in."""
+        try:
+            self._relay(conn, proc)
+        except OSError as e:  # the bridge broke or ExaBGP stopped reading: end and restart it
+            log.warning("bgp %s: ExaBGP's bridge: %s", self.instance, e)
+            return f"ExaBGP's bridge failed: {e}"
+        return ""
+
+    def _relay(self, conn: socket.socket, proc: subprocess.Popen[bytes]) -> None:
         buf = b""
         deadline = 0.0
         while proc.poll() is None:
@@ -320,8 +336,12 @@ class Speaker:
                 with self._lock:
                     self._last_error = f"ExaBGP refused the command {cmd!r}"
             return
-        with self._lock:
-            events = self._neighbors.apply(msg, time.time())
+        try:
+            with self._lock:
+                events = self._neighbors.apply(msg, time.time())
+        except Exception:  # noqa: BLE001 - one odd message must not end the supervision
+            log.exception("bgp %s: cannot apply %r", self.instance, msg)
+            return
         self._emit(events)
 
     def _send_changes(self, conn: socket.socket) -> None:
@@ -357,8 +377,13 @@ class Speaker:
                        else f"neighbor {peer} withdraw route {net}")
         return out
 
-    def _end(self, proc: subprocess.Popen[bytes]) -> str:
-        """Make sure ExaBGP is gone; why it ended, for people."""
+    def _end(self, proc: subprocess.Popen[bytes], trouble: str) -> str:
+        """Make sure ExaBGP is gone; why it ended, for people. `trouble`: why we end it."""
+        if proc.poll() is None and not self._stop.is_set() and not trouble:
+            try:  # its bridge went: ExaBGP ends by itself in a moment (api terminate)
+                proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                trouble = "ExaBGP's bridge closed"
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -369,6 +394,8 @@ class Speaker:
         if self._stop.is_set():
             self._emit([("speaker", "", f"ExaBGP (pid {proc.pid}) stopped")])
             return "ExaBGP stopped"
+        if trouble:
+            return f"{trouble}: ended ExaBGP (pid {proc.pid})"
         code = proc.returncode
         if code is not None and code < 0:
             try:
@@ -389,5 +416,10 @@ class Speaker:
                 lines = f.read().decode("utf-8", "replace").splitlines()
         except OSError:
             return ""
-        words = [ln.split(None, 2)[-1].strip() for ln in lines if ln.strip()]
-        return words[-1][:200] if words else ""
+        for line in reversed(lines):
+            # "03:34:53 1264   configuration   holdtime must be zero or at least 3 seconds"
+            parts = line.split(None, 3)
+            text = parts[3] if len(parts) == 4 and parts[0].count(":") == 2 else line.strip()
+            if text:
+                return " ".join(text.split())[:200]
+        return ""

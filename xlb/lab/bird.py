@@ -2,8 +2,9 @@
 
 The lab's router and the BGP tests need a real peer that installs ECMP routes in the kernel
 (`merge paths`), so this is BIRD itself, not a model of it. It runs in the foreground
-(`bird -f`) under our own Popen, so it is ended by the PID we started and never by name; its
-control socket, config and log live in a work directory the caller owns. Everything read back
+(`bird -f`) under our own Popen, so it is ended by the PID we started and never by name (a
+later process finds it by its pid file, checked against its command line); its control
+socket, config, pid file and log live in a work directory the caller owns. Everything read back
 (sessions, next hops) comes from BIRD's own answers over that socket.
 """
 
@@ -80,14 +81,15 @@ class Bird:
         self.conf = os.path.join(workdir, "bird.conf")
         self.ctl = os.path.join(workdir, "bird.ctl")
         self.log = os.path.join(workdir, "bird.log")
+        self.pidfile = os.path.join(workdir, "bird.pid")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, conf: str, timeout: float = 10.0) -> int:
         """Write `conf` (plus our log line), start `bird -f` in the namespace and return its
         PID once its control socket answers. A config BIRD refuses raises LabError with
         BIRD's words."""
-        if self.proc is not None and self.proc.poll() is None:
-            raise LabError(f"BIRD already runs in {self.netns} (pid {self.proc.pid})")
+        if self.pid:
+            raise LabError(f"BIRD already runs in {self.netns} (pid {self.pid})")
         os.makedirs(self.workdir, exist_ok=True)
         with open(self.conf, "w") as f:
             f.write(f'log "{self.log}" all;\n' + conf)
@@ -99,7 +101,7 @@ class Bird:
             # `ip netns exec` execs bird: the PID is BIRD's own
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, BIRD, "-f", "-c", self.conf, "-s",
-                 self.ctl], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                 self.ctl, "-P", self.pidfile], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True)
         finally:
             out.close()
@@ -129,24 +131,46 @@ class Bird:
 
     @property
     def pid(self) -> int:
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else 0
+        """The running BIRD of this work directory: the one we started, or (from another
+        process, e.g. `xlb lab down`) the one its pid file names if that is still BIRD with
+        our config; 0 if none."""
+        if self.proc is not None:
+            return self.proc.pid if self.proc.poll() is None else 0
+        try:
+            with open(self.pidfile) as f:
+                pid = int(f.read().strip() or 0)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            return 0
+        return pid if self.conf.encode() in argv and os.path.basename(argv[0]) == b"bird" else 0
 
     def stop(self, timeout: float = 5.0) -> None:
-        """End the BIRD we started (SIGTERM, then SIGKILL), by its PID; nothing else."""
+        """End this work directory's BIRD (SIGTERM, then SIGKILL), by its PID; nothing else.
+        Works from another process than the one that started it (pid file, checked)."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        else:
+            pid = self.pid
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + timeout
+                while self.pid and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if self.pid:
+                    os.kill(pid, signal.SIGKILL)
+        for path in (self.ctl, self.pidfile):
             try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        try:
-            os.unlink(self.ctl)
-        except OSError:
-            pass
+                os.unlink(path)
+            except OSError:
+                pass
 
     def cmd(self, *words: str) -> str:
         """One birdc command; its answer without the greeting line."""
