@@ -220,10 +220,24 @@ def every_probe() -> str:
                                   if s.kind == "string")
 
 
-def tick(tmp: str, vips: int = 10, per_vip: int = 100) -> None:
+# A [bgp] table whose one neighbor has no route in the bench's namespace: ExaBGP runs, and
+# the tick decides and hands over every VIP's prefix, but no packet leaves the namespace.
+BGP_TAIL = """
+[bgp]
+local_asn = 65001
+router_id = "198.18.1.2"
+[[bgp.neighbor]]
+address = "198.18.1.1"
+asn = 65000
+"""
+
+
+def tick(tmp: str, vips: int = 10, per_vip: int = 100, bgp: bool = False) -> None:
     print(f"\ntick with {vips * per_vip} backends ({vips} VIPs x {per_vip})"
-          + (", every probe on" if every_probe() else ""))
-    with in_process_agent(tmp, "tk", vips, per_vip, tail=every_probe()) as agent:
+          + (", every probe on" if every_probe() else "")
+          + (", [bgp]: ExaBGP running, RHI for every VIP" if bgp else ""))
+    tail = every_probe() + (BGP_TAIL if bgp else "")
+    with in_process_agent(tmp, "tk", vips, per_vip, tail=tail) as agent:
         starting = getattr(agent, "_probes_starting", None)
         if starting is not None:  # the probes compile in the background: wait for them
             starting.join()
@@ -453,6 +467,8 @@ def main() -> int:
     ap.add_argument("--subscribers", type=int, default=10, help="for fanout (default 10)")
     ap.add_argument("--lab-size", action="store_true",
                     help="tick: at the lab's size (4 VIPs x 3 backends), not 10 x 100")
+    ap.add_argument("--bgp", action="store_true",
+                    help="tick: with a [bgp] table (route health injection every tick)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/agent.py needs root (BPF, XDP, network namespaces)", file=sys.stderr)
@@ -467,7 +483,7 @@ def main() -> int:
             if args.only in (None, "mass"):
                 mass(tmp, args.backends, args.budget)
             if args.only in (None, "tick"):
-                tick(tmp, *((4, 3) if args.lab_size else (10, 100)))
+                tick(tmp, *((4, 3) if args.lab_size else (10, 100)), bgp=args.bgp)
             if args.only in (None, "fanout"):
                 fanout(tmp, args.subscribers)
             if args.only in (None, "live"):

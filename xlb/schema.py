@@ -27,7 +27,7 @@ from xlb.addresses import IPAddress, parse_address  # the one address rule, used
 from xlb.api.protocol import DEFAULT_TRACE_SECONDS, MAX_TRACE_SECONDS
 from xlb.dataplane.maglev import DEFAULT_RING_SIZE, MAX_WEIGHT, is_prime
 
-Kind = Literal["string", "integer", "number"]
+Kind = Literal["string", "integer", "number", "boolean", "strings"]  # strings: a list of them
 
 
 class _Required:
@@ -441,7 +441,72 @@ TRACE = Table("trace", (
             MAX_TRACE_SECONDS, Bounds(1, MAX_TRACE_SECONDS)),
 ))
 
-TABLES = (INSTANCE, VIP, BACKEND, AGENT, PROBES, TRACE)
+MAX_ASN = 4294967295  # 4-byte ASNs (RFC 6793)
+
+
+def _ipv4(value: str) -> str:
+    addr = parse_address(value)
+    if not isinstance(addr, ipaddress.IPv4Address):
+        raise Invalid(f"{show(value)} is not an IPv4 address")
+    return str(addr)
+
+
+def _peer_address(value: str) -> str:
+    return str(_address(value))
+
+
+def _optional_address(value: str) -> str:
+    return "" if value == "" else str(_address(value))
+
+
+def _next_hop(value: str, version: int) -> str:
+    if value == "self":
+        return value
+    addr = _address(value)
+    if addr.version != version:
+        raise Invalid(f"{addr} is IPv{addr.version}; the next hop of IPv{version} prefixes "
+                      f'must be IPv{version} or "self"')
+    return str(addr)
+
+
+def _hold_time(value: int) -> int:
+    if value in (1, 2):
+        raise Invalid(f"{value} must be 0 (no keepalives) or 3..65535 (RFC 4271)")
+    return value
+
+
+def _vip_names(value: list[str]) -> tuple[str, ...]:
+    names = tuple(_vip_name(v) for v in value)
+    if len(set(names)) != len(names):
+        raise Invalid(f"{show(value)} names a VIP twice")
+    return names
+
+
+BGP = Table("bgp", (
+    Setting("local_asn", "integer", "this load balancer's AS number", bounds=Bounds(1, MAX_ASN)),
+    Setting("router_id", "string", "BGP identifier, an IPv4 address (the LB's own, usually)",
+            check=_ipv4),
+    Setting("announce", "strings", "the VIP names whose addresses may be announced "
+            "(absent: every VIP)", None, check=_vip_names),
+    Setting("next_hop", "string", 'next hop of IPv4 prefixes: "self" (our session address) '
+            "or an IPv4 address", "self", check=partial(_next_hop, version=4)),
+    Setting("next_hop6", "string", 'next hop of IPv6 prefixes: "self" or an IPv6 address',
+            "self", check=partial(_next_hop, version=6)),
+    Setting("exabgp", "string", 'the exabgp command ("" = the one installed with xlb)', ""),
+), arrays=("neighbor",))
+
+BGP_NEIGHBOR = Table("bgp.neighbor", (
+    Setting("address", "string", "the router's address; IPv4 prefixes go to IPv4 neighbors, "
+            "IPv6 to IPv6", check=_peer_address),
+    Setting("asn", "integer", "the router's AS number", bounds=Bounds(1, MAX_ASN)),
+    Setting("hold_time", "integer", "seconds without a message before the session is down "
+            "(0: never; 1 and 2 are refused)", 9, Bounds(0, 65535), check=_hold_time),
+    Setting("local_address", "string", 'ours on that link ("" = the kernel picks)', "",
+            check=_optional_address),
+    Setting("passive", "boolean", "wait for the router to connect", False),
+))
+
+TABLES = (INSTANCE, VIP, BACKEND, AGENT, PROBES, TRACE, BGP, BGP_NEIGHBOR)
 
 
 # ----------------------------------------------------------------------------- checker
@@ -499,6 +564,14 @@ class Checker:
     @staticmethod
     def _typed(value: Any, s: Setting) -> Any:
         """`value` if it has the declared kind and is in range or among the choices."""
+        if s.kind == "boolean":
+            if not isinstance(value, bool):
+                raise Invalid(f"expected true or false, got {show(value)}")
+            return value
+        if s.kind == "strings":
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise Invalid(f"expected a list of strings, got {show(value)}")
+            return list(value)
         if s.kind == "string":
             if not isinstance(value, str):
                 raise Invalid(f"expected a string, got {show(value)}")

@@ -13,11 +13,14 @@ import pytest
 from tests.helpers import REPO
 from xlb.agent.health import CheckSpec
 from xlb.agent.settings import AgentSettings, check_settings
+from xlb.bgp.settings import check_bgp
 from xlb.dataplane.config import BackendConfig, InstanceConfig, parse_config
 from xlb.dataplane.loader import Geometry
 from xlb.schema import (
     AGENT,
     BACKEND,
+    BGP,
+    BGP_NEIGHBOR,
     INSTANCE,
     PROBES,
     REQUIRED,
@@ -55,6 +58,7 @@ AGENT_BLOCK = "### Agent settings: the `[agent]` table in the instance config"
 CONFIG_BLOCK = "### Config (TOML)"
 PROBES_BLOCK = "### Probe settings: the `[probes]` table in the instance config"
 TRACE_BLOCK = "### Trace settings: the `[trace]` table in the instance config"
+BGP_BLOCK = "### BGP settings: the `[bgp]` table in the instance config"
 
 
 def readme_tables() -> list[tuple[Table, dict[str, Any], dict[tuple[str, str], str]]]:
@@ -62,6 +66,8 @@ def readme_tables() -> list[tuple[Table, dict[str, Any], dict[tuple[str, str], s
     agent_text, config_text = readme_block(AGENT_BLOCK), readme_block(CONFIG_BLOCK)
     agent, config = tomllib.loads(agent_text), tomllib.loads(config_text)
     vip = config["vip"][0]
+    bgp_text = readme_block(BGP_BLOCK)
+    bgp = tomllib.loads(bgp_text)["bgp"]
     return [(INSTANCE, config["instance"], comments(config_text)),
             (VIP, vip, comments(config_text)),
             (BACKEND, vip["backend"][0], comments(config_text)),
@@ -69,7 +75,9 @@ def readme_tables() -> list[tuple[Table, dict[str, Any], dict[tuple[str, str], s
             (PROBES, tomllib.loads(readme_block(PROBES_BLOCK))["probes"],
              comments(readme_block(PROBES_BLOCK))),
             (TRACE, tomllib.loads(readme_block(TRACE_BLOCK))["trace"],
-             comments(readme_block(TRACE_BLOCK)))]
+             comments(readme_block(TRACE_BLOCK))),
+            (BGP, bgp, comments(bgp_text)),
+            (BGP_NEIGHBOR, bgp["neighbor"][0], comments(bgp_text))]
 
 
 @pytest.mark.parametrize("index", range(len(TABLES)), ids=[t.name for t in TABLES])
@@ -107,6 +115,8 @@ def test_the_readme_blocks_are_valid_configs() -> None:
     settings = check_settings(ck, tomllib.loads(readme_block(AGENT_BLOCK))["agent"],
                               cfg.instance.name)
     assert ck.errors == [] and settings is not None
+    bgp = check_bgp(ck, tomllib.loads(readme_block(BGP_BLOCK))["bgp"], cfg)
+    assert ck.errors == [] and bgp is not None and bgp.announce == ("web",)
 
 
 # ------------------------------------------------------------------- the declarations
@@ -148,6 +158,10 @@ def test_the_defaults_have_not_moved() -> None:
         "health_port": 0, "health_path": "/", "health_interval": 1.0, "health_timeout": 0.5,
         "health_rise": 2, "health_fall": 2, "health_down_flows": "move",
         "health_panic_threshold": 25, "tamper": "restore"}
+    assert {s.name: s.default for s in (*BGP.settings, *BGP_NEIGHBOR.settings)
+            if s.default is not REQUIRED} == {
+        "announce": None, "next_hop": "self", "next_hop6": "self", "exabgp": "",
+        "hold_time": 9, "local_address": "", "passive": False}
 
 
 def test_the_models_take_their_defaults_from_the_schema() -> None:

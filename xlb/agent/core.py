@@ -40,6 +40,7 @@ from xlb.agent.trace import Trace
 from xlb.agent.trace_source import DataplaneSource
 from xlb.agent.watch import Owned, Watch
 from xlb.api import protocol as P
+from xlb.bgp.control import BgpControl
 from xlb.dataplane import bpfsys, lifecycle, loader
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, IPAddress, vip_label
@@ -111,6 +112,10 @@ class Agent:
         self._watched: Config | None = None          # the intent the drops probe watches
         self.trace_source = DataplaneSource(self)
         self.trace = Trace(ac.trace, self.trace_source, self.audit)  # opened by start()
+        self.bgp: BgpControl | None = (  # started by start(), after the data plane
+            BgpControl(ac.bgp, self.name, ac.config.instance.netns or None, self.audit)
+            if ac.bgp is not None else None)
+        self._bgp_at = 0.0  # monotonic time ExaBGP may start (see _bgp_hold)
         self.last: P.Snapshot = self._snapshot(None)  # what readers see until the first tick
 
     # -- start and intent ---------------------------------------------------------
@@ -139,6 +144,8 @@ class Agent:
         self.last = self._snapshot(None)
         self._start_probes()
         self.trace.open()
+        if self.bgp is not None:
+            self._bgp_at = time.monotonic() + self._bgp_hold()
         r = self.load_result
         log.info("%s %s: %s XDP on %s (prog %s); %d VIPs, %d backends", "adopted" if
                  r["adopted"] else "loaded", self.name, r["mode"], r["interface"], r["prog_id"],
@@ -191,6 +198,8 @@ class Agent:
 
     def close(self) -> None:
         self.stopping.set()
+        if self.bgp is not None:  # first: the routers move traffic to the other LBs at once
+            self.bgp.close()
         if self._probes_starting is not None:
             self._probes_starting.join(timeout=60)  # a compile cannot be cut short
         self.probes.close()
@@ -615,15 +624,45 @@ class Agent:
                      vip, n, address)
 
     # -- BGP ---------------------------------------------------------------------------------
+    def _bgp_hold(self) -> float:
+        """Seconds before ExaBGP starts: until the first health checks could find every
+        dead backend down (fall checks, then a tick to commit them). Every backend counts
+        as healthy until then; announcing meanwhile would draw traffic to backends
+        nobody checked, while the other LBs carry it."""
+        st = self.settings
+        if not self.health_targets():
+            return 0.0
+        hold = st.health_fall * st.health_interval + st.health_timeout + st.tick
+        assert self.bgp is not None
+        self.bgp.holding(hold)
+        return hold
+
+    def _bgp_tick(self) -> None:
+        """RHI, once per tick (never waits for ExaBGP: see xlb/bgp/control.py); starts
+        ExaBGP once the hold after start is over."""
+        if self.bgp is None:
+            return
+        if not self.bgp.started and time.monotonic() < self._bgp_at:
+            return
+        self.bgp.update(self.desired, self.down)
+        if not self.bgp.started:
+            self.bgp.start()
+
     def bgp_status(self) -> P.Bgp:
         """The BGP speaker's state (an instance without a [bgp] table runs none)."""
-        return P.empty_bgp()
+        return P.empty_bgp() if self.bgp is None else self.bgp.status()
 
     def bgp_change(self, caller: Caller, action: str, vip: str | None,
                    every: bool) -> P.BgpChange:
-        """bgp_withdraw / bgp_announce: refused where no BGP speaker runs."""
-        raise RefusedError(f"bgp_{action}: instance {self.name} has no [bgp] table, so it "
-                           "announces nothing; its VIPs reach it by static routes")
+        """bgp_withdraw / bgp_announce (xlb/bgp/control.py); refused where no BGP speaker
+        runs. Decided on the intent and health as they are now, not at the last tick."""
+        if self.bgp is None:
+            raise RefusedError(f"bgp_{action}: instance {self.name} has no [bgp] table, so "
+                               "it announces nothing; its VIPs reach it by static routes")
+        with self.lock:
+            desired, down = self.desired, self.down
+        self.bgp.update(desired, down)
+        return self.bgp.change(caller, action, vip, every)
 
     # -- reading ---------------------------------------------------------------------------
     def emit(self, kind: str, doc: Any) -> None:
@@ -641,6 +680,7 @@ class Agent:
             self.alarms = self.watch.check()
         self.ticks += 1
         self.commit_health()
+        self._bgp_tick()
         counters = self.dp.counters()  # only the tick reads counters and keeps rates
         rates = self.rates.update(counters)
         self.active = counters.active

@@ -46,7 +46,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from xlb import statefile
-from xlb.api.protocol import Snapshot
+from xlb.api.protocol import Bgp, BgpSessionState, Snapshot, empty_bgp
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Counters
 from xlb.probes.metrics import ProbeCollector
@@ -116,6 +116,7 @@ class AgentCollector(Collector):
         if p.counted is not None:
             yield from _counters(p.counted)
         yield from _states(s, p.drained)
+        yield from _bgp(s.get("bgp") or empty_bgp())
 
 
 def _trace(totals: dict[str, int]) -> Iterator[Metric]:
@@ -228,6 +229,40 @@ def _states(s: Snapshot, drained_by: frozenset[tuple[str, str]]) -> Iterator[Met
             up.add_metric(labels, 1.0 if b["health"] == "up" else 0.0)
             share.add_metric(labels, b["ring_share"])
     yield from (total, healthy, panic, vip_active, weight, drained, up, share)
+
+
+_SESSION_STATES: tuple[BgpSessionState, ...] = ("idle", "connected", "established", "down")
+
+
+def _bgp(b: Bgp) -> Iterator[Metric]:
+    """The BGP speaker, from the snapshot (families without samples when there is none)."""
+    up = GaugeMetricFamily("xlb_bgp_session_up", "1 while the BGP session with the neighbor "
+                           "is established", labels=["peer"])
+    state = GaugeMetricFamily("xlb_bgp_session_state", "1 for the session's current state "
+                              "(idle, connected, established, down)", labels=["peer", "state"])
+    sent = CounterMetricFamily("xlb_bgp_updates_sent", "BGP UPDATE messages sent to the "
+                               "neighbor since the agent started", labels=["peer"])
+    received = CounterMetricFamily("xlb_bgp_updates_received", "BGP UPDATE messages received "
+                                   "from the neighbor since the agent started", labels=["peer"])
+    for n in b["neighbors"]:
+        up.add_metric([n["peer"]], 1.0 if n["state"] == "established" else 0.0)
+        for st in _SESSION_STATES:
+            state.add_metric([n["peer"], st], 1.0 if n["state"] == st else 0.0)
+        sent.add_metric([n["peer"]], n["updates_sent"])
+        received.add_metric([n["peer"]], n["updates_received"])
+    announced = GaugeMetricFamily("xlb_bgp_prefix_announced", "1 while the VIP prefix is "
+                                  "announced (route health injection), 0 while withdrawn",
+                                  labels=["prefix"])
+    for p in b["prefixes"]:
+        announced.add_metric([p["prefix"]], 1.0 if p["announced"] else 0.0)
+    restarts = CounterMetricFamily("xlb_bgp_speaker_restarts", "times ExaBGP was started "
+                                   "again after it died, since the agent started")
+    maintenance = GaugeMetricFamily("xlb_bgp_maintenance", "1 while an operator keeps every "
+                                    "VIP of this load balancer withdrawn")
+    if b["enabled"]:
+        restarts.add_metric([], b["restarts"])
+        maintenance.add_metric([], 1.0 if b["maintenance"] else 0.0)
+    yield from (up, state, sent, received, announced, restarts, maintenance)
 
 
 def registry_of(published: Callable[[], Published]) -> CollectorRegistry:

@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 
 from xlb.agent.health import CheckSpec
+from xlb.bgp.settings import BgpSettings, check_bgp
 from xlb.dataplane.config import Config, check_config, in_file, read_toml
 from xlb.paths import default_audit_log, default_socket
 from xlb.probes.settings import ProbeSettings, check_probes
@@ -64,6 +65,7 @@ class AgentConfig:
     path: str = ""  # the file, for messages
     probes: ProbeSettings = ProbeSettings()  # the [probes] table
     trace: TraceSettings = TraceSettings()   # the [trace] table
+    bgp: BgpSettings | None = None           # the [bgp] table (None: no BGP speaker)
 
 
 def _check_history(ck: Checker, tick: float, history: float) -> None:
@@ -121,10 +123,13 @@ def load(path: str) -> AgentConfig:
     """Read and check the whole file; ConfigError lists every problem, each with the path."""
     raw, data = read_toml(path)
     ck = Checker()
-    cfg = check_config(ck, data, other_tables=("agent", "probes", "trace"))
+    cfg = check_config(ck, data, other_tables=("agent", "probes", "trace", "bgp"))
     settings = check_settings(ck, data.get("agent", {}), cfg.instance.name if cfg else "")
     probes = check_probes(ck, data.get("probes", {}))
     trace = check_trace(ck, data.get("trace", {}))
-    if cfg is None or settings is None or probes is None or trace is None:
+    bgp = check_bgp(ck, data["bgp"], cfg) if "bgp" in data else None
+    if (cfg is None or settings is None or probes is None or trace is None
+            or ("bgp" in data and bgp is None)):
         raise in_file(path, ck.errors)
-    return AgentConfig(settings, cfg, hashlib.sha256(raw).hexdigest(), path, probes, trace)
+    return AgentConfig(settings, cfg, hashlib.sha256(raw).hexdigest(), path, probes, trace,
+                       bgp)
