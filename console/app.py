@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from console import themes
+from console.bgpmodel import PrefixRow, alerts, speakers
 from console.dialogs import BackendScreen, ConfirmScreen, ExamplesScreen, HelpScreen, WeightScreen
 from console.dialogs.backend import audit_lines
 from console.draw import ago, clip
@@ -42,13 +43,14 @@ from console.messages import (
     TraceFilterSubmitted,
 )
 from console.model import BackendRow, Fleet, VipRef
+from console.routing import Routing
 from console.tracing import Tracing
 from console.views.backends import Backends
 from console.views.base import View
+from console.views.bgp import Bgp
 from console.views.drops import Drops
 from console.views.flows import Flows
 from console.views.overview import Overview
-from console.views.pending import Bgp
 from console.views.probes import Probes
 from xlb.api.protocol import MAX_WEIGHT, AuditEntry, ProbeChange
 from xlb.errors import AgentUnavailable, RefusedError, XlbError
@@ -63,6 +65,7 @@ CHANGE_ACTIONS = {"drain", "undrain", "weight"}
 BACKENDS_ACTIONS = {"next_vip", "next_sort"}
 TRACE_ACTIONS = {"sample", "stop_trace"}   # Flows, operators only
 FLOWS_ACTIONS = {"pause", "explain"}      # Flows, anyone
+BGP_ACTIONS = {"bgp_withdraw", "bgp_announce"}   # BGP, operators only
 QUIT_MESSAGE = ("xlb console closed. The load balancer keeps running: nothing was changed by "
                 "quitting. (In the lab, `xlb lab down` removes everything.)")
 
@@ -84,6 +87,8 @@ class XlbConsole(App[None]):
         Binding("d", "drain", "Drain"),
         Binding("u", "undrain", "Undrain"),
         Binding("w", "weight", "Weight"),
+        Binding("W", "bgp_withdraw", "Withdraw"),
+        Binding("a", "bgp_announce", "Announce"),
         Binding("i", "next_instance", "Instance"),
         Binding("t", "next_theme", "Theme", show=False),
         Binding("question_mark", "help", "Help"),
@@ -107,6 +112,7 @@ class XlbConsole(App[None]):
         self._wanted_theme = theme or themes.remembered() or themes.DEFAULT
         self._redraw_pending = False
         self.tracing = Tracing(self, self.fleet, self.links, self.schedule_redraw)
+        self.routing = Routing(self, self.fleet, self.links)
         self.redraws = 0  # how many times the view was redrawn (bursts coalesce)
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
@@ -232,6 +238,8 @@ class XlbConsole(App[None]):
             else:
                 parts.append(f"[$error]{name} ✗ disconnected {ago(now - link.since)} "
                              f"(reconnecting): {escape(clip(link.error, 40))}[/]")
+            for text, role in alerts(inst.snap["bgp"]) if inst else ():
+                parts.append(f"[reverse ${role}] {name} {text} [/]")
             for alarm in inst.snap["alarms"] if inst else ():
                 if alarm["active"]:
                     parts.append(f"[reverse $error] ⚠ ALARM {name}: {alarm['what']} [/]")
@@ -270,7 +278,7 @@ class XlbConsole(App[None]):
 
     def _focus_view(self, name: str) -> None:
         view = self.query_one(f"#view-{name}", View)
-        tables = view.query("DataTable, EventList")
+        tables = view.query(view.FOCUS)
         if tables:
             tables.first().focus()
         elif self.focused is not None and any(isinstance(a, View) for a in
@@ -308,6 +316,8 @@ class XlbConsole(App[None]):
             note = view.help_note(self.fleet) if view else ""
             if isinstance(view, Probes) and self.read_only():
                 note += "\n\nRead-only: enter cannot attach or detach probes."
+            if isinstance(view, Bgp) and self.read_only():
+                note += "\n\nRead-only: W, a and maintenance are disabled."
         self.push_screen(HelpScreen(title, keys, list(self.GLOBAL_KEYS), note))
 
     def action_quit_console(self) -> None:
@@ -358,6 +368,10 @@ class XlbConsole(App[None]):
             return isinstance(view, Flows)
         if action in TRACE_ACTIONS:
             if not isinstance(view, Flows):
+                return False
+            return None if self.read_only() else True
+        if action in BGP_ACTIONS:
+            if not isinstance(view, Bgp):
                 return False
             return None if self.read_only() else True
         if action in BACKENDS_ACTIONS:
@@ -487,6 +501,31 @@ class XlbConsole(App[None]):
             return
         self.notify(f"{what}: done on {ref.instance}", title="applied")
 
+    # -- BGP: withdraw, announce, maintenance (console/routing.py) -----------------------------
+    def bgp_view(self) -> Bgp:
+        return self.query_one("#view-bgp", Bgp)
+
+    def action_bgp_withdraw(self) -> None:
+        row = None if self._refuse_read_only() else self._prefix()
+        if row is not None:
+            self.routing.withdraw(row)
+
+    def action_bgp_announce(self) -> None:
+        row = None if self._refuse_read_only() else self._prefix()
+        if row is not None:
+            self.routing.announce(row)
+
+    def _prefix(self) -> PrefixRow | None:
+        row = self.bgp_view().selected()
+        if row is None:
+            self.notify("select a prefix in the BGP view first (4, then ↑ ↓)",
+                        severity="warning")
+        return row
+
+    def _maintenance(self, instance: str, begin: bool) -> None:
+        if not self._refuse_read_only():
+            self.routing.maintenance(instance, begin)
+
     # -- probes and kernel drops ---------------------------------------------------------------
     def on_probe_toggle_requested(self, msg: ProbeToggleRequested) -> None:
         """Enter on a probe: attach it at once, detach it only after a yes."""
@@ -544,6 +583,20 @@ class XlbConsole(App[None]):
                                 self.action_weight)
         yield SystemCommand("Details of selected backend", "figures and audit trail",
                             self.action_details)
+        if not self.read_only():
+            yield SystemCommand("Withdraw selected prefix", "BGP: the routers stop sending "
+                                "it to this LB", self.action_bgp_withdraw)
+            yield SystemCommand("Announce selected prefix", "BGP: the routers send it to this "
+                                "LB again", self.action_bgp_announce)
+            for name, bgp in speakers(self.fleet, every=True):  # the one that applies
+                if not bgp["maintenance"]:
+                    yield SystemCommand(f"Maintenance: withdraw every VIP of {name}",
+                                        "the routers move its traffic to the other LBs",
+                                        lambda n=name: self._maintenance(n, True))
+                if bgp["maintenance"] or any(p["cause"] == "operator" for p in bgp["prefixes"]):
+                    yield SystemCommand(f"End maintenance of {name}", "announce its serving "
+                                        "VIPs again, every operator withdrawal ends",
+                                        lambda n=name: self._maintenance(n, False))
         for ref in self.fleet.vips():
             yield SystemCommand(f"Backends of VIP {ref.key}", ref.label,
                                 lambda k=ref.key: self._show_vip(k))

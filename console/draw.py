@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from xlb.units import ago
+
+__all__ = ["ago", "bar", "clip", "endpoint", "pct", "spark"]  # ago: one spelling, xlb.units
+
 SPARKS = "▁▂▃▄▅▆▇█"
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 
@@ -33,15 +37,6 @@ def bar(fraction: float, width: int) -> str:
     full, part = divmod(eighths, 8)
     out = "█" * full + (EIGHTHS[part] if part else "")
     return out.ljust(width)
-
-
-def ago(seconds: float) -> str:
-    """A short age: 42s, 5m, 3h, 2d."""
-    s = max(0, int(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{s // size}{unit}"
-    return f"{s}s"
 
 
 def pct(x: float) -> str:

@@ -22,20 +22,22 @@ import threading
 import time
 from typing import Any
 
+from tests.bgp_double import BgpDouble
 from tests.trace_double import BATCH, TraceDouble
 from xlb.api import protocol as P
 from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, XlbError
 
 ANSWERED = ("status", "subscribe", "drain", "undrain", "weight", "audit", "probes",
             "probe_attach", "probe_detach", "trace_start", "trace_stop", "trace_status",
-            "trace_subscribe", "trace_events", "explain")  # the rest: NO_METHOD
+            "trace_subscribe", "trace_events", "explain", "bgp", "bgp_withdraw",
+            "bgp_announce")  # the rest: NO_METHOD
 HEARTBEAT = 1.0   # a trace watcher hears at least this often, events or not
 
 
 class AgentDouble:
     def __init__(self, path: str, instance: str = "lb1", backends: int = 3, vips: int = 2,
                  queues: int = 4, cpus: int = 2, operator: bool = True, frozen: bool = False,
-                 tick: float = 0.2, hot_queue: int | None = 1):
+                 tick: float = 0.2, hot_queue: int | None = 1, bgp: bool = True):
         self.path, self.instance, self.operator, self.frozen, self.tick = (
             path, instance, operator, frozen, tick)
         self.n_queues, self.n_cpus, self.hot_queue = queues, cpus, hot_queue
@@ -57,6 +59,7 @@ class AgentDouble:
                 "backends": [{"address": _backend_address(b), "weight": 1 + (b % 3 == 2),
                               "state": "active", "health": "up"} for b in range(backends)]})
         self.tracer = TraceDouble(self.vips, frozen, self.started)
+        self.bgp = BgpDouble(self.vips, instance, frozen, self.started, enabled=bgp)
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -172,9 +175,10 @@ class AgentDouble:
         if name.startswith("trace_") or name == "explain":
             return self._trace(name, params)
         if name == "bgp":
-            return P.empty_bgp()
+            with self.lock:
+                return self.bgp.status()
         if name.startswith("bgp_"):
-            raise RefusedError(f"{name}: the double has no [bgp] table")
+            return self._bgp_change(name, params)
         change = self._change(name, params)
         with self.lock:
             self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
@@ -225,6 +229,26 @@ class AgentDouble:
             b["changed"] = time.time()
             return {"vips": [vip["name"]], "before": {vip["name"]: before},
                     "after": {vip["name"]: _configured(b)}}
+
+    def _bgp_change(self, name: str, params: dict[str, Any]) -> P.BgpChange:
+        """bgp_withdraw / bgp_announce, audited as the agent does (keyed by prefix, or
+        "maintenance" for all)."""
+        action = name.removeprefix("bgp_")
+        with self.lock:
+            before = self.bgp.status()
+            change = self.bgp.change("tester", action, params.get("vip"), params["all"])
+            key = "maintenance" if params["all"] else change["prefixes"][0]["prefix"]
+
+            def state(doc: P.Bgp) -> dict[str, Any]:
+                if params["all"]:
+                    return {"maintenance": doc["maintenance"]}
+                p = next(p for p in doc["prefixes"] if p["prefix"] == key)
+                return {"announced": p["announced"], "cause": p["cause"]}
+
+            self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
+                               "action": name, "params": params, "before": {key: state(before)},
+                               "after": {key: state(self.bgp.status())}, "result": "ok"})
+        return change
 
     def _probe_change(self, method: str, probe: str) -> P.ProbeChange:
         want: P.ProbeState = "attached" if method == "probe_attach" else "off"
@@ -351,7 +375,7 @@ class AgentDouble:
                     "cpus": [{"busy": 35.0 + 20 * c, "softirq": 12.0 + 5 * c}
                              for c in range(self.n_cpus)],
                     "vips": vips, "alarms": list(self.alarms), "tick_failures": 0,
-                    "kernel": self.kernel(n, now), "bgp": P.empty_bgp()}
+                    "kernel": self.kernel(n, now), "bgp": self.bgp.status()}
 
 
 PROBE_DOCS: dict[str, tuple[str, str, str]] = {

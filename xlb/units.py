@@ -1,4 +1,4 @@
-"""Numbers for people: one spelling of k/M/G everywhere (CLI, demo, console)."""
+"""Numbers for people: one spelling of k/M/G and of ages everywhere (CLI, demo, console)."""
 
 from __future__ import annotations
 
@@ -10,3 +10,12 @@ def human(n: float) -> str:
             return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
         n /= 1000
     return f"{n:.1f}P"
+
+
+def ago(seconds: float) -> str:
+    """A short age: 42s, 5m, 3h, 2d."""
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"

@@ -42,6 +42,7 @@ class View(Container):
     TITLE = ""
     # the keys this view adds, for the help screen: (key, what it does)
     KEYS: Sequence[tuple[str, str]] = ()
+    FOCUS = "DataTable, EventList"   # what gets the focus when the view is shown (the first)
     can_focus = False
 
     def redraw(self, fleet: Fleet) -> None:

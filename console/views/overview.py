@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
+from console.bgpmodel import alerts, carried, vip_prefix
 from console.draw import ago, bar, spark
 from console.model import (
     EXHAUSTED_MARK,
@@ -45,7 +46,9 @@ class Overview(View):
                 "its queues 0, 1, ... (worst CPU per id).\n"
                 "CPUs: busy % (psutil) and si %: with the softirq probe attached, the CPU's time "
                 "in NET_RX softirq ('si: NET_RX, probe'); otherwise psutil's figure for all "
-                "softirqs ('si: all softirqs, psutil').")
+                "softirqs ('si: all softirqs, psutil').\n"
+                "VIPs: ▲ BGP its address is announced to an established router, ▽ BGP it is "
+                "not (the BGP view, 4, says why).")
 
     def redraw(self, fleet: Fleet) -> None:
         self.query_one("#ov-summary", Static).update(self._summary(fleet))
@@ -114,6 +117,8 @@ class Overview(View):
         t.append(f" on {s['host']}  ·  LB mode {s['lb_mode'].upper()}  ·  XDP ")
         t.append(mode, style=self.role("success" if mode == "native" else "warning"))
         t.append(f" on {s['interface'] or '?'}  ·  up {ago(s['uptime'])}")
+        for text, role in alerts(s["bgp"]):  # only what is wrong: details in BGP (4)
+            t.append(f"  {text}", style=f"bold {self.role(role)}")
         return t
 
     def _queues(self, fleet: Fleet) -> Text:
@@ -169,8 +174,10 @@ class Overview(View):
         vips = fleet.vips()
         out.append(f"VIPs  ({len(vips)})\n", style="bold")
         several = len({v.instance for v in vips}) > 1
-        wide = (self.query_one("#ov-vips").size.width or 80) >= 56
+        width = self.query_one("#ov-vips").size.width or 80
+        wide = width >= 56  # room for the address
         for v in vips:
+            start = len(out)
             ok = v.healthy == v.total and v.total > 0
             role = "success" if ok else "error" if v.healthy == 0 else "warning"
             mark = "✓" if ok else "✗" if v.healthy == 0 else "!"
@@ -181,5 +188,11 @@ class Overview(View):
             out.append(f" {human(v.pps):>6} pps")
             if v.panic:
                 out.append(" PANIC", style=f"bold {self.role('error')}")
+            inst = fleet.instances.get(v.instance)
+            route = vip_prefix(inst.snap["bgp"], v.name) if inst else None
+            # announced to the routers? (the BGP view says why), where the line has room
+            if route is not None and len(out) - start + 6 < width - 2:
+                out.append(" ▲ BGP" if carried(route) else " ▽ BGP",
+                           style=self.role("success" if carried(route) else "warning"))
             out.append("\n")
         return out

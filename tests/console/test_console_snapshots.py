@@ -141,3 +141,46 @@ def test_flows_dialog(frozen: AgentDouble, snap_compare: Any, dialog: str,
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=ready)
+
+
+@pytest.fixture
+def frozen_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[AgentDouble]]:
+    """Two LBs, frozen: lb1 has no healthy dns backend, lb2's IPv6 session is down."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    ds = [AgentDouble(str(tmp_path / f"{n}.sock"), n, frozen=True, tick=3600)
+          for n in ("lb1", "lb2")]
+    for b in ds[0].vips[1]["backends"]:
+        b["health"] = "down"
+    ds[1].bgp.session("fd00:5f1b:18:1::1", "down",
+                      "OPEN message error: bad peer AS (expected 65000, got 65002)")
+    for d in ds:
+        d.start()
+    yield ds
+    for d in ds:
+        d.stop()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("what", ["fleet", "withdraw", "maintenance"])
+def test_bgp_fleet(frozen_pair: list[AgentDouble], snap_compare: Any, what: str,
+                   size: tuple[int, int]) -> None:
+    """The BGP view over two LBs (which LB carries each VIP, a session down in the header),
+    and its two confirmations: W on lb2's web, maintenance of lb2 from the palette."""
+    app = XlbConsole([d.path for d in frozen_pair])
+
+    async def ready(pilot: Any) -> None:
+        await until(lambda: len(app.fleet.instances) == 2, pilot)
+        await pilot.press("4")
+        table = app.query_one("#bgp-prefixes", DataTable)
+        await until(lambda: table.row_count == 4, pilot)
+        table.focus()
+        table.move_cursor(row=2)  # lb2/198.19.0.10/32
+        if what == "withdraw":
+            await pilot.press("W")
+        elif what == "maintenance":
+            app.routing.maintenance("lb2", True)
+        if what != "fleet":
+            await until(lambda: isinstance(app.screen, ConfirmScreen), pilot)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=ready)

@@ -29,7 +29,7 @@ from xlb.errors import ConfigError, Interrupted, XlbError
 
 # in the order `xlb --help` lists them
 COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "explain", "drain",
-            "undrain", "weight", "backend", "vip", "audit", "probes", "trace", "agent",
+            "undrain", "weight", "backend", "vip", "bgp", "audit", "probes", "trace", "agent",
             "dataplane", "lab",
             "completion")
 
