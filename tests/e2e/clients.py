@@ -1,14 +1,21 @@
 """A long-lived HTTP connection from the lab's client namespace, for tests that must see one
-established flow keep its backend (drains, restarts, traces)."""
+established flow keep its backend (drains, restarts, traces, LB failover); the lab's agents
+all at once (the router spreads flows over every LB, so a fleet-wide change is made on each)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from xlb.api.client import AgentClient
 from xlb.lab import topology
+from xlb.paths import default_socket
+
+LBS = topology.Lab().lbs
 
 # argv: VIP, client source address; prints {"sport", "backend"} (the lab's servers answer
 # with their name) once connected, then again for every line on stdin
@@ -61,3 +68,17 @@ class KeepAlive:
     def __exit__(self, *exc: object) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+@contextmanager
+def agents(timeout: float = 10.0) -> Iterator[dict[str, AgentClient]]:
+    """A client of every LB's agent, by LB name."""
+    with ExitStack() as stack:
+        yield {lb: stack.enter_context(AgentClient(default_socket(lb), timeout=timeout))
+               for lb in LBS}
+
+
+def call_all(method: str, **params: Any) -> dict[str, Any]:
+    """One call on every LB's agent (drain a backend fleet-wide): the answers by LB."""
+    with agents() as clients:
+        return {lb: c.call(method, **params) for lb, c in clients.items()}

@@ -1,6 +1,7 @@
 """End to end, as a person: the README's main command in a real terminal (tmux).
 
-`xlb demo` builds the lab, starts traffic and opens the console on lb1's agent.
+`xlb demo` builds the lab, starts traffic and opens the console on both LBs' agents (the
+fleet: lb1 and lb2 behind the router's BGP/ECMP route).
 
 Keys are typed with `tmux send-keys`, the screen is read with `capture-pane`,
 and what the console claims is checked against the agent itself.
@@ -91,10 +92,13 @@ def test_main_command_lands_in_a_live_console_and_keys_drain(demo_in_tmux: None)
     keys("u")
     wait_for(lambda: backend_state(first) == "active", "the agent to undrain it")
     keys("6")  # the agent attached its default probes: the drops probe is one of them
-    wait_for(lambda: "Probes of the agent" in screen() and any(
-        ln.split()[:1] == ["drops"] and "attached" in ln for ln in screen().splitlines()),
+    wait_for(lambda: "Probes of the agent" in screen() and any(  # fleet: named lb1/drops
+        ln.split()[:1] == ["lb1/drops"] and "attached" in ln for ln in screen().splitlines()),
         "the drops probe attached in the Probes view",
         timeout=180)  # the agent compiles its probes in the background: slow on a busy host
+    keys("4")  # BGP: both LBs' sessions (v4 and v6 each) up with the router
+    wait_for(lambda: screen().count("Established") >= 4 and "lb2" in screen(),
+             "both LBs' BGP sessions Established in the BGP view")
     keys("3")
     wait_for(lambda: "Kernel drops by reason" in screen(), "the kernel half of Drops")
     keys("5", "/")  # Flows: a trace of the web VIP's TCP, typed into the filter box

@@ -68,9 +68,11 @@ def orphans() -> dict[int, str]:
 
 
 def lab_left() -> list[str]:
-    """What of the lab exists: namespaces, lb1's pins, the lab's state file."""
-    left = [ns for ns in topology.Lab().namespaces() if ns in netns.listnetns()]
-    left += [p for p in (os.path.join(PIN_ROOT, "lb1"), run.STATE) if os.path.exists(p)]
+    """What of the lab exists: namespaces, the LBs' pins, the lab's state file."""
+    lab = topology.Lab()
+    left = [ns for ns in lab.namespaces() if ns in netns.listnetns()]
+    left += [p for p in (*(os.path.join(PIN_ROOT, lb) for lb in lab.lbs), run.STATE)
+             if os.path.exists(p)]
     return left
 
 
@@ -116,9 +118,11 @@ def lab_state() -> dict:
 STAGES: dict[str, Callable[[], bool]] = {
     # namespaces and links being made (topology)
     "namespaces": lambda: topology.CLIENT in netns.listnetns(),
+    # BIRD started in the router (its PID recorded in the lab's state)
+    "router": lambda: bool(lab_state().get("bird")),
     # the backends' servers started (recorded in the lab's state)
     "servers": lambda: bool(lab_state().get("pids")),
-    # lb1's agent started, loading the data plane: the last step before traffic
+    # the LBs' agents started, loading the data planes: the last steps before traffic
     "agent": lambda: bool(lab_state().get("agents")),
 }
 

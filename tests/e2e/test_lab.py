@@ -1,6 +1,7 @@
-"""The lab end to end: real TCP and UDP from the client namespace to the VIP,
-through the XDP load balancer, IP-in-IP to the backends, replies direct (DSR).
-IPv4 (4in4) and IPv6 (6in6, to the v6 VIP and the backends' v6 addresses).
+"""The lab end to end: real TCP and UDP from the client namespace to the VIP, through
+the router's BGP ECMP route to both XDP load balancers, IP-in-IP to the backends, replies
+direct (DSR). IPv4 (4in4) and IPv6 (6in6, to the v6 VIP and the backends' v6 addresses).
+Fleet-wide changes (drain) are made on both LBs, as an operator does: either may carry a flow.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import netns
 
-from tests.e2e.clients import KeepAlive
+from tests.e2e.clients import LBS, KeepAlive, agents, call_all
 from tests.helpers import promtool_check, samples, scrape
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Dataplane
 from xlb.dataplane.structs import Reason
-from xlb.lab import run, topology
+from xlb.lab import fabric, procs, run, topology
+from xlb.lab.failover import carriers
 
 CLIENT_SCRIPT = """
 import json, socket, sys
@@ -58,9 +60,13 @@ def lab() -> Iterator[dict]:
                                           (topology.VIP6, topology.CLIENT_ADDRS6)],
                          ids=["v4", "v6"])
 def test_tcp_and_udp_through_dsr(lab: dict, vip: str, sources: list[str]) -> None:
-    with Dataplane("lb1") as dp:
-        before = dp.counters()
-        ids = {str(S.unpack_addr(b.addr, b.family)): i for i, b in dp.backend_entries().items()}
+    """Through both LBs: each one's counters grow, and add up to what the clients did."""
+    before, ids = {}, {}
+    for lb in LBS:
+        with Dataplane(lb) as dp:
+            before[lb] = dp.counters()
+            ids[lb] = {str(S.unpack_addr(b.addr, b.family)): i
+                       for i, b in dp.backend_entries().items()}
     r = subprocess.run(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
                         CLIENT_SCRIPT, vip, *sources], capture_output=True, text=True,
                        timeout=120)
@@ -72,18 +78,26 @@ def test_tcp_and_udp_through_dsr(lab: dict, vip: str, sources: list[str]) -> Non
     for text, peer in out["udp"]:
         assert peer == vip, "UDP replies must come from the VIP"
         assert text.splitlines()[0] in names
-    with Dataplane("lb1") as dp:
-        after = dp.counters()
-    encap = after.reasons[Reason.TX_ENCAP, 0] - before.reasons[Reason.TX_ENCAP, 0]
-    seen = after.queues[:, 0].sum() - before.queues[:, 0].sum()
-    # every TCP connection is >= 4 client packets; UDP 1; replies never reach the LB
-    assert encap >= 5 * len(sources)
-    assert seen - encap < 10, "the LB saw more than the inbound direction"
-    assert (after.queues[:4, 0] - before.queues[:4, 0] > 0).sum() >= 2, "one RX queue only"
+    encap, seen, queues, sent = {}, {}, 0, Counter[str]()
+    for lb in LBS:
+        with Dataplane(lb) as dp:
+            after = dp.counters()
+        b = before[lb]
+        encap[lb] = after.reasons[Reason.TX_ENCAP, 0] - b.reasons[Reason.TX_ENCAP, 0]
+        seen[lb] = after.queues[:, 0].sum() - b.queues[:, 0].sum()
+        queues += (after.queues[:4, 0] - b.queues[:4, 0] > 0).sum()
+        sent.update({a: int(after.backends[i, 0] - b.backends[i, 0]) for a, i in ids[lb].items()})
+    # the router's ECMP spreads the 2 x 32 flows over both LBs
+    assert all(n > 0 for n in encap.values()), f"an LB carried nothing: {encap}"
+    # every TCP connection is >= 4 client packets; UDP 1; replies never reach an LB
+    assert sum(encap.values()) >= 5 * len(sources)
+    # what an LB passes besides: its BGP sessions' keepalives, neighbour discovery, health
+    # check answers; a reply through an LB would add >= 4 packets per connection (>= 128)
+    assert all(seen[lb] - encap[lb] < 20 for lb in LBS), f"more than the inbound: {seen}"
+    assert queues >= 3, "one RX queue per LB only"
     # encapsulated to the backends' addresses of the VIP's family (4in4, 6in6)
     same = [b.address6 if ":" in vip else b.address for b in topology.Lab().backends]
-    sent = {a: int(after.backends[ids[a], 0] - before.backends[ids[a], 0]) for a in ids}
-    assert sum(sent[a] for a in same) == encap, sent
+    assert sum(sent[a] for a in same) == sum(encap.values()), sent
     assert sum(n > 0 for a, n in sent.items() if a in same) >= 2, sent
 
 
@@ -91,15 +105,16 @@ def test_v6_backends_are_health_checked_from_the_lb(lab: dict) -> None:
     from xlb.api.client import AgentClient
 
     want = {b.address6: "up" for b in topology.Lab().backends}
-    deadline = time.monotonic() + 10
-    with AgentClient(lab["lbs"][0]["socket"]) as agent:
-        while True:  # checked over IPv6 from lb1's namespace, through the router
-            (web6,) = agent.call("backends", vip="web6")
-            rows = {b["address"]: b["health"] for b in web6["backends"]}
-            if rows == want or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-    assert rows == want
+    for lb in lab["lbs"]:
+        deadline = time.monotonic() + 10
+        with AgentClient(lb["socket"]) as agent:
+            while True:  # checked over IPv6 from the LB's namespace, through the router
+                (web6,) = agent.call("backends", vip="web6")
+                rows = {b["address"]: b["health"] for b in web6["backends"]}
+                if rows == want or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        assert rows == want, lb["instance"]
 
 
 def test_traffic_generator_reports_real_connections(lab: dict) -> None:
@@ -172,9 +187,9 @@ def test_demo_runs_the_lab_with_traffic_and_figures(lab: dict) -> None:
     r = subprocess.run([sys.executable, "-m", "xlb", "demo", "--duration", "3"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "lb1" in r.stdout and "new conn/s" in r.stdout
+    assert "lb1" in r.stdout and "lb2" in r.stdout and "new conn/s" in r.stdout
     assert " 0 failed" in r.stdout and "lab is still running" in r.stdout
-    assert run.status()["lbs"]["lb1"]
+    assert all(run.status()["lbs"].values())
 
 
 def new_connections(n: int) -> list[str]:
@@ -188,13 +203,11 @@ def new_connections(n: int) -> list[str]:
 
 
 def test_drain_keeps_established_and_moves_new(lab: dict) -> None:
-    from xlb.api.client import AgentClient
-
-    with KeepAlive() as keep, AgentClient(lab["lbs"][0]["socket"]) as agent:
-        agent.call("drain", address=keep.address, vip="web")
+    with KeepAlive() as keep:
+        call_all("drain", address=keep.address, vip="web")
         assert keep.get() == keep.first, "established connection moved"
         assert keep.first not in new_connections(100), "new connections reached a drained one"
-        agent.call("undrain", address=keep.address, vip="web")
+        call_all("undrain", address=keep.address, vip="web")
         assert keep.first in new_connections(100)
 
 
@@ -210,39 +223,41 @@ def wait_health(agent, address: str, up: bool, timeout: float = 10.0) -> float: 
 
 
 def test_backend_failure_is_detected_and_recovered(lab: dict) -> None:
-    from xlb.api.client import AgentClient
-
-    with AgentClient(lab["lbs"][0]["socket"]) as agent:
+    """Each LB checks the backends itself: both see be3 fail, and both take it back."""
+    with agents() as clients:
         run.stop_server("be3")
-        took = wait_health(agent, "198.18.2.13", up=False)
-        assert took < 0.5 * 2 + 0.25 + 1.0 + 1.5  # fall x interval + timeout, the tick that
-        # applies the verdict, plus slack
-        (web,) = agent.call("backends", vip="web")
-        assert {b["address"]: b for b in web["backends"]}["198.18.2.13"]["ring_share"] == 0
+        for agent in clients.values():
+            took = wait_health(agent, "198.18.2.13", up=False)
+            assert took < 0.5 * 2 + 0.25 + 1.0 + 1.5  # fall x interval + timeout, the tick
+            # that applies the verdict, plus slack
+            (web,) = agent.call("backends", vip="web")
+            assert {b["address"]: b for b in web["backends"]}["198.18.2.13"]["ring_share"] == 0
         assert set(new_connections(100)) == {"be1", "be2"}
         run.start_server("be3")
-        wait_health(agent, "198.18.2.13", up=True)
+        for agent in clients.values():
+            wait_health(agent, "198.18.2.13", up=True)
         assert "be3" in new_connections(100)
 
 
 def test_agent_restart_keeps_established_connections(lab: dict) -> None:
+    """The agent of the LB that carries the connection restarts (its routes go and come
+    back: start_agent waits for them), and the connection, idle meanwhile, comes back
+    to it: the pinned connection table kept its drained backend."""
     import signal
 
     from xlb.api.client import AgentClient
 
     with KeepAlive() as keep:
-        with AgentClient(lab["lbs"][0]["socket"]) as agent:
-            agent.call("drain", address=keep.address, vip="web")  # Maglev alone would move it
+        call_all("drain", address=keep.address, vip="web")  # Maglev alone would move it
+        (lb,) = carriers(keep.source, keep.sport, keep.vip)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            info = run.restart_agent("lb1", sig)
-            lab["lbs"][0]["pid"] = info["pid"]
+            info = run.restart_agent(lb, sig)
             assert keep.get() == keep.first, f"connection moved after {sig!r}"
             with AgentClient(info["socket"]) as agent:
                 (web,) = agent.call("backends", vip="web")
                 row = {b["address"]: b for b in web["backends"]}[keep.address]
                 assert row["state"] in ("drained", "draining"), "intent lost on restart"
-        with AgentClient(lab["lbs"][0]["socket"]) as agent:
-            agent.call("undrain", address=keep.address, vip="web")
+        call_all("undrain", address=keep.address, vip="web")
 
 
 def chown_tree(path: str, uid: int) -> None:
@@ -270,15 +285,14 @@ def test_lb1_agent_runs_as_a_user_with_capabilities_and_drains(lab: dict) -> Non
             chown_tree(path, NOBODY)
         os.chown(RUN_ROOT, NOBODY, -1)  # its socket, /run/xlb/lb1.sock
         info = run.start_agent("lb1", prefix=setpriv())
-        lab["lbs"][0]["pid"] = info["pid"]
         with open(f"/proc/{info['pid']}/status") as f:
             status = f.read()
         assert f"Uid:\t{NOBODY}\t{NOBODY}\t{NOBODY}\t{NOBODY}" in status, status
         assert "CapEff:\t000000c000201000" in status, status  # the four, nothing more
-        with AgentClient(info["socket"]) as agent:
-            agent.call("drain", address="198.18.2.13", vip="web")
+        with AgentClient(info["socket"]) as agent:  # lb2 (root) drains too: it carries half
+            call_all("drain", address="198.18.2.13", vip="web")
             assert set(new_connections(100)) == {"be1", "be2"}
-            agent.call("undrain", address="198.18.2.13", vip="web")
+            call_all("undrain", address="198.18.2.13", vip="web")
             assert "be3" in new_connections(100)
             assert [e["user"] for e in agent.call("audit", n=2)] == ["root", "root"]
     finally:
@@ -286,7 +300,7 @@ def test_lb1_agent_runs_as_a_user_with_capabilities_and_drains(lab: dict) -> Non
         for path in owned:
             chown_tree(path, 0)
         os.chown(RUN_ROOT, 0, -1)
-        lab["lbs"][0]["pid"] = run.start_agent("lb1")["pid"]
+        run.start_agent("lb1")
 
 
 BIG_QUERY = """
@@ -316,14 +330,15 @@ def test_path_mtu_discovery_works_through_dsr(lab: dict, vip: str, client_net: s
                                               source: str) -> None:
     """A 1400-byte route MTU towards the clients on the router: the backend's 1454-byte
     answer is refused there, and the router's "fragmentation needed" / "packet too big"
-    goes to the VIP, i.e. to lb1. lb1 must send it on to the backend that answered,
-    which then sends smaller packets: the query's retry gets its answer."""
+    goes to the VIP, i.e. to one of the LBs (not necessarily the one that carried the
+    query: the LBs share no state). That LB must send it on to the backend that answered
+    (the same Maglev choice on both), which then sends smaller packets: the query's retry
+    gets its answer."""
     family = "-6" if ":" in vip else "-4"
     route = subprocess.run(["ip", "netns", "exec", topology.ROUTER, "ip", family, "route",
                             "show", client_net], capture_output=True, text=True,
                            check=True).stdout.split()
-    with Dataplane("lb1") as dp:
-        before = dp.counters().reasons[Reason.TX_ENCAP_ICMP_ERROR, 0]
+    before = icmp_errors_sent()
     topology.sh(topology.ROUTER, "ip", family, "route", "change", *route, "mtu", "lock", "1400")
     try:
         r = subprocess.run(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-c",
@@ -335,8 +350,16 @@ def test_path_mtu_discovery_works_through_dsr(lab: dict, vip: str, client_net: s
     out = json.loads(r.stdout)
     assert out["attempt"] is not None, "no answer: the path MTU never reached the backend"
     assert out["size"] == len("beN\n") + 1450 and out["peer"] == vip
-    with Dataplane("lb1") as dp:
-        assert dp.counters().reasons[Reason.TX_ENCAP_ICMP_ERROR, 0] > before
+    assert icmp_errors_sent() > before
+
+
+def icmp_errors_sent() -> int:
+    """ICMP errors the LBs sent on to a backend, summed over both."""
+    total = 0
+    for lb in LBS:
+        with Dataplane(lb) as dp:
+            total += int(dp.counters().reasons[Reason.TX_ENCAP_ICMP_ERROR, 0])
+    return total
 
 
 def test_metrics_are_counters_that_agree_with_the_console(lab: dict) -> None:
@@ -384,13 +407,28 @@ def test_metrics_are_counters_that_agree_with_the_console(lab: dict) -> None:
 
 
 def test_lab_status_and_down_leave_nothing(lab: dict) -> None:
+    """status: every part, BIRD's four sessions Established and both LBs as next hops of
+    each VIP; down: every process the lab started (agents, their ExaBGPs, BIRD, servers)
+    ended, data planes unloaded, namespaces gone."""
     status = run.status()
-    assert all(status["namespaces"].values()) and status["lbs"]["lb1"]
+    assert all(status["namespaces"].values()) and all(status["lbs"].values())
+    assert status["agents"] == {"lb1": True, "lb2": True}
+    router = status["router"]
+    assert router["sessions"] == {f"{lb}_{f}": "Established" for lb in LBS for f in ("v4", "v6")}
+    assert router["routes"] == {f"{topology.VIP}/32": ["lb1", "lb2"],
+                                f"{topology.VIP6}/128": ["lb1", "lb2"]}
+    with agents() as clients:
+        exabgp = [c.call("bgp")["pid"] for c in clients.values()]
+    agent_pids = dict(run._state()["agents"])
+    assert all(exabgp), exabgp
     result = run.down()
     assert set(result["namespaces_removed"]) == set(topology.Lab().namespaces())
     assert not [n for n in netns.listnetns() if n.startswith(topology.PREFIX)]
-    assert "lb1" not in run.lifecycle.instances()
-    assert result["agents_stopped"] == ["lb1"] and not run._alive(lab["lbs"][0]["pid"])
+    assert not set(LBS) & set(run.lifecycle.instances())
+    assert result["agents_stopped"] == ["lb1", "lb2"] and result["bird_stopped"]
+    for pid in [*agent_pids.values(), *exabgp, router["pid"]]:
+        assert not procs.alive(pid), pid
     assert not os.path.exists(run.STATE) and not os.path.exists(run.agent_config_path("lb1"))
+    assert not os.path.exists(fabric.workdir())
     ps = subprocess.run(["pgrep", "-f", "xlb.lab.server"], capture_output=True, text=True)
     assert ps.stdout.strip() == ""

@@ -1,9 +1,11 @@
-"""Flow traces in the lab: real connections from the client namespace, traced at lb1.
+"""Flow traces in the lab: real connections from the client namespace, traced at both LBs.
 
-A trace filtered to one client address shows that client's packets and nobody else's,
-each with the backend its connection really reached (the backend's HTTP answer names
-it). A drained backend's established connection shows the connection-table path to the
-drained backend, while a new connection from the same client goes by Maglev to another.
+The router spreads a client's connections over lb1 and lb2, so each is traced where it
+passed, and the two traces together hold every one. A trace filtered to one client address
+shows that client's packets and nobody else's, each with the backend its connection really
+reached (the backend's HTTP answer names it). A drained backend's established connection
+shows the connection-table path to the drained backend, while a new connection from the
+same client goes by Maglev to another.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.clients import BACKENDS, KeepAlive
-from xlb.api.client import AgentClient
+from tests.e2e.clients import BACKENDS, KeepAlive, agents, call_all
 from xlb.lab import run, topology
 
 CONNECT = """
@@ -57,29 +58,32 @@ def connect(*sources: str) -> list[dict[str, Any]]:
 
 def test_a_trace_of_one_client_shows_its_packets_and_their_real_backends(
         lab: dict[str, Any]) -> None:
-    """`xlb trace src CLIENT --json` while that client and five others connect."""
+    """`xlb trace src CLIENT --json` on each LB while that client and five others connect."""
     client, others = topology.CLIENT_ADDRS[0], topology.CLIENT_ADDRS[1:6]
-    sock = lab["lbs"][0]["socket"]
-    trace = subprocess.Popen([sys.executable, "-m", "xlb", "trace", "src", client, "--json",
-                              "--socket", sock], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    traces = [subprocess.Popen([sys.executable, "-m", "xlb", "trace", "src", client, "--json",
+                                "--socket", lb["socket"]], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for lb in lab["lbs"]]
+    events: list[dict[str, Any]] = []
     try:
-        with AgentClient(sock) as agent:
+        with agents() as clients:
             deadline = time.monotonic() + 30
-            while not agent.call("trace_status")["running"]:
+            while not all(a.call("trace_status")["running"] for a in clients.values()):
                 assert time.monotonic() < deadline, "xlb trace did not start the trace"
                 time.sleep(0.1)
             mine = connect(client, *others, client, client, *others, client)
             time.sleep(1.0)  # the last batch reaches xlb trace
-            trace.send_signal(signal.SIGINT)
-            out, err = trace.communicate(timeout=30)
-            assert trace.returncode == 0, err
-            assert not agent.call("trace_status")["running"], "Ctrl-C stopped the trace"
+            for trace in traces:
+                trace.send_signal(signal.SIGINT)
+                out, err = trace.communicate(timeout=30)
+                assert trace.returncode == 0, err
+                events += [json.loads(line) for line in out.splitlines()]
+            for agent in clients.values():
+                assert not agent.call("trace_status")["running"], "Ctrl-C stopped the trace"
     finally:
-        if trace.poll() is None:
-            trace.kill()
-            trace.wait()
-    events = [json.loads(line) for line in out.splitlines()]
+        for trace in traces:
+            if trace.poll() is None:
+                trace.kill()
+                trace.wait()
     assert {e["src"] for e in events} == {client}, "only the traced client's packets"
     ours = {c["sport"]: BACKENDS[c["backend"]] for c in mine if c["src"] == client}
     assert len(ours) == 4
@@ -97,28 +101,26 @@ def test_a_trace_of_one_client_shows_its_packets_and_their_real_backends(
 def test_a_drained_backends_flow_stays_and_a_new_one_goes_by_maglev(
         lab: dict[str, Any]) -> None:
     client = topology.CLIENT_ADDRS[30]
-    sock = lab["lbs"][0]["socket"]
     with KeepAlive(client) as keep:
         first = {"sport": keep.sport, "backend": keep.first}
         drained = keep.address
-        with AgentClient(sock) as agent:
-            agent.call("drain", address=drained, vip="web")
-            try:
-                agent.call("trace_start", filter=f"src {client} and dport 80")
-                assert keep.get() == keep.first, "the established connection kept its backend"
-                (new,) = connect(client)
-                assert BACKENDS[new["backend"]] != drained
-                deadline = time.monotonic() + 10
-                while True:  # both flows' packets read by the agent (the new one closed)
-                    events = agent.call("trace_events", n=1000)
-                    flows = Counter(e["sport"] for e in events)
-                    if flows[first["sport"]] and flows[new["sport"]] >= 4:
-                        break
-                    assert time.monotonic() < deadline, flows
-                    time.sleep(0.1)
-                agent.call("trace_stop")
-            finally:
-                agent.call("undrain", address=drained, vip="web")
+        call_all("drain", address=drained, vip="web")
+        try:
+            call_all("trace_start", filter=f"src {client} and dport 80")
+            assert keep.get() == keep.first, "the established connection kept its backend"
+            (new,) = connect(client)
+            assert BACKENDS[new["backend"]] != drained
+            deadline = time.monotonic() + 10
+            while True:  # both flows' packets read by the agents (the new one closed)
+                events = [e for evs in call_all("trace_events", n=1000).values() for e in evs]
+                flows = Counter(e["sport"] for e in events)
+                if flows[first["sport"]] and flows[new["sport"]] >= 4:
+                    break
+                assert time.monotonic() < deadline, flows
+                time.sleep(0.1)
+            call_all("trace_stop")
+        finally:
+            call_all("undrain", address=drained, vip="web")
     kept = [e for e in events if e["sport"] == first["sport"]]
     fresh = [e for e in events if e["sport"] == new["sport"]]
     assert kept and {(e["path"], e["backend"]) for e in kept} == {("conn", drained)}, kept

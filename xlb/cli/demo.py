@@ -1,8 +1,8 @@
-"""The lab with real traffic, then the console on lb1's agent (the README's main command).
+"""The lab with real traffic, then the console on both LBs' agents (the README's main command).
 
 Quitting the console stops the traffic and prints its summary; the lab keeps
 running (`xlb console` opens it again, `xlb lab down` removes it). Without a
-terminal (or with --no-console) it prints lb1's figures every second instead.
+terminal (or with --no-console) it prints both LBs' figures every second instead.
 
 examples:
   xlb demo

@@ -1,8 +1,10 @@
 """The lab: client, router, load balancer and backends in network namespaces.
 
-`up` builds it (replacing a running one) with lb1's agent, `traffic` sends real
-TCP and UDP to the VIPs from the client namespace, `status` says which parts
-exist, `down` removes everything the lab made.
+`up` builds it (replacing a running one): two load balancers (lb1, lb2), each with
+its agent announcing the VIPs by BGP to BIRD in the router, which spreads flows over
+both by ECMP. `traffic` sends real TCP and UDP to the VIPs from the client namespace,
+`status` says which parts exist, the router's BGP sessions and its next hops for each
+VIP, `down` removes everything the lab made.
 
 examples:
   xlb lab up
@@ -28,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
-    """Build the lab (replaces a running one): namespaces, XDP, backends, lb1's agent.
+    """Build the lab (replaces a running one): namespaces, XDP, backends, BIRD, two agents.
+
+    It returns once the router has both LBs as next hops for every VIP.
 
     examples:
       xlb lab up
@@ -39,6 +43,8 @@ def up(args: argparse.Namespace) -> int:
         f"lab up in {d['seconds']} s: namespaces {', '.join(d['namespaces'])}; VIPs "
         f"{d['vip']} and {d['vip6']} (:80/tcp, :53/udp) on "
         + ", ".join(f"{lb['instance']} ({lb['mode']} XDP)" for lb in d["lbs"])
+        + "".join(f"\nrouter: {p} via {', '.join(hops)} (BGP, ECMP)"
+                  for p, hops in d["routes"].items())
         + "\ntry: ip netns exec xlb-client curl http://" + d["vip"] + "/"))
     return 0
 
@@ -53,7 +59,8 @@ def down(args: argparse.Namespace) -> int:
 
     def text(d: dict[str, Any]) -> str:
         return (f"lab down: stopped {len(d['servers_stopped'])} servers and agents "
-                f"{', '.join(d['agents_stopped']) or 'none'}, unloaded "
+                f"{', '.join(d['agents_stopped']) or 'none'}"
+                f"{', BIRD' if d['bird_stopped'] else ''}, unloaded "
                 f"{', '.join(d['unloaded']) or 'nothing'}, removed "
                 f"{len(d['namespaces_removed'])} namespaces")
 
@@ -62,18 +69,32 @@ def down(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    """Which parts of the lab exist.
+    """Which parts of the lab exist; the router's BGP sessions and next hops (from BIRD).
 
     examples:
+      xlb lab status
       xlb lab status --json
     """
     from xlb.lab import run
 
-    common.output(run.status(), args, lambda d: "\n".join(
-        [f"{ns:<12} {'present' if ok else 'absent'}" for ns, ok in d["namespaces"].items()]
-        + [f"{lb:<12} data plane {'loaded' if ok else 'not loaded'}"
-           for lb, ok in d["lbs"].items()]))
+    common.output(run.status(), args, _status_text)
     return 0
+
+
+def _status_text(d: dict[str, Any]) -> str:
+    router = d["router"]
+    lines = [f"{ns:<12} {'present' if ok else 'absent'}" for ns, ok in d["namespaces"].items()]
+    lines += [f"{lb:<12} data plane {'loaded' if ok else 'not loaded'}, agent "
+              f"{'running' if d['agents'].get(lb) else 'not running'}"
+              for lb, ok in d["lbs"].items()]
+    if not router["pid"]:
+        return "\n".join([*lines, "router       BIRD not running"])
+    lines.append(f"router       BIRD pid {router['pid']}"
+                 + (f": {router['error']}" if router.get("error") else ""))
+    lines += [f"  session {name:<8} {state}" for name, state in router["sessions"].items()]
+    lines += [f"  route {prefix:<24} via {', '.join(hops) or 'nothing (no LB announces it)'}"
+              for prefix, hops in router["routes"].items()]
+    return "\n".join(lines)
 
 
 def traffic(args: argparse.Namespace) -> int:

@@ -1,15 +1,17 @@
 """`xlb demo` (the README's main command): the lab with traffic, then the console.
 
-Brings the lab up (xlb/lab), starts real TCP/UDP traffic from the client
-namespace, and opens the console on lb1's agent. Quitting the console stops the traffic
-and prints its summary; the lab keeps running (`xlb lab down` removes it).
-Without a terminal (or with --no-console) it prints lb1's figures every
-second instead, from the agent's snapshots: per-RX-queue pps, and per backend
-new connections/s and packets/s against its Maglev share.
+Brings the lab up (xlb/lab: two LBs behind a BGP/ECMP router), starts real TCP/UDP
+traffic from the client namespace, and opens the console on both agents (the fleet).
+Quitting the console stops the traffic and prints its summary; the lab keeps running
+(`xlb lab down` removes it). Without a terminal (or with --no-console) it prints each
+LB's figures every second instead, from the agents' snapshots: per-RX-queue pps, and per
+backend new connections/s and packets/s against its Maglev share (the router spreads
+flows over both LBs, so each carries about half).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -61,12 +63,15 @@ def run_demo(duration: float = 0.0, rate: float = 100.0, console: bool | None = 
     if open_console is None:
         console = False
     with interrupt.stopping():
-        print("building the lab (client, router, lb1, be1..be3) ...", flush=True)
+        print("building the lab (client, router with BIRD, lb1, lb2, be1..be3) ...",
+              flush=True)
         doc = run.up()
-        sock = doc["lbs"][0]["socket"]
+        socks = [lb["socket"] for lb in doc["lbs"]]
+        lbs = " and ".join(f"{lb['instance']} ({lb['mode']} XDP)" for lb in doc["lbs"])
         print(f"lab up in {doc['seconds']} s; VIPs {doc['vip']} and {doc['vip6']}, :80/tcp and "
-              f":53/udp, on lb1 ({doc['lbs'][0]['mode']} XDP). Traffic: {rate:.0f} new TCP "
-              "connections/s (every 4th over IPv6) plus UDP.", flush=True)
+              f":53/udp, on {lbs}, announced by BGP: the router spreads flows over both "
+              f"(ECMP). Traffic: {rate:.0f} new TCP connections/s (every 4th over IPv6) plus "
+              "UDP.", flush=True)
         gen: subprocess.Popen[bytes] | None = None
         code = 0
         try:
@@ -78,15 +83,16 @@ def run_demo(duration: float = 0.0, rate: float = 100.0, console: bool | None = 
                 print("opening the console (q quits it; the load balancer keeps running) ...",
                       flush=True)
                 with interrupt.held():  # the console owns the terminal until it quits
-                    open_console([sock], theme)
+                    open_console(socks, theme)
             else:
-                print("no terminal: printing lb1's figures instead of the console. Ctrl-C "
+                print("no terminal: printing the LBs' figures instead of the console. Ctrl-C "
                       "stops the traffic; the lab keeps running.\n", flush=True)
-                _print_figures(sock, duration)
+                _print_figures(socks, duration)
         except Interrupted:
             pass  # what Ctrl-C is for here: stop the traffic, print its summary
         except AgentUnavailable as e:
-            print(f"xlb: lb1's agent: {e}; stopping the traffic", file=sys.stderr, flush=True)
+            print(f"xlb: an LB's agent: {e}; stopping the traffic", file=sys.stderr,
+                  flush=True)
             code = 1
         finally:
             if gen is not None:
@@ -109,16 +115,16 @@ def _stop(gen: subprocess.Popen[bytes]) -> bytes:
     return out or b""
 
 
-def _print_figures(sock: str, duration: float) -> None:
-    next_print = 0.0
+def _print_figures(socks: list[str], duration: float) -> None:
+    """Every second, each LB's last snapshot (`status`): both carry traffic."""
     started = time.monotonic()
-    with AgentClient(sock) as agent:
-        for kind, snap in agent.subscribe():
-            if duration > 0 and time.monotonic() - started >= duration:
-                break
-            if kind == "snapshot" and time.monotonic() >= next_print:
-                print(report(cast(Snapshot, snap)), flush=True)
-                next_print = time.monotonic() + 0.9
+    with contextlib.ExitStack() as stack:
+        agents = [stack.enter_context(AgentClient(s)) for s in socks]
+        while duration <= 0 or time.monotonic() - started < duration:
+            for agent in agents:
+                print(report(cast(Snapshot, agent.call("status"))), flush=True)
+            interrupt.check()
+            time.sleep(1.0)
 
 
 def traffic_summary(out: bytes) -> str:

@@ -2,9 +2,11 @@
 
 up: namespaces and links (topology.py), the decapsulation program on every
 backend, a pass program on the router's LB-facing veths (native XDP_TX on a
-veth needs an XDP program on the peer), the backends' servers, and the data
-plane for lb1. down: servers (by the PIDs recorded at up), data plane
-(unpinned), namespaces. Nothing else is touched.
+veth needs an XDP program on the peer), BIRD in the router (fabric.py), the
+backends' servers, and one agent per LB (lb1, lb2) that loads its data plane and
+announces the VIPs by BGP; up returns once the router has every LB as a next hop
+for every VIP. down: servers, agents and BIRD (by the PIDs recorded at up), data
+planes (unpinned), namespaces. Nothing else is touched.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from xlb import resources
 from xlb.dataplane import lifecycle, xdp
 from xlb.dataplane.config import dump_toml, parse_config
 from xlb.errors import AgentUnavailable, Interrupted, LabError, NotLoadedError
-from xlb.lab import interrupt, topology
+from xlb.lab import fabric, interrupt, procs, topology
 from xlb.lab.topology import ROUTER, VIP, VIP6, Lab
 from xlb.paths import RUN_ROOT, default_socket
 
@@ -131,6 +133,9 @@ def up() -> dict[str, Any]:
             _attach_helpers(lab)
             interrupt.check()
             state: dict[str, Any] = {"pids": {}, "agents": {}, "lbs": list(lab.lbs)}
+            with interrupt.held():
+                state["bird"] = fabric.start(lab)
+                _save_state(state)
             for be in lab.backends:
                 with interrupt.held():  # started and recorded, or neither
                     state["pids"][be.name] = _start_server(be.name)
@@ -141,6 +146,7 @@ def up() -> dict[str, Any]:
                     state["agents"][lb] = _start_agent(lab, lb)
                     _save_state(state)
             loaded = [_wait_agent(lb, state["agents"][lb]) for lb in lab.lbs]
+            routes = fabric.wait_routes(lab)  # both LBs announce every VIP: ECMP
         except BaseException as e:
             with interrupt.held(drop=True):  # a second Ctrl-C does not cut the cleanup short
                 down()
@@ -149,6 +155,7 @@ def up() -> dict[str, Any]:
                                   "made is removed") from None
             raise
     return {"namespaces": lab.namespaces(), "vip": VIP, "vip6": VIP6, "lbs": loaded,
+            "routes": routes, "bird": state["bird"],
             "seconds": round(time.monotonic() - started, 2)}
 
 
@@ -162,8 +169,10 @@ def _start_agent(lab: Lab, lb: str, prefix: tuple[str, ...] = ()) -> int:
     path = agent_config_path(lb)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
+        # agents run in the root namespace: one metrics port each (lb1 9465, lb2 9466)
         f.write(f'[agent]\nsocket = "{default_socket(lb)}"\nhealth_interval = 0.5\n'
-                'health_timeout = 0.25\n\n')
+                f'health_timeout = 0.25\nmetrics = "127.0.0.1:{9465 + lab.lbs.index(lb)}"\n\n')
+        f.write(fabric.bgp_table(lab, lb) + "\n")
         f.write(dump_toml(parse_config(lb_config(lab, lb))))
     log = open(os.path.join(os.path.dirname(path), f"{lb}.log"), "ab")  # noqa: SIM115
     proc = subprocess.Popen([*prefix, sys.executable, "-m", "xlb", "agent", "--config", path],
@@ -175,7 +184,8 @@ def _start_agent(lab: Lab, lb: str, prefix: tuple[str, ...] = ()) -> int:
 
 def restart_agent(lb: str, sig: int = signal.SIGTERM) -> dict[str, Any]:
     """End lb's agent with `sig` (SIGKILL = a crash) and start it again; it adopts the
-    pinned data plane, which never stopped forwarding."""
+    pinned data plane, which never stopped forwarding. Its ExaBGP ends with it, so the
+    router moves its flows to the other LB meanwhile; returns once it is a next hop again."""
     stop_agent(lb, sig)
     return start_agent(lb)
 
@@ -188,16 +198,22 @@ def stop_agent(lb: str, sig: int = signal.SIGTERM) -> None:
         raise LabError(f"no agent for {lb!r} in this lab")
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    _ended(pid, 10.0)
+    procs.ended(pid, 10.0)
 
 
-def start_agent(lb: str, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Start lb's agent (after stop_agent); it adopts the pinned data plane."""
+def start_agent(lb: str, prefix: tuple[str, ...] = (), routes: bool = True) -> dict[str, Any]:
+    """Start lb's agent (after stop_agent); it adopts the pinned data plane. With `routes`,
+    return once it announces again: the router has every LB as next hop for every VIP
+    (an LB restored in maintenance never does: pass routes=False)."""
     state = _state()
-    new = _start_agent(Lab(), lb, prefix)
+    lab = Lab()
+    new = _start_agent(lab, lb, prefix)
     state.setdefault("agents", {})[lb] = new
     _save_state(state)
-    return _wait_agent(lb, new)
+    info = _wait_agent(lb, new)
+    if routes:
+        fabric.wait_routes(lab)
+    return info
 
 
 def _wait_agent(lb: str, pid: int, timeout: float = 60.0) -> dict[str, Any]:
@@ -205,7 +221,7 @@ def _wait_agent(lb: str, pid: int, timeout: float = 60.0) -> dict[str, Any]:
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not procs.alive(pid):
             raise LabError(f"the agent for {lb} exited: see "
                            f"{os.path.join(RUN_ROOT, 'lab', lb + '.log')}")
         try:
@@ -221,29 +237,6 @@ def _wait_agent(lb: str, pid: int, timeout: float = 60.0) -> dict[str, Any]:
     raise LabError(f"the agent for {lb} did not answer within {timeout:.0f} s")
 
 
-def _alive(pid: int) -> bool:
-    try:  # reap it if it is our child (a zombie still answers kill 0)
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _ended(pid: int, timeout: float) -> bool:
-    """Wait up to `timeout` s for process `pid` to end; whether it did."""
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def down() -> dict[str, Any]:
     lifecycle.require_root("xlb lab down")
     lab = Lab()
@@ -255,17 +248,9 @@ def down() -> dict[str, Any]:
             stopped.append(ns)
         except ProcessLookupError:
             pass
-    agents_stopped = []
-    for lb, pid in state.get("agents", {}).items():
-        try:  # SIGTERM: the agent exits and leaves the data plane, unloaded next
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        if not _ended(pid, 5.0):
-            with contextlib.suppress(ProcessLookupError):  # one that does not stop
-                os.kill(pid, signal.SIGKILL)               # is not left behind
-            _ended(pid, 5.0)
-        agents_stopped.append(lb)
+    # SIGTERM: the agent stops its ExaBGP, exits and leaves the data plane, unloaded next
+    agents_stopped = [lb for lb, pid in state.get("agents", {}).items() if procs.stop(pid)]
+    bird_stopped = bool(state.get("bird")) and procs.stop(state["bird"])
     unloaded = []
     for lb in state.get("lbs", list(lab.lbs)):
         try:
@@ -277,8 +262,8 @@ def down() -> dict[str, Any]:
     if os.path.exists(STATE):
         os.unlink(STATE)
     shutil.rmtree(os.path.dirname(agent_config_path("lb1")), ignore_errors=True)
-    return {"servers_stopped": stopped, "agents_stopped": agents_stopped, "unloaded": unloaded,
-            "namespaces_removed": removed}
+    return {"servers_stopped": stopped, "agents_stopped": agents_stopped,
+            "bird_stopped": bird_stopped, "unloaded": unloaded, "namespaces_removed": removed}
 
 
 def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
@@ -308,6 +293,8 @@ def status() -> dict[str, Any]:
 
     lab = Lab()
     present = set(netns.listnetns())
+    state = _state()
     return {"namespaces": {ns: ns in present for ns in lab.namespaces()},
-            "lbs": {lb: lb in lifecycle.instances() for lb in lab.lbs}, "vip": VIP,
-            "vip6": VIP6}
+            "lbs": {lb: lb in lifecycle.instances() for lb in lab.lbs},
+            "agents": {lb: procs.alive(pid) for lb, pid in state.get("agents", {}).items()},
+            "router": fabric.status(lab, int(state.get("bird", 0))), "vip": VIP, "vip6": VIP6}

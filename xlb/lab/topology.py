@@ -2,21 +2,24 @@
 
     xlb-client  c0 198.18.0.2/24 (+ .10-.41) ── r-c    198.18.0.1/24 ┐
                                                                      │ xlb-router
-    xlb-lb1     l0 198.18.1.2/24, 4 RX queues ─ r-lb1  198.18.1.1/24 │ (forwards,
-    xlb-be1..3  b0 198.18.2.1x/24, VIP on lo ── r-be*  in br0 198.18.2.1/24 ┘ routes the VIP)
+    xlb-lb1     l0 198.18.1.2/24, 4 RX queues ─ r-lb1  198.18.1.1/24 │ (forwards; BIRD:
+    xlb-lb2     l0 198.18.3.2/24, 4 RX queues ─ r-lb2  198.18.3.1/24 │  BGP, ECMP route
+    xlb-be1..3  b0 198.18.2.1x/24, VIP on lo ── r-be*  in br0 198.18.2.1/24 ┘  to the VIPs)
 
 The lab is dual-stack: every link also has IPv6 from fd00:5f1b:18::/48 with
 the same plan (client fd00:5f1b:18::2/64 and ::10-::41, lb1 fd00:5f1b:18:1::2/64,
-backends fd00:5f1b:18:2::1x/64, the router ::1 on each), and the v6 VIP
-fd00:5f1b:19::10 goes the same way as the v4 one. Duplicate address
+lb2 fd00:5f1b:18:3::2/64, backends fd00:5f1b:18:2::1x/64, the router ::1 on each),
+and the v6 VIP fd00:5f1b:19::10 goes the same way as the v4 one. Duplicate address
 detection is off in every lab namespace, so v6 addresses work at once.
 
-The router sends VIP traffic to lb1; lb1's XDP program encapsulates it to
-a backend and bounces it back to the router (XDP_TX), which delivers it to
-the backend; the backend's XDP program strips the outer header, its server
-answers from the VIP on lo, and the reply goes straight to the client via
-the router (DSR: replies never pass the load balancer). A second LB (lb2,
-BGP issue) is one more `_lb()` and a second next hop for the VIP.
+The router has no static route to the VIPs: each LB's agent announces them by BGP
+(ExaBGP) to BIRD in the router (xlb/lab/fabric.py), which installs one ECMP route per
+VIP with every announcing LB as a next hop, hashed on the 5-tuple
+(fib_multipath_hash_policy=1), so a flow stays on one LB. That LB's XDP program
+encapsulates it to a backend and bounces it back to the router (XDP_TX), which
+delivers it to the backend; the backend's XDP program strips the outer header, its
+server answers from the VIP on lo, and the reply goes straight to the client via
+the router (DSR: replies never pass the load balancer).
 
 Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking) and the ULA
 prefix fd00:5f1b:18::/48 (lb1's outer IPv6 sources: fd00:5f1b:18:f1::/64),
@@ -53,12 +56,27 @@ class Backend:
 
 @dataclass(frozen=True)
 class Lab:
-    lbs: tuple[str, ...] = ("lb1",)
+    lbs: tuple[str, ...] = ("lb1", "lb2")
     backends: tuple[Backend, ...] = field(default_factory=lambda: tuple(
         Backend(f"{PREFIX}be{i}", f"198.18.2.{10 + i}", f"{NET6}:2::1{i}") for i in (1, 2, 3)))
 
     def lb_ns(self, lb: str) -> str:
         return f"{PREFIX}{lb}"
+
+    def lb_net(self, lb: str) -> int:
+        """The third octet (v4) / subnet (v6) of lb's link: lb1 1, lb2 3 (2: the backends)."""
+        i = self.lbs.index(lb) + 1
+        return i if i < 2 else i + 1
+
+    def lb_address(self, lb: str, v6: bool = False) -> str:
+        """lb's own address on its link to the router (its BGP session's source)."""
+        n = self.lb_net(lb)
+        return f"{NET6}:{n}::2" if v6 else f"198.18.{n}.2"
+
+    def router_address(self, lb: str, v6: bool = False) -> str:
+        """The router's address on lb's link (lb's BGP neighbor and default gateway)."""
+        n = self.lb_net(lb)
+        return f"{NET6}:{n}::1" if v6 else f"198.18.{n}.1"
 
     def namespaces(self) -> list[str]:
         return [CLIENT, ROUTER, *(self.lb_ns(lb) for lb in self.lbs),
@@ -101,6 +119,13 @@ _NS_SYSCTLS = {"net__ipv6__conf__all__accept_dad": "0",
                "net__ipv4__conf__default__rp_filter": "0"}
 
 
+# the router forwards, and spreads the VIPs' ECMP routes by the 5-tuple (policy 1: L4):
+# the default (L3) would send every flow of a client address to the same LB
+_ROUTER_SYSCTLS = {"net__ipv4__ip_forward": "1", "net__ipv6__conf__all__forwarding": "1",
+                   "net__ipv4__fib_multipath_hash_policy": "1",
+                   "net__ipv6__fib_multipath_hash_policy": "1"}
+
+
 def up(lab: Lab | None = None) -> Lab:
     """Build every namespace and link (tearing down a previous lab first)."""
     lab = lab or Lab()
@@ -108,8 +133,7 @@ def up(lab: Lab | None = None) -> Lab:
     for ns in lab.namespaces():
         lab_ns.create(ns)
         # before any link exists: links take the namespace's defaults when made
-        extra = ({"net__ipv4__ip_forward": "1", "net__ipv6__conf__all__forwarding": "1"}
-                 if ns == ROUTER else {})
+        extra = _ROUTER_SYSCTLS if ns == ROUTER else {}
         _sysctls(ns, **_NS_SYSCTLS, **extra)
     # client side
     lab_ns.veth(CLIENT, "c0", ROUTER, "r-c", queues=1)
@@ -119,19 +143,20 @@ def up(lab: Lab | None = None) -> Lab:
     # XDP_TX keeps no checksum-offload state: let the client compute checksums
     sh(CLIENT, "ethtool", "-K", "c0", "tx", "off")
     # load balancers
-    for i, lb in enumerate(lab.lbs, start=1):
+    for lb in lab.lbs:
         ns = lab.lb_ns(lb)
         lab_ns.veth(ns, "l0", ROUTER, f"r-{lb}", queues=4, mtu=LINK_MTU)
-        _config(ns, {"l0": [f"198.18.{i}.2/24", f"{NET6}:{i}::2/64"]},
-                routes=(("default", f"198.18.{i}.1"), ("default", f"{NET6}:{i}::1")))
-        router_addrs[f"r-{lb}"] = [f"198.18.{i}.1/24", f"{NET6}:{i}::1/64"]
+        _config(ns, {"l0": [f"{lab.lb_address(lb)}/24", f"{lab.lb_address(lb, True)}/64"]},
+                routes=(("default", lab.router_address(lb)),
+                        ("default", lab.router_address(lb, True))))
+        router_addrs[f"r-{lb}"] = [f"{lab.router_address(lb)}/24",
+                                   f"{lab.router_address(lb, True)}/64"]
     # backends behind a bridge in the router
     with lab_ns.session(ROUTER) as r:
         r.link("add", ifname="br0", kind="bridge")
         r.link("set", index=r.link_lookup(ifname="br0")[0], state="up", mtu=LINK_MTU)
     router_addrs["br0"] = ["198.18.2.1/24", f"{NET6}:2::1/64"]
-    _config(ROUTER, router_addrs, routes=((f"{VIP}/32", "198.18.1.2"),
-                                          (f"{VIP6}/128", f"{NET6}:1::2")))
+    _config(ROUTER, router_addrs)  # no route to the VIPs: BGP brings them
     for i, be in enumerate(lab.backends, start=1):
         lab_ns.veth(be.name, "b0", ROUTER, f"r-be{i}", queues=1, mtu=LINK_MTU)
         with lab_ns.session(ROUTER) as r:
