@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,14 +21,6 @@ from xlb.lab.failover import kernel_hops, measure, wait_hops
 from xlb.paths import default_socket
 
 V4, V6 = f"{topology.VIP}/32", f"{topology.VIP6}/128"
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[dict[str, Any]]:
-    try:
-        yield run.up()
-    finally:
-        run.down()
 
 
 def bgp(lb: str) -> dict[str, Any]:

@@ -12,17 +12,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from pyroute2 import netns
 
 from tests.e2e.clients import LBS, KeepAlive, agents, call_all
 from tests.helpers import promtool_check, samples, scrape
+from xlb import procs
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Dataplane
 from xlb.dataplane.structs import Reason
-from xlb.lab import fabric, procs, run, topology
+from xlb.lab import fabric, run, topology
 from xlb.lab.failover import carriers
 
 CLIENT_SCRIPT = """
@@ -46,14 +46,6 @@ for i, src in enumerate(sources):
     out["udp"].append([data.decode(), peer[0]])
 print(json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[dict]:
-    try:
-        yield run.up()
-    finally:
-        run.down()
 
 
 @pytest.mark.parametrize("vip, sources", [(topology.VIP, topology.CLIENT_ADDRS),

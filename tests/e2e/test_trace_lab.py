@@ -16,13 +16,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from tests.e2e.clients import BACKENDS, KeepAlive, agents, call_all
-from xlb.lab import run, topology
+from xlb.lab import topology
 
 CONNECT = """
 import json, socket, sys
@@ -38,14 +35,6 @@ for src in sys.argv[2:]:
     name = data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip()
     print(json.dumps({"src": src, "sport": sport, "backend": name}), flush=True)
 """
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[dict[str, Any]]:
-    try:
-        yield run.up()
-    finally:
-        run.down()
-
 
 def connect(*sources: str) -> list[dict[str, Any]]:
     """One HTTP connection from each source address: its source port and the backend that

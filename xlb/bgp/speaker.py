@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
+from xlb import procs
 from xlb.api import protocol as P
 from xlb.bgp import conf
 from xlb.bgp import messages as M
@@ -389,13 +390,7 @@ class Speaker:
                 proc.wait(1.0)
             except subprocess.TimeoutExpired:
                 trouble = "ExaBGP's bridge closed"
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_WAIT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        procs.end(proc, STOP_WAIT)
         if self._stop.is_set():
             self._emit([("speaker", "", f"ExaBGP (pid {proc.pid}) stopped")])
             return "ExaBGP stopped"

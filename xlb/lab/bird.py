@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from xlb import procs
 from xlb.errors import LabError
 
 BIRD = "bird"
@@ -150,13 +151,7 @@ class Bird:
         Works from another process than the one that started it (pid file, checked)."""
         proc, self.proc = self.proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            procs.end(proc, timeout)
         else:
             pid = self.pid
             if pid:

@@ -12,8 +12,9 @@ import os
 import time
 from typing import Any
 
+from xlb import procs
 from xlb.errors import LabError
-from xlb.lab import interrupt, procs
+from xlb.lab import interrupt
 from xlb.lab.bird import Bird, Peer, config
 from xlb.lab.topology import ROUTER, VIP, VIP6, Lab
 from xlb.paths import RUN_ROOT

@@ -21,11 +21,11 @@ import sys
 import time
 from typing import Any
 
-from xlb import resources
+from xlb import procs, resources
 from xlb.dataplane import lifecycle, xdp
 from xlb.dataplane.config import dump_toml, parse_config
 from xlb.errors import AgentUnavailable, Interrupted, LabError, NotLoadedError
-from xlb.lab import fabric, interrupt, procs, topology
+from xlb.lab import fabric, interrupt, topology
 from xlb.lab.topology import ROUTER, VIP, VIP6, Lab
 from xlb.paths import RUN_ROOT, default_socket
 

@@ -1,7 +1,8 @@
-"""The lab's processes (servers, agents, BIRD) ended by the PIDs it recorded, never by name.
+"""Processes xlb started (the lab's servers, agents and BIRD; an agent's ExaBGP) ended by
+their PIDs, never by name.
 
 One copy of "is it still there", "wait for it to end" and "SIGTERM, then SIGKILL", used
-for every kind of process the lab starts, so none is left behind by `xlb lab down`.
+for every kind of process xlb starts, so none is left behind.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 
 
@@ -47,3 +49,14 @@ def stop(pid: int, timeout: float = 5.0) -> bool:
             os.kill(pid, signal.SIGKILL)
         ended(pid, timeout)
     return True
+
+
+def end(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM to a child we hold, SIGKILL if it has not ended after `timeout` s; reaped."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
