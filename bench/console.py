@@ -39,7 +39,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.agent_double import AgentDouble  # noqa: E402
 
-VIEW_KEYS = {"overview": "1", "backends": "2", "drops": "3", "probes": "6"}
+VIEW_KEYS = {"overview": "1", "backends": "2", "drops": "3", "bgp": "4", "probes": "6"}
 SIZE = (160, 48)
 
 

@@ -58,6 +58,26 @@ def test_a_run_dir_too_deep_for_a_unix_socket_puts_it_in_tmp(tmp_path: object) -
     sp.close()
 
 
+def test_the_bridge_socket_is_the_owners_only_and_the_umask_is_left_alone(
+        tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever connects to the bridge socket may announce routes: owner only, whatever the
+    umask. The umask is the whole process's: a Speaker that changed it, even for a moment,
+    gave another thread's new files its mode (two Speakers binding at once could leave it
+    changed for good, and an audit log was made 0600)."""
+    def umask(_mask: int) -> int:
+        raise AssertionError("the Speaker changed the process's umask")
+
+    monkeypatch.setattr(os, "umask", umask)
+    settings = BgpSettings(LB_ASN, "192.0.2.1", (Neighbor("192.0.2.2", 65000),))
+    sp = Speaker(settings, "lb1", None, lambda e: None, run_root=str(tmp_path))
+    listener = sp._listen()
+    try:
+        assert oct(os.stat(sp.sock_path).st_mode & 0o777) == oct(0o600)
+    finally:
+        listener.close()
+        sp.close()
+
+
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -202,11 +202,11 @@ class Speaker:
         except FileNotFoundError:
             pass
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        old = os.umask(0o077)
-        try:
-            s.bind(self.sock_path)
-        finally:
-            os.umask(old)
+        # owner only from the start (whoever connects may announce routes): the mode of the
+        # socket's inode, which bind gives the file; never the umask, which is the whole
+        # process's (another thread's file, another Speaker's bind would take it)
+        os.fchmod(s.fileno(), 0o600)
+        s.bind(self.sock_path)
         s.listen(1)
         return s
 
