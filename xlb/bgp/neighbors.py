@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from xlb.addresses import parse_address
 from xlb.api import protocol as P
 from xlb.bgp import messages as M
 from xlb.bgp.settings import BgpSettings, Neighbor
@@ -27,10 +28,10 @@ NO_OPEN = ("connection closed before the peer's OPEN: the peer is unreachable, n
 
 
 def canonical(address: str) -> str:
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return address
+    """An address ExaBGP reports, in the spelling the settings use (xlb.addresses); any
+    other text as it is."""
+    addr = parse_address(address)
+    return address if addr is None else str(addr)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Neighbors:
 
     def __init__(self, settings: BgpSettings) -> None:
         self.local_asn = settings.local_asn
-        self.sessions = {canonical(nb.address): Session(nb) for nb in settings.neighbors}
+        self.sessions = {nb.address: Session(nb) for nb in settings.neighbors}  # canonical
 
     def apply(self, msg: M.Message, now: float) -> list[Event]:
         """Fold one message in; the events it is worth (often none)."""

@@ -34,7 +34,7 @@ from xlb import procs
 from xlb.api import protocol as P
 from xlb.bgp import conf
 from xlb.bgp import messages as M
-from xlb.bgp.neighbors import Neighbors, canonical, canonical_prefix
+from xlb.bgp.neighbors import Neighbors, canonical_prefix
 from xlb.bgp.settings import BgpSettings
 from xlb.paths import run_dir
 
@@ -374,14 +374,10 @@ class Speaker:
             log.warning("bgp %s: not a prefix: %r", self.instance, prefix)
             return []
         hop = self.settings.next_hop6 if net.version == 6 else self.settings.next_hop
-        out = []
-        for nb in self.settings.neighbors:
-            if ipaddress.ip_address(nb.address).version != net.version:
-                continue
-            peer = canonical(nb.address)
-            out.append(f"neighbor {peer} announce route {net} next-hop {hop}" if announce
-                       else f"neighbor {peer} withdraw route {net}")
-        return out
+        family = f"ipv{net.version} unicast"
+        return [f"neighbor {nb.address} announce route {net} next-hop {hop}" if announce
+                else f"neighbor {nb.address} withdraw route {net}"
+                for nb in self.settings.neighbors if nb.family == family]
 
     def _end(self, proc: subprocess.Popen[bytes], trouble: str) -> str:
         """Make sure ExaBGP is gone; why it ended, for people. `trouble`: why we end it."""
