@@ -61,11 +61,14 @@ STALE = 5.0              # seconds without a snapshot before the header says so
 VIEWS: tuple[tuple[str, type[View]], ...] = (
     ("overview", Overview), ("backends", Backends), ("drops", Drops), ("bgp", Bgp),
     ("flows", Flows), ("probes", Probes))
-CHANGE_ACTIONS = {"drain", "undrain", "weight"}
 BACKENDS_ACTIONS = {"next_vip", "next_sort"}
-TRACE_ACTIONS = {"sample", "stop_trace"}   # Flows, operators only
 FLOWS_ACTIONS = {"pause", "explain"}      # Flows, anyone
-BGP_ACTIONS = {"bgp_withdraw", "bgp_announce"}   # BGP, operators only
+# the changes, each in the one view it acts on: operators only
+OPERATOR_ACTIONS: dict[str, type[View]] = {
+    **dict.fromkeys(("drain", "undrain", "weight"), Backends),
+    **dict.fromkeys(("sample", "stop_trace"), Flows),
+    **dict.fromkeys(("bgp_withdraw", "bgp_announce"), Bgp),
+}
 QUIT_MESSAGE = ("xlb console closed. The load balancer keeps running: nothing was changed by "
                 "quitting. (In the lab, `xlb lab down` removes everything.)")
 
@@ -366,20 +369,12 @@ class XlbConsole(App[None]):
             return isinstance(view, Backends)
         if action in FLOWS_ACTIONS:
             return isinstance(view, Flows)
-        if action in TRACE_ACTIONS:
-            if not isinstance(view, Flows):
-                return False
-            return None if self.read_only() else True
-        if action in BGP_ACTIONS:
-            if not isinstance(view, Bgp):
+        if action in OPERATOR_ACTIONS:  # its view only; shown greyed out when read-only
+            if not isinstance(view, OPERATOR_ACTIONS[action]):
                 return False
             return None if self.read_only() else True
         if action in BACKENDS_ACTIONS:
             return isinstance(view, Backends)
-        if action in CHANGE_ACTIONS:
-            if not isinstance(self.current_view(), Backends):
-                return False
-            return None if self.read_only() else True
         if action == "next_instance":
             return len(self.fleet.instances) > 1
         return True
