@@ -11,9 +11,11 @@
 #define XLB_SHARED_H
 
 #define XLB_MAGIC 0x786c6230 /* "xlb0" */
-#define XLB_LAYOUT_VERSION 4   /* 2: active-flow epochs in xlb_backend_stats;
+#define XLB_LAYOUT_VERSION 5   /* 2: active-flow epochs in xlb_backend_stats;
                                 * 3: flow_guard map, new_flow_limit, reason slots;
-                                * 4: trace config in xlb_config, trace maps */
+                                * 4: trace config in xlb_config, trace maps;
+                                * 5: SNAT (xlb_conn's mode, SNAT config in xlb_config,
+                                *    snat_rev and snat_stats maps, xlb_meta.max_snat) */
 
 #define XLB_MAX_QUEUES 64      /* RX queues counted; higher ones share the last slot */
 #define XLB_NUM_ACTIONS 5      /* XDP_ABORTED .. XDP_REDIRECT */
@@ -26,6 +28,17 @@
 #define XLB_AF_INET6 6
 
 #define XLB_BACKEND_VALID 0x1  /* slot holds a backend (established flows may use it) */
+
+/* Forwarding modes. A VIP's mode (XLB_VIP_F_SNAT in xlb_vip_meta.flags) decides how its
+ * NEW flows are forwarded; a connection entry records the mode its flow started in
+ * (xlb_conn.mode), and the flow keeps it for life: switching a VIP's mode never moves
+ * an established flow to the other mode. */
+#define XLB_MODE_DSR 0         /* IP-in-IP to the backend; replies go straight to the client */
+#define XLB_MODE_SNAT 1        /* addresses rewritten; replies come back through the LB */
+#define XLB_VIP_F_SNAT 0x1     /* xlb_vip_meta.flags: new flows of this VIP use SNAT */
+#define XLB_CONN_F_CLOSING 0x1 /* xlb_snat_entry.flags: FIN or RST seen: freed after
+                                * snat_close_timeout instead of snat_tcp_timeout */
+#define XLB_SNAT_PROBES 16     /* (address, port) candidates a new SNAT flow tries */
 
 /* Active flows are counted per "activity epoch" of 2^XLB_ACTIVE_EPOCH_SHIFT ns
  * of CLOCK_MONOTONIC (33: about 8.6 s): a flow counts once in an epoch, on
@@ -52,6 +65,14 @@ enum xlb_reason {
     XLB_R_TX_ENCAP_ICMP_ERROR,   /* ICMP error about a VIP flow: to the flow's backend */
     XLB_R_TX_ICMP_ECHO,          /* echo request to a VIP address: answered */
     XLB_R_DROP_ICMP_TOO_BIG,     /* ICMP error about a VIP flow, too big once encapsulated */
+    XLB_R_TX_SNAT,               /* SNAT flow: translated (source = SNAT address and port,
+                                  * destination = backend) and sent to the backend */
+    XLB_R_TX_SNAT_REPLY,         /* a backend's reply to a SNAT address and port: translated
+                                  * back (source = VIP, destination = client), sent on */
+    XLB_R_DROP_SNAT_NO_PORT,     /* new SNAT flow: every candidate (address, port) is taken */
+    XLB_R_DROP_SNAT_FLOW_LIMIT,  /* new SNAT flow over the new-entry limit (SNAT needs one) */
+    XLB_R_DROP_SNAT_NO_ENTRY,    /* to a SNAT address and port of no translation, or TCP
+                                  * (not a SYN) of a SNAT flow whose translation was freed */
     XLB_R_MAX
 };
 
@@ -128,6 +149,46 @@ struct xlb_conn {        /* connection-table value */
     __u32 vip_id;
     __u64 last_seen_ns;  /* coarse clock; refreshed at most once a second, and on the
                           * first packet of an activity epoch */
+    __u32 snat_addr[4];  /* SNAT flows: the source address the backend sees */
+    __u16 snat_port;     /* SNAT flows: the source port the backend sees */
+    __u8 mode;           /* XLB_MODE_*: the mode the flow started in, kept for life */
+    __u8 pad;
+    __u32 pad2;
+};
+
+/* Key of the reverse-translation table `snat_rev` (LRU hash, common LRU: replies may
+ * arrive on another CPU than the flow's packets): a reply as it arrives from the
+ * backend, source = backend address and port, destination = SNAT address and port.
+ * Inserted with BPF_NOEXIST: that insert is what claims an (address, port) for a flow,
+ * atomically across CPUs, so two flows never share one. */
+struct xlb_snat_key {
+    __u32 snat_addr[4];
+    __u32 backend_addr[4];
+    __u16 snat_port;
+    __u16 backend_port;
+    __u8 proto;
+    __u8 family;
+    __u16 pad;
+};
+
+struct xlb_snat_entry {  /* value of `snat_rev` */
+    struct xlb_flow_key flow; /* the flow as the client sent it: client -> VIP */
+    __u64 last_seen_ns;  /* coarse clock, refreshed (at most once a second) by packets both
+                          * ways; an entry idle past its timeout may be taken over by a
+                          * new flow (compare-and-swap on this field: one winner) */
+    __u32 vip_id;
+    __u32 backend_id;
+    __u32 flags;         /* XLB_CONN_F_CLOSING */
+    __u32 pad;
+};
+
+struct xlb_snat_stats {  /* per-CPU, per VIP (map `snat_stats`, index vip_id) */
+    __u64 packets;       /* client -> backend, translated */
+    __u64 bytes;
+    __u64 reply_packets; /* backend -> client, translated back */
+    __u64 reply_bytes;
+    __u64 translations;  /* (address, port) claimed for new flows */
+    __u64 no_port;       /* new flows dropped: no free (address, port) */
 };
 
 struct xlb_backend {
@@ -173,6 +234,25 @@ struct xlb_config {      /* single entry of map `ctl` */
     __u32 src6_mask[4];
     __u32 new_flow_limit; /* connection entries a CPU may create per second; 0 = no limit */
     struct xlb_trace_config trace;
+    /* SNAT pools (the LB's own source addresses for SNAT flows), stored like src4/src6:
+     * an address of the pool is net | host with host's bits inside mask (mask = the host
+     * bits, network order). Pools are /16../32 (IPv4) and /96../128 (IPv6), so the host
+     * bits fit one word: snat4_mask, snat6_mask[3]. Candidate i of n = (~mask + 1) x
+     * (port_max - port_min + 1): host i / nports, port port_min + i % nports. A packet to
+     * an address in a pool (dst & ~mask == net) is a reply to translate back. */
+    __u32 snat4_net;
+    __u32 snat4_mask;     /* network order, as src4_mask */
+    __u32 snat6_net[4];
+    __u32 snat6_mask[4];
+    __u8 has_snat4;       /* a pool is configured for the family */
+    __u8 has_snat6;
+    __u16 snat_port_min;
+    __u16 snat_port_max;
+    __u16 pad1;
+    __u32 snat_tcp_timeout;   /* seconds idle before a TCP translation may be taken over */
+    __u32 snat_udp_timeout;   /* the same for UDP */
+    __u32 snat_close_timeout; /* the same for TCP after a FIN or RST */
+    __u32 pad2;
 };
 
 struct xlb_flow_guard {  /* per-CPU single entry of map `flow_guard`: new entries this second */
@@ -188,6 +268,7 @@ struct xlb_meta {        /* single entry of map `meta`: what the pinned maps wer
     __u32 max_backends;
     __u32 max_queues;
     __u64 max_connections;
+    __u64 max_snat;       /* entries of snat_rev */
 };
 
 struct xlb_queue_stats {
@@ -230,6 +311,11 @@ struct xlb_trace_event {
     __u8 action;          /* XDP action */
     __u8 reason;          /* enum xlb_reason */
     __u32 len;            /* bytes of the frame as it arrived */
+    __u32 snat_addr[4];   /* SNAT (tx_snat, tx_snat_reply): the SNAT address and port */
+    __u16 snat_port;
+    __u8 mode;            /* XLB_MODE_* of the flow (DSR when not a VIP flow) */
+    __u8 pad;
+    __u32 pad2;
 };
 
 struct xlb_trace_stats { /* per-CPU single entry of map `trace_stats` */

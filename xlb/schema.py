@@ -179,9 +179,20 @@ def _address(value: str) -> IPAddress:
 
 
 ENCAP_PREFIX_RANGE = {4: (8, 32), 6: (8, 128)}
+# SNAT pools: the host bits fit one 32-bit word (the data plane's arithmetic), and a pool
+# is a handful of addresses the routers send to this LB
+SNAT_PREFIX_RANGE = {4: (16, 32), 6: (96, 128)}
 
 
-def _network(value: str, version: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+def _pool(value: str, version: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """A SNAT pool: "" = none, else a network of SNAT_PREFIX_RANGE."""
+    if value == "":
+        return None
+    return _network(value, version, SNAT_PREFIX_RANGE)
+
+
+def _network(value: str, version: int, ranges: dict[int, tuple[int, int]] | None = None
+             ) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if "%" in value:
         raise Invalid(f"{show(value)}: scoped addresses are not supported")
     try:
@@ -194,7 +205,7 @@ def _network(value: str, version: int) -> ipaddress.IPv4Network | ipaddress.IPv6
         raise Invalid(f"{value} has host bits set (did you mean {loose}?)") from None
     if net.version != version:
         raise Invalid(f"family mismatch: {net} is IPv{net.version}, expected IPv{version}")
-    lo, hi = ENCAP_PREFIX_RANGE[version]
+    lo, hi = (ranges or ENCAP_PREFIX_RANGE)[version]
     if not lo <= net.prefixlen <= hi:
         raise Invalid(f"prefix length {net.prefixlen} of {net} is out of range {lo}..{hi}")
     for edge in (net.network_address, net.broadcast_address):
@@ -352,6 +363,21 @@ INSTANCE = Table("instance", (
             "172.16.0.0/16", check=partial(_network, version=4)),
     Setting("encap_source_v6", "string", "outer IPv6 sources, host bits from the flow hash",
             "fd00:5f1b::/64", check=partial(_network, version=6)),
+    Setting("snat_pool_v4", "string", "SNAT source addresses of this LB, /16../32, routed to "
+            'it ("" = none: no IPv4 VIP may use SNAT)', "", check=partial(_pool, version=4)),
+    Setting("snat_pool_v6", "string", "SNAT source addresses of this LB, /96../128, routed to "
+            'it ("" = none)', "", check=partial(_pool, version=6)),
+    Setting("snat_port_min", "integer", "lowest SNAT source port", 1024, Bounds(1, 65535)),
+    Setting("snat_port_max", "integer", "highest SNAT source port", 65535, Bounds(1, 65535)),
+    Setting("snat_table_size", "integer",
+            "SNAT translations held (LRU); 0 = max_connections", 0, Bounds(0, 67108864)),
+    Setting("snat_tcp_timeout", "integer",
+            "seconds an idle TCP translation keeps its port", 7440, Bounds(10, 604800)),
+    Setting("snat_udp_timeout", "integer",
+            "seconds an idle UDP translation keeps its port", 60, Bounds(1, 86400)),
+    Setting("snat_close_timeout", "integer",
+            "seconds a TCP translation keeps its port after a FIN or RST", 10,
+            Bounds(1, 3600)),
 ))
 
 VIP = Table("vip", (
@@ -359,6 +385,9 @@ VIP = Table("vip", (
     Setting("address", "string", "IPv4 or IPv6", check=_address),
     Setting("port", "integer", "0 = any port", bounds=Bounds(0, 65535)),
     Setting("protocol", "string", "the transport balanced", choices=("tcp", "udp")),
+    Setting("mode", "string", "how new flows are forwarded: dsr (IP-in-IP, replies skip the "
+            "LB) or snat (addresses rewritten, replies through the LB)", "dsr",
+            choices=("dsr", "snat")),
 ), arrays=("backend",))
 
 BACKEND = Table("vip.backend", (

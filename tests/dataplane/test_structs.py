@@ -83,7 +83,9 @@ def test_miss_enum_matches() -> None:
                                   "XLB_MAX_MISSES", "XLB_NO_VIP", "XLB_TRACE_OFF",
                                   "XLB_TRACE_ON", "XLB_TF_SRC", "XLB_TF_DST", "XLB_TF_HOST",
                                   "XLB_TF_SPORT", "XLB_TF_DPORT", "XLB_TF_PORT", "XLB_TF_PROTO",
-                                  "XLB_TF_VIP", "XLB_TF_BACKEND", "XLB_TF_ALL"])
+                                  "XLB_TF_VIP", "XLB_TF_BACKEND", "XLB_TF_ALL", "XLB_MODE_DSR",
+                                  "XLB_MODE_SNAT", "XLB_VIP_F_SNAT", "XLB_CONN_F_CLOSING",
+                                  "XLB_SNAT_PROBES"])
 def test_constants_match(name: str) -> None:
     m = re.search(rf"^#define {name}\s+(0x[0-9a-fA-F]+|\d+)u?\b", HEADER.read_text(), re.M)
     assert m, name

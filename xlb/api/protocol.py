@@ -59,6 +59,16 @@ REASONS: dict[str, str] = {
                            "the flow's backend",
     "tx_icmp_echo": "ping to a VIP address: answered by the load balancer",
     "drop_icmp_too_big": "ICMP error about a VIP flow, too big for mtu once encapsulated",
+    "tx_snat": "SNAT: translated (source = the LB's SNAT address and port, destination = "
+               "the backend) and sent to the backend",
+    "tx_snat_reply": "SNAT: a backend's reply, translated back (source = the VIP, "
+                     "destination = the client) and sent to the client",
+    "drop_snat_no_port": "SNAT: a new flow found no free SNAT address and port (the pool "
+                         "is exhausted for that backend)",
+    "drop_snat_flow_limit": "SNAT: a new flow over the new-entry limit (a SNAT flow needs "
+                            "a connection entry)",
+    "drop_snat_no_entry": "SNAT: to a SNAT address and port of no translation (expired, or "
+                          "never made), or TCP of a SNAT flow whose translation was freed",
 }
 # Connection-table misses by kind, in the order of enum xlb_miss (a test checks). Counted
 # apart from the verdict: Katran's split, since the two mean opposite things.
@@ -89,6 +99,17 @@ def reason_order(label: str) -> tuple[int, str]:
 # -- shapes of answers and notifications -----------------------------------------------
 BackendState = Literal["active", "draining", "drained", "down"]
 ConfiguredState = Literal["active", "drained"]
+# How a VIP forwards new flows: "dsr" (IP-in-IP to the backend, replies go straight to
+# the client) or "snat" (addresses rewritten, replies come back through the LB).
+Mode = Literal["dsr", "snat"]
+MODES: dict[str, str] = {
+    "dsr": "direct server return: packets go IP-in-IP to the backend, which answers the "
+           "client itself (needs the decapsulation and the VIP on the backends)",
+    "snat": "source NAT: the LB rewrites the addresses, the backend sees the LB's SNAT "
+            "address and answers it, the LB translates the reply back (backends need "
+            "nothing; replies cross the LB)",
+}
+XdpMode = Literal["native", "generic"]
 
 
 class Totals(TypedDict):
@@ -116,9 +137,22 @@ class Backend(TypedDict):
     changed: float                # when its state or health last changed (0 = never)
 
 
+class VipModes(TypedDict):
+    """A VIP's traffic by forwarding mode, this tick (established flows keep the mode
+    they started in, so both can be non-zero after a switch)."""
+
+    dsr_pps: float                # client packets forwarded IP-in-IP
+    snat_pps: float               # client packets translated to a backend
+    reply_pps: float              # backends' replies translated back (SNAT)
+    translations_per_s: float     # SNAT (address, port) claimed for new flows
+    no_port: int                  # new SNAT flows dropped for want of a port, ever
+
+
 class Vip(TypedDict):
     name: str
     vip: str                      # address:port/protocol, [v6]:port/protocol
+    mode: Mode                    # how NEW flows are forwarded
+    modes: VipModes
     backends: list[Backend]
     pps: float
     active_connections: int       # sum over its backends
@@ -130,6 +164,7 @@ class Vip(TypedDict):
 class VipSummary(TypedDict):
     name: str
     vip: str
+    mode: Mode
     pps: float
     healthy: int
     total: int
@@ -356,15 +391,28 @@ class BgpChange(TypedDict):
     prefixes: list[BgpPrefix]     # the prefixes named (all of them for `all`)
 
 
+class Snat(TypedDict):
+    """The instance's SNAT settings ([instance] snat_*), for the views."""
+
+    pool_v4: str | None               # CIDR, None = no IPv4 pool (no IPv4 VIP may use SNAT)
+    pool_v6: str | None
+    port_min: int
+    port_max: int
+    table_size: int                   # translations the reverse table holds
+
+
 class Snapshot(TypedDict):
     """Everything the console draws, once per tick."""
 
     instance: str
     host: str
-    lb_mode: str                      # dsr
+    lb_mode: str                      # the VIPs' modes: "dsr", "snat" or "dsr+snat"
     time: float                       # agent's clock (Unix time)
     uptime: float                     # seconds since the agent started
     xdp_mode: str | None              # native, generic (None before the first attach)
+    xdp_native: bool | None           # can the interface's driver run native XDP (None:
+                                      # unknown); the Overview says so when it cannot
+    snat: Snat
     interface: str | None
     metrics_port: int                 # 0 = no exporter
     totals: Totals
@@ -502,7 +550,18 @@ class VipConfig(TypedDict):
     address: str
     port: int
     protocol: str
+    mode: Mode
     backend: list[BackendConfig]
+
+
+class XdpModeChange(TypedDict):
+    """The answer to xdp_mode: the program re-attached in the other mode."""
+
+    interface: str
+    before: XdpMode
+    after: XdpMode
+    gap_seconds: float                # from the detach to the attach: packets in it met
+                                      # no XDP program (the kernel's own path)
 
 
 class ChangeResult(TypedDict):
@@ -715,6 +774,18 @@ _EXPLAIN = (
           range=(20, 65535)),
 )
 
+def _mode(value: str) -> str:
+    if value not in MODES:
+        raise InvalidParams(f"{value!r} is not a mode: dsr or snat")
+    return value
+
+
+def _xdp_mode(value: str) -> str:
+    if value not in ("native", "generic"):
+        raise InvalidParams(f"{value!r} is not an XDP mode: native or generic")
+    return value
+
+
 _BGP_PARAMS = (
     Param("vip", str, doc="a VIP name or address (its prefix: every VIP at that address)"),
     Param("all", bool, default=False, doc="every prefix of this LB (maintenance)"),
@@ -752,6 +823,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            operator=True),
     Method("remove_vip", "stop balancing a VIP: its packets pass to the host", ChangeResult,
            (Param("name", str, True, doc="VIP name"),), operator=True),
+    Method("mode", "switch a VIP's forwarding mode: new flows take it, established flows "
+           "keep the mode they started in", ChangeResult,
+           (Param("vip", str, True, doc="VIP name"),
+            Param("mode", str, True, doc="dsr | snat", check=_mode)), operator=True),
+    Method("xdp_mode", "re-attach the XDP program in the other mode (native | generic); "
+           "every map stays, so connections and counters survive", XdpModeChange,
+           (Param("mode", str, True, doc="native | generic", check=_xdp_mode),),
+           operator=True),
     Method("probes", "every probe: kind, target, state (or why not), cost", list[Probe]),
     Method("probe_attach", "attach a probe (or say why this kernel cannot)", ProbeChange,
            (_PROBE,), operator=True),

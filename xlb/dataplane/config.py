@@ -96,6 +96,7 @@ class VipConfig:
     port: int
     protocol: Literal["tcp", "udp"]
     backends: tuple[BackendConfig, ...] = ()
+    mode: Literal["dsr", "snat"] = VIP.default("mode")
 
     @property
     def key(self) -> tuple[IPAddress, int, str]:
@@ -120,6 +121,7 @@ class VipConfig:
             "address": str(self.address),
             "port": self.port,
             "protocol": self.protocol,
+            "mode": self.mode,
             "backend": [b.to_dict() for b in self.backends],
         }
 
@@ -142,6 +144,23 @@ class InstanceConfig:
     nexthop_mac: bytes | None = INSTANCE.default("nexthop_mac")
     encap_source_v4: ipaddress.IPv4Network = INSTANCE.default("encap_source_v4")
     encap_source_v6: ipaddress.IPv6Network = INSTANCE.default("encap_source_v6")
+    snat_pool_v4: ipaddress.IPv4Network | None = INSTANCE.default("snat_pool_v4")
+    snat_pool_v6: ipaddress.IPv6Network | None = INSTANCE.default("snat_pool_v6")
+    snat_port_min: int = INSTANCE.default("snat_port_min")
+    snat_port_max: int = INSTANCE.default("snat_port_max")
+    snat_table_size: int = INSTANCE.default("snat_table_size")
+    snat_tcp_timeout: int = INSTANCE.default("snat_tcp_timeout")
+    snat_udp_timeout: int = INSTANCE.default("snat_udp_timeout")
+    snat_close_timeout: int = INSTANCE.default("snat_close_timeout")
+
+    def snat_pool(self, family: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        """The SNAT pool of IP version `family` (4 or 6), None if there is none."""
+        return self.snat_pool_v4 if family == 4 else self.snat_pool_v6
+
+    @property
+    def snat_entries(self) -> int:
+        """Size of the reverse-translation table (0 in the file = max_connections)."""
+        return self.snat_table_size or self.max_connections
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +178,14 @@ class InstanceConfig:
             "nexthop_mac": "" if self.nexthop_mac is None else _format_mac(self.nexthop_mac),
             "encap_source_v4": str(self.encap_source_v4),
             "encap_source_v6": str(self.encap_source_v6),
+            "snat_pool_v4": "" if self.snat_pool_v4 is None else str(self.snat_pool_v4),
+            "snat_pool_v6": "" if self.snat_pool_v6 is None else str(self.snat_pool_v6),
+            "snat_port_min": self.snat_port_min,
+            "snat_port_max": self.snat_port_max,
+            "snat_table_size": self.snat_table_size,
+            "snat_tcp_timeout": self.snat_tcp_timeout,
+            "snat_udp_timeout": self.snat_udp_timeout,
+            "snat_close_timeout": self.snat_close_timeout,
         }
 
 
@@ -245,6 +272,19 @@ class Config:
             "name": name, "address": str(addr) if addr is not None else address,
             "port": port, "protocol": protocol,
             "backend": [b.to_dict() if isinstance(b, BackendConfig) else b for b in backends]})
+        return _reparse(data)
+
+    def with_vip_mode(self, name: str, mode: str, /) -> Config:
+        """A new Config with VIP `name` forwarding new flows in `mode` (dsr | snat)."""
+        vip = self.vip(name)
+        data = self.to_dict()
+        data["vip"][self.vips.index(vip)]["mode"] = mode
+        return _reparse(data)
+
+    def with_xdp_mode(self, mode: str, /) -> Config:
+        """A new Config whose instance attaches XDP in `mode` (native | generic)."""
+        data = self.to_dict()
+        data["instance"]["xdp_mode"] = mode
         return _reparse(data)
 
     def without_vip(self, name: str, /) -> Config:
@@ -354,7 +394,8 @@ def _parse_vips(ck: Checker, raw_vips: list | tuple, ring_size: int | None) -> l
         if tbl is None:
             continue
         values = ck.read(tbl, loc, VIP)
-        name, addr, port, protocol = (values[k] for k in ("name", "address", "port", "protocol"))
+        name, addr, port, protocol, mode = (
+            values[k] for k in ("name", "address", "port", "protocol", "mode"))
         backends = _parse_backends(ck, tbl.get("backend", ()), loc, vip_addrs)
         problem = ring_problem(ring_size, len(backends)) if ring_size is not None else None
         if problem:
@@ -372,8 +413,8 @@ def _parse_vips(ck: Checker, raw_vips: list | tuple, ring_size: int | None) -> l
                 ck.err(f"{loc}.name", f"{name!r} duplicates vip[{names[name]}]")
             else:
                 names[name] = i
-        if BAD not in (name, addr, port, protocol):
-            vips.append(VipConfig(name, addr, port, protocol, tuple(backends)))
+        if BAD not in (name, addr, port, protocol, mode):
+            vips.append(VipConfig(name, addr, port, protocol, tuple(backends), mode))
     return vips
 
 
@@ -402,9 +443,45 @@ def check_config(ck: Checker, data: object, other_tables: tuple[str, ...] = ()) 
         if distinct > instance.max_backends:
             ck.err("vip", f"{distinct} distinct backend addresses exceed "
                    f"instance.max_backends ({instance.max_backends})")
+        _check_snat(ck, instance, vips)
     if ck.errors or instance is None:
         return None
     return Config(instance=instance, vips=tuple(vips))
+
+
+def _check_snat(ck: Checker, inst: InstanceConfig, vips: list[VipConfig]) -> None:
+    """SNAT's rules across keys: a port range, a pool of the VIP's family, backends of
+    the VIP's family (SNAT rewrites addresses, it does not change the IP version), and
+    pools that are nobody else's addresses."""
+    if inst.snat_port_min > inst.snat_port_max:
+        ck.err("instance.snat_port_min", f"{inst.snat_port_min} is above snat_port_max "
+               f"({inst.snat_port_max})")
+    for i, vip in enumerate(vips):
+        if vip.mode != "snat":
+            continue
+        loc = f"vip[{i}]"
+        if inst.snat_pool(vip.family) is None:
+            ck.err(f"{loc}.mode", f"snat needs instance.snat_pool_v{vip.family} (an IPv"
+                   f"{vip.family} VIP's backends see an address of that pool)")
+        for j, b in enumerate(vip.backends):
+            if b.family != vip.family:
+                ck.err(f"{loc}.backend[{j}].address", f"{b.address} is IPv{b.family}: a snat "
+                       f"VIP's backends are of the VIP's family (IPv{vip.family})")
+    for fam in (4, 6):
+        pool = inst.snat_pool(fam)
+        if pool is None:
+            continue
+        where = f"instance.snat_pool_v{fam}"
+        taken = [(f"vip[{i}].address", v.address) for i, v in enumerate(vips)]
+        taken += [(f"vip[{i}].backend[{j}].address", b.address)
+                  for i, v in enumerate(vips) for j, b in enumerate(v.backends)]
+        for loc, addr in taken:
+            if addr in pool:
+                ck.err(where, f"{pool} contains {addr} ({loc})")
+                break
+        encap = inst.encap_source_v4 if fam == 4 else inst.encap_source_v6
+        if pool.overlaps(encap):  # type: ignore[arg-type]
+            ck.err(where, f"{pool} overlaps encap_source_v{fam} ({encap})")
 
 
 def parse_config(data: Mapping) -> Config:

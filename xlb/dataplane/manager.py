@@ -148,7 +148,9 @@ class Counters:
 _ACTIVE = S.BackendStats.active.offset // 8              # active[0], active[1]
 _ACTIVE_EPOCH = S.BackendStats.active_epoch.offset // 8  # active_epoch[0], active_epoch[1]
 _BACKEND_SUMMED = _ACTIVE                                # packets, bytes, new_conns
-_CONN_DTYPE = np.dtype([("backend_id", "<u4"), ("vip_id", "<u4"), ("last_seen_ns", "<u8")])
+_CONN_DTYPE = np.dtype([("backend_id", "<u4"), ("vip_id", "<u4"), ("last_seen_ns", "<u8"),
+                        ("snat_addr", "<u4", (4,)), ("snat_port", "<u2"), ("mode", "u1"),
+                        ("pad", "u1"), ("pad2", "<u4")])
 assert _CONN_DTYPE.itemsize == ctypes.sizeof(S.Conn)
 
 

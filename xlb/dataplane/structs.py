@@ -12,7 +12,7 @@ import socket
 from enum import IntEnum
 
 XLB_MAGIC = 0x786C6230
-XLB_LAYOUT_VERSION = 4
+XLB_LAYOUT_VERSION = 5
 XLB_MAX_QUEUES = 64
 XLB_NUM_ACTIONS = 5
 XLB_NO_BACKEND = 0xFFFFFFFF
@@ -22,6 +22,11 @@ XLB_MAX_MISSES = 8  # miss_stats slots (more than the kinds)
 XLB_AF_INET = 4
 XLB_AF_INET6 = 6
 XLB_BACKEND_VALID = 0x1
+XLB_MODE_DSR = 0
+XLB_MODE_SNAT = 1
+XLB_VIP_F_SNAT = 0x1
+XLB_CONN_F_CLOSING = 0x1
+XLB_SNAT_PROBES = 16
 XLB_ACTIVE_EPOCH_SHIFT = 33  # activity epoch: 2**33 ns of CLOCK_MONOTONIC, about 8.6 s
 XLB_TRACE_OFF = 0
 XLB_TRACE_ON = 1
@@ -60,6 +65,11 @@ class Reason(IntEnum):
     TX_ENCAP_ICMP_ERROR = 13
     TX_ICMP_ECHO = 14
     DROP_ICMP_TOO_BIG = 15
+    TX_SNAT = 16
+    TX_SNAT_REPLY = 17
+    DROP_SNAT_NO_PORT = 18
+    DROP_SNAT_FLOW_LIMIT = 19
+    DROP_SNAT_NO_ENTRY = 20
 
     @property
     def label(self) -> str:
@@ -113,7 +123,30 @@ class FlowKey(ctypes.Structure):
 
 
 class Conn(ctypes.Structure):
-    _fields_ = [("backend_id", u32), ("vip_id", u32), ("last_seen_ns", u64)]
+    _fields_ = [("backend_id", u32), ("vip_id", u32), ("last_seen_ns", u64),
+                ("snat_addr", u32 * 4), ("snat_port", u16), ("mode", u8), ("pad", u8),
+                ("pad2", u32)]
+
+
+class SnatKey(ctypes.Structure):
+    """struct xlb_snat_key (map `snat_rev`): a reply as it arrives from the backend."""
+
+    _fields_ = [("snat_addr", u32 * 4), ("backend_addr", u32 * 4), ("snat_port", u16),
+                ("backend_port", u16), ("proto", u8), ("family", u8), ("pad", u16)]
+
+
+class SnatEntry(ctypes.Structure):
+    """struct xlb_snat_entry (map `snat_rev`): the client's flow a translation belongs to."""
+
+    _fields_ = [("flow", FlowKey), ("last_seen_ns", u64), ("vip_id", u32),
+                ("backend_id", u32), ("flags", u32), ("pad", u32)]
+
+
+class SnatStats(ctypes.Structure):
+    """struct xlb_snat_stats (map `snat_stats`, per CPU, per VIP)."""
+
+    _fields_ = [("packets", u64), ("bytes", u64), ("reply_packets", u64),
+                ("reply_bytes", u64), ("translations", u64), ("no_port", u64)]
 
 
 class Backend(ctypes.Structure):
@@ -138,7 +171,12 @@ class LbConfig(ctypes.Structure):
     _fields_ = [("nexthop_mac", u8 * 6), ("has_nexthop_mac", u8), ("pad0", u8),
                 ("mtu", u32), ("src4_net", u32), ("src4_mask", u32),
                 ("src6_net", u32 * 4), ("src6_mask", u32 * 4), ("new_flow_limit", u32),
-                ("trace", TraceConfig)]
+                ("trace", TraceConfig),
+                ("snat4_net", u32), ("snat4_mask", u32), ("snat6_net", u32 * 4),
+                ("snat6_mask", u32 * 4), ("has_snat4", u8), ("has_snat6", u8),
+                ("snat_port_min", u16), ("snat_port_max", u16), ("pad1", u16),
+                ("snat_tcp_timeout", u32), ("snat_udp_timeout", u32),
+                ("snat_close_timeout", u32), ("pad2", u32)]
 
 
 class FlowGuard(ctypes.Structure):
@@ -150,7 +188,7 @@ class FlowGuard(ctypes.Structure):
 class Meta(ctypes.Structure):
     _fields_ = [("magic", u32), ("layout_version", u32), ("ring_size", u32),
                 ("max_vips", u32), ("max_backends", u32), ("max_queues", u32),
-                ("max_connections", u64)]
+                ("max_connections", u64), ("max_snat", u64)]
 
 
 class QueueStats(ctypes.Structure):
@@ -175,7 +213,8 @@ class TraceEvent(ctypes.Structure):
     _fields_ = [("time_ns", u64), ("cpu", u32), ("queue", u32), ("ifindex", u32),
                 ("vip_id", u32), ("backend_id", u32), ("hash", u32), ("flow", FlowKey),
                 ("outer_src", u32 * 4), ("outer_family", u8), ("path", u8), ("action", u8),
-                ("reason", u8), ("len", u32)]
+                ("reason", u8), ("len", u32), ("snat_addr", u32 * 4), ("snat_port", u16),
+                ("mode", u8), ("pad", u8), ("pad2", u32)]
 
 
 class TraceStats(ctypes.Structure):
@@ -191,6 +230,9 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "xlb_addr_key": AddrKey,
     "xlb_flow_key": FlowKey,
     "xlb_conn": Conn,
+    "xlb_snat_key": SnatKey,
+    "xlb_snat_entry": SnatEntry,
+    "xlb_snat_stats": SnatStats,
     "xlb_backend": Backend,
     "xlb_config": LbConfig,
     "xlb_flow_guard": FlowGuard,
