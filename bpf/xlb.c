@@ -350,7 +350,7 @@ static __always_inline int snat_flow(struct xdp_md *ctx, struct parsed *p,
         path = XLB_PATH_MAGLEV_SYN;
     } else if (!e) {
         if (tcp) {
-            p->backend_id = backend_id;
+            p->backend_id = be ? backend_id : XLB_NO_BACKEND;
             return verdict(XLB_R_DROP_SNAT_NO_ENTRY, XDP_DROP);
         }
         p->path = XLB_PATH_MAGLEV_STALE;  /* UDP: a new translation, the same backend */

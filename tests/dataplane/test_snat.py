@@ -429,3 +429,46 @@ def test_new_snat_flow_over_the_new_flow_limit_is_dropped(dut: DataplaneUnderTes
     assert results.count(XDP_TX) <= 1 and results.count(XDP_DROP) >= 3
     assert dut.reasons()["drop_snat_flow_limit"] - before == results.count(XDP_DROP)
     assert len(dut.dp.maps["snat_rev"].keys()) == results.count(XDP_TX)
+
+
+def test_trace_events_carry_the_mode_and_the_translation(dut: DataplaneUnderTest) -> None:
+    from xlb.dataplane.trace import TraceReader, filter_config
+
+    dut.dp.set_trace(filter_config())
+    trace = TraceReader("snat", dut.pin_root)
+    trace.skip()
+    try:
+        out = forward(dut, tcp4(sport=49000))
+        dut.run(reply_to(out))
+        dut.run(bytes(Ether(dst=LB_MAC) / IP(src="10.0.1.1", dst="198.19.1.3")
+                      / TCP(sport=80, dport=5555)))
+        dut.run(tcp4(sport=49001, dst="10.100.0.30"))  # the DSR VIP
+        fwd, rep, stray, dsr = trace.poll(1, 16)
+    finally:
+        trace.close()
+        dut.dp.set_trace(filter_config(mode=S.XLB_TRACE_OFF))
+    assert (fwd.reason, fwd.mode) == (S.Reason.TX_SNAT, S.XLB_MODE_SNAT)
+    assert (str(fwd.snat_src), fwd.snat_port) == (out[IP].src, out[TCP].sport)
+    assert str(fwd.src) == CLIENT and fwd.outer_src is None
+    # the reply's event names the client's flow, its VIP and backend
+    assert (rep.reason, rep.mode) == (S.Reason.TX_SNAT_REPLY, S.XLB_MODE_SNAT)
+    assert (str(rep.src), rep.sport, str(rep.dst), rep.dport) == (CLIENT, 49000, VIP4, 80)
+    assert (rep.snat_src, rep.snat_port) == (fwd.snat_src, fwd.snat_port)
+    assert (rep.vip_id, rep.backend_id) == (fwd.vip_id, fwd.backend_id)
+    assert stray.reason == S.Reason.DROP_SNAT_NO_ENTRY and stray.snat_src is None
+    assert (dsr.reason, dsr.mode, dsr.snat_src) == (S.Reason.TX_ENCAP, S.XLB_MODE_DSR, None)
+
+
+def test_explain_follows_snat_both_ways(dut: DataplaneUnderTest) -> None:
+    from xlb.dataplane.explain import explain
+
+    new = explain(dut.dp, CLIENT, 49100, VIP4, 80, "tcp", syn=True)
+    assert new["reason"] == "tx_snat" and any("claims" in s["text"] for s in new["steps"])
+    out = forward(dut, tcp4(sport=49100))
+    est = explain(dut.dp, CLIENT, 49100, VIP4, 80, "tcp")
+    assert (est["reason"], est["path"], est["backend"]) == ("tx_snat", "conn", out[IP].dst)
+    assert f"{out[IP].src}:{out[TCP].sport}" in " ".join(s["text"] for s in est["steps"])
+    rep = explain(dut.dp, out[IP].dst, 80, out[IP].src, out[TCP].sport, "tcp")
+    assert (rep["reason"], rep["vip"]) == ("tx_snat_reply", "web")
+    stray = explain(dut.dp, out[IP].dst, 80, out[IP].src, out[TCP].sport + 1, "tcp")
+    assert stray["reason"] == "drop_snat_no_entry"
