@@ -386,8 +386,8 @@ static __always_inline int snat_flow(struct xdp_md *ctx, struct parsed *p,
 }
 
 /* A backend's reply to a pool address and port (p->flow as it arrived, TCP or UDP):
- * snat_rev says whose flow it is; rewritten to VIP -> client and sent. p->flow becomes
- * the client's flow (what a trace event reports). */
+ * snat_rev says whose flow it is; rewritten to VIP -> client and sent. p->flow then
+ * becomes the client's flow (what a trace event reports). */
 static __always_inline int snat_reply(struct xdp_md *ctx, struct parsed *p,
                                       const struct xlb_config *cfg, u64 bytes)
 {
@@ -406,18 +406,20 @@ static __always_inline int snat_reply(struct xdp_md *ctx, struct parsed *p,
     p->vip_id = vip_id;
     p->backend_id = e->backend_id;
     p->path = XLB_PATH_CONN;
-    __builtin_memcpy(&p->flow, &e->flow, sizeof(p->flow));
-    if (p->flow.family != k.family || p->flow.proto != k.proto)  /* never made so */
+    const struct xlb_flow_key *f = &e->flow;
+    if (f->family != k.family || f->proto != k.proto)  /* never made so */
         return verdict(XLB_R_DROP_SNAT_NO_ENTRY, XDP_DROP);
     struct xlb_snat_stats *ss = snat_stats.lookup(&vip_id);
     if (ss) {
         ss->reply_packets++;
         ss->reply_bytes += bytes;
     }
-    struct snat_addrs a = {.sport = p->flow.dport, .dport = p->flow.sport};
-    __builtin_memcpy(a.src, p->flow.dst, sizeof(a.src));
-    __builtin_memcpy(a.dst, p->flow.src, sizeof(a.dst));
-    return snat_send(ctx, p, cfg, &a, XLB_R_TX_SNAT_REPLY);
+    struct snat_addrs a = {.sport = f->dport, .dport = f->sport};
+    __builtin_memcpy(a.src, f->dst, sizeof(a.src));
+    __builtin_memcpy(a.dst, f->src, sizeof(a.dst));
+    int v = snat_send(ctx, p, cfg, &a, XLB_R_TX_SNAT_REPLY);
+    __builtin_memcpy(&p->flow, f, sizeof(p->flow));  /* for the trace: the client's flow */
+    return v;
 }
 
 /* Pick the backend (connection table, else Maglev), count, and send. Only a
