@@ -134,12 +134,37 @@ def test_the_double_answers_in_the_protocol_shapes(tmp_path: Path) -> None:
             assert P.conforms(result, P.ChangeResult) == []
             assert P.conforms(result["after"][d.vips[0]["name"]], P.BackendConfig) == []
             assert P.conforms(c.call("audit"), list[P.AuditEntry]) == []
+            switched = c.call("mode", vip=d.vips[0]["name"], mode="snat")
+            assert P.conforms(switched, P.ChangeResult) == []
+            assert P.conforms(switched["after"][d.vips[0]["name"]], P.VipConfig) == []
+            assert P.conforms(c.call("xdp_mode", mode="generic"), P.XdpModeChange) == []
+            status = c.call("status")
+            assert status["vips"][0]["mode"] == "snat" and status["lb_mode"] == "dsr+snat"
+            assert status["xdp_mode"] == "generic"
             with pytest.raises(XlbError) as e:
                 c.call("vips")
             assert e.value.rpc_code == ErrorCode.NO_METHOD
             for kind, doc in c.subscribe():
                 assert P.conforms(doc, P.NOTIFICATIONS[kind]) == []
                 break
+    finally:
+        d.stop()
+
+
+def test_the_double_refuses_modes_as_the_agent_does(tmp_path: Path) -> None:
+    """No pool: snat refused in the config rules' words; no native XDP: native refused;
+    nothing changes either way."""
+    d = AgentDouble(str(tmp_path / "d.sock"), snat_pool_v4=None, xdp_mode="generic",
+                    xdp_native=False).start()
+    try:
+        with AgentClient(d.path) as c:
+            with pytest.raises(RefusedError, match="snat needs instance.snat_pool_v4"):
+                c.call("mode", vip=d.vips[0]["name"], mode="snat")
+            with pytest.raises(RefusedError, match="no native XDP"):
+                c.call("xdp_mode", mode="native")
+            status = c.call("status")
+            assert status["vips"][0]["mode"] == "dsr" and status["xdp_mode"] == "generic"
+            assert status["xdp_native"] is False and status["snat"]["pool_v4"] is None
     finally:
         d.stop()
 
