@@ -274,8 +274,8 @@ class AgentDouble:
             self.xdp_mode = mode
             self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
                                "action": "xdp_mode", "params": {"mode": mode},
-                               "before": {"xdp veth-lb1": {"mode": before}},
-                               "after": {"xdp veth-lb1": {"mode": mode}}, "result": "ok"})
+                               "before": {"XDP on veth-lb1": {"mode": before}},
+                               "after": {"XDP on veth-lb1": {"mode": mode}}, "result": "ok"})
         return {"interface": "veth-lb1", "before": before, "after": mode,
                 "gap_seconds": gap}
 

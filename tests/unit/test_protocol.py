@@ -68,11 +68,15 @@ def test_only_changes_need_an_operator() -> None:
     changes = {n for n, m in P.METHODS.items() if m.operator}
     assert changes == {"drain", "undrain", "weight", "add_backend", "remove_backend",
                        "add_vip", "remove_vip", "probe_attach", "probe_detach",
-                       "trace_start", "trace_stop", "bgp_withdraw", "bgp_announce"}
+                       "trace_start", "trace_stop", "bgp_withdraw", "bgp_announce", "mode",
+                       "xdp_mode"}
     probes = {"probe_attach", "probe_detach"}  # a probe's state, not the balancing
     traces = {"trace_start", "trace_stop"}     # the trace: a cost, so operators only
     bgp = {"bgp_withdraw", "bgp_announce"}     # what the routers are told
-    assert all(P.METHODS[n].result is P.ChangeResult for n in changes - probes - traces - bgp)
+    xdp = {"xdp_mode"}                         # the attachment, not a VIP
+    assert all(P.METHODS[n].result is P.ChangeResult
+               for n in changes - probes - traces - bgp - xdp)
+    assert P.METHODS["xdp_mode"].result is P.XdpModeChange
     assert all(P.METHODS[n].result is P.BgpChange for n in bgp)
     assert all(P.METHODS[n].result is P.ProbeChange for n in probes)
     assert all(P.METHODS[n].result is P.TraceStatus for n in traces)
