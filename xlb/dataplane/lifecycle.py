@@ -280,7 +280,9 @@ def describe(instance: str, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT,
                              "packets": int(c.backends[bid, 0]), "bytes": int(c.backends[bid, 1]),
                              "new_connections": int(c.backends[bid, 2]),
                              "active_connections": int(c.active[bid])})
-            vips.append({"name": names.get(label, label), "vip": label, "id": meta.vip_id,
+            mode = "snat" if meta.flags & S.XLB_VIP_F_SNAT else "dsr"  # of its new flows
+            vips.append({"name": names.get(label, label), "vip": label, "mode": mode,
+                         "id": meta.vip_id,
                          "ring_slot": meta.ring_slot, "packets": int(c.vips[meta.vip_id, 0]),
                          "bytes": int(c.vips[meta.vip_id, 1]), "backends": rows})
     attach: dict[str, Any] = {"interface": state.get("interface"), "netns": state.get("netns"),
