@@ -30,7 +30,7 @@ from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, Xl
 ANSWERED = ("status", "subscribe", "drain", "undrain", "weight", "audit", "probes",
             "probe_attach", "probe_detach", "trace_start", "trace_stop", "trace_status",
             "trace_subscribe", "trace_events", "explain", "bgp", "bgp_withdraw",
-            "bgp_announce")  # the rest: NO_METHOD
+            "bgp_announce", "mode", "xdp_mode")  # the rest: NO_METHOD
 HEARTBEAT = 1.0   # a trace watcher hears at least this often, events or not
 
 
@@ -47,6 +47,10 @@ class AgentDouble:
         self.audit: list[dict[str, Any]] = []
         # probe name -> state, as on this kernel: tcp falls back, no probe is off by default
         self.probe_states: dict[str, P.ProbeState] = {n: "attached" for n in P.PROBES}
+        self.xdp_mode: P.XdpMode = "native"
+        self.xdp_native: bool | None = True  # can the driver do native XDP (None: unknown)
+        self.snat: P.Snat = {"pool_v4": "198.19.1.0/28", "pool_v6": "fd00:5f1b:19:1::/124",
+                             "port_min": 1024, "port_max": 65535, "table_size": 65536}
         self.lock = threading.Lock()
         self.n = 0
         self.started = 1_700_000_000.0
@@ -179,6 +183,8 @@ class AgentDouble:
                 return self.bgp.status()
         if name.startswith("bgp_"):
             return self._bgp_change(name, params)
+        if name == "xdp_mode":
+            return self._xdp_mode(params["mode"])
         change = self._change(name, params)
         with self.lock:
             self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
@@ -202,6 +208,8 @@ class AgentDouble:
             return t.current()
 
     def _change(self, method: str, p: dict[str, Any]) -> P.ChangeResult:
+        if method == "mode":
+            return self._mode(p["vip"], p["mode"])
         with self.lock:
             vip = next((v for v in self.vips if v["name"] == p.get("vip")), None)
             if vip is None:
@@ -229,6 +237,37 @@ class AgentDouble:
             b["changed"] = time.time()
             return {"vips": [vip["name"]], "before": {vip["name"]: before},
                     "after": {vip["name"]: _configured(b)}}
+
+    def _mode(self, name: str, mode: P.Mode) -> P.ChangeResult:
+        """A VIP's forwarding mode, refused as the config's rules refuse it (no pool)."""
+        with self.lock:
+            vip = next((v for v in self.vips if v["name"] == name), None)
+            if vip is None:
+                raise RefusedError(f"no VIP {name!r}")
+            family = 6 if vip["vip"].startswith("[") else 4
+            pool = self.snat["pool_v4"] if family == 4 else self.snat["pool_v6"]
+            if mode == "snat" and not pool:
+                raise RefusedError(f"vip mode: snat needs instance.snat_pool_v{family} (an "
+                                   f"IPv{family} VIP's backends see an address of that pool)")
+            before = _vip_config(vip)
+            vip["mode"] = mode
+            return {"vips": [name], "before": {name: before}, "after": {name: _vip_config(vip)}}
+
+    def _xdp_mode(self, mode: P.XdpMode) -> P.XdpModeChange:
+        """Re-attach in `mode`: native refused when the driver has none; the same mode
+        again touches nothing."""
+        with self.lock:
+            before = self.xdp_mode
+            if mode == "native" and self.xdp_native is False and before != "native":
+                raise RefusedError("xdp_mode native: the driver of veth-lb1 has no native XDP "
+                                   "(the program stays attached in generic mode)")
+            self.xdp_mode = mode
+            self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
+                               "action": "xdp_mode", "params": {"mode": mode},
+                               "before": {"xdp_mode": before}, "after": {"xdp_mode": mode},
+                               "result": "ok"})
+            return {"interface": "veth-lb1", "before": before, "after": mode,
+                    "gap_seconds": 0.0 if before == mode else 0.0042}
 
     def _bgp_change(self, name: str, params: dict[str, Any]) -> P.BgpChange:
         """bgp_withdraw / bgp_announce, audited as the agent does (keyed by prefix, or
@@ -351,8 +390,17 @@ class AgentDouble:
                                  "active_connections": int(120 * share) + (
                                      3 if state == "drained" else 0),
                                  "changed": b.get("changed", now - 600)})
+                pps = round(sum(r["pps"] for r in rows), 1)
+                snat = round(pps * v.get("snat_share", 1.0 if v.get("mode") == "snat"
+                                         else 0.0), 1)
+                modes: P.VipModes = {
+                    "dsr_pps": round(pps - snat, 1), "snat_pps": snat,
+                    "reply_pps": round(snat * 0.8, 1),
+                    "translations_per_s": round(sum(r["new_connections_per_s"] for r in rows)
+                                                * snat / pps, 1) if pps else 0.0,
+                    "no_port": v.get("no_port", 0)}
                 vips.append({"name": v["name"], "vip": v["vip"], "backends": rows,
-                             "pps": round(sum(r["pps"] for r in rows), 1),
+                             "mode": v.get("mode", "dsr"), "modes": modes, "pps": pps,
                              "active_connections": sum(r["active_connections"] for r in rows),
                              "healthy": sum(1 for r in rows if r["health"] == "up"),
                              "total": len(rows), "panic": v.get("panic", False)})
@@ -362,8 +410,10 @@ class AgentDouble:
             reasons["drop_no_backend"] = round(sum(queues) * 0.01, 1)
             totals = {r: int(x * 600) for r, x in reasons.items()}
             totals["drop_fragment"] = 12
-            return {"instance": self.instance, "host": "lab-host", "lb_mode": "dsr",
-                    "time": now, "uptime": 3723.0, "xdp_mode": "native",
+            used = sorted({v["mode"] for v in vips})
+            return {"instance": self.instance, "host": "lab-host", "lb_mode": "+".join(used),
+                    "time": now, "uptime": 3723.0, "xdp_mode": self.xdp_mode,
+                    "xdp_native": self.xdp_native, "snat": self.snat.copy(),
                     "interface": "veth-lb1", "metrics_port": 0,
                     "totals": {"pps": round(sum(queues), 1),
                                "bps": float(round(sum(queues) * 8 * 600)),
@@ -399,6 +449,15 @@ def _backend_address(i: int) -> str:
 def _configured(b: dict[str, Any]) -> P.BackendConfig:
     """A backend as the agent's change answers show it (its [[vip.backend]] table)."""
     return {"address": b["address"], "weight": b["weight"], "state": b["state"]}
+
+
+def _vip_config(v: dict[str, Any]) -> P.VipConfig:
+    """A VIP as the agent's change answers show it (its [[vip]] table)."""
+    address, rest = v["vip"].rsplit(":", 1)
+    port, protocol = rest.split("/")
+    return {"name": v["name"], "address": address.strip("[]"), "port": int(port),
+            "protocol": protocol, "mode": v.get("mode", "dsr"),
+            "backend": [_configured(b) for b in v["backends"]]}
 
 
 def _error(rid: Any, code: int, message: str) -> dict[str, Any]:
