@@ -9,6 +9,7 @@ namespace made here, private pin/run/state roots (tests/agent/test_agent.py).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,10 +26,12 @@ from tests.agent.test_agent import (
 )
 from tests.helpers import wait_for
 from xlb.api import protocol as P
+from xlb.dataplane import lifecycle, xdp
 from xlb.dataplane import structs as S
-from xlb.dataplane import xdp
+from xlb.dataplane.config import parse_config
 from xlb.dataplane.manager import Dataplane, key_label
-from xlb.errors import RefusedError
+from xlb.errors import AttachError, RefusedError
+from xlb.lab import netns
 
 POOL = 'snat_pool_v4 = "10.200.0.0/30"'
 
@@ -206,3 +209,34 @@ def test_native_is_refused_where_the_driver_has_none(no_native: AgentProc) -> No
     after = xdp.query("xlb0", NS)
     assert (after.mode, after.prog_id) == ("generic", before.prog_id)
     assert status(no_native)["xdp_mode"] == "generic"
+
+
+def test_a_failed_switch_puts_the_program_back_in_its_old_mode(
+        roots: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel cannot say whether the driver has native XDP (None), the switch
+    is tried; the driver refuses the attach; the program is attached generic again, the
+    same one, and the error says so."""
+    pin_root, run_root = roots
+    ns = f"xlbsw-{os.getpid()}"
+    cfg = parse_config({"instance": {"name": "sw", "interface": "sw0", "netns": ns,
+                                     "xdp_mode": "generic", "max_vips": 2,
+                                     "max_backends": 4, "max_connections": 1024},
+                        "vip": []})
+    netns.create(ns)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "sw0", "type", "ifb"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "sw0", "up"], check=True)
+        lifecycle.load_instance(cfg, pin_root=pin_root, run_root=run_root)
+        before = xdp.query("sw0", ns)
+        assert before.mode == "generic"
+        monkeypatch.setattr(xdp, "native_supported", lambda *_a: None)
+        with pytest.raises(AttachError, match="attached in generic mode again, as before"):
+            lifecycle.switch_xdp_mode("sw", "native", pin_root, run_root)
+        after = xdp.query("sw0", ns)
+        assert (after.mode, after.prog_id) == ("generic", before.prog_id)
+        assert lifecycle.read_state("sw", run_root)["mode"] == "generic"
+    finally:
+        if os.path.isdir(os.path.join(pin_root, "sw")):
+            lifecycle.unload_instance("sw", remove_pins=True, pin_root=pin_root,
+                                      run_root=run_root)
+        netns.remove(ns)
