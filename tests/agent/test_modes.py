@@ -93,6 +93,12 @@ def test_a_vip_switches_dsr_snat_dsr_applied_audited(pooled: AgentProc) -> None:
         assert {v["name"]: v["mode"] for v in c.call("vips")} == {"web": "snat", "dns": "dsr"}
         assert flags(pooled) & S.XLB_VIP_F_SNAT
         assert P.conforms(vip_of(st)["modes"], P.VipModes) == []
+        r = subprocess.run([sys.executable, "-m", "xlb", "status", "--instance", "agt",
+                            "--sample", "0", "--json"], capture_output=True, text=True,
+                           env=pooled.env, timeout=60)  # from the pinned maps: no agent
+        assert r.returncode == 0, r.stderr
+        (inst,) = json.loads(r.stdout)["instances"]
+        assert {v["name"]: v["mode"] for v in inst["vips"]} == {"web": "snat", "dns": "dsr"}
         c.call("mode", vip="web", mode="dsr")
         assert vip_of(c.call("status"))["mode"] == "dsr"
         assert flags(pooled) & S.XLB_VIP_F_SNAT == 0
