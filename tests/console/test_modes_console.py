@@ -126,9 +126,9 @@ def test_a_refusal_is_a_notification_with_the_agents_words(tmp_path: Path) -> No
             assert "lb1 has no IPv4 SNAT pool ([instance] snat_pool_v4): the agent will " \
                    "refuse" in dialog_text(app)
             await pilot.press("y")
-            await until(lambda: any(n.startswith("refused: VIP web to SNAT on lb1: vip mode: "
-                                                 "snat needs instance.snat_pool_v4") for n in
-                                    notes(app)), pilot)
+            await until(lambda: any(n.startswith("refused: VIP web to SNAT on lb1: ")
+                                    and "snat needs instance.snat_pool_v4" in n
+                                    for n in notes(app)), pilot)
             assert vip_mode(d, "web") == "dsr" and app.screen is app.screen_stack[0]
 
         run(app, scenario)
