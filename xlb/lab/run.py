@@ -39,15 +39,12 @@ def lb_config(lab: Lab, lb: str) -> dict[str, Any]:
         "instance": {"name": lb, "interface": "l0", "netns": lab.lb_ns(lb), "xdp_mode": "native",
                      "mtu": topology.LINK_MTU, "max_vips": 16, "max_backends": 256,
                      # outer IPv6 sources from the lab's prefix, one /64 per LB
-                     "encap_source_v6": f"{topology.NET6}:f{lab.lbs.index(lb) + 1}::/64"},
-        "vip": [
-            {"name": "web", "address": VIP, "port": 80, "protocol": "tcp", "backend": backends},
-            {"name": "dns", "address": VIP, "port": 53, "protocol": "udp", "backend": backends},
-            {"name": "web6", "address": VIP6, "port": 80, "protocol": "tcp",
-             "backend": backends6},
-            {"name": "dns6", "address": VIP6, "port": 53, "protocol": "udp",
-             "backend": backends6},
-        ],
+                     "encap_source_v6": f"{topology.NET6}:f{lab.lbs.index(lb) + 1}::/64",
+                     # the lab's VIPs are dsr; `xlb mode web snat` uses these (routed to lb)
+                     "snat_pool_v4": lab.snat_pool(lb), "snat_pool_v6": lab.snat_pool(lb, True)},
+        "vip": [{"name": name, "address": address, "port": port, "protocol": proto,
+                 "backend": backends6 if ":" in address else backends}
+                for name, (address, port, proto) in topology.VIPS.items()],
     }
 
 
@@ -68,9 +65,11 @@ def _attach_helpers(lab: Lab) -> None:
 
 
 def _start_server(ns: str) -> int:
+    be = next(b for b in Lab().backends if b.name == ns)
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, "-m", "xlb.lab.server",
-         "--name", ns.removeprefix(topology.PREFIX), "--vip", VIP, "--vip6", VIP6],
+         "--name", ns.removeprefix(topology.PREFIX), "--vip", VIP, "--vip6", VIP6,
+         "--address", be.address, "--address6", be.address6],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     return proc.pid
@@ -266,8 +265,10 @@ def down() -> dict[str, Any]:
             "bird_stopped": bird_stopped, "unloaded": unloaded, "namespaces_removed": removed}
 
 
-def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
-    """Start xlb.lab.traffic inside the client namespace (a child process)."""
+def traffic(args: list[str], quiet: bool = False,
+            stdout: int | None = None) -> subprocess.Popen[bytes]:
+    """Start xlb.lab.traffic inside the client namespace (a child process). quiet: its
+    output piped, its errors dropped, a session of its own; else `stdout` (None: ours)."""
     from pyroute2 import netns
 
     if topology.CLIENT not in netns.listnetns():
@@ -275,7 +276,7 @@ def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
     out = subprocess.DEVNULL if quiet else None
     return subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-m",
                              "xlb.lab.traffic", *args], stdout=subprocess.PIPE if quiet
-                            else None, stderr=out, start_new_session=quiet,
+                            else stdout, stderr=out, start_new_session=quiet,
                             preexec_fn=_end_with_parent)
 
 
