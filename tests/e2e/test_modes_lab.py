@@ -11,10 +11,14 @@ keep the mode they started in, new ones take the new mode, none breaks.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -288,3 +292,61 @@ def test_cli_switches_both_modes(lab: dict, all_dsr_after: None) -> None:
         assert (answer["before"], answer["after"]) == (frm, to), answer
     assert call_lbs("status", {})["lb1"]["xdp_mode"] == "native"
 
+
+
+SESSION = f"xlb-e2e-modes-{os.getpid()}"
+
+
+def screen() -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", SESSION], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def keys(*k: str) -> None:
+    subprocess.run(["tmux", "send-keys", "-t", SESSION, *k], check=True)
+
+
+def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen()}")
+        time.sleep(0.2)
+
+
+def lb1(method: str, **params: Any) -> Any:
+    return call_lbs(method, params, ("lb1",))["lb1"]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (bootstrap)")
+def test_console_switches_both_modes(lab: dict, all_dsr_after: None, tmp_path: Path) -> None:
+    """As a person: the console on lb1 in a terminal; `m` on the Backends view switches the
+    selected VIP (after a confirmation), `x` the XDP mode; lb1's agent says it happened."""
+    xlb_bin = str(Path(sys.executable).with_name("xlb"))
+    cmd = (f"env XDG_CONFIG_HOME={tmp_path} TERM=xterm-256color {xlb_bin} console --socket "
+           f"{lab['lbs'][0]['socket']}; sleep 60")
+    subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", "160", "-y", "48", cmd],
+                   check=True)
+    try:
+        wait_for(lambda: "lb1" in screen() and "live" in screen(), "the live console")
+        keys("2")
+        wait_for(lambda: "VIP web " in screen(), "the Backends view of web")
+        for to in ("snat", "dsr"):
+            keys("m")
+            wait_for(lambda: "established" in screen(), "the mode confirmation")
+            assert "web" in screen() and to.upper() in screen().upper()
+            keys("y")
+            wait_for(partial(lambda m: {v["name"]: v["mode"] for v in lb1("vips")}["web"] == m,
+                             to), f"lb1 to switch web to {to}")
+        for to in ("generic", "native"):
+            keys("x")
+            wait_for(lambda: "gap" in screen(), "the XDP mode confirmation")
+            keys("y")
+            wait_for(partial(lambda m: lb1("status")["xdp_mode"] == m, to),
+                     f"lb1 to re-attach in {to}")
+        entries = lb1("audit", n=20)
+        assert sum("mode" in json.dumps(e) for e in entries) >= 4, entries
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", SESSION], capture_output=True)
+        if lb1("status")["xdp_mode"] != "native":
+            lb1("xdp_mode", mode="native")
