@@ -2,7 +2,9 @@
 
 It speaks the agent's real protocol (JSON-RPC 2.0 lines on a Unix socket:
 status, subscribe with snapshot/event notifications, drain/undrain/weight
-with the last-healthy-backend refusal, audit, probes, the flow trace with its
+with the last-healthy-backend refusal, the forwarding mode of a VIP (dsr | snat, refused
+without a pool) and the XDP mode (refused to native where the driver has none), audit,
+probes, the flow trace with its
 "trace" notifications and explain: tests/trace_double.py) with synthetic, deterministic
 figures, so the console is driven through exactly the code it uses against a
 real agent. Methods, parameters, error codes, reasons and answer shapes come
@@ -30,18 +32,25 @@ from xlb.errors import ErrorCode, InvalidParams, ReadOnlyError, RefusedError, Xl
 ANSWERED = ("status", "subscribe", "drain", "undrain", "weight", "audit", "probes",
             "probe_attach", "probe_detach", "trace_start", "trace_stop", "trace_status",
             "trace_subscribe", "trace_events", "explain", "bgp", "bgp_withdraw",
-            "bgp_announce")  # the rest: NO_METHOD
+            "bgp_announce", "mode", "xdp_mode")  # the rest: NO_METHOD
 HEARTBEAT = 1.0   # a trace watcher hears at least this often, events or not
 
 
 class AgentDouble:
     def __init__(self, path: str, instance: str = "lb1", backends: int = 3, vips: int = 2,
                  queues: int = 4, cpus: int = 2, operator: bool = True, frozen: bool = False,
-                 tick: float = 0.2, hot_queue: int | None = 1, bgp: bool = True):
+                 tick: float = 0.2, hot_queue: int | None = 1, bgp: bool = True,
+                 snat_pool_v4: str | None = "198.19.1.0/28",
+                 snat_pool_v6: str | None = "fd00:5f1b:19:1::/124",
+                 xdp_mode: P.XdpMode = "native", xdp_native: bool | None = True):
         self.path, self.instance, self.operator, self.frozen, self.tick = (
             path, instance, operator, frozen, tick)
         self.n_queues, self.n_cpus, self.hot_queue = queues, cpus, hot_queue
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.snat: P.Snat = {"pool_v4": snat_pool_v4, "pool_v6": snat_pool_v6,
+                             "port_min": 1024, "port_max": 65535, "table_size": 65536}
+        self.xdp_mode: P.XdpMode = xdp_mode
+        self.xdp_native = xdp_native  # False: the driver has no native XDP (refused)
         self.alarms: list[P.Alarm] = []  # what the snapshots say is wrong underneath
         self.non_syn_misses = 0.0  # TCP non-SYN connection-table misses per second
         self.audit: list[dict[str, Any]] = []
@@ -56,6 +65,7 @@ class AgentDouble:
                 "name": ["web", "dns", "api", "img"][v % 4] + (str(v // 4) if v >= 4 else ""),
                 "vip": f"198.19.0.{10 + v}:{[80, 53, 443, 8080][v % 4]}/"
                        f"{'udp' if v % 4 == 1 else 'tcp'}",
+                "mode": "dsr", "switched": 0.0,  # when its mode last changed (double's own)
                 "backends": [{"address": _backend_address(b), "weight": 1 + (b % 3 == 2),
                               "state": "active", "health": "up"} for b in range(backends)]})
         self.tracer = TraceDouble(self.vips, frozen, self.started)
@@ -179,7 +189,9 @@ class AgentDouble:
                 return self.bgp.status()
         if name.startswith("bgp_"):
             return self._bgp_change(name, params)
-        change = self._change(name, params)
+        if name == "xdp_mode":
+            return self._xdp_mode(params["mode"])
+        change = self._mode(params) if name == "mode" else self._change(name, params)
         with self.lock:
             self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
                                "action": name, "params": params, "before": change["before"],
@@ -229,6 +241,43 @@ class AgentDouble:
             b["changed"] = time.time()
             return {"vips": [vip["name"]], "before": {vip["name"]: before},
                     "after": {vip["name"]: _configured(b)}}
+
+    def _mode(self, p: dict[str, Any]) -> P.ChangeResult:
+        """A VIP's forwarding mode, refused as the agent's config rules do (no pool of the
+        VIP's family); the answer and the audit show the VIP's table before and after."""
+        with self.lock:
+            vip = next((v for v in self.vips if v["name"] == p["vip"]), None)
+            if vip is None:
+                raise RefusedError(f"no VIP named {p['vip']!r}")
+            family = 6 if vip["vip"].startswith("[") else 4
+            pool = self.snat["pool_v4"] if family == 4 else self.snat["pool_v6"]
+            if p["mode"] == "snat" and pool is None:
+                raise RefusedError(f"vip[{self.vips.index(vip)}].mode: snat needs instance."
+                                   f"snat_pool_v{family} (an IPv{family} VIP's backends see an "
+                                   "address of that pool)")
+            before = _vip_config(vip)
+            if vip["mode"] != p["mode"]:
+                vip["mode"], vip["switched"] = p["mode"], time.time()
+            return {"vips": [vip["name"]], "before": {vip["name"]: before},
+                    "after": {vip["name"]: _vip_config(vip)}}
+
+    def _xdp_mode(self, mode: P.XdpMode) -> P.XdpModeChange:
+        """The XDP mode: native refused where the driver has none (nothing changes); the
+        same mode again answers with before == after and no gap."""
+        with self.lock:
+            before = self.xdp_mode
+            if mode == "native" and before != "native" and self.xdp_native is False:
+                raise RefusedError("native XDP refused: the driver of veth-lb1 has no native "
+                                   "XDP (the kernel lists no xdp-features for it); the program "
+                                   "stays attached in generic mode")
+            gap = 0.0 if mode == before else 0.0021
+            self.xdp_mode = mode
+            self.audit.append({"time": time.time(), "uid": 1000, "user": "tester",
+                               "action": "xdp_mode", "params": {"mode": mode},
+                               "before": {"XDP on veth-lb1": {"mode": before}},
+                               "after": {"XDP on veth-lb1": {"mode": mode}}, "result": "ok"})
+        return {"interface": "veth-lb1", "before": before, "after": mode,
+                "gap_seconds": gap}
 
     def _bgp_change(self, name: str, params: dict[str, Any]) -> P.BgpChange:
         """bgp_withdraw / bgp_announce, audited as the agent does (keyed by prefix, or
@@ -351,8 +400,9 @@ class AgentDouble:
                                  "active_connections": int(120 * share) + (
                                      3 if state == "drained" else 0),
                                  "changed": b.get("changed", now - 600)})
-                vips.append({"name": v["name"], "vip": v["vip"], "backends": rows,
-                             "pps": round(sum(r["pps"] for r in rows), 1),
+                pps = round(sum(r["pps"] for r in rows), 1)
+                vips.append({"name": v["name"], "vip": v["vip"], "mode": v["mode"],
+                             "modes": _modes(v, pps, now), "backends": rows, "pps": pps,
                              "active_connections": sum(r["active_connections"] for r in rows),
                              "healthy": sum(1 for r in rows if r["health"] == "up"),
                              "total": len(rows), "panic": v.get("panic", False)})
@@ -362,8 +412,11 @@ class AgentDouble:
             reasons["drop_no_backend"] = round(sum(queues) * 0.01, 1)
             totals = {r: int(x * 600) for r, x in reasons.items()}
             totals["drop_fragment"] = 12
-            return {"instance": self.instance, "host": "lab-host", "lb_mode": "dsr",
-                    "time": now, "uptime": 3723.0, "xdp_mode": "native",
+            used = sorted({v["mode"] for v in self.vips})
+            return {"instance": self.instance, "host": "lab-host",
+                    "lb_mode": "+".join(used) if used else "dsr",
+                    "time": now, "uptime": 3723.0, "xdp_mode": self.xdp_mode,
+                    "xdp_native": self.xdp_native, "snat": P.Snat(**self.snat),
                     "interface": "veth-lb1", "metrics_port": 0,
                     "totals": {"pps": round(sum(queues), 1),
                                "bps": float(round(sum(queues) * 8 * 600)),
@@ -394,6 +447,26 @@ def _serving(b: dict[str, Any]) -> bool:
 
 def _backend_address(i: int) -> str:
     return f"198.18.{2 + i // 250}.{1 + i % 250}"
+
+
+def _modes(v: dict[str, Any], pps: float, now: float) -> P.VipModes:
+    """Per-mode figures: new flows in the VIP's mode; the flows of the other mode fade
+    over a minute after a switch (established flows keep the mode they started in)."""
+    old = max(0.0, 1.0 - (now - v["switched"]) / 60.0) if v["switched"] else 0.0
+    snat = pps * (1.0 - old) if v["mode"] == "snat" else pps * old
+    snat = round(snat, 1)
+    return {"dsr_pps": round(pps - snat, 1), "snat_pps": snat,
+            "reply_pps": round(snat * 0.8, 1),
+            "translations_per_s": round(snat / 20.0, 1), "no_port": 0}
+
+
+def _vip_config(v: dict[str, Any]) -> P.VipConfig:
+    """A VIP as the agent's change answers show it (its [[vip]] table)."""
+    addr, _, rest = v["vip"].rpartition(":")
+    port, _, protocol = rest.partition("/")
+    return {"name": v["name"], "address": addr.strip("[]"), "port": int(port),
+            "protocol": protocol, "mode": v["mode"],
+            "backend": [_configured(b) for b in v["backends"]]}
 
 
 def _configured(b: dict[str, Any]) -> P.BackendConfig:

@@ -185,6 +185,7 @@ def test_lab_traffic_hands_its_options_to_the_generator(
                                                           "--vip", "web"],
     ["backend", "remove", "10.0.1.9", "--vip", "web", "--yes"], ["vip", "remove", "api",
                                                                   "--yes"],
+    ["mode", "web", "snat", "--yes"], ["xdp-mode"], ["xdp-mode", "generic", "--yes"],
 ], ids=" ".join)
 def test_no_agent_is_exit_code_3_for_every_command_that_asks_one(
         argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,11 +68,15 @@ def test_only_changes_need_an_operator() -> None:
     changes = {n for n, m in P.METHODS.items() if m.operator}
     assert changes == {"drain", "undrain", "weight", "add_backend", "remove_backend",
                        "add_vip", "remove_vip", "probe_attach", "probe_detach",
-                       "trace_start", "trace_stop", "bgp_withdraw", "bgp_announce"}
+                       "trace_start", "trace_stop", "bgp_withdraw", "bgp_announce", "mode",
+                       "xdp_mode"}
     probes = {"probe_attach", "probe_detach"}  # a probe's state, not the balancing
     traces = {"trace_start", "trace_stop"}     # the trace: a cost, so operators only
     bgp = {"bgp_withdraw", "bgp_announce"}     # what the routers are told
-    assert all(P.METHODS[n].result is P.ChangeResult for n in changes - probes - traces - bgp)
+    xdp = {"xdp_mode"}                         # the attachment, not a VIP
+    assert all(P.METHODS[n].result is P.ChangeResult
+               for n in changes - probes - traces - bgp - xdp)
+    assert P.METHODS["xdp_mode"].result is P.XdpModeChange
     assert all(P.METHODS[n].result is P.BgpChange for n in bgp)
     assert all(P.METHODS[n].result is P.ProbeChange for n in probes)
     assert all(P.METHODS[n].result is P.TraceStatus for n in traces)
@@ -134,12 +138,37 @@ def test_the_double_answers_in_the_protocol_shapes(tmp_path: Path) -> None:
             assert P.conforms(result, P.ChangeResult) == []
             assert P.conforms(result["after"][d.vips[0]["name"]], P.BackendConfig) == []
             assert P.conforms(c.call("audit"), list[P.AuditEntry]) == []
+            switched = c.call("mode", vip=d.vips[0]["name"], mode="snat")
+            assert P.conforms(switched, P.ChangeResult) == []
+            assert P.conforms(switched["after"][d.vips[0]["name"]], P.VipConfig) == []
+            assert P.conforms(c.call("xdp_mode", mode="generic"), P.XdpModeChange) == []
+            status = c.call("status")
+            assert status["vips"][0]["mode"] == "snat" and status["lb_mode"] == "dsr+snat"
+            assert status["xdp_mode"] == "generic"
             with pytest.raises(XlbError) as e:
                 c.call("vips")
             assert e.value.rpc_code == ErrorCode.NO_METHOD
             for kind, doc in c.subscribe():
                 assert P.conforms(doc, P.NOTIFICATIONS[kind]) == []
                 break
+    finally:
+        d.stop()
+
+
+def test_the_double_refuses_modes_as_the_agent_does(tmp_path: Path) -> None:
+    """No pool: snat refused in the config rules' words; no native XDP: native refused;
+    nothing changes either way."""
+    d = AgentDouble(str(tmp_path / "d.sock"), snat_pool_v4=None, xdp_mode="generic",
+                    xdp_native=False).start()
+    try:
+        with AgentClient(d.path) as c:
+            with pytest.raises(RefusedError, match="snat needs instance.snat_pool_v4"):
+                c.call("mode", vip=d.vips[0]["name"], mode="snat")
+            with pytest.raises(RefusedError, match="no native XDP"):
+                c.call("xdp_mode", mode="native")
+            status = c.call("status")
+            assert status["vips"][0]["mode"] == "dsr" and status["xdp_mode"] == "generic"
+            assert status["xdp_native"] is False and status["snat"]["pool_v4"] is None
     finally:
         d.stop()
 

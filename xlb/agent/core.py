@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,19 +34,27 @@ from xlb.agent.audit import AuditLog
 from xlb.agent.audit import takeover as audit_takeover
 from xlb.agent.health import CheckSpec
 from xlb.agent.metrics import Counted, Published
-from xlb.agent.rates import Rates, RateTracker
+from xlb.agent.rates import (
+    SNAT_NO_PORT,
+    SNAT_PACKETS,
+    SNAT_REPLY_PACKETS,
+    SNAT_TRANSLATIONS,
+    Rates,
+    RateTracker,
+    snat_of,
+)
 from xlb.agent.settings import AgentConfig
 from xlb.agent.trace import Trace
 from xlb.agent.trace_source import DataplaneSource
 from xlb.agent.watch import Owned, Watch
 from xlb.api import protocol as P
 from xlb.bgp.control import BgpControl
-from xlb.dataplane import bpfsys, lifecycle, loader
+from xlb.dataplane import bpfsys, lifecycle, loader, xdp
 from xlb.dataplane import structs as S
-from xlb.dataplane.config import Config, IPAddress, vip_label
+from xlb.dataplane.config import Config, ConfigError, IPAddress, vip_label
 from xlb.dataplane.manager import ApplyResult, Dataplane, key_label
 from xlb.dataplane.owner import Ownership
-from xlb.errors import ApplyError, RefusedError, XlbError
+from xlb.errors import ApplyError, AttachError, RefusedError, XlbError
 from xlb.paths import run_dir
 from xlb.probes.manager import ProbeManager
 
@@ -99,6 +107,9 @@ class Agent:
         self.listeners: list[Callable[[str, Any], None]] = []
         self.queue_count = 0
         self.reason_totals = np.zeros(0, dtype=np.uint64)
+        self.no_port_totals = np.zeros(0, dtype=np.uint64)  # per VIP row, from the last tick
+        self.xdp_lock = threading.Lock()  # an XDP mode switch and the watch's look: never
+        self.xdp_native: bool | None = None  # at once; can the driver run native XDP
         self.changed_at: dict[str, float] = {}  # backend address -> last state/health change
         self.metrics_port = 0
         self.tick_failures = 0  # counted by the tick loop (main.Ticker)
@@ -138,6 +149,7 @@ class Agent:
         self.dp = Dataplane(self.name)
         self.since = os.stat(os.path.join(self.dp.maps.dir, "meta")).st_mtime  # pinned then
         self.watch = self._watch(self.dp)
+        self.xdp_native = self._native()
         self.dp.stage(self.effective())  # nothing to write: reads what is applied, once
         self._read_layout()
         self._save_intent()
@@ -159,6 +171,14 @@ class Agent:
         owned = Owned(self.name, r["interface"], r["netns"], r["mode"], r["prog_id"], prog_fd,
                       dp.maps, os.path.dirname(dp.maps.dir))
         return Watch(owned, self.settings.tamper == "restore", self.emit)
+
+    def _native(self) -> bool | None:
+        """Whether the interface's driver runs native XDP (None: the kernel cannot say)."""
+        r = self.load_result
+        try:
+            return xdp.native_supported(r["interface"], r.get("netns") or "")
+        except XlbError:  # the interface went away: the watch says so
+            return None
 
     def _start_probes(self) -> None:
         """Attach the probes the [probes] settings ask for, in the background: compiling
@@ -421,6 +441,70 @@ class Agent:
 
         return self._change(caller, "remove_vip", {"name": name}, plan)
 
+    def set_mode(self, caller: Caller, vip: str, mode: str) -> P.ChangeResult:
+        """How a VIP forwards its NEW flows (dsr | snat). A connection entry records the
+        mode its flow started in and keeps it, so no established flow is reset or moved,
+        either way. Refused (and the attempt audited) where the config's rules forbid it,
+        in their words: no SNAT pool of the VIP's family, backends of the other family."""
+        def plan(cfg: Config) -> tuple[Config, View]:
+            try:
+                new = cfg.with_vip_mode(vip, mode)
+            except ConfigError as e:
+                raise RefusedError(f"VIP {vip} cannot use {mode}: {e}") from None
+            return new, lambda c: {vip: _vip_in(c, vip)}
+
+        params = {"vip": vip, "mode": mode}
+        try:
+            return self._change(caller, "mode", params, plan)
+        except RefusedError as e:
+            self.audit.refused(uid=caller.uid, user=caller.user, action="mode", params=params,
+                               why=str(e))
+            raise
+
+    def switch_xdp(self, caller: Caller, mode: str) -> P.XdpModeChange:
+        """Re-attach the agent's program in the other XDP mode (lifecycle.switch_xdp_mode:
+        detach, attach, the gap measured; native refused before anything is detached
+        where the driver has none; the old mode put back if the attach fails). Every map
+        stays, so connections survive. Audited; the watch expects the new mode from now
+        on, and the choice is kept over restarts (the intent's instance.xdp_mode). The
+        mode in effect again: answered with before == after and gap 0, nothing touched."""
+        assert self.watch is not None
+        r = self.load_result
+        params = {"mode": mode}
+        hook = f"XDP on {r['interface']}" + (f" (netns {r['netns']})" if r.get("netns") else "")
+        with self.xdp_lock:  # the watch must not re-attach in the old mode meanwhile
+            before = r["mode"]
+            if before == mode:
+                same: P.XdpModeChange = {"interface": r["interface"], "before": before,
+                                         "after": before, "gap_seconds": 0.0}
+                return same
+            try:
+                with self.audit.change(uid=caller.uid, user=caller.user, action="xdp_mode",
+                                       params=params, before={hook: {"mode": before}},
+                                       after={hook: {"mode": mode}}) as entry:
+                    done = lifecycle.switch_xdp_mode(self.name, mode)
+            except (RefusedError, AttachError) as e:
+                self.audit.refused(uid=caller.uid, user=caller.user, action="xdp_mode",
+                                   params=params, why=str(e))
+                raise
+            self.watch.owned = replace(self.watch.owned, mode=done["after"])
+            self.load_result = {**r, "mode": done["after"]}
+        log.info("%s (uid %d) xdp_mode: %s switched from %s to %s XDP (%.1f ms without a "
+                 "program)", caller.user, caller.uid, hook, before, done["after"],
+                 done["gap_seconds"] * 1000)
+        with self.lock:
+            self.desired = self.desired.with_xdp_mode(done["after"])
+            try:
+                self._save_intent()
+            except OSError as e:  # in effect now; only a restart would not know it
+                log.error("XDP mode %s not saved in %s (%s): a restart attaches in %s mode",
+                          done["after"], run_dir(self.name), e, before)
+            self.last = self._snapshot(self.rates.last)
+        event: P.ChangeEvent = {"kind": "change", **entry}  # type: ignore[typeddict-item]
+        self.emit("event", event)
+        return {"interface": done["interface"], "before": done["before"],
+                "after": done["after"], "gap_seconds": done["gap_seconds"]}
+
     def _change(self, caller: Caller, action: str, params: dict[str, Any],
                 plan: Callable[[Config], tuple[Config, View]],
                 force: bool = False) -> P.ChangeResult:
@@ -677,7 +761,8 @@ class Agent:
         attached and pinned (and put it back)."""
         assert self.dp is not None
         if self.watch is not None:
-            self.alarms = self.watch.check()
+            with self.xdp_lock:  # never in the middle of a mode switch
+                self.alarms = self.watch.check()
         self.ticks += 1
         self.commit_health()
         self._bgp_tick()
@@ -685,6 +770,7 @@ class Agent:
         rates = self.rates.update(counters)
         self.active = counters.active
         self.reason_totals = counters.reasons[:, 0].copy()
+        self.no_port_totals = snat_of(counters)[:, SNAT_NO_PORT].copy()
         self.cpus = cpu_load()  # once per tick: each call measures since the last one
         if self._watched is not self.desired:  # drops from or to these are the LB's
             self._watched = self.desired
@@ -734,18 +820,25 @@ class Agent:
                              "active_connections": active,
                              "changed": self.changed_at.get(addr, 0.0)})
             vid = vip_ids.get(key)
-            vips.append({"name": vip.name, "vip": key, "backends": rows,
-                         "pps": round(float(rates.vips[vid, 0]), 1)
-                         if rates is not None and vid is not None else 0.0,
+            pps = (round(float(rates.vips[vid, 0]), 1)
+                   if rates is not None and vid is not None else 0.0)
+            vips.append({"name": vip.name, "vip": key, "mode": vip.mode,
+                         "modes": self._modes(rates, vid, pps), "backends": rows, "pps": pps,
                          "active_connections": sum(r["active_connections"] for r in rows),
                          "healthy": sum(1 for r in rows if r["health"] == "up"),
                          "total": len(rows), "panic": vip.name in self.panic})
         q = rates.queues[:, 0] if rates is not None else np.zeros(S.XLB_MAX_QUEUES)
         totals = self.reason_totals
-        return {"instance": self.name, "host": HOST, "lb_mode": "dsr", "time": time.time(),
+        inst = self.desired.instance
+        return {"instance": self.name, "host": HOST, "time": time.time(),
+                "lb_mode": "+".join(sorted({v.mode for v in self.desired.vips})) or "dsr",
                 "metrics_port": self.metrics_port,
                 "uptime": round(time.time() - self.started, 1),
-                "xdp_mode": self.load_result.get("mode"),
+                "xdp_mode": self.load_result.get("mode"), "xdp_native": self.xdp_native,
+                "snat": {"pool_v4": str(inst.snat_pool_v4) if inst.snat_pool_v4 else None,
+                         "pool_v6": str(inst.snat_pool_v6) if inst.snat_pool_v6 else None,
+                         "port_min": inst.snat_port_min, "port_max": inst.snat_port_max,
+                         "table_size": inst.snat_entries},
                 "interface": self.load_result.get("interface"),
                 "totals": {"pps": round(rates.pps, 1) if rates else 0.0,
                            "bps": round(rates.bps, 1) if rates else 0.0,
@@ -763,6 +856,20 @@ class Agent:
                 "tick_failures": self.tick_failures,
                 "kernel": self.kernel,
                 "bgp": self.bgp_status()}
+
+    def _modes(self, rates: Rates | None, vid: int | None, pps: float) -> P.VipModes:
+        """A VIP's traffic by forwarding mode: SNAT from its snat_stats row, DSR the rest
+        of its client packets (a flow keeps its mode, so both can flow after a switch)."""
+        snat = reply = made = 0.0
+        if rates is not None and vid is not None and vid < len(rates.snat):
+            row = rates.snat[vid]
+            snat, reply, made = (float(row[SNAT_PACKETS]), float(row[SNAT_REPLY_PACKETS]),
+                                 float(row[SNAT_TRANSLATIONS]))
+        no_port = (int(self.no_port_totals[vid])
+                   if vid is not None and vid < len(self.no_port_totals) else 0)
+        return {"dsr_pps": round(max(0.0, pps - snat), 1), "snat_pps": round(snat, 1),
+                "reply_pps": round(reply, 1), "translations_per_s": round(made, 1),
+                "no_port": no_port}
 
     def _queues_seen(self, q: np.ndarray) -> int:
         """Queues up to the highest that ever carried traffic: the list never shrinks."""

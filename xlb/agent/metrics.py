@@ -2,10 +2,11 @@
 
 Every figure that grows is exported as the cumulative `_total` the data plane keeps
 (packets and bytes per VIP, backend, RX queue and verdict reason; new connections;
-connection-table misses), so Prometheus takes rate() over its own window and sums
-correctly; gauges only for states (weight, drained, healthy, Maglev share as a ratio,
-table sizes). No `instance` label: the scraper adds it. Plus `xlb_build_info` and the
-client library's process, platform and GC collectors.
+connection-table misses; SNAT per VIP and direction, translations, port exhaustion),
+so Prometheus takes rate() over its own window and sums correctly; gauges only for
+states (weight, drained, healthy, Maglev share as a ratio, table sizes, modes). No
+`instance` label: the scraper adds it. Plus `xlb_build_info` and the client library's
+process, platform and GC collectors.
 
 Served on 127.0.0.1 by default (`[agent] metrics = "host:port"`, "" = off): every local
 user can read them there, as they can read `xlb status`. `metrics = "unix:PATH"`
@@ -46,7 +47,16 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from xlb import statefile
-from xlb.api.protocol import Bgp, BgpSessionState, Snapshot, empty_bgp
+from xlb.agent.rates import (
+    SNAT_BYTES,
+    SNAT_NO_PORT,
+    SNAT_PACKETS,
+    SNAT_REPLY_BYTES,
+    SNAT_REPLY_PACKETS,
+    SNAT_TRANSLATIONS,
+    snat_of,
+)
+from xlb.api.protocol import MODES, Bgp, BgpSessionState, Snapshot, empty_bgp
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Counters
 from xlb.probes.metrics import ProbeCollector
@@ -180,6 +190,7 @@ def _counters(c: Counted) -> Iterator[Metric]:
         v_pkts.add_metric([name], float(n.vips[row, 0]))
         v_bytes.add_metric([name], float(n.vips[row, 1]))
     yield from (v_pkts, v_bytes)
+    yield from _snat(c)
     b_pkts = CounterMetricFamily("xlb_backend_packets", "packets sent to a backend (all its "
                                  "VIPs)", labels=["backend"])
     b_bytes = CounterMetricFamily("xlb_backend_bytes", "bytes sent to a backend",
@@ -199,6 +210,31 @@ def _counters(c: Counted) -> Iterator[Metric]:
     yield from (b_pkts, b_bytes, b_new, b_active)
 
 
+def _snat(c: Counted) -> Iterator[Metric]:
+    """SNAT per VIP: packets and bytes translated each way, translations made, and new
+    flows dropped for want of a free SNAT port (the pool is too small for the load)."""
+    snat = snat_of(c.counters)
+    d = ["vip", "direction"]
+    pkts = CounterMetricFamily("xlb_snat_packets", "packets translated by SNAT: forward "
+                               "(client to backend) and reply (backend to client)", labels=d)
+    octets = CounterMetricFamily("xlb_snat_bytes", "bytes translated by SNAT, by direction",
+                                 labels=d)
+    made = CounterMetricFamily("xlb_snat_translations", "SNAT address and port claimed for "
+                               "new flows", labels=["vip"])
+    no_port = CounterMetricFamily("xlb_snat_no_port", "new SNAT flows dropped: no free SNAT "
+                                  "address and port (reason drop_snat_no_port)", labels=["vip"])
+    for name, row in c.vips.items():
+        if row >= len(snat):
+            continue
+        for direction, p, b in (("forward", SNAT_PACKETS, SNAT_BYTES),
+                                ("reply", SNAT_REPLY_PACKETS, SNAT_REPLY_BYTES)):
+            pkts.add_metric([name, direction], float(snat[row, p]))
+            octets.add_metric([name, direction], float(snat[row, b]))
+        made.add_metric([name], float(snat[row, SNAT_TRANSLATIONS]))
+        no_port.add_metric([name], float(snat[row, SNAT_NO_PORT]))
+    yield from (pkts, octets, made, no_port)
+
+
 def _states(s: Snapshot, drained_by: frozenset[tuple[str, str]]) -> Iterator[Metric]:
     """Gauges of states, from the snapshot: per VIP, and per backend of each VIP."""
     def gauge(name: str, text: str, labels: list[str]) -> GaugeMetricFamily:
@@ -211,6 +247,13 @@ def _states(s: Snapshot, drained_by: frozenset[tuple[str, str]]) -> Iterator[Met
                   "all serving ones take new flows", ["vip"])
     vip_active = gauge("vip_active_connections",
                        "sum of the VIP's backends' active connections", ["vip"])
+    vip_mode = gauge("vip_mode", "1 for the forwarding mode the VIP's new flows take (dsr, "
+                     "snat); established flows keep the mode they started in",
+                     ["vip", "mode"])
+    xdp_mode = gauge("xdp_mode", "1 for the XDP mode the program is attached in (native, "
+                     "generic)", ["mode"])
+    for m in ("native", "generic"):
+        xdp_mode.add_metric([m], 1.0 if s.get("xdp_mode") == m else 0.0)
     pair = ["vip", "backend"]
     weight = gauge("backend_weight", "configured weight (0: no new flows)", pair)
     drained = gauge("backend_drained", "1 if drained by an operator (no new flows)", pair)
@@ -222,13 +265,16 @@ def _states(s: Snapshot, drained_by: frozenset[tuple[str, str]]) -> Iterator[Met
         healthy.add_metric([name], v["healthy"])
         panic.add_metric([name], 1.0 if v["panic"] else 0.0)
         vip_active.add_metric([name], v["active_connections"])
+        for m in MODES:
+            vip_mode.add_metric([name, m], 1.0 if v.get("mode", "dsr") == m else 0.0)
         for b in v["backends"]:
             labels = [name, b["address"]]
             weight.add_metric(labels, b["weight"])
             drained.add_metric(labels, 1.0 if (name, b["address"]) in drained_by else 0.0)
             up.add_metric(labels, 1.0 if b["health"] == "up" else 0.0)
             share.add_metric(labels, b["ring_share"])
-    yield from (total, healthy, panic, vip_active, weight, drained, up, share)
+    yield from (total, healthy, panic, vip_active, vip_mode, xdp_mode, weight, drained, up,
+                share)
 
 
 _SESSION_STATES: tuple[BgpSessionState, ...] = ("idle", "connected", "established", "down")

@@ -19,7 +19,7 @@ import numpy as np
 from xlb.dataplane import structs as S
 from xlb.dataplane.manager import Counters
 
-ARRAY_KINDS: Final = ("queues", "vips", "backends", "reasons", "misses")
+ARRAY_KINDS: Final = ("queues", "vips", "backends", "reasons", "misses", "snat")
 TOTAL_KINDS: Final = ("pps", "bps", "drop_pps")
 KINDS: Final = TOTAL_KINDS + ARRAY_KINDS
 
@@ -28,6 +28,10 @@ Q_PACKETS: Final = 0
 Q_BYTES: Final = 1
 Q_ABORTED: Final = 2 + S.XDP_ACTIONS.index("aborted")
 Q_DROP: Final = 2 + S.XDP_ACTIONS.index("drop")
+# snat columns (struct xlb_snat_stats): client packets and bytes translated, replies
+# translated back (packets, bytes), translations made, new flows without a free port
+SNAT_PACKETS, SNAT_BYTES, SNAT_REPLY_PACKETS, SNAT_REPLY_BYTES = 0, 1, 2, 3
+SNAT_TRANSLATIONS, SNAT_NO_PORT, SNAT_COLUMNS = 4, 5, 6
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Rates:
     reasons: np.ndarray    # (reasons, 2) float64, per second
     misses: np.ndarray = field(  # (XLB_MAX_MISSES, 2) float64, per second, by S.Miss
         default_factory=lambda: np.zeros((S.XLB_MAX_MISSES, 2)))
+    snat: np.ndarray = field(  # (max_vips, 6) float64, per second: SNAT per VIP, in
+        default_factory=lambda: np.zeros((0, SNAT_COLUMNS)))  # struct xlb_snat_stats' order
     pps: float = field(init=False)       # packets/s over all queues
     bps: float = field(init=False)       # bits/s over all queues
     drop_pps: float = field(init=False)  # XDP_DROP + XDP_ABORTED packets/s
@@ -118,7 +124,7 @@ class RateTracker:
             else:
                 out[kind] = np.zeros(new.shape, dtype=np.float64)
         r = Rates(c.at, interval, out["queues"], out["vips"], out["backends"], out["reasons"],
-                  out["misses"])
+                  out["misses"], out["snat"])
         self._record(r)
         self._last = r
         return r
@@ -142,8 +148,9 @@ class RateTracker:
         """The last n rates of one series, oldest first (float64, a copy; O(n)).
 
         what is a total ("pps", "bps", "drop_pps") or an array kind ("queues",
-        "vips", "backends", "reasons", "misses"), for which index picks the row (queue,
-        vip_id, backend id, Reason, Miss) and column the counter (e.g. 0 packets, 1 bytes).
+        "vips", "backends", "reasons", "misses", "snat"), for which index picks the row
+        (queue, vip_id, backend id, Reason, Miss, vip_id) and column the counter (e.g. 0
+        packets, 1 bytes).
         """
         k = self._count if n is None else max(0, min(n, self._count))
         slots = (self._next - k + np.arange(k)) % self.capacity
@@ -166,6 +173,13 @@ class RateTracker:
 
 def _snapshot(c: Counters) -> Counters:
     """A private copy: the baseline must not change if the caller reuses its arrays."""
-    return Counters(c.at, np.array(c.queues, dtype=np.uint64), np.array(c.vips, dtype=np.uint64),
-                    np.array(c.backends, dtype=np.uint64), np.array(c.reasons, dtype=np.uint64),
-                    np.array(c.misses, dtype=np.uint64))
+    copy = Counters(c.at, np.array(c.queues, dtype=np.uint64),
+                    np.array(c.vips, dtype=np.uint64), np.array(c.backends, dtype=np.uint64),
+                    np.array(c.reasons, dtype=np.uint64), np.array(c.misses, dtype=np.uint64))
+    copy.snat = np.array(snat_of(c), dtype=np.uint64)  # type: ignore[attr-defined]  # TEMP
+    return copy
+
+
+def snat_of(c: Counters) -> np.ndarray:
+    """TEMP until modes-bpf is merged: Counters.snat, or no rows."""
+    return getattr(c, "snat", np.zeros((0, SNAT_COLUMNS), dtype=np.uint64))

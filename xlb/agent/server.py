@@ -77,7 +77,8 @@ def _status(a: Agent, caller: Caller, _p: dict[str, Any]) -> P.Status:
 
 
 def _vips(a: Agent, _c: Caller, _p: dict[str, Any]) -> list[P.VipSummary]:
-    return [{"name": v["name"], "vip": v["vip"], "pps": v["pps"], "healthy": v["healthy"],
+    return [{"name": v["name"], "vip": v["vip"], "mode": v["mode"], "pps": v["pps"],
+             "healthy": v["healthy"],
              "total": v["total"], "panic": v["panic"]} for v in a.last["vips"]]
 
 
@@ -131,6 +132,8 @@ HANDLERS: dict[str, Handler] = {
     "add_vip": lambda a, c, p: a.add_vip(c, p["name"], p["address"], p["port"], p["protocol"],
                                          p["backends"]),
     "remove_vip": lambda a, c, p: a.remove_vip(c, p["name"]),
+    "mode": lambda a, c, p: a.set_mode(c, p["vip"], p["mode"]),
+    "xdp_mode": lambda a, c, p: a.switch_xdp(c, p["mode"]),
     "probes": lambda a, c, p: [a.probes.describe(n) for n in a.probes.probes],
     "probe_attach": lambda a, c, p: a.probe_change(c, p["name"], True),
     "probe_detach": lambda a, c, p: a.probe_change(c, p["name"], False),
@@ -524,7 +527,7 @@ def _log_refusal(method: P.Method, params: dict[str, Any], caller: Caller,
     fill the log."""
     if isinstance(e, ReadOnlyError):
         return
-    subject = params.get("address") or params.get("name") or ""
+    subject = params.get("address") or params.get("name") or params.get("vip") or ""
     what = f"{method.name} {str(subject)[:80]}".rstrip()
     if not (method.operator and caller.operator):
         log.debug("%s from %s (uid %d) answered with an error: %s", what, caller.user,

@@ -29,9 +29,8 @@ from xlb.errors import ConfigError, Interrupted, XlbError
 
 # in the order `xlb --help` lists them
 COMMANDS = ("demo", "console", "status", "vips", "backends", "drops", "explain", "drain",
-            "undrain", "weight", "backend", "vip", "bgp", "audit", "probes", "trace", "agent",
-            "dataplane", "lab",
-            "completion")
+            "undrain", "weight", "backend", "vip", "mode", "xdp-mode", "bgp", "audit", "probes",
+            "trace", "agent", "dataplane", "lab", "completion")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
                            help="one of these (`xlb COMMAND -h` for its options):")
     for name in COMMANDS:
-        mod = importlib.import_module(f"xlb.cli.{name}")
+        mod = importlib.import_module(f"xlb.cli.{name.replace('-', '_')}")
         cp = common.parser_for(sub, name, mod.__doc__, getattr(mod, "run", None))
         mod.add_arguments(cp)
     return p

@@ -72,6 +72,19 @@ def vip_names(parsed_args: argparse.Namespace | None = None, **_: Any) -> dict[s
     return {v["name"]: v["vip"] for v in _vips(parsed_args)}
 
 
+def modes(**_: Any) -> dict[str, str]:
+    """Forwarding modes -> what they do (zsh shows it beside the word)."""
+    from xlb.api.protocol import MODES
+
+    return {m: doc.split(":")[0] for m, doc in MODES.items()}
+
+
+def xdp_modes(**_: Any) -> dict[str, str]:
+    """XDP modes -> what they are."""
+    return {"native": "in the driver (fastest; the driver must support it)",
+            "generic": "in the kernel's network stack (any device, slower)"}
+
+
 def backend_addresses(parsed_args: argparse.Namespace | None = None,
                       **_: Any) -> dict[str, str]:
     """Address -> the VIPs it is in, of the VIP given with --vip, else of every VIP."""

@@ -154,7 +154,8 @@ def describe_text(d: dict[str, Any]) -> str:
              f"  packets {human(t['packets'])}, bytes {human(t['bytes'])}, "
              f"dropped {human(t['dropped'])}{rate}"]
     for v in d["vips"]:
-        lines.append(f"  VIP {v['name']} ({v['vip']}): {human(v['packets'])} packets")
+        lines.append(f"  VIP {v['name']} ({v['vip']}, {v['mode']}): {human(v['packets'])} "
+                     "packets")
         for b in v["backends"]:
             lines.append(f"    {b['address']:<28} weight {b['weight']!s:>5} {b['state']:<8} "
                          f"ring {b['ring_share'] * 100:5.1f}%  packets {human(b['packets'])}"

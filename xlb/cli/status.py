@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     docs = [describe(n, sample=args.sample) for n in instances(args.instance)]
     summary = [{"instance": d["instance"], "attach": d["attach"], "totals": d["totals"],
                 "queues": d["queues"], "misses": d["misses"],
-                "vips": [{k: v[k] for k in ("name", "vip", "packets")} for v in d["vips"]]}
+                "vips": [{k: v[k] for k in ("name", "vip", "mode", "packets")}
+                         for v in d["vips"]]}
                for d in docs]
     common.output({"instances": summary}, args, lambda _s: "\n".join(
         describe_text(d) for d in docs) or "no data plane instance is loaded")

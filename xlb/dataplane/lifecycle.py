@@ -26,7 +26,7 @@ from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, vip_label
 from xlb.dataplane.manager import Counters, Dataplane, geometry_of, key_label
 from xlb.dataplane.maps import pin_dir
-from xlb.errors import BpfError, NotLoadedError, PrivilegeError, XlbError
+from xlb.errors import BpfError, NotLoadedError, PrivilegeError, RefusedError, XlbError
 from xlb.paths import PIN_ROOT, RUN_ROOT, pinned_instances, run_dir
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,52 @@ def apply_config(cfg: Config, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT
             "seconds": round(r.seconds, 4)}
 
 
+def switch_xdp_mode(instance: str, mode: str, pin_root: str = PIN_ROOT,
+                    run_root: str = RUN_ROOT) -> dict[str, Any]:
+    """Re-attach the instance's own (pinned) program in the other XDP mode: {interface,
+    before, after, gap_seconds}. A device cannot hold native and generic at once, so the
+    program is detached and attached again; every map stays, and so do connections and
+    counters. The gap is measured: packets in it meet no XDP program (the kernel's own
+    path). The same mode again touches nothing (gap 0). Native is refused BEFORE anything
+    is detached where the kernel says the driver has none; an attach that fails anyway
+    puts the program back in its old mode (the error says so)."""
+    require_root("switching the XDP mode")
+    if mode not in xdp.MODE_FLAGS:
+        raise RefusedError(f"unknown XDP mode {mode!r}: use native or generic")
+    state = read_state(instance, run_root)
+    own_fd = own_program(instance, pin_root)
+    if not state.get("interface") or own_fd < 0:
+        if own_fd >= 0:
+            os.close(own_fd)
+        raise NotLoadedError(f"no data plane instance {instance!r} is loaded")
+    interface, netns = state["interface"], state.get("netns", "")
+    try:
+        hook = xdp.query(interface, netns)
+        own = bpfsys.prog_info(own_fd).id
+        before = next((m for m, pid in hook.programs if pid == own), None)
+        foreign = _foreign(hook, own_fd)
+        if foreign is not None:
+            raise xdp.foreign_error(hook, foreign)
+        if before is None:
+            raise NotLoadedError(f"{hook.where}: {instance}'s program is not attached; "
+                                 "load it again (or let the agent re-attach it)")
+        if before == mode:
+            return {"interface": interface, "before": before, "after": mode,
+                    "gap_seconds": 0.0}
+        if mode == "native" and xdp.native_supported(interface, netns) is False:
+            raise RefusedError(f"native XDP refused on {hook.where}: its driver has no native "
+                               f"XDP (the kernel lists no XDP features for it); the program "
+                               f"stays attached in {before} mode")
+        after, gap = xdp.attach_timed(interface, own_fd, mode, netns, expected_fd=own_fd)
+    finally:
+        os.close(own_fd)
+    _write_state(instance, {**state, "mode": after.mode, "prog_id": after.prog_id}, run_root)
+    log.info("%s: XDP on %s switched from %s to %s mode (%.1f ms without a program)",
+             instance, hook.where, before, after.mode, gap * 1000)
+    return {"interface": interface, "before": before, "after": after.mode,
+            "gap_seconds": round(gap, 6)}
+
+
 def unload_instance(instance: str, remove_pins: bool = False, pin_root: str = PIN_ROOT,
                     run_root: str = RUN_ROOT) -> dict[str, Any]:
     """Detach the program; with remove_pins also drop maps (connections are lost)."""
@@ -234,7 +280,9 @@ def describe(instance: str, pin_root: str = PIN_ROOT, run_root: str = RUN_ROOT,
                              "packets": int(c.backends[bid, 0]), "bytes": int(c.backends[bid, 1]),
                              "new_connections": int(c.backends[bid, 2]),
                              "active_connections": int(c.active[bid])})
-            vips.append({"name": names.get(label, label), "vip": label, "id": meta.vip_id,
+            mode = "snat" if meta.flags & S.XLB_VIP_F_SNAT else "dsr"  # of its new flows
+            vips.append({"name": names.get(label, label), "vip": label, "mode": mode,
+                         "id": meta.vip_id,
                          "ring_slot": meta.ring_slot, "packets": int(c.vips[meta.vip_id, 0]),
                          "bytes": int(c.vips[meta.vip_id, 1]), "backends": rows})
     attach: dict[str, Any] = {"interface": state.get("interface"), "netns": state.get("netns"),

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink import NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.generic import GenericNetlinkSocket
 
 from xlb.dataplane import bpfsys
 from xlb.errors import AttachError, BpfError, ForeignProgramError
@@ -169,18 +172,28 @@ def attach(interface: str, prog_fd: int, mode: str, netns: str = "", ipr: Any = 
     `expected_fd` is open on (xlb's own earlier program, or the one --force takes over),
     atomically where the mode stays. Any other program on the hook, there before or
     attached meanwhile, is left alone: ForeignProgramError names it. `ipr` as for query()."""
+    return attach_timed(interface, prog_fd, mode, netns, ipr, expected_fd)[0]
+
+
+def attach_timed(interface: str, prog_fd: int, mode: str, netns: str = "", ipr: Any = None,
+                 expected_fd: int = -1) -> tuple[XdpState, float]:
+    """attach(), and the seconds the hook was empty: a mode switch detaches the old
+    mode's program before it attaches the new one (a device cannot hold both), and the
+    packets of that gap meet no XDP program. 0 where the program is replaced in place.
+    A failed switch puts `expected_fd`'s program back in its old mode, and says so."""
     if mode not in MODE_FLAGS:
         raise AttachError(f"unknown XDP mode {mode!r}: use native or generic")
     if ipr is None:
         with _open(netns) as own:
-            return attach(interface, prog_fd, mode, netns, own, expected_fd)
+            return attach_timed(interface, prog_fd, mode, netns, own, expected_fd)
     current = query(interface, netns, ipr)
     expected = _prog_id(expected_fd)
     for m, pid in current.programs:
         if pid != expected:
             raise foreign_error(current, program(pid, m))
     old = next((m for m, pid in current.programs if pid == expected), None)
-    detached = False
+    detached = 0.0  # when the old mode's program went (0: it did not)
+    gap = 0.0
     try:
         if old == mode:
             _set(ipr, current.ifindex, prog_fd, MODE_FLAGS[mode] | XDP_FLAGS_REPLACE,
@@ -189,20 +202,28 @@ def attach(interface: str, prog_fd: int, mode: str, netns: str = "", ipr: Any = 
             if old is not None:  # a mode switch: the old mode's program goes first
                 _set(ipr, current.ifindex, -1, _ANY_MODE_FLAGS[old] | XDP_FLAGS_REPLACE,
                      expected_fd)
-                detached = True
+                detached = time.perf_counter()
             _set(ipr, current.ifindex, prog_fd, MODE_FLAGS[mode] | XDP_FLAGS_UPDATE_IF_NOEXIST)
+            if detached:
+                gap = time.perf_counter() - detached
     except NetlinkError as e:
+        back = ""
         if detached and old in MODE_FLAGS:  # put the expected program back where it was
             try:
                 _set(ipr, current.ifindex, expected_fd,
                      MODE_FLAGS[old] | XDP_FLAGS_UPDATE_IF_NOEXIST)
-            except NetlinkError:
-                pass
-        raise _attach_failed(e, interface, netns, ipr, mode, expected) from e
+                back = f"; the program is attached in {old} mode again, as before"
+            except NetlinkError as again:
+                why = again.args[-1] if again.args else again
+                back = f"; putting it back in {old} mode failed too ({why}): nothing is attached"
+        err = _attach_failed(e, interface, netns, ipr, mode, expected)
+        if back and type(err) is AttachError:
+            err = AttachError(f"{err}{back}")
+        raise err from e
     state = query(interface, netns, ipr)
     if state.mode != mode:
         raise AttachError(f"asked for {mode} XDP on {interface}, kernel reports {state.mode}")
-    return state
+    return state, gap
 
 
 def _attach_failed(e: NetlinkError, interface: str, netns: str, ipr: Any, mode: str,
@@ -227,6 +248,46 @@ def _attach_failed(e: NetlinkError, interface: str, netns: str, ipr: Any, mode: 
         hint = " (the driver has no native XDP: try --xdp-mode generic)"
     return AttachError(f"attaching XDP ({mode}) to {interface} failed: "
                        f"{e.args[-1] if e.args else e}{hint}")
+
+
+NETDEV_CMD_DEV_GET = 1
+NETDEV_XDP_ACT_BASIC = 1 << 0  # enum netdev_xdp_act: the driver runs XDP programs itself
+
+
+class _netdev_dev(genlmsg):
+    """A device of the `netdev` generic netlink family (include/uapi/linux/netdev.h)."""
+
+    nla_map = (("NETDEV_A_DEV_UNSPEC", "none"),
+               ("NETDEV_A_DEV_IFINDEX", "uint32"),
+               ("NETDEV_A_DEV_PAD", "none"),
+               ("NETDEV_A_DEV_XDP_FEATURES", "uint64"))
+
+
+def native_supported(interface: str, netns: str = "") -> bool | None:
+    """Whether the driver of `interface` runs XDP natively, as the kernel says (the
+    netdev family's xdp-features, Linux 6.3+); None where the kernel cannot say. Asked
+    before a switch to native detaches anything: a driver without it refuses the attach,
+    and the packets of the gap would have met no program for nothing."""
+    try:
+        with _open(netns) as ipr:
+            idx = _index(ipr, interface, netns)
+        sock = GenericNetlinkSocket(netns=netns or None)
+    except (NetlinkError, OSError):
+        return None
+    try:
+        sock.bind("netdev", _netdev_dev)
+        msg = _netdev_dev()
+        msg["cmd"], msg["version"] = NETDEV_CMD_DEV_GET, 1
+        msg["attrs"] = [("NETDEV_A_DEV_IFINDEX", idx)]
+        answer = sock.nlm_request(msg, msg_type=sock.prid, msg_flags=NLM_F_REQUEST)
+        features = [m.get_attr("NETDEV_A_DEV_XDP_FEATURES") for m in answer]
+    except (NetlinkError, OSError):  # no netdev family (an older kernel), or gone meanwhile
+        return None
+    finally:
+        sock.close()
+    if not features or features[0] is None:
+        return None
+    return bool(int(features[0]) & NETDEV_XDP_ACT_BASIC)
 
 
 def detach(interface: str, netns: str = "", expected_fd: int = -1) -> XdpState:
