@@ -79,7 +79,7 @@ def set_mode(names: tuple[str, ...] | list[str], mode: str) -> None:
     """Switch VIPs on every LB (the router spreads flows over both)."""
     for name in names:
         for lb, answer in call_lbs("mode", {"vip": name, "mode": mode}).items():
-            assert answer["vips"][name]["after"]["mode"] == mode, (lb, answer)
+            assert answer["after"][name]["mode"] == mode, (lb, answer)
 
 
 @pytest.fixture
@@ -276,19 +276,19 @@ def xlb(*argv: str) -> dict[str, Any]:
 def test_cli_switches_both_modes(lab: dict, all_dsr_after: None) -> None:
     """`xlb mode` and `xlb xdp-mode` on each LB, as an operator types them."""
     for lb in lab["lbs"]:
-        answer = xlb("mode", "web", "snat", "--socket", lb["socket"])
-        assert answer["vips"]["web"]["after"]["mode"] == "snat", answer
+        answer = xlb("mode", "web", "snat", "--yes", "--socket", lb["socket"])
+        assert answer["after"]["web"]["mode"] == "snat", answer
     seen = new_connection_modes()
     assert seen["web"]["dsr"] == 0 and seen["web"]["snat"] > 0, seen
     assert seen["dns"]["snat"] == 0, "only web was switched"
     for lb in lab["lbs"]:
-        xlb("mode", "web", "dsr", "--socket", lb["socket"])
+        xlb("mode", "web", "dsr", "--yes", "--socket", lb["socket"])
     assert new_connection_modes()["web"]["snat"] == 0
     sock = lab["lbs"][0]["socket"]
     shown = xlb("xdp-mode", "--socket", sock)
     assert shown["xdp_mode"] == "native", shown
     for to, frm in (("generic", "native"), ("native", "generic")):
-        answer = xlb("xdp-mode", to, "--socket", sock)
+        answer = xlb("xdp-mode", to, "--yes", "--socket", sock)
         assert (answer["before"], answer["after"]) == (frm, to), answer
     assert call_lbs("status", {})["lb1"]["xdp_mode"] == "native"
 
