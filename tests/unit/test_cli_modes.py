@@ -75,7 +75,7 @@ def test_xdp_mode_shows_and_switches(double: AgentDouble, capsys: Capsys) -> Non
     assert (code, out) == (0, "XDP on veth-lb1: native (the driver can run native XDP)\n")
     code, out, _ = xlb(double, capsys, "xdp-mode", "generic", "--yes")
     assert code == 0 and double.xdp_mode == "generic"
-    assert out.startswith("XDP on veth-lb1: native → generic; 2.1 ms without a program")
+    assert out.startswith("XDP on veth-lb1: native → generic; 4.2 ms without a program")
     code, out, _ = xlb(double, capsys, "xdp-mode", "generic")  # nothing to ask: no change
     assert (code, out) == (0, "XDP on veth-lb1: generic already; nothing changed\n")
     code, out, _ = xlb(double, capsys, "xdp-mode", "native", "--yes", "--json")
