@@ -189,6 +189,9 @@ def up(lab: Lab | None = None) -> Lab:
                    master=r.link_lookup(ifname="br0")[0])
         _config(be.name, {"b0": [f"{be.address}/24", f"{be.address6}/64"], "lo": [VIP, VIP6]},
                 routes=(("default", "198.18.2.1"), ("default", f"{NET6}:2::1")))
+        # SNAT replies cross an LB's XDP_TX, which keeps no checksum-offload state (as the
+        # client's packets do): the backend computes its checksums itself
+        sh(be.name, "ethtool", "-K", "b0", "tx", "off")
     return lab
 
 
