@@ -336,15 +336,18 @@ def test_console_switches_both_modes(lab: dict, all_dsr_after: None, tmp_path: P
         wait_for(lambda: "VIP web " in screen(), "the Backends view of web")
         for to in ("snat", "dsr"):
             keys("m")
-            wait_for(lambda: "Forwarding mode" in screen(), "the mode confirmation")
-            assert "VIP web" in screen() and f"Switch to {to.upper()}" in screen()
+            wait_for(partial(lambda m: f"Switch to {m}" in screen(), to.upper()),
+                     "the mode confirmation")
+            assert "VIP web" in screen() and "Forwarding mode" in screen()
             keys("y")
+            wait_for(lambda: "Forwarding mode" not in screen(), "the confirmation to close")
             wait_for(partial(lambda m: {v["name"]: v["mode"] for v in lb1("vips")}["web"] == m,
                              to), f"lb1 to switch web to {to}")
         for to in ("generic", "native"):
             keys("x")
             wait_for(lambda: "The gap" in screen(), "the XDP mode confirmation")
             keys("y")
+            wait_for(lambda: "The gap" not in screen(), "the confirmation to close")
             wait_for(partial(lambda m: lb1("status")["xdp_mode"] == m, to),
                      f"lb1 to re-attach in {to}")
         entries = lb1("audit", n=20)
