@@ -335,6 +335,7 @@ def test_console_switches_both_modes(lab: dict, all_dsr_after: None, tmp_path: P
         keys("2")
         wait_for(lambda: "VIP web " in screen(), "the Backends view of web")
         for to in ("snat", "dsr"):
+            wait_for(lambda: "m Mode" in screen(), "m in the footer")
             keys("m")
             wait_for(partial(lambda m: f"Switch to {m}" in screen(), to.upper()),
                      "the mode confirmation")
@@ -344,6 +345,7 @@ def test_console_switches_both_modes(lab: dict, all_dsr_after: None, tmp_path: P
             wait_for(partial(lambda m: {v["name"]: v["mode"] for v in lb1("vips")}["web"] == m,
                              to), f"lb1 to switch web to {to}")
         for to in ("generic", "native"):
+            wait_for(lambda: "x XDP" in screen(), "x in the footer")
             keys("x")
             wait_for(lambda: "The gap" in screen(), "the XDP mode confirmation")
             keys("y")
