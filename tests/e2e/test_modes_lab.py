@@ -326,7 +326,9 @@ def test_console_switches_both_modes(lab: dict, all_dsr_after: None, tmp_path: P
     """As a person: the console on lb1 in a terminal; `m` on the Backends view switches the
     selected VIP (after a confirmation), `x` the XDP mode; lb1's agent says it happened."""
     xlb_bin = str(Path(sys.executable).with_name("xlb"))
-    cmd = (f"env XDG_CONFIG_HOME={tmp_path} TERM=xterm-256color {xlb_bin} console --socket "
+    # a running tmux server starts the command with its own environment: hand ours over
+    cmd = (f"env XDG_CONFIG_HOME={tmp_path} TERM=xterm-256color "
+           f"PYTHONPATH={os.environ.get('PYTHONPATH', '')} {xlb_bin} console --socket "
            f"{lab['lbs'][0]['socket']}; sleep 60")
     subprocess.run(["tmux", "new-session", "-d", "-s", SESSION, "-x", "160", "-y", "48", cmd],
                    check=True)
