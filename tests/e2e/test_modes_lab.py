@@ -347,9 +347,15 @@ def test_console_switches_both_modes(lab: dict, all_dsr_after: None, tmp_path: P
             wait_for(partial(lambda m: {v["name"]: v["mode"] for v in lb1("vips")}["web"] == m,
                              to), f"lb1 to switch web to {to}")
         for to in ("generic", "native"):
-            wait_for(lambda: "x XDP" in screen(), "x in the footer")
-            keys("x")
-            wait_for(lambda: "The gap" in screen(), "the XDP mode confirmation")
+            for _ in range(10):  # the console offers the other mode once its snapshot shows
+                wait_for(lambda: "x XDP" in screen(), "x in the footer")  # the last switch
+                keys("x")
+                wait_for(lambda: "The gap" in screen(), "the XDP mode confirmation")
+                if f"Re-attach {to}" in screen():
+                    break
+                keys("n")
+                wait_for(lambda: "The gap" not in screen(), "the confirmation to close")
+                time.sleep(0.5)
             keys("y")
             wait_for(lambda: "The gap" not in screen(), "the confirmation to close")
             wait_for(partial(lambda m: lb1("status")["xdp_mode"] == m, to),
