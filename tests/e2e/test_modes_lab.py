@@ -336,8 +336,10 @@ def test_console_switches_both_modes(lab: dict, all_dsr_after: None, tmp_path: P
         wait_for(lambda: "lb1" in screen() and "live" in screen(), "the live console")
         keys("2")
         wait_for(lambda: "VIP web " in screen(), "the Backends view of web")
-        for to in ("snat", "dsr"):
+        for frm, to in (("dsr", "snat"), ("snat", "dsr")):
             wait_for(lambda: "m Mode" in screen(), "m in the footer")
+            wait_for(partial(lambda m: f"Mode {m} " in screen(), frm.upper()),
+                     f"the view to show web in {frm}")
             keys("m")
             wait_for(partial(lambda m: f"Switch to {m}" in screen(), to.upper()),
                      "the mode confirmation")
