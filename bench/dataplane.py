@@ -9,6 +9,14 @@ encapsulating classes run a build with -DXLB_BENCH_RESTORE that undoes the
 push (one extra bpf_xdp_adjust_head and a 14-byte write per packet); the
 restore overhead is measured and shown so the figures can be read net of it.
 
+SNAT (snat_* classes, VIPs in mode snat): the translation is in place, so the bench build
+writes the addresses, ports and MACs back (snat_restore_overhead: about what that costs);
+"snat_new_flow" runs a third build that also moves the client's port on after each
+repetition, so every repetition is a new flow claiming a new (address, port) (the
+connection table and snat_rev then run full and evict, as under a steady stream of new
+flows; the DSR syn_new_flow rows replace one entry instead). "snat_established" is a
+client packet of a translated flow, "snat_reply" a backend's reply translated back.
+
 Flow traces: every class above runs with tracing off (the default); "trace_off" and
 "trace_on_no_match" are the established IPv4 flow again with the trace explicitly off,
 then on with a filter the packet does not match (the cost a trace adds to the packets
@@ -32,9 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
+from scapy.packet import Raw  # noqa: E402
 
 from xlb import resources  # noqa: E402
 from xlb.dataplane import bpfsys, loader  # noqa: E402
+from xlb.dataplane import structs as S  # noqa: E402
 from xlb.dataplane.config import parse_config  # noqa: E402
 from xlb.dataplane.manager import Dataplane, geometry_of  # noqa: E402
 from xlb.dataplane.trace import filter_config  # noqa: E402
@@ -43,14 +53,53 @@ XDP_PASS, XDP_TX = 2, 3
 CONFIG = {
     # the new-flow limit on (its check is part of a new flow's cost) but never reached
     "instance": {"name": "bench", "interface": "lo", "max_vips": 8, "max_backends": 256,
-                 "max_connections": 262144, "flow_table_turnover": 0.01},
+                 "max_connections": 262144, "flow_table_turnover": 0.01,
+                 "snat_pool_v4": "198.19.0.0/24", "snat_pool_v6": "fd00:5f1b:19::/120"},
     "vip": [
         {"name": "web", "address": "10.100.0.10", "port": 80, "protocol": "tcp",
          "backend": [{"address": f"10.0.{i // 250}.{i % 250 + 1}"} for i in range(100)]},
         {"name": "web6", "address": "2001:db8::10", "port": 80, "protocol": "tcp",
          "backend": [{"address": f"2001:db8:1::{i + 1:x}"} for i in range(100)]},
+        {"name": "snat", "address": "10.100.0.50", "port": 80, "protocol": "tcp",
+         "mode": "snat",
+         "backend": [{"address": f"10.0.{i // 250}.{i % 250 + 1}"} for i in range(100)]},
+        {"name": "snat6", "address": "2001:db8::50", "port": 80, "protocol": "tcp",
+         "mode": "snat", "backend": [{"address": f"2001:db8:1::{i + 1:x}"} for i in range(100)]},
     ],
 }
+PAD = Raw(b"x" * 20)  # the restore-cost program writes 58 bytes: frames at least that
+
+
+def snat_packets() -> dict[str, bytes]:
+    """Client packets to the SNAT VIPs (their replies are made from the translation)."""
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    v4 = IP(src="198.51.100.7", dst="10.100.0.50")
+    v6 = IPv6(src="2001:db8:ffff::7", dst="2001:db8::50")
+    return {
+        "snat_new_flow_v4": bytes(e / v4 / TCP(sport=1, dport=80, flags="S") / PAD),
+        "snat_new_flow_v6": bytes(e / v6 / TCP(sport=1, dport=80, flags="S") / PAD),
+        "snat_established_v4": bytes(e / v4 / TCP(sport=40001, dport=80, flags="A") / PAD),
+        "snat_established_v6": bytes(e / v6 / TCP(sport=40001, dport=80, flags="A") / PAD),
+    }
+
+
+def snat_reply(dp: Dataplane, client_pkt: bytes) -> bytes:
+    """The backend's reply to the translated flow of `client_pkt` (its entry holds the
+    SNAT address and port)."""
+    c = Ether(client_pkt)
+    ip = c[IP] if IP in c else c[IPv6]
+    src, dst = ipaddress.ip_address(ip.src), ipaddress.ip_address(ip.dst)
+    key = S.FlowKey(src=S.pack_addr(src), dst=S.pack_addr(dst), sport=S.net_port(c[TCP].sport),
+                    dport=S.net_port(80), proto=6, family=S.family_of(dst))
+    conn = dp.maps["conns"].get(key)
+    assert conn is not None and conn.mode == S.XLB_MODE_SNAT, "no SNAT entry: bench is wrong"
+    b = dp.maps["backends"].get(conn.backend_id)
+    backend = S.unpack_addr(b.addr, b.family)
+    snat = S.unpack_addr(conn.snat_addr, b.family)
+    l3 = (IP(src=str(backend), dst=str(snat)) if src.version == 4
+          else IPv6(src=str(backend), dst=str(snat)))
+    return bytes(Ether(src="02:00:00:00:00:0b", dst="02:00:00:00:00:02") / l3
+                 / TCP(sport=80, dport=S.host_port(conn.snat_port), flags="A") / PAD)
 
 
 def packets() -> dict[str, tuple[bytes, int]]:
@@ -98,7 +147,9 @@ def main() -> int:
         floor = floor_bpf.load_func(b"xlb_floor", BPF.XDP)
         prod = loader.load("prod", geo, pin_root)
         bench = loader.load("bench", geo, pin_root, extra_cflags=("-DXLB_BENCH_RESTORE",))
-        for inst in ("prod", "bench"):
+        fresh = loader.load("fresh", geo, pin_root, extra_cflags=(
+            "-DXLB_BENCH_RESTORE", "-DXLB_BENCH_NEW_FLOWS"))
+        for inst in ("prod", "bench", "fresh"):
             with Dataplane(inst, pin_root, run_root) as dp:
                 dp.apply(cfg)
         pk = packets()
@@ -111,6 +162,20 @@ def main() -> int:
         for name, (pkt, expect) in pk.items():
             fd = bench.prog_fd if expect == XDP_TX else prod.prog_fd
             results[name] = measure(fd, pkt, expect, args.repeat, args.runs)
+        sp = snat_packets()
+        with Dataplane("bench", pin_root, run_root) as dp:
+            for fam in ("v4", "v6"):
+                est_pkt = sp[f"snat_established_{fam}"]
+                syn = Ether(est_pkt)
+                syn[TCP].flags = "S"
+                bpfsys.test_run(bench.prog_fd, bytes(syn), repeat=1)  # the translation
+                results[f"snat_established_{fam}"] = measure(bench.prog_fd, est_pkt, XDP_TX,
+                                                             args.repeat, args.runs)
+                results[f"snat_reply_{fam}"] = measure(bench.prog_fd, snat_reply(dp, est_pkt),
+                                                       XDP_TX, args.repeat, args.runs)
+        for fam in ("v4", "v6"):
+            results[f"snat_new_flow_{fam}"] = measure(fresh.prog_fd, sp[f"snat_new_flow_{fam}"],
+                                                      XDP_TX, args.repeat, args.runs)
         with Dataplane("bench", pin_root, run_root) as dp:
             est = pk["established_v4"][0]
             dp.set_trace(filter_config(mode=0))
@@ -136,6 +201,25 @@ def main() -> int:
         rfn = restore.load_func(b"restore", BPF.XDP)
         results["push_pop_overhead"] = measure(rfn.fd, pk["non_vip_pass"][0], XDP_PASS,
                                                args.repeat, args.runs) - floor_ns
+        # the SNAT restore step: MACs swapped back, IPv6 addresses and ports written
+        copy = BPF(text=b"""
+            #include <uapi/linux/bpf.h>
+            int copy(struct xdp_md *ctx) {
+                void *d = (void *)(long)ctx->data, *e = (void *)(long)ctx->data_end;
+                if (d + 14 + 40 + 4 > e) return XDP_ABORTED;
+                unsigned char mac[6];
+                __builtin_memcpy(mac, d, 6);
+                __builtin_memcpy(d, d + 6, 6);
+                __builtin_memcpy(d + 6, mac, 6);
+                unsigned int x = ctx->rx_queue_index, *w = d + 22;
+                #pragma unroll
+                for (int i = 0; i < 9; i++)
+                    w[i] = x + i;
+                return XDP_PASS;
+            }""")
+        cfn = copy.load_func(b"copy", BPF.XDP)
+        results["snat_restore_overhead"] = measure(cfn.fd, sp["snat_established_v6"], XDP_PASS,
+                                                   args.repeat, args.runs) - floor_ns
     finally:
         shutil.rmtree(pin_root, ignore_errors=True)
         shutil.rmtree(run_root, ignore_errors=True)
@@ -149,7 +233,8 @@ def main() -> int:
     for k, v in results.items():
         print(f"{k:<22}{v:>10.0f}{v / floor_ns:>9.2f}")
     print("encapsulating classes include the benchmark-only restore step "
-          f"(about {results['push_pop_overhead']:.0f} ns, push_pop_overhead)")
+          f"(about {results['push_pop_overhead']:.0f} ns, push_pop_overhead); snat classes "
+          f"write headers back (about {results['snat_restore_overhead']:.0f} ns)")
     return 0
 
 

@@ -40,7 +40,7 @@ struct parsed {
     u8 tcp_flags;
     u8 tos;
     u8 path;          /* enum xlb_path: how the backend was chosen */
-    u8 pad;
+    u8 mode;          /* XLB_MODE_* of the flow (a trace event reports it) */
     u32 hash;         /* the flow hash, once computed */
     u32 vip_id;       /* XLB_NO_VIP until a VIP is found */
     u32 backend_id;   /* XLB_NO_BACKEND until one is chosen */

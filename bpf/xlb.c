@@ -1,8 +1,8 @@
 /* xlb XDP data plane: Katran-style L4 load balancing with Maglev and
  * IP-in-IP direct server return. Compiled by BCC at load time; the loader
  * defines PIN_DIR, RING_SIZE, RING_SLOTS, MAX_VIPS, MAX_BACKENDS, MAX_CONNS,
- * and TRACE_BUFFER (bytes of the trace ring buffer: a power of two, at least
- * a page).
+ * MAX_SNAT (entries of snat_rev) and TRACE_BUFFER (bytes of the trace ring
+ * buffer: a power of two, at least a page).
  *
  * Path of a packet: parse (Ethernet, one 802.1Q tag, IPv4/IPv6, TCP/UDP) ->
  * is the destination a VIP address? (no: XDP_PASS, the host's own traffic)
@@ -13,6 +13,14 @@
  * SYN, non-SYN, UDP) -> Maglev ring ->
  * encapsulate to the backend (or ICMP too-big) -> XDP_TX. Every packet is
  * counted under exactly one reason, per RX queue and per action.
+ *
+ * SNAT (a VIP whose flags say so, for its new flows; a connection entry records
+ * each flow's mode for life): the packet is rewritten in place (source = an
+ * (address, port) of the pool claimed in snat_rev, destination = the backend)
+ * and sent back out; a backend's reply to a pool address (a prefix compare on
+ * the not-a-VIP path, where DSR traffic never goes) is looked up in snat_rev and
+ * rewritten back to VIP -> client. DSR packets pay one byte compare (the
+ * entry's mode) and, for a SYN, one flag test.
  *
  * Flow traces: while ctl's trace.mode is on, each packet that matches its
  * filter (and the 1-in-N sample) emits a struct xlb_trace_event into the ring
@@ -39,6 +47,12 @@ BPF_TABLE_PINNED("array", u32, u32, rings, RING_SLOTS * RING_SIZE, PIN_DIR "/rin
 BPF_TABLE_PINNED("array", u32, struct xlb_backend, backends, MAX_BACKENDS, PIN_DIR "/backends");
 BPF_TABLE_PINNED("lru_hash", struct xlb_flow_key, struct xlb_conn, conns, MAX_CONNS,
                  PIN_DIR "/conns", BPF_F_NO_COMMON_LRU);
+/* SNAT's reverse translations, one per SNAT flow: common LRU, as a reply may arrive
+ * on another CPU than the flow's packets (and a claim must see every CPU's). */
+BPF_TABLE_PINNED("lru_hash", struct xlb_snat_key, struct xlb_snat_entry, snat_rev, MAX_SNAT,
+                 PIN_DIR "/snat_rev");
+BPF_TABLE_PINNED("percpu_array", u32, struct xlb_snat_stats, snat_stats, MAX_VIPS,
+                 PIN_DIR "/snat_stats");
 BPF_TABLE_PINNED("percpu_array", u32, struct xlb_queue_stats, queue_stats, XLB_MAX_QUEUES,
                  PIN_DIR "/queue_stats");
 BPF_TABLE_PINNED("percpu_array", u32, struct xlb_traffic, vip_stats, MAX_VIPS,
@@ -93,6 +107,7 @@ static __always_inline void count_miss(u32 miss, u64 bytes)
 /* These call verdict(), so they come after it. */
 #include "encap.h"  /* write_l2, encapsulate */
 #include "icmp.h"   /* icmp4_too_big, icmp6_too_big */
+#include "snat.h"   /* snat_candidate, snat_send */
 
 /* murmur3-style mixing over the flow's source and ports: strong enough that
  * neighbouring client ports spread over the ring (a weak mixer sent every
@@ -189,6 +204,224 @@ static __always_inline void count_sent(u32 vip_id, u32 backend_id, u64 bytes, in
     }
 }
 
+/* Nanoseconds an idle translation keeps its (address, port) from new flows. */
+static __always_inline u64 snat_timeout_ns(const struct xlb_config *cfg, u8 proto, u32 flags)
+{
+    u32 secs = cfg->snat_udp_timeout;
+    if (proto == IPPROTO_TCP)
+        secs = (flags & XLB_CONN_F_CLOSING) ? cfg->snat_close_timeout : cfg->snat_tcp_timeout;
+    return (u64)secs * XLB_NSEC_PER_SEC;
+}
+
+/* Refresh a translation's clock, at most once a second (signed: another CPU may have
+ * written a later time). */
+static __always_inline void snat_touch(struct xlb_snat_entry *e, u64 now)
+{
+    if ((s64)(now - e->last_seen_ns) > (s64)XLB_NSEC_PER_SEC)
+        e->last_seen_ns = now;
+}
+
+/* Claim an (address, port) of the pool for p's new flow to backend `be`: the first of
+ * XLB_SNAT_PROBES candidates from hash % n that is free (the BPF_NOEXIST insert: one CPU
+ * wins a key), already holds this very flow, or sat idle past its timeout (taken over by
+ * the CPU whose compare-and-swap of last_seen_ns wins). Never two flows on one key. Fills
+ * k (the key replies will arrive with). Returns 1: a new translation, 2: the flow's own
+ * found again, 0: every candidate is taken. */
+static __always_inline int snat_claim(const struct xlb_config *cfg, const struct parsed *p,
+                                      const struct xlb_backend *be, u32 backend_id,
+                                      u32 vip_id, u32 hash, u64 now, struct xlb_snat_key *k)
+{
+    u64 n = snat_candidates(cfg, be->family);
+    if (!n)
+        return 0;
+    __builtin_memcpy(k->backend_addr, be->addr, sizeof(k->backend_addr));
+    k->backend_port = p->flow.dport;
+    k->proto = p->flow.proto;
+    k->family = be->family;
+    struct xlb_snat_entry ne = {.last_seen_ns = now, .vip_id = vip_id,
+                                .backend_id = backend_id};
+    __builtin_memcpy(&ne.flow, &p->flow, sizeof(ne.flow));
+    u64 i = hash % n;
+#pragma unroll
+    for (int j = 0; j < XLB_SNAT_PROBES; j++) {
+        snat_candidate(cfg, k, i);
+        if (snat_rev.insert(k, &ne) == 0)
+            return 1;
+        struct xlb_snat_entry *e = snat_rev.lookup(k);
+        if (e) {
+            if (flow_eq(&e->flow, &p->flow)) {  /* its entry outlived its connection entry */
+                e->last_seen_ns = now;
+                e->flags = 0;
+                return 2;
+            }
+            u64 seen = e->last_seen_ns;
+            if ((s64)(now - seen) > (s64)snat_timeout_ns(cfg, k->proto, e->flags) &&
+                __sync_val_compare_and_swap(&e->last_seen_ns, seen, now) == seen) {
+                __builtin_memcpy(&e->flow, &p->flow, sizeof(e->flow));
+                e->vip_id = vip_id;
+                e->backend_id = backend_id;
+                e->flags = 0;
+                return 1;
+            }
+        }
+        if (++i >= n)
+            i = 0;
+    }
+    return 0;
+}
+
+/* A new SNAT flow to backend `be` (Maglev's pick, or the flow's own backend when its
+ * translation was lost): claim an (address, port), record the connection entry with
+ * mode SNAT, count, translate and send. A flow that cannot get an entry cannot be
+ * translated back: over the new-entry limit, it is dropped. */
+static __always_inline int snat_new(struct xdp_md *ctx, struct parsed *p,
+                                    const struct xlb_vip_meta *vip,
+                                    const struct xlb_config *cfg, const struct xlb_backend *be,
+                                    u32 backend_id, u32 hash, u64 now, u64 epoch, u64 bytes)
+{
+    u32 vip_id = vip->vip_id;
+    p->mode = XLB_MODE_SNAT;
+    p->backend_id = backend_id;
+    if (!may_record(cfg, now))
+        return verdict(XLB_R_DROP_SNAT_FLOW_LIMIT, XDP_DROP);
+    struct xlb_snat_stats *ss = snat_stats.lookup(&vip_id);
+    struct xlb_snat_key k = {};
+    int got = be->family == p->flow.family ? snat_claim(cfg, p, be, backend_id, vip_id, hash,
+                                                        now, &k) : 0;
+    if (!got) {
+        if (ss)
+            ss->no_port++;
+        return verdict(XLB_R_DROP_SNAT_NO_PORT, XDP_DROP);
+    }
+    struct xlb_conn nc = {.backend_id = backend_id, .vip_id = vip_id, .last_seen_ns = now,
+                          .snat_port = k.snat_port, .mode = XLB_MODE_SNAT};
+    __builtin_memcpy(nc.snat_addr, k.snat_addr, sizeof(nc.snat_addr));
+    conns.update(&p->flow, &nc);
+    count_sent(vip_id, backend_id, bytes, 1, 1, epoch);
+    if (ss) {
+        ss->packets++;
+        ss->bytes += bytes;
+        ss->translations += got == 1;
+    }
+    struct snat_addrs a = {.sport = k.snat_port, .dport = p->flow.dport};
+    __builtin_memcpy(a.src, k.snat_addr, sizeof(a.src));
+    __builtin_memcpy(a.dst, be->addr, sizeof(a.dst));
+    return snat_send(ctx, p, cfg, &a, XLB_R_TX_SNAT);
+}
+
+/* A packet of a flow whose connection entry says SNAT (whatever the VIP's mode is now):
+ * its translation if snat_rev still holds it for this flow; a SYN whose Maglev pick is
+ * another backend, or a UDP packet whose translation was lost, makes a new one; TCP
+ * (not a SYN) whose translation was lost cannot be translated: dropped. */
+static __always_inline int snat_flow(struct xdp_md *ctx, struct parsed *p,
+                                     const struct xlb_vip_meta *vip,
+                                     const struct xlb_config *cfg, struct xlb_conn *c,
+                                     u32 hash, u64 now, u64 epoch, u64 bytes, int tcp, int syn)
+{
+    p->mode = XLB_MODE_SNAT;
+    u32 backend_id = c->backend_id;
+    struct xlb_backend *be = backends.lookup(&backend_id);
+    struct xlb_snat_entry *e = 0;
+    if (be && (be->flags & XLB_BACKEND_VALID)) {
+        struct xlb_snat_key k = {.snat_port = c->snat_port, .backend_port = p->flow.dport,
+                                 .proto = p->flow.proto, .family = be->family};
+        __builtin_memcpy(k.snat_addr, c->snat_addr, sizeof(k.snat_addr));
+        __builtin_memcpy(k.backend_addr, be->addr, sizeof(k.backend_addr));
+        e = snat_rev.lookup(&k);
+        if (e && !flow_eq(&e->flow, &p->flow))
+            e = 0;  /* taken over by another flow: no longer this one's */
+    } else {
+        be = 0;
+    }
+    u8 path = XLB_PATH_CONN;
+    if (syn) {  /* a SYN asks Maglev; the same backend keeps the translation (a retransmit) */
+        count_miss(XLB_MISS_TCP_SYN, bytes);
+        u32 pick = XLB_NO_BACKEND;
+        struct xlb_backend *m = maglev(vip, hash, &pick);
+        if (!m)
+            return verdict(XLB_R_DROP_NO_BACKEND, XDP_DROP);
+        if (!e || pick != backend_id) {
+            if (e)  /* the old connection's translation: free it soon */
+                e->flags |= XLB_CONN_F_CLOSING;
+            p->path = XLB_PATH_MAGLEV_SYN;
+            return snat_new(ctx, p, vip, cfg, m, pick, hash, now, epoch, bytes);
+        }
+        e->flags = 0;
+        path = XLB_PATH_MAGLEV_SYN;
+    } else if (!e) {
+        if (tcp) {
+            p->backend_id = be ? backend_id : XLB_NO_BACKEND;
+            return verdict(XLB_R_DROP_SNAT_NO_ENTRY, XDP_DROP);
+        }
+        p->path = XLB_PATH_MAGLEV_STALE;  /* UDP: a new translation, the same backend */
+        if (!be) {
+            be = maglev(vip, hash, &backend_id);
+            if (!be)
+                return verdict(XLB_R_DROP_NO_BACKEND, XDP_DROP);
+        }
+        return snat_new(ctx, p, vip, cfg, be, backend_id, hash, now, epoch, bytes);
+    }
+    if (!be)  /* e is only found with a valid backend; the verifier wants to know */
+        return verdict(XLB_R_DROP_NO_BACKEND, XDP_DROP);
+    u64 seen = c->last_seen_ns;
+    int touched = (seen >> XLB_ACTIVE_EPOCH_SHIFT) < epoch;
+    if (touched || now - seen > XLB_NSEC_PER_SEC)
+        c->last_seen_ns = now;
+    snat_touch(e, now);
+    if (tcp && (p->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST)))
+        e->flags |= XLB_CONN_F_CLOSING;
+    p->backend_id = backend_id;
+    p->path = path;
+    u32 vip_id = vip->vip_id;
+    count_sent(vip_id, backend_id, bytes, 0, touched, epoch);
+    struct xlb_snat_stats *ss = snat_stats.lookup(&vip_id);
+    if (ss) {
+        ss->packets++;
+        ss->bytes += bytes;
+    }
+    struct snat_addrs a = {.sport = c->snat_port, .dport = p->flow.dport};
+    __builtin_memcpy(a.src, c->snat_addr, sizeof(a.src));
+    __builtin_memcpy(a.dst, be->addr, sizeof(a.dst));
+    return snat_send(ctx, p, cfg, &a, XLB_R_TX_SNAT);
+}
+
+/* A backend's reply to a pool address and port (p->flow as it arrived, TCP or UDP):
+ * snat_rev says whose flow it is; rewritten to VIP -> client and sent. p->flow then
+ * becomes the client's flow (what a trace event reports). */
+static __always_inline int snat_reply(struct xdp_md *ctx, struct parsed *p,
+                                      const struct xlb_config *cfg, u64 bytes)
+{
+    struct xlb_snat_key k = {.snat_port = p->flow.dport, .backend_port = p->flow.sport,
+                             .proto = p->flow.proto, .family = p->flow.family};
+    __builtin_memcpy(k.snat_addr, p->flow.dst, sizeof(k.snat_addr));
+    __builtin_memcpy(k.backend_addr, p->flow.src, sizeof(k.backend_addr));
+    p->mode = XLB_MODE_SNAT;
+    struct xlb_snat_entry *e = snat_rev.lookup(&k);
+    if (!e)
+        return verdict(XLB_R_DROP_SNAT_NO_ENTRY, XDP_DROP);
+    snat_touch(e, bpf_ktime_get_coarse_ns());
+    if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST)))
+        e->flags |= XLB_CONN_F_CLOSING;
+    u32 vip_id = e->vip_id;
+    p->vip_id = vip_id;
+    p->backend_id = e->backend_id;
+    p->path = XLB_PATH_CONN;
+    const struct xlb_flow_key *f = &e->flow;
+    if (f->family != k.family || f->proto != k.proto)  /* never made so */
+        return verdict(XLB_R_DROP_SNAT_NO_ENTRY, XDP_DROP);
+    struct xlb_snat_stats *ss = snat_stats.lookup(&vip_id);
+    if (ss) {
+        ss->reply_packets++;
+        ss->reply_bytes += bytes;
+    }
+    struct snat_addrs a = {.sport = f->dport, .dport = f->sport};
+    __builtin_memcpy(a.src, f->dst, sizeof(a.src));
+    __builtin_memcpy(a.dst, f->src, sizeof(a.dst));
+    int v = snat_send(ctx, p, cfg, &a, XLB_R_TX_SNAT_REPLY);
+    __builtin_memcpy(&p->flow, f, sizeof(p->flow));  /* for the trace: the client's flow */
+    return v;
+}
+
 /* Pick the backend (connection table, else Maglev), count, and send. Only a
  * TCP SYN or a UDP packet of a flow the table does not know makes an entry
  * (while may_record allows): any other TCP packet without one is balanced by
@@ -213,8 +446,12 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
     int syn = tcp && (p->tcp_flags & 0x12) == 0x02;
     struct xlb_conn *c = 0;
     u8 path = XLB_PATH_CONN;
-    if (!syn) {
+    if (!syn || (vip->flags & XLB_VIP_F_SNAT)) {  /* a SYN to a SNAT VIP may be a retransmit */
         c = conns.lookup(&p->flow);
+        if (c && c->mode == XLB_MODE_SNAT)
+            return snat_flow(ctx, p, vip, cfg, c, hash, now, epoch, bytes, tcp, syn);
+        if (syn)
+            c = 0;  /* a DSR flow's entry: the SYN starts a new flow, in SNAT */
         if (c) {
             backend_id = c->backend_id;
             be = backends.lookup(&backend_id);
@@ -248,7 +485,10 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
         } else {
             path = syn ? XLB_PATH_MAGLEV_SYN : XLB_PATH_MAGLEV;
             if (tcp && !syn) {
-                reason = XLB_R_TX_ENCAP_NO_ENTRY;
+                reason = XLB_R_TX_ENCAP_NO_ENTRY;  /* whatever the VIP's mode: see README */
+            } else if (vip->flags & XLB_VIP_F_SNAT) {
+                p->path = path;
+                return snat_new(ctx, p, vip, cfg, be, backend_id, hash, now, epoch, bytes);
             } else if (!may_record(cfg, now)) {
                 reason = XLB_R_TX_ENCAP_FLOW_LIMIT;
             } else {
@@ -289,6 +529,10 @@ static __always_inline int balance_icmp_error(struct xdp_md *ctx, struct parsed 
     p->vip_id = vip->vip_id;
     p->hash = hash;
     struct xlb_conn *c = conns.lookup(&p->flow);
+    if (c && c->mode == XLB_MODE_SNAT) {  /* not translated (README's limits) */
+        p->mode = XLB_MODE_SNAT;
+        return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
+    }
     if (c) {
         backend_id = c->backend_id;
         be = backends.lookup(&backend_id);
@@ -376,6 +620,35 @@ static __always_inline int icmp4_to_vip(struct xdp_md *ctx, struct parsed *p, st
     return balance_icmp_error(ctx, p, vip, cfg, bytes);
 }
 
+/* To a pool address over IPv4: TCP/UDP (no options, not a fragment) is a reply to
+ * translate back; anything else is not translated (passed, as not for a VIP). */
+static __always_inline int reply_v4(struct xdp_md *ctx, struct parsed *p, struct iphdr *ip,
+                                    void *end, const struct xlb_config *cfg, u64 bytes)
+{
+    if ((ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) || ip->ihl != 5 ||
+        (ip->frag_off & bpf_htons(IP_MF_OFFSET)))
+        return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
+    p->inner_len = bpf_ntohs(ip->tot_len);
+    u32 l4_min = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
+    if (p->inner_len < sizeof(*ip) + l4_min || parse_l4(ip + 1, end, p))
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
+    return snat_reply(ctx, p, cfg, bytes);
+}
+
+/* To a pool address over IPv6: TCP/UDP without extension headers is a reply. */
+static __always_inline int reply_v6(struct xdp_md *ctx, struct parsed *p,
+                                    struct ipv6hdr *ip6, void *end,
+                                    const struct xlb_config *cfg, u64 bytes)
+{
+    if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+        return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
+    p->inner_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+    u32 l4_min = ip6->nexthdr == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
+    if (p->inner_len < sizeof(*ip6) + l4_min || parse_l4(ip6 + 1, end, p))
+        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
+    return snat_reply(ctx, p, cfg, bytes);
+}
+
 static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
                                       const struct xlb_config *cfg, u64 bytes)
 {
@@ -388,8 +661,12 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
     p->flow.src[0] = ip->saddr;
     p->flow.dst[0] = ip->daddr;
     p->flow.proto = ip->protocol;
-    if (!is_vip_addr(p))
+    if (!is_vip_addr(p)) {
+        /* a pool address (never a VIP's): a backend's reply to a SNAT flow */
+        if (cfg->has_snat4 && (ip->daddr & ~cfg->snat4_mask) == cfg->snat4_net)
+            return reply_v4(ctx, p, ip, end, cfg, bytes);
         return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
+    }
     if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
         return verdict(XLB_R_DROP_FRAGMENT, XDP_DROP);
     if (ip->ihl != 5)
@@ -456,8 +733,14 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
     __builtin_memcpy(p->flow.src, &ip6->saddr, 16);
     __builtin_memcpy(p->flow.dst, &ip6->daddr, 16);
     p->flow.proto = ip6->nexthdr;
-    if (!is_vip_addr(p))
+    if (!is_vip_addr(p)) {
+        const u32 *d = p->flow.dst;  /* pools are /96 or longer: host bits in word 3 */
+        if (cfg->has_snat6 && !((d[0] ^ cfg->snat6_net[0]) | (d[1] ^ cfg->snat6_net[1]) |
+                                (d[2] ^ cfg->snat6_net[2]) |
+                                ((d[3] & ~cfg->snat6_mask[3]) ^ cfg->snat6_net[3])))
+            return reply_v6(ctx, p, ip6, end, cfg, bytes);
         return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
+    }
     u8 nh = ip6->nexthdr;
     p->inner_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
     p->tos = ipv6_tclass(ip6);
@@ -578,6 +861,20 @@ static __always_inline void trace(struct xdp_md *ctx, const struct parsed *p,
         } else if (be) {
             e->outer_family = XLB_AF_INET6;
             outer_src6(cfg, p->hash, e->outer_src);
+        }
+    }
+    __builtin_memset(e->snat_addr, 0, sizeof(e->snat_addr));
+    e->snat_port = 0;
+    e->mode = p->mode;
+    e->pad = 0;
+    e->pad2 = 0;
+    if ((reason == XLB_R_TX_SNAT || reason == XLB_R_TX_SNAT_REPLY) &&
+        VERDICT_ACTION(v) == XDP_TX) {  /* the translation, from the flow's entry */
+        struct xlb_flow_key f = p->flow;
+        struct xlb_conn *c = conns.lookup(&f);
+        if (c && c->mode == XLB_MODE_SNAT) {
+            __builtin_memcpy(e->snat_addr, c->snat_addr, sizeof(e->snat_addr));
+            e->snat_port = c->snat_port;
         }
     }
     e->path = p->path;

@@ -37,7 +37,7 @@ from xlb.errors import InvalidParams
 
 ACTIONS = {"DROP": 1, "PASS": 2, "TX": 3}
 FLOWS_PER_PHASE = 1500
-PHASES = 7
+PHASES = 8
 
 
 def vip(name: str, address: str, port: int, protocol: str,
@@ -53,7 +53,12 @@ def vip(name: str, address: str, port: int, protocol: str,
 def config(vips: list[dict[str, Any]], turnover: float = 0.0) -> dict[str, Any]:
     return {"instance": {"name": "xpl", "interface": "lo", "max_vips": 16, "max_backends": 32,
                          "max_connections": 65536, "ring_size": 1021,
-                         "flow_table_turnover": turnover}, "vip": vips}
+                         "flow_table_turnover": turnover, "snat_pool_v4": SNAT_POOL4,
+                         "snat_pool_v6": "fd00:5f1b:19:1::/126", "snat_port_min": 1024,
+                         "snat_port_max": 1031}, "vip": vips}
+
+
+SNAT_POOL4 = "198.19.1.0/30"
 
 
 def start_vips() -> list[dict[str, Any]]:
@@ -75,6 +80,10 @@ def phases() -> Iterator[tuple[str, dict[str, Any]]]:
     """(name, config) in order: each changes what the one before applied."""
     v = start_vips()
     yield "start", config(v)
+    for x in v:                                   # SNAT for new flows; established keep DSR
+        if x["name"] in ("any4", "anyu4", "any6", "empty"):
+            x["mode"] = "snat"
+    yield "snat", config(v)
     v[0]["backend"][1]["state"] = "drained"        # 10.0.1.2 in web4: established stay
     v[4]["backend"][1]["state"] = "drained"        # 2001:db8:1::2 in web6
     yield "drains", config(v)
@@ -82,6 +91,7 @@ def phases() -> Iterator[tuple[str, dict[str, Any]]]:
     v[0]["backend"][2]["weight"] = 0               # weight 0: no new flows
     v[1]["backend"][2]["weight"] = 7
     v[4]["backend"][0]["weight"] = 3
+    v[2]["mode"] = "dsr"                           # any4 back: its SNAT flows stay SNAT
     yield "weights", config(v)
     for x in v:                                   # 10.0.1.1 and fd00:1::2 gone: stale entries
         x["backend"] = [b for b in x["backend"] if b["address"] not in ("10.0.1.1", "fd00:1::2")]
@@ -137,7 +147,8 @@ CLIENTS6 = [f"2001:db8:ffff::{i:x}" for i in range(1, 40)]
 DESTS = [("10.100.0.10", 80, "tcp"), ("10.100.0.10", 53, "udp"), ("10.100.0.20", None, "tcp"),
          ("10.100.0.20", None, "udp"), ("10.100.0.40", 80, "tcp"), ("10.100.0.10", 8080, "tcp"),
          ("10.100.0.99", 80, "tcp"), ("2001:db8::10", 80, "tcp"), ("2001:db8::10", 53, "udp"),
-         ("2001:db8::20", None, "udp"), ("2001:db8::10", 443, "udp"), ("2001:db8::99", 53, "udp")]
+         ("2001:db8::20", None, "udp"), ("2001:db8::10", 443, "udp"), ("2001:db8::99", 53, "udp"),
+         ("198.19.1.2", None, "tcp")]  # a SNAT pool address: replies only
 
 
 def new_flow(rng: random.Random) -> Flow:
@@ -199,7 +210,10 @@ class Bench:
         self.reasons = now
         reason = S.Reason(int(changed)).label
         backend = outer = None
-        if reason.startswith("tx_encap"):
+        if reason == "tx_snat":  # translated in place: the backend is the destination
+            v4 = int.from_bytes(out[12:14], "big") == 0x0800
+            backend = str(ipaddress.ip_address(out[30:34] if v4 else out[38:54]))
+        elif reason.startswith("tx_encap"):
             ethertype = int.from_bytes(out[12:14], "big")
             if ethertype == 0x0800:  # the outer header: source at 12, destination at 16
                 outer, backend = (str(ipaddress.IPv4Address(out[26 + i:30 + i])) for i in (0, 4))
@@ -219,11 +233,11 @@ class Bench:
         e = explain(self.dp, f.src, f.sport, f.dst, f.dport, f.protocol, syn, length=length,
                     cpu=self.cpu)
         assert P.conforms(e, P.Explain) == []
-        records = e["reason"] in ("tx_encap", "tx_icmp_too_big") and e["path"] in (
+        records = e["reason"] in ("tx_encap", "tx_icmp_too_big", "tx_snat") and e["path"] in (
             "maglev", "maglev_syn", "maglev_stale") and not any(
             "no entry is made" in s["text"] for s in e["steps"])
         entry = e["backend"] if records else before
-        encap = e["reason"].startswith("tx_encap")
+        encap = e["reason"].startswith("tx_encap") or e["reason"] == "tx_snat"
         return Seen(ACTIONS[e["action"]], e["reason"], e["backend"] if encap else None,
                     e["outer_src"], entry, e["path"], e["backend"], e["hash"] or 0), e["path"]
 
@@ -293,7 +307,8 @@ def test_explain_agrees_with_the_data_plane(xpl: DataplaneUnderTest, one_cpu: in
     # the mix reached every outcome this test is about
     assert seen_reasons >= {"pass_not_vip", "pass_vip_no_service", "drop_no_backend",
                             "tx_icmp_too_big", "tx_encap", "tx_encap_no_entry",
-                            "tx_encap_flow_limit"}, seen_reasons
+                            "tx_encap_flow_limit", "tx_snat", "drop_snat_no_entry",
+                            "drop_snat_flow_limit"}, seen_reasons
     assert paths == {"none", "conn", "maglev", "maglev_syn", "maglev_stale"}, paths
 
 

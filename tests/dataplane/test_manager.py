@@ -150,7 +150,7 @@ def test_pins_of_another_geometry_are_refused(roots: tuple[str, str]) -> None:
     loader.load("geo", geometry_of(cfg), pin_root)
     try:
         other = loader.Geometry(ring_size=251, max_vips=8, max_backends=64,
-                                max_connections=65536)
+                                max_connections=65536, max_snat=65536)
         with pytest.raises(LayoutError, match="entries"):
             loader.load("geo", other, pin_root)
     finally:

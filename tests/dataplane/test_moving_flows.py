@@ -80,11 +80,12 @@ def test_a_table_larger_than_one_batch_is_walked_whole(dut: DataplaneUnderTest) 
 
     from xlb.dataplane import bpfsys
     from xlb.dataplane import structs as S
+    from xlb.dataplane.manager import _CONN_DTYPE
 
     n = 20000
     keys = np.zeros((n, ctypes.sizeof(S.FlowKey)), dtype=np.uint8)
     keys[:, :4] = np.arange(n, dtype=np.uint32).view(np.uint8).reshape(n, 4)  # distinct
-    values = np.zeros(n, dtype=[("backend_id", "<u4"), ("vip_id", "<u4"), ("seen", "<u8")])
+    values = np.zeros(n, dtype=_CONN_DTYPE)  # struct xlb_conn
     values["vip_id"], values["backend_id"] = 1, np.arange(n) % 4  # a quarter each
     m = dut.dp.maps["conns"]
     bpfsys.update_batch(m.fd, ctypes.c_char.from_address(keys.ctypes.data),

@@ -138,7 +138,8 @@ def test_installed_copy_compiles_dataplane(installed: tuple[Path, Path], tmp_pat
             from xlb import resources
             from xlb.dataplane import loader
             assert resources.data_dir("bpf").resolve().is_relative_to(SITE)
-            g = loader.Geometry(ring_size=13, max_vips=2, max_backends=8, max_connections=1024)
+            g = loader.Geometry(ring_size=13, max_vips=2, max_backends=8, max_connections=1024,
+                                max_snat=1024)
             l = loader.load("inst-test", g, root=sys.argv[2])
             print(l.prog_id)
         """, str(pin_root))

@@ -501,7 +501,7 @@ class TraceBatch(TypedDict):
 
 class ExplainStep(TypedDict):
     step: str                     # vip | service | connection | hash | maglev | backend |
-                                  # encap | verdict
+                                  # encap | snat | verdict
     text: str                     # one line for people
 
 

@@ -7,6 +7,10 @@ test_explain.py checks it against the program itself on thousands of random flow
 
 Without a source port the connection table cannot be asked; the answer then stops at
 the service and says which share of the source ports each backend gets from Maglev.
+
+SNAT: a flow the connection table records as SNAT, or a new flow of a SNAT VIP, is
+followed through snat_rev (the (address, port) it keeps, claims, takes over or cannot
+get); a "flow" to an address of a SNAT pool is a backend's reply, looked up there.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from xlb.addresses import IPAddress, parse_address
 from xlb.api import protocol as P
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import vip_label
-from xlb.dataplane.manager import PROTOCOLS, Dataplane, key_label
+from xlb.dataplane.manager import PROTOCOL_NAMES, PROTOCOLS, Dataplane, key_label
 from xlb.errors import InvalidParams
 
 NSEC_PER_SEC = 1_000_000_000
@@ -178,6 +182,11 @@ def explain(dp: Dataplane, src: str | IPAddress, sport: int | None, dst: str | I
 
     # process_v4/v6: is the destination a VIP address at all?
     if m["vip_addrs"].get(S.AddrKey(addr=S.pack_addr(d), family=family)) is None:
+        ctl = m["ctl"].get(0)
+        assert isinstance(ctl, S.LbConfig)
+        pool = snat_pool(ctl, d.version)
+        if pool is not None and d in pool:
+            return _snat_reply(a, dp, s, sport, d, dport, proto, pool, names)
         a.step("vip", f"{d} is not a VIP address: the host's own traffic, passed on")
         return a.done("pass_not_vip")
     a.step("vip", f"{d} is a VIP address")
@@ -270,7 +279,16 @@ def _balance(a: _Answer, b: _Backends, ctl: S.LbConfig, s: IPAddress, sport: int
     be: S.Backend | None = None
     backend_id = S.XLB_NO_BACKEND
     reason = "tx_encap"
-    if syn:
+    snat_vip = bool(b.meta.flags & S.XLB_VIP_F_SNAT)
+    if entry is not None and entry.mode == S.XLB_MODE_SNAT and (snat_vip or not syn):
+        return _snat_flow(a, b, ctl, fkey, entry, syn, cpu)
+    if syn and snat_vip:
+        had = " (a DSR flow's: the SYN starts a new flow)" if entry else ""
+        a.step("connection", f"a TCP SYN to a SNAT VIP looks at the connection table (a "
+                             f"retransmitted SYN keeps its translation): no SNAT entry{had}; "
+                             "Maglev picks")
+        entry = None
+    elif syn:
         had = (f" (it has an entry, to backend id {entry.backend_id}: a new entry replaces "
                "it)" if entry else "")
         a.step("connection", f"a TCP SYN does not look at the connection table: it always "
@@ -313,6 +331,10 @@ def _balance(a: _Answer, b: _Backends, ctl: S.LbConfig, s: IPAddress, sport: int
             a.path, reason = "maglev", "tx_encap_no_entry"
         else:
             a.path = "maglev_syn" if syn else "maglev"
+            if snat_vip:
+                a.backend = str(S.unpack_addr(be.addr, be.family))
+                a.step("backend", b.line(be, backend_id, True))
+                return _snat_new(a, b, ctl, fkey, be, backend_id, cpu)
             limited, note = _over_limit(b, ctl.new_flow_limit, cpu)
             if note:
                 a.step("connection", note)
@@ -333,6 +355,185 @@ def _balance(a: _Answer, b: _Backends, ctl: S.LbConfig, s: IPAddress, sport: int
                     f"{a.outer_src} (the encap source prefix, host bits from the hash); "
                     f"packets up to {ctl.mtu - outer} bytes fit mtu {ctl.mtu}")
     return a.done(reason)
+
+
+# -- SNAT ------------------------------------------------------------------------------------
+Pool = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def snat_pool(ctl: S.LbConfig, version: int) -> Pool | None:
+    """The SNAT pool of an IP version as ctl holds it (None: no pool)."""
+    if version == 4:
+        if not ctl.has_snat4:
+            return None
+        net = ipaddress.IPv4Address(ctl.snat4_net.to_bytes(4, "little"))
+        hosts = socket.ntohl(ctl.snat4_mask) + 1
+        return ipaddress.IPv4Network(f"{net}/{32 - (hosts.bit_length() - 1)}")
+    if not ctl.has_snat6:
+        return None
+    net6 = ipaddress.IPv6Address(b"".join(w.to_bytes(4, "little") for w in ctl.snat6_net))
+    hosts = socket.ntohl(ctl.snat6_mask[3]) + 1
+    return ipaddress.IPv6Network(f"{net6}/{128 - (hosts.bit_length() - 1)}")
+
+
+def snat_candidate(ctl: S.LbConfig, pool: Pool, i: int) -> tuple[IPAddress, int]:
+    """snat_candidate(): candidate i's address (host i / ports) and port."""
+    nports = ctl.snat_port_max - ctl.snat_port_min + 1
+    return pool.network_address + i // nports, ctl.snat_port_min + i % nports
+
+
+def _timeout(ctl: S.LbConfig, proto: int, flags: int) -> int:
+    """snat_timeout_ns() in seconds."""
+    if proto != PROTOCOLS["tcp"]:
+        return int(ctl.snat_udp_timeout)
+    return int(ctl.snat_close_timeout if flags & S.XLB_CONN_F_CLOSING else ctl.snat_tcp_timeout)
+
+
+def _rev_key(snat: IPAddress, snat_port: int, be: S.Backend, port_net: int,
+             proto: int) -> S.SnatKey:
+    return S.SnatKey(snat_addr=S.pack_addr(snat), backend_addr=be.addr,
+                     snat_port=S.net_port(snat_port), backend_port=port_net, proto=proto,
+                     family=be.family)
+
+
+def _snat_new(a: _Answer, b: _Backends, ctl: S.LbConfig, fkey: S.FlowKey, be: S.Backend,
+              backend_id: int, cpu: int | None) -> P.Explain:
+    """snat_new(): the new-entry limit, then the claim of an (address, port)."""
+    limited, note = _over_limit(b, ctl.new_flow_limit, cpu)
+    if note:
+        a.step("connection", note)
+    if limited:
+        a.step("snat", "a SNAT flow without a connection entry could not be translated back: "
+                       "dropped")
+        return a.done("drop_snat_flow_limit")
+    pool = snat_pool(ctl, 4 if be.family == S.XLB_AF_INET else 6)
+    nports = ctl.snat_port_max - ctl.snat_port_min + 1
+    if pool is None or be.family != fkey.family or nports <= 0:
+        a.step("snat", f"no SNAT pool for IPv{4 if be.family == S.XLB_AF_INET else 6}: no "
+                       "(address, port) to claim")
+        return a.done("drop_snat_no_port")
+    n = pool.num_addresses * nports
+    assert a.hash is not None
+    first = a.hash % n
+    rev = b.dp.maps["snat_rev"]
+    now = time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
+    for j in range(S.XLB_SNAT_PROBES):
+        addr, port = snat_candidate(ctl, pool, (first + j) % n)
+        e = rev.get(_rev_key(addr, port, be, fkey.dport, fkey.proto))
+        where = f"{_endpoint(addr, port)} (candidate {j + 1} of {S.XLB_SNAT_PROBES})"
+        if e is None:
+            a.step("snat", f"claims {where}: free")
+        elif bytes(e.flow) == bytes(fkey):
+            a.step("snat", f"finds its own translation {where} (it outlived the connection "
+                           "entry)")
+        elif now - e.last_seen_ns > _timeout(ctl, fkey.proto, e.flags) * NSEC_PER_SEC:
+            a.step("snat", f"takes over {where}: idle past its timeout")
+        else:
+            continue
+        return _snat_send(a, addr, port, be, fkey)
+    start = _endpoint(*snat_candidate(ctl, pool, first))
+    a.step("snat", f"all {S.XLB_SNAT_PROBES} candidates from {start} are taken (pool {pool}, "
+                   f"ports {ctl.snat_port_min}..{ctl.snat_port_max})")
+    return a.done("drop_snat_no_port")
+
+
+def _snat_send(a: _Answer, addr: IPAddress, port: int, be: S.Backend,
+               fkey: S.FlowKey) -> P.Explain:
+    backend = S.unpack_addr(be.addr, be.family)
+    a.step("snat", f"rewritten to {_endpoint(addr, port)} -> "
+                   f"{_endpoint(backend, S.host_port(fkey.dport))}; the backend's replies come "
+                   "back through the LB")
+    return a.done("tx_snat")
+
+
+def _snat_flow(a: _Answer, b: _Backends, ctl: S.LbConfig, fkey: S.FlowKey, entry: S.Conn,
+               syn: bool, cpu: int | None) -> P.Explain:
+    """snat_flow(): a flow whose connection entry says SNAT, whatever its VIP's mode."""
+    now = time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
+    a.age = max(0.0, (now - entry.last_seen_ns) / NSEC_PER_SEC)
+    snat = S.unpack_addr(entry.snat_addr, fkey.family)
+    port = S.host_port(entry.snat_port)
+    be = b.valid(entry.backend_id)
+    own = False
+    if be is not None:
+        e = b.dp.maps["snat_rev"].get(_rev_key(snat, port, be, fkey.dport, fkey.proto))
+        own = e is not None and bytes(e.flow) == bytes(fkey)
+    a.step("connection", f"connection entry (SNAT, kept for the flow's life): backend id "
+                         f"{entry.backend_id}, translation {_endpoint(snat, port)}"
+                         f"{'' if own else ', which is no longer this flow' + chr(39) + 's'}, "
+                         f"last seen {a.age:.1f} s ago")
+    assert a.hash is not None
+    a.step("hash", f"flow hash {a.hash:#010x} (source, ports, protocol)")
+    if syn:
+        a.slot = a.hash % b.ring_size
+        pick = b.slot(a.slot)
+        pbe = b.valid(pick) if pick != S.XLB_NO_BACKEND else None
+        if pbe is None:
+            a.step("maglev", f"Maglev slot {a.slot} holds no usable backend")
+            return a.done("drop_no_backend")
+        a.path = "maglev_syn"
+        a.backend = str(S.unpack_addr(pbe.addr, pbe.family))
+        if own and pick == entry.backend_id and be is not None:
+            a.step("maglev", f"Maglev slot {a.slot} holds the same backend: a retransmitted "
+                             "SYN keeps its translation")
+            a.step("backend", b.line(be, pick, True))
+            return _snat_send(a, snat, port, be, fkey)
+        a.step("maglev", f"Maglev slot {a.slot} holds backend id {pick}: a new translation")
+        a.step("backend", b.line(pbe, pick, True))
+        return _snat_new(a, b, ctl, fkey, pbe, pick, cpu)
+    if not own:
+        if fkey.proto == PROTOCOLS["tcp"]:
+            a.backend = str(S.unpack_addr(be.addr, be.family)) if be is not None else None
+            a.step("snat", "TCP whose translation is gone cannot be translated: dropped")
+            return a.done("drop_snat_no_entry")
+        a.path = "maglev_stale"
+        if be is None:
+            a.slot = a.hash % b.ring_size
+            pick = b.slot(a.slot)
+            be = b.valid(pick) if pick != S.XLB_NO_BACKEND else None
+            if be is None:
+                a.step("maglev", f"the backend is gone and Maglev slot {a.slot} holds none "
+                                 "usable")
+                return a.done("drop_no_backend")
+            a.step("maglev", f"the backend is gone: Maglev slot {a.slot} holds backend id "
+                             f"{pick}")
+            backend_id = pick
+        else:
+            backend_id = entry.backend_id
+            a.step("snat", "UDP: a new translation, to the same backend")
+        a.backend = str(S.unpack_addr(be.addr, be.family))
+        a.step("backend", b.line(be, backend_id, True))
+        return _snat_new(a, b, ctl, fkey, be, backend_id, cpu)
+    assert be is not None
+    a.path = "conn"
+    a.backend = str(S.unpack_addr(be.addr, be.family))
+    a.step("backend", b.line(be, entry.backend_id, b.in_ring(entry.backend_id)))
+    return _snat_send(a, snat, port, be, fkey)
+
+
+def _snat_reply(a: _Answer, dp: Dataplane, s: IPAddress, sport: int | None, d: IPAddress,
+                dport: int, proto: int, pool: Pool, names: Mapping[str, str] | None) -> P.Explain:
+    """snat_reply(): a backend's reply to an address of the pool, by snat_rev."""
+    a.step("vip", f"{d} is in the SNAT pool {pool}: a backend's reply to a SNAT flow")
+    if sport is None:
+        raise InvalidParams("a reply to a SNAT address is looked up by its source port: "
+                            "give one")
+    key = S.SnatKey(snat_addr=S.pack_addr(d), backend_addr=S.pack_addr(s),
+                    snat_port=S.net_port(dport), backend_port=S.net_port(sport), proto=proto,
+                    family=S.family_of(d))
+    e = dp.maps["snat_rev"].get(key)
+    if e is None:
+        a.step("snat", f"no translation holds {_endpoint(d, dport)} for {_endpoint(s, sport)}")
+        return a.done("drop_snat_no_entry")
+    f = e.flow
+    client = S.unpack_addr(f.src, f.family)
+    vip = S.unpack_addr(f.dst, f.family)
+    label = vip_label(vip, S.host_port(f.dport), PROTOCOL_NAMES.get(proto, str(proto)))
+    a.vip = (names if names is not None else vip_names(dp.applied_config())).get(label, label)
+    a.backend, a.path = str(s), "conn"
+    a.step("snat", f"translation of {_endpoint(client, S.host_port(f.sport))} -> "
+                   f"{_endpoint(vip, S.host_port(f.dport))}: rewritten to that VIP -> client")
+    return a.done("tx_snat_reply")
 
 
 def _over_limit(b: _Backends, limit: int, cpu: int | None) -> tuple[bool, str]:

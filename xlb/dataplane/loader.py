@@ -36,6 +36,7 @@ class Geometry:
     max_vips: int
     max_backends: int
     max_connections: int
+    max_snat: int  # entries of snat_rev (instance.snat_entries)
 
     @property
     def ring_slots(self) -> int:
@@ -52,6 +53,7 @@ class Geometry:
             f"-DMAX_VIPS={self.max_vips}",
             f"-DMAX_BACKENDS={self.max_backends}",
             f"-DMAX_CONNS={self.max_connections}",
+            f"-DMAX_SNAT={self.max_snat}",
         ]
 
     def expected_entries(self) -> dict[str, int]:
@@ -62,6 +64,7 @@ class Geometry:
             "vip_stats": self.max_vips, "backend_stats": self.max_backends,
             "reason_stats": S.XLB_MAX_REASONS, "flow_guard": 1,
             "miss_stats": S.XLB_MAX_MISSES, "trace_stats": 1,
+            "snat_rev": self.max_snat, "snat_stats": self.max_vips,
         }
 
 
@@ -166,7 +169,8 @@ def load(instance: str, geometry: Geometry, root: str = PIN_ROOT,
                                    ring_size=geometry.ring_size, max_vips=geometry.max_vips,
                                    max_backends=geometry.max_backends,
                                    max_queues=S.XLB_MAX_QUEUES,
-                                   max_connections=geometry.max_connections))
+                                   max_connections=geometry.max_connections,
+                                   max_snat=geometry.max_snat))
     finally:
         meta_map.close()
     pin_program(instance, fn.fd, root)
@@ -187,7 +191,8 @@ def geometry_from_pins(instance: str, root: str = PIN_ROOT) -> Geometry:
     try:
         meta = m.get(0)
         assert isinstance(meta, S.Meta)
-        return Geometry(meta.ring_size, meta.max_vips, meta.max_backends, meta.max_connections)
+        return Geometry(meta.ring_size, meta.max_vips, meta.max_backends, meta.max_connections,
+                        meta.max_snat)
     finally:
         m.close()
 

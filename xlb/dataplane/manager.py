@@ -55,7 +55,7 @@ def pool_of(vip: VipConfig) -> Pool:
 
 def geometry_of(cfg: Config) -> Geometry:
     i = cfg.instance
-    return Geometry(i.ring_size, i.max_vips, i.max_backends, i.max_connections)
+    return Geometry(i.ring_size, i.max_vips, i.max_backends, i.max_connections, i.snat_entries)
 
 
 def vip_key(vip: VipConfig) -> S.VipKey:
@@ -108,7 +108,25 @@ def lb_config(cfg: Config) -> S.LbConfig:
     c.src4_mask = S.pack_addr(i.encap_source_v4.hostmask)[0]
     c.src6_net[:] = S.pack_addr(i.encap_source_v6.network_address)
     c.src6_mask[:] = S.pack_addr(i.encap_source_v6.hostmask)
+    # SNAT pools, stored like the encap source (net, host bits); ports in host order
+    if i.snat_pool_v4 is not None:
+        c.has_snat4 = 1
+        c.snat4_net = S.pack_addr(i.snat_pool_v4.network_address)[0]
+        c.snat4_mask = S.pack_addr(i.snat_pool_v4.hostmask)[0]
+    if i.snat_pool_v6 is not None:
+        c.has_snat6 = 1
+        c.snat6_net[:] = S.pack_addr(i.snat_pool_v6.network_address)
+        c.snat6_mask[:] = S.pack_addr(i.snat_pool_v6.hostmask)
+    c.snat_port_min, c.snat_port_max = i.snat_port_min, i.snat_port_max
+    c.snat_tcp_timeout = i.snat_tcp_timeout
+    c.snat_udp_timeout = i.snat_udp_timeout
+    c.snat_close_timeout = i.snat_close_timeout
     return c
+
+
+def vip_flags(vip: VipConfig) -> int:
+    """xlb_vip_meta.flags of a VIP: its mode for new flows."""
+    return S.XLB_VIP_F_SNAT if vip.mode == "snat" else 0
 
 
 @dataclass
@@ -142,6 +160,9 @@ class Counters:
     # (by default the last complete one); a gauge, not a cumulative counter
     active: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     active_epoch: int = -1
+    # (max_vips, 6): SNAT per VIP, struct xlb_snat_stats' columns (packets, bytes,
+    # reply_packets, reply_bytes, translations, no_port), summed over CPUs
+    snat: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), dtype=np.uint64))
 
 
 # columns of struct xlb_backend_stats read as u64 words
@@ -265,7 +286,8 @@ class Dataplane:
                         m["vip_stats"].read_array(),
                         backends[:, :, :_BACKEND_SUMMED].sum(axis=1),
                         m["reason_stats"].read_array(), m["miss_stats"].read_array(),
-                        active_flows(backends, active_epoch), active_epoch)
+                        active_flows(backends, active_epoch), active_epoch,
+                        m["snat_stats"].read_array())
 
     def drop_flows(self, pairs: set[tuple[int, int]], stop: Callable[[], bool] = lambda: False
                    ) -> dict[tuple[int, int], int]:
@@ -440,15 +462,16 @@ class Dataplane:
             pool = pool_of(vip)
             sig = (pool, tuple(plan.backend_ids[a] for a, _ in pool))
             old = cur_vips.get(kb)
+            flags = vip_flags(vip)
             if old is not None and written.get(kb) == (sig, old[1].ring_slot):
-                plan.vips.append(_VipPlan(key, old[1], old[1]))  # as applied: not even read
-                plan.written[kb] = (sig, old[1].ring_slot)
+                plan.vips.append(_same_ring(key, old[1], flags, plan.result, vip.name))
+                plan.written[kb] = (sig, old[1].ring_slot)  # as applied: not even read
                 continue
             slot = staged[sig].pop() if staged.get(sig) else None
             ring = self._staged[slot][1] if slot is not None else self._ring_for(sig)
             if old is not None and slot is None and np.array_equal(
                     self.ring(old[1].ring_slot), ring):
-                plan.vips.append(_VipPlan(key, old[1], old[1]))
+                plan.vips.append(_same_ring(key, old[1], flags, plan.result, vip.name))
                 plan.written[kb] = (sig, old[1].ring_slot)
                 continue
             try:
@@ -460,7 +483,7 @@ class Dataplane:
                 raise ApplyError(f"no free VIP slot for {vip.name} "
                                  f"(max_vips {g.max_vips})") from None
             taken.add(slot)
-            meta = S.VipMeta(vip_id=vip_id, ring_slot=slot, flags=0)
+            meta = S.VipMeta(vip_id=vip_id, ring_slot=slot, flags=flags)
             plan.vips.append(_VipPlan(key, meta, old[1] if old is not None else None, ring,
                                       write))
             plan.written[kb] = (sig, slot)
@@ -518,10 +541,11 @@ class Dataplane:
             if kb not in cur_addrs:
                 undo.put(m["vip_addrs"], akey, ctypes.c_uint32(1), None)
         for v in plan.vips:
-            if v.ring is None:
+            if v.ring is None and v.meta is v.old:
                 continue
             if v.old is None:
                 m["vip_stats"].zero(v.meta.vip_id)
+                m["snat_stats"].zero(v.meta.vip_id)
             undo.put(m["vips"], v.key, v.meta, v.old)
         # removals last: the new state is complete before anything disappears
         for vkey, meta in plan.removed_vips:
@@ -542,10 +566,21 @@ class Dataplane:
         # the C encoder, ten times faster at thousands of backends
 
 
+def _same_ring(key: S.VipKey, old: S.VipMeta, flags: int, result: ApplyResult,
+               name: str) -> _VipPlan:
+    """A VIP whose ring stays: untouched, or (its mode changed) its entry rewritten in
+    place with the new flags, same ring and counters: no rebuild, no flow moved."""
+    if old.flags == flags:
+        return _VipPlan(key, old, old)
+    result.vips_changed.append(name)
+    return _VipPlan(key, S.VipMeta(vip_id=old.vip_id, ring_slot=old.ring_slot, flags=flags),
+                    old)
+
+
 @dataclass
 class _VipPlan:
     key: S.VipKey
-    meta: S.VipMeta                  # the entry to write (the old one if unchanged)
+    meta: S.VipMeta                  # the entry to write (the old one itself if unchanged)
     old: S.VipMeta | None            # the entry there now, if any
     ring: np.ndarray | None = None   # the VIP's new ring; None: unchanged
     write: bool = False              # the ring still has to be written into meta's slot

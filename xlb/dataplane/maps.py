@@ -42,6 +42,8 @@ SPECS: dict[str, MapSpec] = {
     "flow_guard": MapSpec(ctypes.c_uint32, S.FlowGuard, percpu=True),
     "miss_stats": MapSpec(ctypes.c_uint32, S.Traffic, percpu=True),
     "trace_stats": MapSpec(ctypes.c_uint32, S.TraceStats, percpu=True),
+    "snat_rev": MapSpec(S.SnatKey, S.SnatEntry),
+    "snat_stats": MapSpec(ctypes.c_uint32, S.SnatStats, percpu=True),
 }
 # the flow-trace ring buffer: pinned beside the maps above, but no key/value map
 # (xlb/dataplane/trace.py reads it)

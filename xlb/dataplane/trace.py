@@ -99,7 +99,9 @@ class TraceRecord:
     """One packet as the data plane traced it (struct xlb_trace_event, decoded).
 
     src/dst are None when the packet is not IP (family 0); ports are in host order and
-    0 unless the packet is TCP/UDP to a VIP address (or an ICMP error's quoted flow)."""
+    0 unless the packet is TCP/UDP to a VIP address (or an ICMP error's quoted flow). A
+    SNAT reply's event carries its client's flow (client -> VIP), as the forward packets'
+    do, with the translation in snat_src/snat_port."""
 
     time_ns: int                  # CLOCK_MONOTONIC
     cpu: int
@@ -119,6 +121,9 @@ class TraceRecord:
     reason: S.Reason
     length: int                   # bytes of the frame as it arrived
     outer_src: S.IPAddress | None  # outer source when encapsulated
+    mode: int = S.XLB_MODE_DSR     # the flow's forwarding mode (S.XLB_MODE_*)
+    snat_src: S.IPAddress | None = None  # tx_snat/tx_snat_reply: the SNAT address...
+    snat_port: int = 0             # ...and port (host order) the backend sees
 
     @classmethod
     def decode(cls, ev: S.TraceEvent) -> TraceRecord:
@@ -134,7 +139,11 @@ class TraceRecord:
             hash=int(ev.hash), path=S.Path(ev.path), action=int(ev.action),
             reason=S.Reason(ev.reason), length=int(ev.len),
             outer_src=(S.unpack_addr(ev.outer_src, ev.outer_family)
-                       if ev.outer_family in (S.XLB_AF_INET, S.XLB_AF_INET6) else None))
+                       if ev.outer_family in (S.XLB_AF_INET, S.XLB_AF_INET6) else None),
+            mode=int(ev.mode),
+            snat_src=(S.unpack_addr(ev.snat_addr, f.family)
+                      if ev.snat_port and ip else None),
+            snat_port=S.host_port(ev.snat_port))
 
 
 class TraceReader:
