@@ -27,7 +27,7 @@ from console import themes
 from console.bgpmodel import PrefixRow, alerts, speakers
 from console.dialogs import BackendScreen, ConfirmScreen, ExamplesScreen, HelpScreen, WeightScreen
 from console.dialogs.backend import audit_lines
-from console.draw import ago, clip
+from console.draw import ago, clip, one_line
 from console.link import AgentLink
 from console.messages import (
     AgentHello,
@@ -43,6 +43,7 @@ from console.messages import (
     TraceFilterSubmitted,
 )
 from console.model import BackendRow, Fleet, VipRef
+from console.modes import Modes
 from console.routing import Routing
 from console.tracing import Tracing
 from console.views.backends import Backends
@@ -61,14 +62,19 @@ STALE = 5.0              # seconds without a snapshot before the header says so
 VIEWS: tuple[tuple[str, type[View]], ...] = (
     ("overview", Overview), ("backends", Backends), ("drops", Drops), ("bgp", Bgp),
     ("flows", Flows), ("probes", Probes))
-BACKENDS_ACTIONS = {"next_vip", "next_sort"}
+VIP_VIEWS = (Overview, Backends)  # the views with a selected VIP (v, V; m switches its mode)
+BACKENDS_ACTIONS = {"next_sort"}
 FLOWS_ACTIONS = {"pause", "explain"}      # Flows, anyone
-# the changes, each in the one view it acts on: operators only
-OPERATOR_ACTIONS: dict[str, type[View]] = {
-    **dict.fromkeys(("drain", "undrain", "weight"), Backends),
-    **dict.fromkeys(("sample", "stop_trace"), Flows),
-    **dict.fromkeys(("bgp_withdraw", "bgp_announce"), Bgp),
+# the changes, each in the views it acts in: operators only
+OPERATOR_ACTIONS: dict[str, tuple[type[View], ...]] = {
+    **dict.fromkeys(("drain", "undrain", "weight"), (Backends,)),
+    **dict.fromkeys(("sample", "stop_trace"), (Flows,)),
+    **dict.fromkeys(("bgp_withdraw", "bgp_announce"), (Bgp,)),
+    "mode": VIP_VIEWS,
+    "xdp_mode": tuple(cls for _, cls in VIEWS if cls is not Flows),  # in Flows x stops the trace
 }
+# what a read-only console cannot do beyond its keys, in the help's words
+READ_ONLY_MORE: dict[type[View], str] = {Bgp: "maintenance", Probes: "enter (attach, detach)"}
 QUIT_MESSAGE = ("xlb console closed. The load balancer keeps running: nothing was changed by "
                 "quitting. (In the lab, `xlb lab down` removes everything.)")
 
@@ -85,11 +91,13 @@ class XlbConsole(App[None]):
         Binding("slash", "filter", "Filter"),
         Binding("space", "pause", "Pause"),
         Binding("s", "sample", "Sampling"),
-        Binding("x", "stop_trace", "Stop trace"),
         Binding("e", "explain", "Explain"),
         Binding("d", "drain", "Drain"),
         Binding("u", "undrain", "Undrain"),
         Binding("w", "weight", "Weight"),
+        Binding("m", "mode", "Mode"),
+        Binding("x", "stop_trace", "Stop trace"),
+        Binding("x", "xdp_mode", "XDP"),
         Binding("W", "bgp_withdraw", "Withdraw"),
         Binding("a", "bgp_announce", "Announce"),
         Binding("i", "next_instance", "Instance"),
@@ -100,6 +108,7 @@ class XlbConsole(App[None]):
     GLOBAL_KEYS = (("1 … 6", "Overview, Backends, Drops, BGP, Flows, Probes"),
                    ("tab", "move between the tabs and the view"),
                    ("ctrl+p", "command palette: every action by name"),
+                   ("x", "XDP mode native ↔ generic, asks first (Flows: stop trace)"),
                    ("t", "next theme (remembered)"),
                    ("i", "focus one instance / the whole fleet (with several agents)"),
                    ("?", "this help"),
@@ -116,6 +125,7 @@ class XlbConsole(App[None]):
         self._redraw_pending = False
         self.tracing = Tracing(self, self.fleet, self.links, self.schedule_redraw)
         self.routing = Routing(self, self.fleet, self.links)
+        self.modes = Modes(self, self.fleet, self.links)
         self.redraws = 0  # how many times the view was redrawn (bursts coalesce)
 
     def notify(self, message: str, *, title: str = "", severity: Any = "information",
@@ -159,6 +169,9 @@ class XlbConsole(App[None]):
 
     def _apply_width(self, width: int) -> None:
         self.screen.set_class(width < NARROW, "narrow")
+        # at 80 columns the keys need the whole footer: ctrl+p stays, listed by ?
+        for footer in self.query(Footer).results(Footer):
+            footer.show_command_palette = width >= NARROW
 
     # -- data in (from the links' threads) ---------------------------------------------------
     def on_agent_hello(self, msg: AgentHello) -> None:
@@ -217,6 +230,9 @@ class XlbConsole(App[None]):
         view = self.current_view()
         if isinstance(view, Flows):
             view.read_only = self.read_only()
+        elif isinstance(view, Overview):
+            ref = self.backends_view().selected_vip(self.fleet)
+            view.selected = ref.key if ref else None
         if view is not None and view.is_attached:
             try:
                 view.redraw(self.fleet)
@@ -309,25 +325,28 @@ class XlbConsole(App[None]):
         view = self.current_view()
         title = view.TITLE if view else "xlb"
         keys = list(view.KEYS) if view else []
-        if isinstance(view, Backends):
-            note = ("Read-only: d, u and w are disabled." if self.read_only() else
-                    "d asks before draining; a change the agent refuses (e.g. the last healthy "
+        if isinstance(view, Flows):
+            view.read_only = self.read_only()  # its note says what a read-only user may do
+        note = view.help_note(self.fleet) if view else ""
+        if isinstance(view, Backends) and not self.read_only():
+            note = ("d asks before draining; a change the agent refuses (e.g. the last healthy "
                     "backend) is shown, and you may then force it.")
-        else:
-            if isinstance(view, Flows):
-                view.read_only = self.read_only()
-            note = view.help_note(self.fleet) if view else ""
-            if isinstance(view, Probes) and self.read_only():
-                note += "\n\nRead-only: enter cannot attach or detach probes."
-            if isinstance(view, Bgp) and self.read_only():
-                note += "\n\nRead-only: W, a and maintenance are disabled."
-        self.push_screen(HelpScreen(title, keys, list(self.GLOBAL_KEYS), note))
+        if view is not None and not isinstance(view, Flows) and self.read_only():
+            # every view but Flows has x (the XDP mode): the list is never empty
+            off = [b.key for b in self.BINDINGS if isinstance(b, Binding)
+                   and b.action in OPERATOR_ACTIONS
+                   and isinstance(view, OPERATOR_ACTIONS[b.action])]
+            off += [READ_ONLY_MORE[type(view)]] if type(view) in READ_ONLY_MORE else []
+            listed = ", ".join(off[:-1]) + f" and {off[-1]}" if len(off) > 1 else off[0]
+            note += f"\n\nRead-only: {listed} {'are' if len(off) > 1 else 'is'} disabled."
+        self.push_screen(HelpScreen(title, keys, list(self.GLOBAL_KEYS), note.strip()))
 
     def action_quit_console(self) -> None:
         self.exit(message=QUIT_MESSAGE)
 
     def action_next_vip(self, step: int) -> None:
         self.backends_view().next_vip(self.fleet, step)
+        self.schedule_redraw()  # the Overview marks the selected VIP too
 
     def action_next_sort(self) -> None:
         self.backends_view().action_next_sort()
@@ -375,6 +394,8 @@ class XlbConsole(App[None]):
             return None if self.read_only() else True
         if action in BACKENDS_ACTIONS:
             return isinstance(view, Backends)
+        if action == "next_vip":
+            return isinstance(view, VIP_VIEWS)
         if action == "next_instance":
             return len(self.fleet.instances) > 1
         return True
@@ -496,6 +517,22 @@ class XlbConsole(App[None]):
             return
         self.notify(f"{what}: done on {ref.instance}", title="applied")
 
+    # -- modes: a VIP's forwarding mode, the XDP mode (console/modes.py) -----------------------
+    def action_mode(self) -> None:
+        """m: the selected VIP's forwarding mode, DSR <-> SNAT (asks first)."""
+        if self._refuse_read_only():
+            return
+        ref = self.backends_view().selected_vip(self.fleet)
+        if ref is None:
+            self.notify("no VIP yet: waiting for the agent's first snapshot", severity="warning")
+            return
+        self.modes.vip(ref)
+
+    def action_xdp_mode(self) -> None:
+        """x (outside Flows): the XDP mode of the instance shown, native <-> generic."""
+        if not self._refuse_read_only():
+            self.modes.xdp()
+
     # -- BGP: withdraw, announce, maintenance (console/routing.py) -----------------------------
     def bgp_view(self) -> Bgp:
         return self.query_one("#view-bgp", Bgp)
@@ -551,11 +588,11 @@ class XlbConsole(App[None]):
         try:
             change: ProbeChange = await asyncio.to_thread(link.call, method, name=name)
         except XlbError as e:
-            self.notify(f"{what}: {_one_line(str(e))}", title="refused", severity="error",
+            self.notify(f"{what}: {one_line(str(e))}", title="refused", severity="error",
                         timeout=8)
             return
         p = change["probe"]
-        state = p["state"] + (f": {_one_line(p['reason'])}" if p["reason"] else "")
+        state = p["state"] + (f": {one_line(p['reason'])}" if p["reason"] else "")
         self.notify(f"{what} on {instance}: {state}", title="applied" if change["changed"]
                     else "unchanged", severity="warning" if p["state"] == "unavailable"
                     else "information")
@@ -578,6 +615,18 @@ class XlbConsole(App[None]):
                                 self.action_weight)
         yield SystemCommand("Details of selected backend", "figures and audit trail",
                             self.action_details)
+        if not self.read_only():
+            for ref in self.fleet.vips():
+                other = "SNAT" if ref.mode == "dsr" else "DSR"
+                yield SystemCommand(f"Forwarding mode of VIP {ref.key}: {other}",
+                                    f"now {ref.mode.upper()}; established flows keep theirs "
+                                    "(asks first)", lambda r=ref: self.modes.vip(r))
+            for inst in self.fleet.shown():
+                if inst.snap["xdp_mode"] is not None:
+                    other = "generic" if inst.snap["xdp_mode"] == "native" else "native"
+                    yield SystemCommand(f"XDP mode of {inst.name}: {other}",
+                                        f"now {inst.snap['xdp_mode']}; re-attach (asks first)",
+                                        lambda i=inst.name: self._xdp_of(i))
         if not self.read_only():
             yield SystemCommand("Withdraw selected prefix", "BGP: the routers stop sending "
                                 "it to this LB", self.action_bgp_withdraw)
@@ -612,6 +661,14 @@ class XlbConsole(App[None]):
                                 self.action_next_instance)
         yield SystemCommand("Keys (help)", "every key of this view", self.action_help)
 
+    def _xdp_of(self, instance: str) -> None:
+        """The palette's XDP switch of one instance: focus it first (x acts on the one
+        shown)."""
+        if len(self.fleet.instances) > 1:
+            self.fleet.focus = instance
+            self.schedule_redraw()
+        self.modes.xdp()
+
     def _filter_backends(self) -> None:
         self.action_show_view("backends")
         self.action_filter()
@@ -628,7 +685,3 @@ class XlbConsole(App[None]):
         self.action_show_view("backends")
         self.backends_view().vip_key = key
 
-
-def _one_line(text: str) -> str:
-    """An error as one line: the first line of what the agent said."""
-    return text.strip().splitlines()[0] if text.strip() else "failed"

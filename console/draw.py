@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from xlb.units import ago
 
-__all__ = ["ago", "bar", "clip", "endpoint", "pct", "spark"]  # ago: one spelling, xlb.units
+# ago: one spelling, xlb.units
+__all__ = ["ago", "bar", "clip", "endpoint", "one_line", "pct", "spark"]
 
 SPARKS = "▁▂▃▄▅▆▇█"
 EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -53,3 +54,8 @@ def endpoint(addr: str, port: int | None) -> str:
 def clip(text: str, n: int) -> str:
     """`text` in at most `n` cells: cut with an ellipsis when longer."""
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def one_line(text: str) -> str:
+    """An error as one line: the first line of what the agent said."""
+    return text.strip().splitlines()[0] if text.strip() else "failed"

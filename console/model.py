@@ -17,12 +17,24 @@ from functools import lru_cache
 from typing import Any
 
 from console.tracefeed import TraceFeed
-from xlb.api.protocol import Backend, Packet, Probe, Snapshot, Status, Vip, XdpError
+from xlb.api.protocol import (
+    Backend,
+    Mode,
+    Packet,
+    Probe,
+    Snapshot,
+    Status,
+    Vip,
+    VipModes,
+    XdpError,
+)
 
 HISTORY = 120          # snapshots kept per series (2 minutes at the default tick)
 EXHAUSTED_MARK = 0.05  # a NAPI instance whose polls use the whole budget this often is saturated
 HOT_FACTOR = 1.5       # a queue above 1.5x the mean of all queues is "hot"
 LOST_STATE_SECONDS = 10.0  # TCP non-SYN misses above zero this long: flows are losing state
+NO_MODES: VipModes = {"dsr_pps": 0.0, "snat_pps": 0.0, "reply_pps": 0.0,
+                      "translations_per_s": 0.0, "no_port": 0}
 
 
 @dataclass
@@ -127,10 +139,16 @@ class VipRef:
     total: int
     pps: float
     panic: bool = False  # failing open: all serving backends take flows, down or not
+    mode: Mode = "dsr"   # how its new flows are forwarded
 
     @property
     def key(self) -> str:
         return f"{self.instance}/{self.name}"
+
+    @property
+    def family(self) -> int:
+        """4 or 6, from the label (address:port/protocol, [v6]:port/protocol)."""
+        return 6 if self.label.startswith("[") else 4
 
 
 class Fleet:
@@ -235,7 +253,20 @@ class Fleet:
         for inst in self.shown():
             for v in inst.snap["vips"]:
                 out.append(VipRef(inst.name, v["name"], v["vip"], v["healthy"], v["total"],
-                                  v["pps"], v.get("panic", False)))
+                                  v["pps"], v.get("panic", False), v.get("mode", "dsr")))
+        return out
+
+    def modes(self) -> VipModes:
+        """The shown VIPs' traffic by forwarding mode, summed."""
+        out = VipModes(**NO_MODES)
+        for inst in self.shown():
+            for v in inst.snap["vips"]:
+                m = vip_modes(v)
+                out["dsr_pps"] += m["dsr_pps"]
+                out["snat_pps"] += m["snat_pps"]
+                out["reply_pps"] += m["reply_pps"]
+                out["translations_per_s"] += m["translations_per_s"]
+                out["no_port"] += m["no_port"]
         return out
 
     def vip_doc(self, ref: VipRef) -> Vip | None:
@@ -292,6 +323,12 @@ class Fleet:
         """Is probe `name` attached on every shown instance (and is there one)?"""
         states = [p["state"] for _, p in self.probes() if p["name"] == name]
         return bool(states) and all(s == "attached" for s in states)
+
+
+def vip_modes(v: Vip) -> VipModes:
+    """A VIP's traffic by forwarding mode (an agent from before the modes sends none: all
+    of it was DSR)."""
+    return v.get("modes") or VipModes(**{**NO_MODES, "dsr_pps": v["pps"]})
 
 
 def napi_exhaustion(snap: Snapshot) -> list[float]:

@@ -28,11 +28,15 @@ class ConfirmScreen(Dialog[bool]):
         self.body, self.yes, self.danger = body, yes, danger
 
     def compose_body(self) -> ComposeResult:
-        yield Static(self.body, id="dialog-body", markup=False)  # addresses like [fd00::1]
+        yield from self.compose_message()
         with Horizontal(id="dialog-buttons"):
             yield Button(f"{self.yes} (y)", variant="error" if self.danger else "primary",
                          id="yes")
             yield Button("Cancel (n)", id="no")
+
+    def compose_message(self) -> ComposeResult:
+        """What is asked, above the buttons."""
+        yield Static(self.body, id="dialog-body", markup=False)  # addresses like [fd00::1]
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()  # Enter on the default does nothing harmful

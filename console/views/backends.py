@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Input, Static
 
 from console.draw import ago, bar, pct
 from console.messages import DetailsRequested
-from console.model import SORT_KEYS, BackendRow, Fleet, VipRef, sort_and_filter
+from console.model import SORT_KEYS, BackendRow, Fleet, VipRef, sort_and_filter, vip_modes
 from console.views.base import STATE_MARK, STATE_ROLE, View, cell_key, num, sync_table
 from xlb.units import human
 
@@ -33,6 +33,7 @@ class Backends(View):
     KEYS = (("d", "drain the selected backend (asks first)"),
             ("u", "undrain the selected backend"),
             ("w", "set the selected backend's weight"),
+            ("m", "switch the VIP's mode, DSR ↔ SNAT (asks first)"),
             ("v / V", "next / previous VIP"),
             ("s", "sort by the next column"),
             ("/", "filter by address, state or health (Esc clears)"),
@@ -181,6 +182,12 @@ class Backends(View):
         n = len(fleet.vips())
         if n > 1:
             t.append(f"   (v: next of {n} VIPs)")
+        doc = fleet.vip_doc(ref)
+        if doc is not None:
+            t.append("\nMode ", style="bold")
+            t.append(ref.mode.upper(), style=f"bold {self.role('accent')}")
+            t.append(" │ ")
+            t.append_text(self.mode_figures(vip_modes(doc)))
         return t
 
     def _cells(self, r: BackendRow, now: float) -> tuple[Any, ...]:

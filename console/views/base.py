@@ -18,6 +18,8 @@ from textual.widgets import DataTable
 
 from console.messages import RedrawRequested
 from console.model import Fleet
+from xlb.api.protocol import VipModes
+from xlb.units import human
 
 STATE_MARK = {"active": "● active", "draining": "◐ draining", "drained": "○ drained",
               "down": "✗ down"}
@@ -63,6 +65,16 @@ class View(Container):
 
     def styled(self, text: str, role: str, bold: bool = False) -> Text:
         return Text(text, style=f"{'bold ' if bold else ''}{self.role(role)}")
+
+    def mode_figures(self, m: VipModes) -> Text:
+        """Traffic by forwarding mode, one line (after a switch both modes carry flows: the
+        established ones keep theirs); SNAT's drops for want of a port stand out."""
+        t = Text(f"DSR {human(m['dsr_pps'])} pps  SNAT {human(m['snat_pps'])} pps (replies "
+                 f"{human(m['reply_pps'])} pps, {human(m['translations_per_s'])} new/s, ")
+        t.append(f"no port {human(m['no_port'])}",
+                 style=f"bold {self.role('error')}" if m["no_port"] else "")
+        t.append(")")
+        return t
 
     def marked(self, text: str, role: str, bold: bool = False) -> str:
         """A table cell as markup: plain strings are cheap to build and compare, and the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -25,7 +27,13 @@ SPARK_WIDTH = 24
 
 class Overview(View):
     TITLE = "Overview"
-    KEYS = (("i", "focus one instance / the whole fleet"),)
+    KEYS = (("v / V", "select the next / previous VIP (▸ in the VIPs list)"),
+            ("m", "switch the selected VIP's mode, DSR ↔ SNAT (asks first)"),
+            ("i", "focus one instance / the whole fleet"))
+
+    def __init__(self, **kw: Any):
+        super().__init__(**kw)
+        self.selected: str | None = None  # the app says which VIP is selected (its key)
 
     def compose(self) -> ComposeResult:
         yield Static(id="ov-summary")
@@ -47,8 +55,12 @@ class Overview(View):
                 "CPUs: busy % (psutil) and si %: with the softirq probe attached, the CPU's time "
                 "in NET_RX softirq ('si: NET_RX, probe'); otherwise psutil's figure for all "
                 "softirqs ('si: all softirqs, psutil').\n"
-                "VIPs: ▲ BGP its address is announced to an established router, ▽ BGP it is "
-                "not (the BGP view, 4, says why).")
+                "VIPs: DSR or SNAT, how each forwards its new flows (established flows keep "
+                "the mode they started in: after a switch, Modes shows traffic in both); ▲ BGP "
+                "its address is announced to an established router, ▽ BGP it is not (the "
+                "BGP view, 4, says why).\n"
+                "XDP: the mode the program runs in; 'driver has no native XDP' when the "
+                "interface's driver cannot run it natively (x then offers no switch).")
 
     def redraw(self, fleet: Fleet) -> None:
         self.query_one("#ov-summary", Static).update(self._summary(fleet))
@@ -85,6 +97,8 @@ class Overview(View):
         out.append(spark(fleet.history("drops"), width), style=self.role(drop_role))
         out.append("\n")
         out.append_text(self._misses(fleet, width))
+        out.append("\nModes   ", style="bold")
+        out.append_text(self.mode_figures(fleet.modes()))
         if len(shown) > 1:
             out.append("\nFleet   ", style="bold")
             out.append("   ".join(
@@ -116,7 +130,10 @@ class Overview(View):
         t.append(s["instance"], style=f"bold {self.role('accent')}")
         t.append(f" on {s['host']}  ·  LB mode {s['lb_mode'].upper()}  ·  XDP ")
         t.append(mode, style=self.role("success" if mode == "native" else "warning"))
-        t.append(f" on {s['interface'] or '?'}  ·  up {ago(s['uptime'])}")
+        t.append(f" on {s['interface'] or '?'}")
+        if s.get("xdp_native") is False:  # None: unknown, or an agent from before the modes
+            t.append(" (driver has no native XDP)", style=self.role("warning"))
+        t.append(f"  ·  up {ago(s['uptime'])}")
         for text, role in alerts(s["bgp"]):  # only what is wrong: details in BGP (4)
             t.append(f"  {text}", style=f"bold {self.role(role)}")
         return t
@@ -176,14 +193,20 @@ class Overview(View):
         several = len({v.instance for v in vips}) > 1
         width = self.query_one("#ov-vips").size.width or 80
         wide = width >= 56  # room for the address
+        name_w = max((len(f"{v.instance}/{v.name}" if several else v.name) for v in vips),
+                     default=0)
         for v in vips:
             start = len(out)
             ok = v.healthy == v.total and v.total > 0
             role = "success" if ok else "error" if v.healthy == 0 else "warning"
             mark = "✓" if ok else "✗" if v.healthy == 0 else "!"
             name = f"{v.instance}/{v.name}" if several else v.name
-            out.append(f" {mark} ", style=f"bold {self.role(role)}")
-            out.append(f"{name:<10} " + (f"{v.label:<22} " if wide else ""))
+            out.append("▸" if v.key == self.selected else " ", style=f"bold {self.role('accent')}")
+            out.append(f"{mark} ", style=f"bold {self.role(role)}")
+            out.append(f"{name:<{name_w}} ")
+            out.append(f"{v.mode.upper():<4} ", style=self.role("accent" if v.mode == "snat"
+                                                               else "foreground"))
+            out.append(f"{v.label:<22} " if wide else "")
             out.append(f"{v.healthy}/{v.total} healthy", style=self.role(role))
             out.append(f" {human(v.pps):>6} pps")
             if v.panic:
