@@ -251,6 +251,7 @@ static __always_inline int snat_claim(const struct xlb_config *cfg, const struct
         if (e) {
             if (flow_eq(&e->flow, &p->flow)) {  /* its entry outlived its connection entry */
                 e->last_seen_ns = now;
+                e->vip_id = vip_id;
                 e->flags = 0;
                 return 2;
             }

@@ -239,6 +239,7 @@ def test_flows_get_distinct_ports(dut: DataplaneUnderTest) -> None:
     seen = set()
     for port in range(42000, 42200):
         out = forward(dut, tcp4(sport=port))
+        assert ipaddress.ip_address(out[IP].src) in POOL4
         seen.add((out[IP].src, out[TCP].sport, out[IP].dst))
     assert len(seen) == 200
     assert len({s for s, _, _ in seen}) > 8  # spread over the pool's addresses
