@@ -9,7 +9,10 @@ namespace made here, private pin/run/state roots (tests/agent/test_agent.py).
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -25,10 +28,12 @@ from tests.agent.test_agent import (
 )
 from tests.helpers import wait_for
 from xlb.api import protocol as P
+from xlb.dataplane import lifecycle, xdp
 from xlb.dataplane import structs as S
-from xlb.dataplane import xdp
+from xlb.dataplane.config import parse_config
 from xlb.dataplane.manager import Dataplane, key_label
-from xlb.errors import RefusedError
+from xlb.errors import AttachError, RefusedError
+from xlb.lab import netns
 
 POOL = 'snat_pool_v4 = "10.200.0.0/30"'
 
@@ -88,6 +93,12 @@ def test_a_vip_switches_dsr_snat_dsr_applied_audited(pooled: AgentProc) -> None:
         assert {v["name"]: v["mode"] for v in c.call("vips")} == {"web": "snat", "dns": "dsr"}
         assert flags(pooled) & S.XLB_VIP_F_SNAT
         assert P.conforms(vip_of(st)["modes"], P.VipModes) == []
+        r = subprocess.run([sys.executable, "-m", "xlb", "status", "--instance", "agt",
+                            "--sample", "0", "--json"], capture_output=True, text=True,
+                           env=pooled.env, timeout=60)  # from the pinned maps: no agent
+        assert r.returncode == 0, r.stderr
+        (inst,) = json.loads(r.stdout)["instances"]
+        assert {v["name"]: v["mode"] for v in inst["vips"]} == {"web": "snat", "dns": "dsr"}
         c.call("mode", vip="web", mode="dsr")
         assert vip_of(c.call("status"))["mode"] == "dsr"
         assert flags(pooled) & S.XLB_VIP_F_SNAT == 0
@@ -206,3 +217,80 @@ def test_native_is_refused_where_the_driver_has_none(no_native: AgentProc) -> No
     after = xdp.query("xlb0", NS)
     assert (after.mode, after.prog_id) == ("generic", before.prog_id)
     assert status(no_native)["xdp_mode"] == "generic"
+
+
+def test_a_failed_switch_puts_the_program_back_in_its_old_mode(
+        roots: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the kernel cannot say whether the driver has native XDP (None), the switch
+    is tried; the driver refuses the attach; the program is attached generic again, the
+    same one, and the error says so."""
+    pin_root, run_root = roots
+    ns = f"xlbsw-{os.getpid()}"
+    cfg = parse_config({"instance": {"name": "sw", "interface": "sw0", "netns": ns,
+                                     "xdp_mode": "generic", "max_vips": 2,
+                                     "max_backends": 4, "max_connections": 1024},
+                        "vip": []})
+    netns.create(ns)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "sw0", "type", "ifb"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "sw0", "up"], check=True)
+        lifecycle.load_instance(cfg, pin_root=pin_root, run_root=run_root)
+        before = xdp.query("sw0", ns)
+        assert before.mode == "generic"
+        monkeypatch.setattr(xdp, "native_supported", lambda *_a: None)
+        with pytest.raises(AttachError, match="attached in generic mode again, as before"):
+            lifecycle.switch_xdp_mode("sw", "native", pin_root, run_root)
+        after = xdp.query("sw0", ns)
+        assert (after.mode, after.prog_id) == ("generic", before.prog_id)
+        assert lifecycle.read_state("sw", run_root)["mode"] == "generic"
+    finally:
+        if os.path.isdir(os.path.join(pin_root, "sw")):
+            lifecycle.unload_instance("sw", remove_pins=True, pin_root=pin_root,
+                                      run_root=run_root)
+        netns.remove(ns)
+
+
+def test_snat_counters_reach_the_snapshot_and_metrics(pooled: AgentProc) -> None:
+    """The data plane's snat_stats row of a VIP (written here as its traffic would leave
+    it, growing each 0.1 s) become the VIP's per-mode rates, its no-port total and the
+    SNAT metrics; DSR is the rest of the VIP's packets."""
+    import urllib.request
+
+    with pooled.client() as c:
+        c.call("mode", vip="web", mode="snat")
+    with Dataplane("agt", pooled.env["XLB_PIN_ROOT"], pooled.env["XLB_RUN_ROOT"]) as dp:
+        vid = next(m.vip_id for k, m in dp.vip_entries().values()
+                   if key_label(k) == "10.100.0.10:80/tcp")
+        stats, vips = dp.maps["snat_stats"], dp.maps["vip_stats"]
+        deadline = time.monotonic() + 10
+        n = 0
+        with pooled.client() as c:
+            while True:
+                n += 1
+                row = (S.SnatStats * stats.ncpu)()
+                row[0].packets, row[0].bytes, row[0].reply_packets = 100 * n, 6000 * n, 80 * n
+                row[0].reply_bytes, row[0].translations, row[0].no_port = 5000 * n, 10 * n, 3
+                stats.set(vid, row)
+                both = (S.Traffic * vips.ncpu)()
+                both[0].packets, both[0].bytes = 150 * n, 9000 * n  # 50 DSR packets more
+                vips.set(vid, both)
+                web = vip_of(c.call("status"))
+                if web["modes"]["snat_pps"] > 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            port = c.call("status")["metrics_port"]
+    m = web["modes"]
+    assert m["snat_pps"] > 0 and m["dsr_pps"] > 0 and m["no_port"] == 3
+    assert abs(m["reply_pps"] / m["snat_pps"] - 0.8) < 0.01
+    assert abs(m["translations_per_s"] / m["snat_pps"] - 0.1) < 0.01
+    assert abs(m["dsr_pps"] / m["snat_pps"] - 0.5) < 0.05
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'xlb_snat_no_port_total{vip="web"} 3.0' in text
+    assert 'xlb_vip_mode{mode="snat",vip="web"} 1.0' in text
+    assert 'xlb_xdp_mode{mode="native"} 1.0' in text
+    assert re.search(r'xlb_snat_packets_total\{direction="reply",vip="web"\} [1-9]', text)
+    r = subprocess.run([sys.executable, "-m", "xlb", "backends", "--vip", "web", "--socket",
+                        pooled.socket], capture_output=True, text=True, env=pooled.env,
+                       timeout=60)
+    assert r.returncode == 0 and "(10.100.0.10:80/tcp, snat)" in r.stdout
+    assert "3 dropped without a free port" in r.stdout

@@ -135,10 +135,10 @@ def test_modes_metrics() -> None:
          "active_connections": 0, "backends": []},
         {"name": "dns", "mode": "dsr", "total": 1, "healthy": 1, "panic": False,
          "active_connections": 0, "backends": []}]}
+    snat = np.array([[0] * 6, [0] * 6, [10, 1000, 8, 800, 2, 1], [0] * 6], np.uint64)
     counters = Counters(1.0, np.zeros((1, 7), np.uint64), np.zeros((4, 2), np.uint64),
-                        np.zeros((4, 3), np.uint64), np.zeros((len(S.Reason), 2), np.uint64))
-    counters.snat = np.array([[0] * 6, [0] * 6, [10, 1000, 8, 800, 2, 1], [0] * 6],  # type: ignore[attr-defined]
-                             np.uint64)
+                        np.zeros((4, 3), np.uint64), np.zeros((len(S.Reason), 2), np.uint64),
+                        snat=snat)
     counted = Counted(counters, {"web": 2, "dns": 1}, {})
     text = generate_latest(registry_of(lambda: Published(snap, counted))).decode()  # type: ignore[arg-type]
     assert promtool_check(text) == ""

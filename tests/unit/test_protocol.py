@@ -103,7 +103,7 @@ def test_changes_read_as_text() -> None:
         "web: state active → drained; dns: unchanged")
     assert P.change_text({"web": None}, {"web": b}) == "web: added (weight 1, active)"
     vip: P.VipConfig = {"name": "api", "address": "2001:db8::1", "port": 443,
-                        "protocol": "tcp", "backend": [b]}
+                        "protocol": "tcp", "mode": "dsr", "backend": [b]}
     assert P.change_text({"api": None}, {"api": vip}) == (
         "api: added ([2001:db8::1]:443/tcp, 1 backend(s))")
     assert P.change_text({"api": vip}, {"api": None}) == "api: removed"

@@ -41,7 +41,6 @@ from xlb.agent.rates import (
     SNAT_TRANSLATIONS,
     Rates,
     RateTracker,
-    snat_of,
 )
 from xlb.agent.settings import AgentConfig
 from xlb.agent.trace import Trace
@@ -525,7 +524,7 @@ class Agent:
             for name in (v.name for v in new.vips if v.name in kept):
                 if (self._healthy_active(self.desired, name)
                         and not self._healthy_active(new, name) and not force):
-                    subject = params.get("address") or params.get("name")
+                    subject = params.get("address") or params.get("name") or params.get("vip")
                     raise RefusedError(f"{action} {subject} would leave VIP {name} without a "
                                        "healthy backend: refused (use --force to do it "
                                        "anyway)")
@@ -537,7 +536,8 @@ class Agent:
                                    params=params, before=before, after=after) as entry:
                 self._commit(new, down)
         log.info("%s (uid %d) %s %s: %s", caller.user, caller.uid, action,
-                 params.get("address") or params.get("name"), P.change_text(before, after))
+                 params.get("address") or params.get("name") or params.get("vip"),
+                 P.change_text(before, after))
         event: P.ChangeEvent = {"kind": "change", **entry}  # type: ignore[typeddict-item]
         self.emit("event", event)
         return {"vips": list(dict.fromkeys([*before, *after])), "before": before,
@@ -770,7 +770,7 @@ class Agent:
         rates = self.rates.update(counters)
         self.active = counters.active
         self.reason_totals = counters.reasons[:, 0].copy()
-        self.no_port_totals = snat_of(counters)[:, SNAT_NO_PORT].copy()
+        self.no_port_totals = counters.snat[:, SNAT_NO_PORT].copy()
         self.cpus = cpu_load()  # once per tick: each call measures since the last one
         if self._watched is not self.desired:  # drops from or to these are the LB's
             self._watched = self.desired

@@ -54,7 +54,6 @@ from xlb.agent.rates import (
     SNAT_REPLY_BYTES,
     SNAT_REPLY_PACKETS,
     SNAT_TRANSLATIONS,
-    snat_of,
 )
 from xlb.api.protocol import MODES, Bgp, BgpSessionState, Snapshot, empty_bgp
 from xlb.dataplane import structs as S
@@ -213,7 +212,7 @@ def _counters(c: Counted) -> Iterator[Metric]:
 def _snat(c: Counted) -> Iterator[Metric]:
     """SNAT per VIP: packets and bytes translated each way, translations made, and new
     flows dropped for want of a free SNAT port (the pool is too small for the load)."""
-    snat = snat_of(c.counters)
+    snat = c.counters.snat
     d = ["vip", "direction"]
     pkts = CounterMetricFamily("xlb_snat_packets", "packets translated by SNAT: forward "
                                "(client to backend) and reply (backend to client)", labels=d)

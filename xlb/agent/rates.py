@@ -173,13 +173,6 @@ class RateTracker:
 
 def _snapshot(c: Counters) -> Counters:
     """A private copy: the baseline must not change if the caller reuses its arrays."""
-    copy = Counters(c.at, np.array(c.queues, dtype=np.uint64),
-                    np.array(c.vips, dtype=np.uint64), np.array(c.backends, dtype=np.uint64),
-                    np.array(c.reasons, dtype=np.uint64), np.array(c.misses, dtype=np.uint64))
-    copy.snat = np.array(snat_of(c), dtype=np.uint64)  # type: ignore[attr-defined]  # TEMP
-    return copy
-
-
-def snat_of(c: Counters) -> np.ndarray:
-    """TEMP until modes-bpf is merged: Counters.snat, or no rows."""
-    return getattr(c, "snat", np.zeros((0, SNAT_COLUMNS), dtype=np.uint64))
+    return Counters(c.at, np.array(c.queues, dtype=np.uint64), np.array(c.vips, dtype=np.uint64),
+                    np.array(c.backends, dtype=np.uint64), np.array(c.reasons, dtype=np.uint64),
+                    np.array(c.misses, dtype=np.uint64), snat=np.array(c.snat, dtype=np.uint64))

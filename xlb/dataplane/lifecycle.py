@@ -170,10 +170,10 @@ def switch_xdp_mode(instance: str, mode: str, pin_root: str = PIN_ROOT,
     path). The same mode again touches nothing (gap 0). Native is refused BEFORE anything
     is detached where the kernel says the driver has none; an attach that fails anyway
     puts the program back in its old mode (the error says so)."""
-    require_root("switching the XDP mode")
     if mode not in xdp.MODE_FLAGS:
         raise RefusedError(f"unknown XDP mode {mode!r}: use native or generic")
     state = read_state(instance, run_root)
+    privileges.require("switching the XDP mode", state.get("netns", ""))
     own_fd = own_program(instance, pin_root)
     if not state.get("interface") or own_fd < 0:
         if own_fd >= 0:
