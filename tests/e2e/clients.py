@@ -13,6 +13,7 @@ from typing import Any
 
 from xlb.api.client import AgentClient
 from xlb.lab import topology
+from xlb.lab.switches import call_lbs
 from xlb.paths import default_socket
 
 LBS = topology.Lab().lbs
@@ -80,5 +81,4 @@ def agents(timeout: float = 10.0) -> Iterator[dict[str, AgentClient]]:
 
 def call_all(method: str, **params: Any) -> dict[str, Any]:
     """One call on every LB's agent (drain a backend fleet-wide): the answers by LB."""
-    with agents() as clients:
-        return {lb: c.call(method, **params) for lb, c in clients.items()}
+    return call_lbs(method, params)

@@ -4,6 +4,7 @@ knows is one line on stderr with its exit code, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,8 @@ def test_weight_zero_is_confirmed_like_a_drain(
     assert err == said if said else "none.sock" in err
 
 
-def test_lab_traffic_hands_its_options_to_the_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lab_traffic_hands_its_options_to_the_generator(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`xlb lab traffic` checks the options (help, completion, usage errors without a lab);
     the generator in the client namespace gets them all and parses them the same way."""
     from xlb.lab import traffic_args
@@ -153,15 +155,21 @@ def test_lab_traffic_hands_its_options_to_the_generator(monkeypatch: pytest.Monk
     seen: list[list[str]] = []
 
     class Started:
-        def wait(self) -> int:
-            return 0
+        returncode = 0
 
-    def start(argv: list[str]) -> Started:
+        def communicate(self) -> tuple[bytes, None]:
+            return b'{"tcp_ok": 1}\n', None
+
+    def start(argv: list[str], stdout: int | None = None) -> Started:
         seen.append(argv)
         return Started()
 
     monkeypatch.setattr("xlb.lab.run.traffic", start)
+    monkeypatch.setattr("xlb.lab.modes.packets", lambda: {})
+    monkeypatch.setattr("xlb.lab.modes.report", lambda before: {"lb1": {}})
     assert cli.main(["lab", "traffic", "--rate", "7.5", "--v6-every", "0", "--json"]) == 0
+    # --json: the generator's summary and the LBs' view by mode, one JSON line
+    assert json.loads(capsys.readouterr().out) == {"tcp_ok": 1, "lbs": {"lb1": {}}}
     ap = argparse.ArgumentParser()
     traffic_args.add_arguments(ap)
     assert vars(ap.parse_args(seen[0])) == {"rate": 7.5, "concurrency": 32, "duration": 0.0,

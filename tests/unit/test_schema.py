@@ -148,7 +148,11 @@ def test_the_defaults_have_not_moved() -> None:
         "netns": "", "xdp_mode": "native", "ring_size": 65537, "max_vips": 64,
         "max_backends": 4096, "max_connections": 262144, "trace_buffer_kib": 1024, "mtu": 1500,
         "flow_table_turnover": 10.0, "nexthop_mac": "",
-        "encap_source_v4": "172.16.0.0/16", "encap_source_v6": "fd00:5f1b::/64"}
+        "encap_source_v4": "172.16.0.0/16", "encap_source_v6": "fd00:5f1b::/64",
+        "snat_pool_v4": "", "snat_pool_v6": "", "snat_port_min": 1024, "snat_port_max": 65535,
+        "snat_table_size": 0, "snat_tcp_timeout": 7440, "snat_udp_timeout": 60,
+        "snat_close_timeout": 10}
+    assert VIP["mode"].default == "dsr"
     assert (BACKEND["weight"].default, BACKEND["state"].default) == (1, "active")
     assert {s.name: s.default for s in AGENT.settings} == {
         "socket": "", "tick": 1.0, "history": 300.0, "operator_group": "xlb",

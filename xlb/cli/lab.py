@@ -100,11 +100,32 @@ def _status_text(d: dict[str, Any]) -> str:
 def traffic(args: argparse.Namespace) -> int:
     """Real TCP and UDP to the VIPs from the client namespace, with a summary at the end.
 
-    It exits 1 if any TCP connection failed.
+    The summary counts the answers per VIP by the mode their flow took, as the backends
+    saw it (dsr: the client's address; snat: an address of an LB's SNAT pool), then each
+    LB's VIP modes and the packets it forwarded per mode meanwhile (DSR, SNAT, SNAT
+    replies). It exits 1 if any TCP connection failed.
 
     examples:
       xlb lab traffic --rate 200 --duration 10
+      xlb lab traffic --duration 5 --json
     """
-    from xlb.lab import run
+    import json
+    import subprocess
 
-    return run.traffic(traffic_args.to_argv(args)).wait()
+    from xlb.lab import modes, run
+
+    before = modes.packets()
+    gen = run.traffic(traffic_args.to_argv(args),
+                      stdout=subprocess.PIPE if args.json else None)
+    try:
+        out, _ = gen.communicate()
+    except KeyboardInterrupt:  # the generator got the Ctrl-C too: it prints its summary
+        out, _ = gen.communicate()
+    lbs = modes.report(before)
+    if args.json:
+        lines = (out or b"").decode().strip().splitlines()
+        summary = json.loads(lines[-1]) if lines else {}
+        print(json.dumps({**summary, "lbs": lbs}))
+    else:
+        print(modes.report_text(lbs))
+    return gen.returncode

@@ -98,7 +98,7 @@ def measure(action: Callable[[], object], during: tuple[str, ...],
             time.sleep(1.0)
         finally:
             kept = long_lived.stop()
-            new = _stop(gen)
+            new = run.stop_traffic(gen)
     return {"converged_s": round(converged, 2), "back_s": round(back, 2),
             "out_for_s": round(out_for, 2),
             "long_lived": kept["connections"], "carried_before": dict(spread),
@@ -109,12 +109,3 @@ def measure(action: Callable[[], object], during: tuple[str, ...],
             "udp_ok": new.get("udp_ok", 0), "udp_failed": new.get("udp_failed", -1),
             "flows": long_lived.flows}
 
-
-def _stop(gen: subprocess.Popen[bytes]) -> dict[str, Any]:
-    """The traffic generator's summary (it prints it on SIGTERM)."""
-    gen.terminate()
-    out, _ = gen.communicate(timeout=30)
-    try:
-        return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
-    except (ValueError, IndexError):
-        return {}

@@ -36,6 +36,7 @@ class Flow:
     vip: str
     sport: int = 0
     backend: str = ""
+    client: str = ""            # who the backend saw asking (X-Client)
     requests: int = 0
     slowest_ms: float = 0.0
     broken: str = ""            # why ("" = fine)
@@ -43,27 +44,32 @@ class Flow:
 
     def doc(self) -> dict[str, Any]:
         return {"src": self.src, "vip": self.vip, "sport": self.sport, "backend": self.backend,
-                "requests": self.requests, "slowest_ms": round(self.slowest_ms, 1),
+                "client": self.client, "requests": self.requests,
+                "slowest_ms": round(self.slowest_ms, 1),
                 "broken": self.broken, "broken_after": round(self.broken_after, 2)}
 
 
-async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[str, str]:
+    """One request: (the backend that answered, who it saw asking)."""
     writer.write(REQUEST)
     await writer.drain()
-    length = 0
+    length, client = 0, ""
     while (line := await reader.readline()) not in (b"\r\n", b""):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":")[1])
+        key, _, value = line.partition(b":")
+        if key.lower() == b"content-length":
+            length = int(value)
+        elif key.lower() == b"x-client":
+            client = value.strip().decode()
     if not line:
         raise ConnectionError("closed by the peer")
-    return (await reader.readexactly(length)).decode().strip()
+    return (await reader.readexactly(length)).decode().strip(), client
 
 
 async def _open(flow: Flow, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(flow.vip, 80, local_addr=(flow.src, 0)), timeout)
     flow.sport = writer.get_extra_info("sockname")[1]
-    flow.backend = await asyncio.wait_for(_get(reader, writer), timeout)
+    flow.backend, flow.client = await asyncio.wait_for(_get(reader, writer), timeout)
     return reader, writer
 
 
@@ -73,14 +79,15 @@ async def _talk(flow: Flow, conn: tuple[asyncio.StreamReader, asyncio.StreamWrit
     while not stop.is_set():
         t = time.monotonic()
         try:
-            answer = await asyncio.wait_for(_get(reader, writer), timeout)
+            answer, client = await asyncio.wait_for(_get(reader, writer), timeout)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
             flow.broken, flow.broken_after = type(e).__name__, time.monotonic() - started
             break
         flow.requests += 1
         flow.slowest_ms = max(flow.slowest_ms, (time.monotonic() - t) * 1000)
-        if answer != flow.backend:
-            flow.broken = f"answered by {answer}, not {flow.backend}"
+        if answer != flow.backend or client != flow.client:
+            flow.broken = (f"answered by {answer}, not {flow.backend}" if answer != flow.backend
+                           else f"the backend saw {client}, not {flow.client}")
             flow.broken_after = time.monotonic() - started
             break
         try:

@@ -32,22 +32,21 @@ from xlb.paths import RUN_ROOT, default_socket
 STATE = os.path.join(RUN_ROOT, "lab.json")
 
 
-def lb_config(lab: Lab, lb: str) -> dict[str, Any]:
+def lb_config(lab: Lab, lb: str, **instance: Any) -> dict[str, Any]:
+    """lb's data plane config; `instance` overrides [instance] keys (a test's tiny pool)."""
     backends = [{"address": b.address} for b in lab.backends]
     backends6 = [{"address": b.address6} for b in lab.backends]  # 6in6
     return {
         "instance": {"name": lb, "interface": "l0", "netns": lab.lb_ns(lb), "xdp_mode": "native",
                      "mtu": topology.LINK_MTU, "max_vips": 16, "max_backends": 256,
                      # outer IPv6 sources from the lab's prefix, one /64 per LB
-                     "encap_source_v6": f"{topology.NET6}:f{lab.lbs.index(lb) + 1}::/64"},
-        "vip": [
-            {"name": "web", "address": VIP, "port": 80, "protocol": "tcp", "backend": backends},
-            {"name": "dns", "address": VIP, "port": 53, "protocol": "udp", "backend": backends},
-            {"name": "web6", "address": VIP6, "port": 80, "protocol": "tcp",
-             "backend": backends6},
-            {"name": "dns6", "address": VIP6, "port": 53, "protocol": "udp",
-             "backend": backends6},
-        ],
+                     "encap_source_v6": f"{topology.NET6}:f{lab.lbs.index(lb) + 1}::/64",
+                     # the lab's VIPs are dsr; `xlb mode web snat` uses these (routed to lb)
+                     "snat_pool_v4": lab.snat_pool(lb), "snat_pool_v6": lab.snat_pool(lb, True),
+                     **instance},
+        "vip": [{"name": name, "address": address, "port": port, "protocol": proto,
+                 "backend": backends6 if ":" in address else backends}
+                for name, (address, port, proto) in topology.VIPS.items()],
     }
 
 
@@ -68,9 +67,11 @@ def _attach_helpers(lab: Lab) -> None:
 
 
 def _start_server(ns: str) -> int:
+    be = next(b for b in Lab().backends if b.name == ns)
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns, sys.executable, "-m", "xlb.lab.server",
-         "--name", ns.removeprefix(topology.PREFIX), "--vip", VIP, "--vip6", VIP6],
+         "--name", ns.removeprefix(topology.PREFIX), "--vip", VIP, "--vip6", VIP6,
+         "--address", be.address, "--address6", be.address6],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     return proc.pid
@@ -163,9 +164,11 @@ def agent_config_path(lb: str) -> str:
     return os.path.join(RUN_ROOT, "lab", f"{lb}.toml")
 
 
-def _start_agent(lab: Lab, lb: str, prefix: tuple[str, ...] = ()) -> int:
+def _start_agent(lab: Lab, lb: str, prefix: tuple[str, ...] = (),
+                 instance: dict[str, Any] | None = None) -> int:
     """The lab's LBs run as agents, like production: the agent owns the data plane.
-    `prefix` runs it through another command (setpriv: as another user)."""
+    `prefix` runs it through another command (setpriv: as another user); `instance`
+    overrides [instance] keys of its config file (a changed file wins over saved intent)."""
     path = agent_config_path(lb)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -173,7 +176,7 @@ def _start_agent(lab: Lab, lb: str, prefix: tuple[str, ...] = ()) -> int:
         f.write(f'[agent]\nsocket = "{default_socket(lb)}"\nhealth_interval = 0.5\n'
                 f'health_timeout = 0.25\nmetrics = "127.0.0.1:{9465 + lab.lbs.index(lb)}"\n\n')
         f.write(fabric.bgp_table(lab, lb) + "\n")
-        f.write(dump_toml(parse_config(lb_config(lab, lb))))
+        f.write(dump_toml(parse_config(lb_config(lab, lb, **(instance or {})))))
     log = open(os.path.join(os.path.dirname(path), f"{lb}.log"), "ab")  # noqa: SIM115
     proc = subprocess.Popen([*prefix, sys.executable, "-m", "xlb", "agent", "--config", path],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -201,13 +204,15 @@ def stop_agent(lb: str, sig: int = signal.SIGTERM) -> None:
     procs.ended(pid, 10.0)
 
 
-def start_agent(lb: str, prefix: tuple[str, ...] = (), routes: bool = True) -> dict[str, Any]:
+def start_agent(lb: str, prefix: tuple[str, ...] = (), routes: bool = True,
+                instance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start lb's agent (after stop_agent); it adopts the pinned data plane. With `routes`,
     return once it announces again: the router has every LB as next hop for every VIP
-    (an LB restored in maintenance never does: pass routes=False)."""
+    (an LB restored in maintenance never does: pass routes=False). `instance`: keys of
+    its [instance] other than the lab's (gone at the next start without them)."""
     state = _state()
     lab = Lab()
-    new = _start_agent(lab, lb, prefix)
+    new = _start_agent(lab, lb, prefix, instance)
     state.setdefault("agents", {})[lb] = new
     _save_state(state)
     info = _wait_agent(lb, new)
@@ -266,8 +271,10 @@ def down() -> dict[str, Any]:
             "bird_stopped": bird_stopped, "unloaded": unloaded, "namespaces_removed": removed}
 
 
-def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
-    """Start xlb.lab.traffic inside the client namespace (a child process)."""
+def traffic(args: list[str], quiet: bool = False,
+            stdout: int | None = None) -> subprocess.Popen[bytes]:
+    """Start xlb.lab.traffic inside the client namespace (a child process). quiet: its
+    output piped, its errors dropped, a session of its own; else `stdout` (None: ours)."""
     from pyroute2 import netns
 
     if topology.CLIENT not in netns.listnetns():
@@ -275,8 +282,18 @@ def traffic(args: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
     out = subprocess.DEVNULL if quiet else None
     return subprocess.Popen(["ip", "netns", "exec", topology.CLIENT, sys.executable, "-m",
                              "xlb.lab.traffic", *args], stdout=subprocess.PIPE if quiet
-                            else None, stderr=out, start_new_session=quiet,
+                            else stdout, stderr=out, start_new_session=quiet,
                             preexec_fn=_end_with_parent)
+
+
+def stop_traffic(gen: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """End a quiet traffic generator (SIGTERM) and return its summary ({} if none)."""
+    gen.terminate()
+    out, _ = gen.communicate(timeout=30)
+    try:
+        return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+    except (ValueError, IndexError):
+        return {}
 
 
 def _end_with_parent() -> None:

@@ -21,6 +21,11 @@ delivers it to the backend; the backend's XDP program strips the outer header, i
 server answers from the VIP on lo, and the reply goes straight to the client via
 the router (DSR: replies never pass the load balancer).
 
+Each LB has SNAT pools of its own (for VIPs in SNAT mode: the backends see an address of
+the pool and answer it): lb1 198.19.1.0/28 and fd00:5f1b:19:1::/124, lb2 198.19.3.0/28 and
+fd00:5f1b:19:3::/124. The router has a static route for each pool via that LB's link
+address, so a backend's reply to a SNAT address goes back to the LB that translated it.
+
 Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking) and the ULA
 prefix fd00:5f1b:18::/48 (lb1's outer IPv6 sources: fd00:5f1b:18:f1::/64),
 so lab traffic can never be mistaken for anyone's real network. All names
@@ -29,6 +34,7 @@ start with "xlb-", and `down()` removes exactly what `up()` made.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -44,6 +50,9 @@ CLIENT_ADDRS = [f"198.18.0.{i}" for i in range(10, 42)]
 NET6 = "fd00:5f1b:18"  # the lab's /48: subnet 0 client, 1.. LBs, 2 backends
 VIP6 = "fd00:5f1b:19::10"
 CLIENT_ADDRS6 = [f"{NET6}::{i}" for i in range(10, 42)]
+# the lab's VIPs: name -> (address, port, protocol); all dsr until switched (`xlb mode`)
+VIPS = {"web": (VIP, 80, "tcp"), "dns": (VIP, 53, "udp"),
+        "web6": (VIP6, 80, "tcp"), "dns6": (VIP6, 53, "udp")}
 LINK_MTU = 1600  # room for the outer header (IPv6: 40 bytes) on LB and backend links
 
 
@@ -77,6 +86,20 @@ class Lab:
         """The router's address on lb's link (lb's BGP neighbor and default gateway)."""
         n = self.lb_net(lb)
         return f"{NET6}:{n}::1" if v6 else f"198.18.{n}.1"
+
+    def snat_pool(self, lb: str, v6: bool = False) -> str:
+        """lb's SNAT pool (CIDR): the addresses its SNAT flows leave from, routed to it."""
+        n = self.lb_net(lb)
+        return f"fd00:5f1b:19:{n}::/124" if v6 else f"198.19.{n}.0/28"
+
+    def snat_owner(self, address: str) -> tuple[str, str] | None:
+        """(lb, "snat") when `address` is in an LB's SNAT pool, else None: who asked a
+        backend, read from the backend side (its X-Client header, its echo's body)."""
+        addr = ipaddress.ip_address(address)
+        for lb in self.lbs:
+            if addr in ipaddress.ip_network(self.snat_pool(lb, addr.version == 6)):
+                return lb, "snat"
+        return None
 
     def namespaces(self) -> list[str]:
         return [CLIENT, ROUTER, *(self.lb_ns(lb) for lb in self.lbs),
@@ -156,7 +179,9 @@ def up(lab: Lab | None = None) -> Lab:
         r.link("add", ifname="br0", kind="bridge")
         r.link("set", index=r.link_lookup(ifname="br0")[0], state="up", mtu=LINK_MTU)
     router_addrs["br0"] = ["198.18.2.1/24", f"{NET6}:2::1/64"]
-    _config(ROUTER, router_addrs)  # no route to the VIPs: BGP brings them
+    # no route to the VIPs (BGP brings them); each LB's SNAT pools via that LB
+    _config(ROUTER, router_addrs, routes=tuple(
+        (lab.snat_pool(lb, v6), lab.lb_address(lb, v6)) for lb in lab.lbs for v6 in (False, True)))
     for i, be in enumerate(lab.backends, start=1):
         lab_ns.veth(be.name, "b0", ROUTER, f"r-be{i}", queues=1, mtu=LINK_MTU)
         with lab_ns.session(ROUTER) as r:
@@ -164,6 +189,9 @@ def up(lab: Lab | None = None) -> Lab:
                    master=r.link_lookup(ifname="br0")[0])
         _config(be.name, {"b0": [f"{be.address}/24", f"{be.address6}/64"], "lo": [VIP, VIP6]},
                 routes=(("default", "198.18.2.1"), ("default", f"{NET6}:2::1")))
+        # SNAT replies cross an LB's XDP_TX, which keeps no checksum-offload state (as the
+        # client's packets do): the backend computes its checksums itself
+        sh(be.name, "ethtool", "-K", "b0", "tx", "off")
     return lab
 
 

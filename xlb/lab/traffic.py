@@ -6,8 +6,10 @@ and ephemeral ports, at most `concurrency` at a time; every second a line of
 figures, at the end a summary (JSON with --json). Every --v6-every'th
 connection (and the UDP query that goes with it) uses IPv6, to the v6 VIP.
 The summary's counts and backends cover both families; its "v6" part
-repeats the IPv6 share on its own. It only ever talks to the lab's two VIPs,
-and stops after --duration or on SIGTERM/SIGINT.
+repeats the IPv6 share on its own; its "modes" part counts, per VIP, the answers by the
+mode their flow took, as the backend saw it (its X-Client header, its echo's second line:
+an address of an LB's SNAT pool = snat, the client's own address = dsr). It only ever
+talks to the lab's two VIPs, and stops after --duration or on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xlb.lab import traffic_args
-from xlb.lab.topology import CLIENT_ADDRS, CLIENT_ADDRS6, VIP, VIP6
+from xlb.lab.server import parse_client
+from xlb.lab.topology import CLIENT_ADDRS, CLIENT_ADDRS6, VIP, VIP6, VIPS, Lab
+
+_LAB = Lab()
+_NAMES = {(address, proto): name for name, (address, _, proto) in VIPS.items()}
+
+
+def mode_of(client: str) -> str:
+    """The mode a flow took, from who the backend says asked it (X-Client)."""
+    return "snat" if _LAB.snat_owner(parse_client(client)[0]) else "dsr"
 
 
 @dataclass
@@ -45,6 +56,11 @@ class Tally(Counts):
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     v6: Counts = field(default_factory=Counts)
+    modes: dict[str, dict[str, int]] = field(default_factory=dict)  # VIP -> mode -> answers
+
+    def mode(self, vip: str, proto: str, client: str) -> None:
+        by = self.modes.setdefault(_NAMES[vip, proto], {"dsr": 0, "snat": 0})
+        by[mode_of(client)] += 1
 
     def fail(self, e: BaseException, v6: bool = False) -> None:
         self.failed += 1
@@ -80,15 +96,26 @@ class Tally(Counts):
                 if pct else None,
                 "backends": dict(sorted(self.backends.items())), "errors": self.errors,
                 "v6": {"tcp_ok": v6.ok, "tcp_failed": v6.failed, "udp_ok": v6.udp_ok,
-                       "udp_failed": v6.udp_failed, "backends": dict(sorted(v6.backends.items()))}}
+                       "udp_failed": v6.udp_failed, "backends": dict(sorted(v6.backends.items()))},
+                "modes": dict(sorted(self.modes.items()))}
+
+
+def header(head: bytes, name: bytes) -> str:
+    """One header's value from an HTTP answer's head ("" if absent)."""
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name.lower():
+            return value.strip().decode(errors="replace")
+    return ""
 
 
 async def one_tcp(src: str, tally: Tally, timeout: float) -> None:
     v6 = ":" in src
+    vip = VIP6 if v6 else VIP
     started = time.monotonic()
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(VIP6 if v6 else VIP, 80, local_addr=(src, 0)), timeout)
+            asyncio.open_connection(vip, 80, local_addr=(src, 0)), timeout)
         writer.write(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
         data = await asyncio.wait_for(reader.read(), timeout)
         writer.close()
@@ -97,6 +124,8 @@ async def one_tcp(src: str, tally: Tally, timeout: float) -> None:
             raise ConnectionError("bad reply")
         name = body.decode(errors="replace").strip()
         tally.succeed(name, (time.monotonic() - started) * 1000, v6)
+        if client := header(head, b"X-Client"):
+            tally.mode(vip, "tcp", client)
     except (TimeoutError, OSError, ConnectionError) as e:
         tally.fail(e, v6)
 
@@ -110,6 +139,9 @@ def one_udp(sock: socket.socket, tally: Tally) -> None:
         if peer[0] != vip:
             raise ConnectionError(f"reply from {peer[0]}, not the VIP")
         tally.udp(True, v6)
+        lines = data.split(b"\n", 2)  # the echo: backend, who asked, the query
+        if len(lines) == 3:
+            tally.mode(vip, "udp", lines[1].decode(errors="replace"))
     except (OSError, ConnectionError):
         tally.udp(False, v6)
 
@@ -177,6 +209,9 @@ def summary_text(s: dict[str, Any]) -> str:
              f"  of these over IPv6: TCP {v6['tcp_ok']} ok, {v6['tcp_failed']} failed; UDP "
              f"{v6['udp_ok']} ok, {v6['udp_failed']} failed",
              f"  {latency}", f"  connections per backend: {split}"]
+    if s.get("modes"):
+        lines.append("  answers by mode (as the backends saw them): " + "; ".join(
+            f"{vip} dsr {n['dsr']} snat {n['snat']}" for vip, n in s["modes"].items()))
     if s["errors"]:
         lines.append("  errors: " + ", ".join(f"{e} x{n}" for e, n in s["errors"].items()))
     return "\n".join(lines)
