@@ -93,7 +93,7 @@ class Modes:
         points = [("How", f"the program is detached from {iface} and attached again in "
                           f"{after} mode: every map stays (connections, translations, "
                           "counters)."),
-                  ("The gap", "packets in the gap (a few ms) go to the kernel's own path; "
+                  ("The gap", "packets in the gap (tens of ms) go to the kernel's own path; "
                               "connections survive."),
                   (after.capitalize(), XDP_MODES[after]),
                   ("Kept", "across agent restarts, until switched again.")]

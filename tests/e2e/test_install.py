@@ -24,8 +24,8 @@ import pytest
 
 from tests.helpers import REPO
 
-BPF_FILES = ("xlb.c", "xlb_shared.h", "parse.h", "csum.h", "encap.h", "icmp.h", "decap.c",
-             "pass.c")
+BPF_FILES = ("xlb.c", "xlb_shared.h", "parse.h", "csum.h", "encap.h", "icmp.h", "snat.h",
+             "decap.c", "pass.c")
 
 
 def _run(args: list[str], timeout: float, env: dict[str, str],

@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.mode != st["xdp_mode"] and not common.confirm(
                 args, f"switch XDP on {st['interface']} from {st['xdp_mode']} to {args.mode}",
-                lambda: "The program is re-attached: packets in the ~1 ms gap go to the "
-                        "kernel's own path; connections survive."):
+                lambda: "The program is re-attached: packets in the gap (tens of ms on a veth) "
+                        "go to the kernel's own path; connections survive."):
             return 1
         doc = c.call("xdp_mode", mode=args.mode)
     common.output(doc, args, switched)
