@@ -195,6 +195,12 @@ class Overview(View):
         wide = width >= 56  # room for the address
         name_w = max((len(f"{v.instance}/{v.name}" if several else v.name) for v in vips),
                      default=0)
+        label_w = max((len(v.label) for v in vips), default=0)
+        # mark, name, mode, address, "n/m healthy", rate: the word "healthy" goes first
+        # when a line would wrap (IPv6 addresses in the fleet's narrower panel)
+        counts_w = max((len(f"{v.healthy}/{v.total}") for v in vips), default=0)
+        said = 3 + name_w + 1 + 5 + (max(label_w, 22) + 1 if wide else 0) + counts_w + 8 + 11
+        healthy = " healthy" if said <= width - 2 else ""
         for v in vips:
             start = len(out)
             ok = v.healthy == v.total and v.total > 0
@@ -207,7 +213,7 @@ class Overview(View):
             out.append(f"{v.mode.upper():<4} ", style=self.role("accent" if v.mode == "snat"
                                                                else "foreground"))
             out.append(f"{v.label:<22} " if wide else "")
-            out.append(f"{v.healthy}/{v.total} healthy", style=self.role(role))
+            out.append(f"{v.healthy}/{v.total}{healthy}", style=self.role(role))
             out.append(f" {human(v.pps):>6} pps")
             if v.panic:
                 out.append(" PANIC", style=f"bold {self.role('error')}")
