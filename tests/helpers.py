@@ -222,3 +222,12 @@ def promtool_check(text: str) -> str:
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                        text=True, timeout=60)
     return "" if r.returncode == 0 and not r.stdout.strip() else (r.stdout + r.stderr)
+
+
+def run_cli(d: Any, capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """`xlb ARGV --socket` against an agent (double) at d.path: exit code, stdout, stderr."""
+    from xlb import cli
+
+    code = cli.main([*argv, "--socket", d.path])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -5,12 +5,12 @@ exit codes (refused 5, read-only 4, no agent 3, usage 2)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.agent_double import AgentDouble
+from tests.helpers import run_cli as xlb
 from tests.unit.test_completion import complete, environment
 from xlb import cli
 from xlb.api import protocol as P
@@ -18,17 +18,6 @@ from xlb.api import protocol as P
 Capsys = pytest.CaptureFixture[str]
 
 
-@pytest.fixture
-def double(tmp_path: Path) -> Iterator[AgentDouble]:
-    d = AgentDouble(str(tmp_path / "lb1.sock")).start()
-    yield d
-    d.stop()
-
-
-def xlb(d: AgentDouble, capsys: Capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main([*argv, "--socket", d.path])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def prefix(d: AgentDouble, name: str) -> P.BgpPrefix:

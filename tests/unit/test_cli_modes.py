@@ -5,7 +5,6 @@ and the modes' metrics: against the agent test double (the protocol's shapes), e
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from prometheus_client import generate_latest
 
 from tests.agent_double import AgentDouble
 from tests.helpers import promtool_check, samples
+from tests.helpers import run_cli as xlb
 from tests.unit.test_completion import complete, environment
 from xlb import cli
 from xlb.agent.metrics import Counted, Published, registry_of
@@ -25,17 +25,6 @@ from xlb.dataplane.manager import Counters
 Capsys = pytest.CaptureFixture[str]
 
 
-@pytest.fixture
-def double(tmp_path: Path) -> Iterator[AgentDouble]:
-    d = AgentDouble(str(tmp_path / "lb1.sock")).start()
-    yield d
-    d.stop()
-
-
-def xlb(d: AgentDouble, capsys: Capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main([*argv, "--socket", d.path])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_mode_switches_a_vip_and_says_what_new_flows_do(double: AgentDouble,

@@ -16,14 +16,12 @@ import argparse
 import asyncio
 import json
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xlb.errors import LabError
-from xlb.lab import topology
+from xlb.lab.script import ClientScript
 from xlb.lab.topology import CLIENT_ADDRS, CLIENT_ADDRS6, VIP, VIP6
 
 FIRST_SOURCE = 16  # client addresses from here on (the tests' own single clients use others)
@@ -126,36 +124,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @dataclass
-class LongLived:
-    """The script above in the client namespace: `flows` once connected, stop() -> summary."""
+class LongLived(ClientScript):
+    """The script above in the client namespace: `flows` once connected, stop() -> summary
+    (requests, broken connections)."""
 
     count: int = 8
     interval: float = 0.05
     flows: list[dict[str, Any]] = field(default_factory=list)
 
     def __enter__(self) -> LongLived:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", topology.CLIENT, sys.executable, "-m", "xlb.lab.longlived",
-             "--count", str(self.count), "--interval", str(self.interval)],
-            stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            raise LabError(f"the long-lived connections did not open ({self.proc.returncode})")
+        line = self._start("xlb.lab.longlived", "--count", str(self.count),
+                           "--interval", str(self.interval),
+                           what="the long-lived connections did not open")
         self.flows = json.loads(line)
         return self
-
-    def stop(self) -> dict[str, Any]:
-        """End them (SIGTERM) and return the summary: requests, broken connections."""
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 if __name__ == "__main__":

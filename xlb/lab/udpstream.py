@@ -16,15 +16,13 @@ import json
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from xlb.errors import LabError
-from xlb.lab import topology
+from xlb.lab.script import ClientScript
 from xlb.lab.topology import CLIENT_ADDRS, CLIENT_ADDRS6, VIP, VIP6
 
 FIRST_SOURCE = 8  # client addresses 8.. (longlived.py takes 16..; the tests' own take others)
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @dataclass
-class UdpStream:
+class UdpStream(ClientScript):
     """The stream above in the client namespace while in the `with`; stop() -> summary."""
 
     rate: float = 1000.0
@@ -109,26 +107,13 @@ class UdpStream:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def __enter__(self) -> UdpStream:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", topology.CLIENT, sys.executable, "-m", "xlb.lab.udpstream",
-             "--rate", str(self.rate), "--flows", str(self.flows)],
-            stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        if not self.proc.stdout.readline():
-            self.proc.wait()
-            raise LabError(f"the UDP stream did not start ({self.proc.returncode})")
+        self._start("xlb.lab.udpstream", "--rate", str(self.rate), "--flows", str(self.flows),
+                    what="the UDP stream did not start")
         return self
 
     def stop(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=30)
-        self.summary = json.loads(out.strip().splitlines()[-1])
+        self.summary = super().stop()
         return self.summary
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 if __name__ == "__main__":
