@@ -204,6 +204,19 @@ static __always_inline void count_sent(u32 vip_id, u32 backend_id, u64 bytes, in
     }
 }
 
+/* Refresh a connection entry's clock: at most once a second, and on the flow's first
+ * packet of an activity epoch. Returns 1 for that first packet (the flow counts as
+ * active). It compares with the old last_seen, before the refresh; a new epoch always
+ * refreshes it, so a flow counts once per epoch. */
+static __always_inline int conn_touch(struct xlb_conn *c, u64 now, u64 epoch)
+{
+    u64 seen = c->last_seen_ns;
+    int touched = (seen >> XLB_ACTIVE_EPOCH_SHIFT) < epoch;
+    if (touched || now - seen > XLB_NSEC_PER_SEC)
+        c->last_seen_ns = now;
+    return touched;
+}
+
 /* Nanoseconds an idle translation keeps its (address, port) from new flows. */
 static __always_inline u64 snat_timeout_ns(const struct xlb_config *cfg, u8 proto, u32 flags)
 {
@@ -364,10 +377,7 @@ static __always_inline int snat_flow(struct xdp_md *ctx, struct parsed *p,
     }
     if (!be)  /* e is only found with a valid backend; the verifier wants to know */
         return verdict(XLB_R_DROP_NO_BACKEND, XDP_DROP);
-    u64 seen = c->last_seen_ns;
-    int touched = (seen >> XLB_ACTIVE_EPOCH_SHIFT) < epoch;
-    if (touched || now - seen > XLB_NSEC_PER_SEC)
-        c->last_seen_ns = now;
+    int touched = conn_touch(c, now, epoch);
     snat_touch(e, now);
     if (tcp && (p->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST)))
         e->flags |= XLB_CONN_F_CLOSING;
@@ -457,12 +467,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
             backend_id = c->backend_id;
             be = backends.lookup(&backend_id);
             if (be && (be->flags & XLB_BACKEND_VALID)) {
-                /* compare with the old last_seen, before it is refreshed; a new
-                 * epoch always refreshes it, so the flow counts once per epoch */
-                u64 seen = c->last_seen_ns;
-                touched = (seen >> XLB_ACTIVE_EPOCH_SHIFT) < epoch;
-                if (touched || now - seen > XLB_NSEC_PER_SEC)
-                    c->last_seen_ns = now;
+                touched = conn_touch(c, now, epoch);
             } else {
                 be = 0;
             }
