@@ -94,6 +94,16 @@ static __always_inline int verdict(u32 reason, int action)
 #define VERDICT_ACTION(v) ((v) & 0xFF)
 #define VERDICT_REASON(v) ((u32)(v) >> 8)
 
+/* What a packet needs next, when a step has not decided its verdict (a verdict is never
+ * negative). Each big step is called from one place only (process(), balance()), so the
+ * program holds one copy of it, not one per family or per way in: the verifier walks
+ * each copy, and the SNAT port claim's 16 unrolled probes made ~300k instructions of it
+ * when they were inlined six times. */
+#define XLB_NEXT_BALANCE (-1)     /* a TCP/UDP packet to a VIP address: find the VIP */
+#define XLB_NEXT_ICMP_ERROR (-2)  /* an ICMP error quoting a flow to a VIP address */
+#define XLB_NEXT_REPLY (-3)       /* TCP/UDP to a SNAT pool address: a backend's reply */
+#define XLB_NEXT_SNAT_NEW (-4)    /* a SNAT flow needs a new translation */
+
 /* A connection-table miss of kind `miss` (enum xlb_miss), whatever the verdict. */
 static __always_inline void count_miss(u32 miss, u64 bytes)
 {
@@ -217,6 +227,18 @@ static __always_inline int conn_touch(struct xlb_conn *c, u64 now, u64 epoch)
     return touched;
 }
 
+/* A UDP flow ends only in silence: one idle past the UDP timeout (snat_udp_timeout)
+ * whose VIP has changed mode since is a new flow, in the VIP's mode now. (A TCP flow
+ * keeps its mode as long as its entry lives.) */
+static __always_inline int udp_flow_over(const struct xlb_conn *c,
+                                         const struct xlb_vip_meta *vip,
+                                         const struct xlb_config *cfg, u64 now)
+{
+    u8 mode = (vip->flags & XLB_VIP_F_SNAT) ? XLB_MODE_SNAT : XLB_MODE_DSR;
+    return c->mode != mode &&
+           now - c->last_seen_ns > (u64)cfg->snat_udp_timeout * XLB_NSEC_PER_SEC;
+}
+
 /* Nanoseconds an idle translation keeps its (address, port) from new flows. */
 static __always_inline u64 snat_timeout_ns(const struct xlb_config *cfg, u8 proto, u32 flags)
 {
@@ -330,7 +352,8 @@ static __always_inline int snat_new(struct xdp_md *ctx, struct parsed *p,
 static __always_inline int snat_flow(struct xdp_md *ctx, struct parsed *p,
                                      const struct xlb_vip_meta *vip,
                                      const struct xlb_config *cfg, struct xlb_conn *c,
-                                     u32 hash, u64 now, u64 epoch, u64 bytes, int tcp, int syn)
+                                     u32 hash, u64 now, u64 epoch, u64 bytes, int tcp, int syn,
+                                     struct xlb_backend **new_be, u32 *new_id)
 {
     p->mode = XLB_MODE_SNAT;
     u32 backend_id = c->backend_id;
@@ -358,7 +381,9 @@ static __always_inline int snat_flow(struct xdp_md *ctx, struct parsed *p,
             if (e)  /* the old connection's translation: free it soon */
                 e->flags |= XLB_CONN_F_CLOSING;
             p->path = XLB_PATH_MAGLEV_SYN;
-            return snat_new(ctx, p, vip, cfg, m, pick, hash, now, epoch, bytes);
+            *new_be = m;
+            *new_id = pick;
+            return XLB_NEXT_SNAT_NEW;
         }
         e->flags = 0;
         path = XLB_PATH_MAGLEV_SYN;
@@ -373,7 +398,9 @@ static __always_inline int snat_flow(struct xdp_md *ctx, struct parsed *p,
             if (!be)
                 return verdict(XLB_R_DROP_NO_BACKEND, XDP_DROP);
         }
-        return snat_new(ctx, p, vip, cfg, be, backend_id, hash, now, epoch, bytes);
+        *new_be = be;
+        *new_id = backend_id;
+        return XLB_NEXT_SNAT_NEW;
     }
     if (!be)  /* e is only found with a valid backend; the verifier wants to know */
         return verdict(XLB_R_DROP_NO_BACKEND, XDP_DROP);
@@ -459,8 +486,17 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
     u8 path = XLB_PATH_CONN;
     if (!syn || (vip->flags & XLB_VIP_F_SNAT)) {  /* a SYN to a SNAT VIP may be a retransmit */
         c = conns.lookup(&p->flow);
-        if (c && c->mode == XLB_MODE_SNAT)
-            return snat_flow(ctx, p, vip, cfg, c, hash, now, epoch, bytes, tcp, syn);
+        if (c && !tcp && udp_flow_over(c, vip, cfg, now))
+            c = 0;  /* a new flow (a DSR one's entry is written over, a SNAT one's too) */
+        if (c && c->mode == XLB_MODE_SNAT) {
+            int v = snat_flow(ctx, p, vip, cfg, c, hash, now, epoch, bytes, tcp, syn, &be,
+                              &backend_id);
+            if (v != XLB_NEXT_SNAT_NEW)
+                return v;
+            if (!be)  /* snat_flow names one; the verifier wants to know */
+                return verdict(XLB_R_DROP_NO_BACKEND, XDP_DROP);
+            goto snat_new_flow;
+        }
         if (syn)
             c = 0;  /* a DSR flow's entry: the SYN starts a new flow, in SNAT */
         if (c) {
@@ -494,7 +530,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
                 reason = XLB_R_TX_ENCAP_NO_ENTRY;  /* whatever the VIP's mode: see README */
             } else if (vip->flags & XLB_VIP_F_SNAT) {
                 p->path = path;
-                return snat_new(ctx, p, vip, cfg, be, backend_id, hash, now, epoch, bytes);
+                goto snat_new_flow;
             } else if (!may_record(cfg, now)) {
                 reason = XLB_R_TX_ENCAP_FLOW_LIMIT;
             } else {
@@ -518,6 +554,8 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
         return icmp6_too_big(ctx, p->l2_len, room);
     }
     return encapsulate(ctx, p, be, cfg, hash, reason);
+snat_new_flow:  /* the only call: see XLB_NEXT_SNAT_NEW */
+    return snat_new(ctx, p, vip, cfg, be, backend_id, hash, now, epoch, bytes);
 }
 
 /* An ICMP error about a VIP flow (p->flow: the quoted packet's flow turned
@@ -597,7 +635,7 @@ static __always_inline int whole(struct xdp_md *ctx, struct parsed *p, void *ip,
  * first buffer): echo requests answered, "destination unreachable" (with
  * "fragmentation needed") sent to the backend of the flow it quotes. */
 static __always_inline int icmp4_to_vip(struct xdp_md *ctx, struct parsed *p, struct iphdr *ip,
-                                        void *end, const struct xlb_config *cfg, u64 bytes)
+                                        void *end)
 {
     struct icmphdr *icmp = (void *)(ip + 1);
     if (p->inner_len < sizeof(*ip) + sizeof(*icmp) || (void *)ip + p->inner_len > end ||
@@ -620,16 +658,12 @@ static __always_inline int icmp4_to_vip(struct xdp_md *ctx, struct parsed *p, st
     p->flow.sport = ports[1];
     p->flow.dport = ports[0];
     p->flow.proto = q->protocol;
-    struct xlb_vip_meta *vip = find_vip(p);
-    if (!vip)
-        return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
-    return balance_icmp_error(ctx, p, vip, cfg, bytes);
+    return XLB_NEXT_ICMP_ERROR;
 }
 
 /* To a pool address over IPv4: TCP/UDP (no options, not a fragment) is a reply to
  * translate back; anything else is not translated (passed, as not for a VIP). */
-static __always_inline int reply_v4(struct xdp_md *ctx, struct parsed *p, struct iphdr *ip,
-                                    void *end, const struct xlb_config *cfg, u64 bytes)
+static __always_inline int reply_v4(struct parsed *p, struct iphdr *ip, void *end)
 {
     if ((ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) || ip->ihl != 5 ||
         (ip->frag_off & bpf_htons(IP_MF_OFFSET)))
@@ -638,13 +672,11 @@ static __always_inline int reply_v4(struct xdp_md *ctx, struct parsed *p, struct
     u32 l4_min = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
     if (p->inner_len < sizeof(*ip) + l4_min || parse_l4(ip + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
-    return snat_reply(ctx, p, cfg, bytes);
+    return XLB_NEXT_REPLY;
 }
 
 /* To a pool address over IPv6: TCP/UDP without extension headers is a reply. */
-static __always_inline int reply_v6(struct xdp_md *ctx, struct parsed *p,
-                                    struct ipv6hdr *ip6, void *end,
-                                    const struct xlb_config *cfg, u64 bytes)
+static __always_inline int reply_v6(struct parsed *p, struct ipv6hdr *ip6, void *end)
 {
     if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
         return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
@@ -652,11 +684,11 @@ static __always_inline int reply_v6(struct xdp_md *ctx, struct parsed *p,
     u32 l4_min = ip6->nexthdr == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
     if (p->inner_len < sizeof(*ip6) + l4_min || parse_l4(ip6 + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
-    return snat_reply(ctx, p, cfg, bytes);
+    return XLB_NEXT_REPLY;
 }
 
 static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
-                                      const struct xlb_config *cfg, u64 bytes)
+                                      const struct xlb_config *cfg)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
@@ -670,7 +702,7 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
     if (!is_vip_addr(p)) {
         /* a pool address (never a VIP's): a backend's reply to a SNAT flow */
         if (cfg->has_snat4 && (ip->daddr & ~cfg->snat4_mask) == cfg->snat4_net)
-            return reply_v4(ctx, p, ip, end, cfg, bytes);
+            return reply_v4(p, ip, end);
         return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
     }
     if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
@@ -681,7 +713,7 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
     p->tos = ip->tos;
     if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP) {
         if (ip->protocol == IPPROTO_ICMP)
-            return icmp4_to_vip(ctx, p, ip, end, cfg, bytes);
+            return icmp4_to_vip(ctx, p, ip, end);
         return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     }
     u32 l4_min = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
@@ -689,18 +721,14 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     if (parse_l4(ip + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
-    struct xlb_vip_meta *vip = find_vip(p);
-    if (!vip)
-        return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
-    return balance(ctx, p, vip, cfg, bytes);
+    return XLB_NEXT_BALANCE;
 }
 
 /* ICMPv6 to a VIP address (no extension headers, whole packet in the first
  * buffer): echo requests answered, "packet too big" and "destination
  * unreachable" sent to the backend of the flow they quote. */
 static __always_inline int icmp6_to_vip(struct xdp_md *ctx, struct parsed *p,
-                                        struct ipv6hdr *ip6, void *end,
-                                        const struct xlb_config *cfg, u64 bytes)
+                                        struct ipv6hdr *ip6, void *end)
 {
     struct icmp6hdr *icmp = (void *)(ip6 + 1);
     if (p->inner_len < sizeof(*ip6) + sizeof(*icmp) || (void *)ip6 + p->inner_len > end ||
@@ -721,14 +749,11 @@ static __always_inline int icmp6_to_vip(struct xdp_md *ctx, struct parsed *p,
     p->flow.sport = ports[1];
     p->flow.dport = ports[0];
     p->flow.proto = q->nexthdr;
-    struct xlb_vip_meta *vip = find_vip(p);
-    if (!vip)
-        return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
-    return balance_icmp_error(ctx, p, vip, cfg, bytes);
+    return XLB_NEXT_ICMP_ERROR;
 }
 
 static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
-                                      const struct xlb_config *cfg, u64 bytes)
+                                      const struct xlb_config *cfg)
 {
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
@@ -744,7 +769,7 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
         if (cfg->has_snat6 && !((d[0] ^ cfg->snat6_net[0]) | (d[1] ^ cfg->snat6_net[1]) |
                                 (d[2] ^ cfg->snat6_net[2]) |
                                 ((d[3] & ~cfg->snat6_mask[3]) ^ cfg->snat6_net[3])))
-            return reply_v6(ctx, p, ip6, end, cfg, bytes);
+            return reply_v6(p, ip6, end);
         return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
     }
     u8 nh = ip6->nexthdr;
@@ -760,7 +785,7 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
             return verdict(XLB_R_DROP_IP_OPTIONS, XDP_DROP);
         }
         if (nh == IPPROTO_ICMPV6)
-            return icmp6_to_vip(ctx, p, ip6, end, cfg, bytes);
+            return icmp6_to_vip(ctx, p, ip6, end);
         return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     }
     u32 l4_min = nh == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
@@ -768,12 +793,11 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     if (parse_l4(ip6 + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
-    struct xlb_vip_meta *vip = find_vip(p);
-    if (!vip)
-        return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
-    return balance(ctx, p, vip, cfg, bytes);
+    return XLB_NEXT_BALANCE;
 }
 
+/* Parse (per family), then take the next step: each step is called here once, for
+ * both families (see XLB_NEXT_BALANCE). */
 static __always_inline int process(struct xdp_md *ctx, struct parsed *p,
                                    const struct xlb_config *cfg, u64 bytes)
 {
@@ -782,11 +806,23 @@ static __always_inline int process(struct xdp_md *ctx, struct parsed *p,
     u16 proto;
     if (parse_l2(data, end, &p->l2_len, &proto))
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
+    int next;
     if (proto == bpf_htons(ETH_P_IP))
-        return process_v4(ctx, p, cfg, bytes);
-    if (proto == bpf_htons(ETH_P_IPV6))
-        return process_v6(ctx, p, cfg, bytes);
-    return verdict(XLB_R_PASS_NOT_IP, XDP_PASS);
+        next = process_v4(ctx, p, cfg);
+    else if (proto == bpf_htons(ETH_P_IPV6))
+        next = process_v6(ctx, p, cfg);
+    else
+        return verdict(XLB_R_PASS_NOT_IP, XDP_PASS);
+    if (next >= 0)
+        return next;
+    if (next == XLB_NEXT_REPLY)
+        return snat_reply(ctx, p, cfg, bytes);
+    struct xlb_vip_meta *vip = find_vip(p);
+    if (!vip)
+        return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
+    if (next == XLB_NEXT_ICMP_ERROR)
+        return balance_icmp_error(ctx, p, vip, cfg, bytes);
+    return balance(ctx, p, vip, cfg, bytes);
 }
 
 /* Is addr (4 words) in the prefix net/mask (net stored masked)? */

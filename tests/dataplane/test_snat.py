@@ -334,6 +334,50 @@ def test_idle_translation_is_taken_over_after_its_timeout(dut: DataplaneUnderTes
     assert len(dut.dp.maps["snat_rev"].keys()) == 1
 
 
+def _age_conns(dut: DataplaneUnderTest, seconds: float) -> None:
+    """Make every connection entry look idle for `seconds` more."""
+    conns = dut.dp.maps["conns"]
+    for k, c in conns.items():
+        c.last_seen_ns = max(0, c.last_seen_ns - int(seconds * 1e9))  # type: ignore[attr-defined]
+        conns.set(k, c)
+
+
+def test_udp_flow_idle_past_the_timeout_takes_its_vips_new_mode(
+        dut: DataplaneUnderTest) -> None:
+    """A UDP flow ends only in silence: idle past snat_udp_timeout, after its VIP switched
+    mode, it is a new flow in the new mode, either way (and explain says so); idle for
+    less, it keeps its mode; a TCP flow keeps its mode however long it was idle."""
+    from xlb.dataplane.explain import explain
+
+    dut.apply(snat_config(snat_udp_timeout=60))
+    first = forward(dut, udp4(sport=47000))
+    tcp_first = forward(dut, tcp4(sport=47000))
+    dut.apply(snat_config(mode="dsr", snat_udp_timeout=60))
+    dsr_pkt = udp4(sport=47001)
+    action, out = dut.run(dsr_pkt)
+    assert action == XDP_TX and outer_v4(out)[1] == dsr_pkt[14:]
+    _age_conns(dut, 59)
+    again = forward(dut, udp4(sport=47000))  # idle 59 s: still its SNAT flow
+    assert (again[IP].src, again[UDP].sport) == (first[IP].src, first[UDP].sport)
+    _age_conns(dut, 61)
+    said = explain(dut.dp, CLIENT, 47000, VIP4, 53, "udp")
+    assert said["reason"] == "tx_encap", said
+    assert any("past the UDP timeout" in step["text"] for step in said["steps"]), said
+    pkt = udp4(sport=47000)
+    action, out = dut.run(pkt)  # idle 61 s: a new flow, DSR as its VIP is now
+    assert action == XDP_TX and outer_v4(out)[1] == pkt[14:]
+    tcp_again = forward(dut, tcp4(sport=47000, flags="A"))
+    assert (tcp_again[IP].src, tcp_again[TCP].sport) == (tcp_first[IP].src,
+                                                         tcp_first[TCP].sport)
+    dut.apply(snat_config(snat_udp_timeout=60))  # and back: the idle DSR flow turns SNAT
+    _age_conns(dut, 61)
+    assert explain(dut.dp, CLIENT, 47001, VIP4, 53, "udp")["reason"] == "tx_snat"
+    fresh = forward(dut, udp4(sport=47001))
+    assert ipaddress.ip_address(fresh[IP].src) in POOL4
+    action, back = dut.run(reply_to(fresh))
+    assert action == XDP_TX and Ether(back)[UDP].dport == 47001
+
+
 def test_fin_or_rst_marks_the_translation_closing(dut: DataplaneUnderTest) -> None:
     rev = dut.dp.maps["snat_rev"]
     out = forward(dut, tcp4(sport=46000))

@@ -100,6 +100,25 @@ def new_connection_modes(seconds: float = 1.0) -> dict[str, dict[str, int]]:
     return summary["modes"]  # type: ignore[no-any-return]
 
 
+TCP_VIPS = tuple(n for n, (_, _, proto) in VIPS.items() if proto == "tcp")
+UDP_VIPS = tuple(n for n, (_, _, proto) in VIPS.items() if proto == "udp")
+
+
+def assert_new_flows_took(seen: dict[str, dict[str, int]], mode: str,
+                          names: tuple[str, ...] = tuple(VIPS)) -> None:
+    """Every new TCP connection to `names` took `mode` (a SYN always starts a new flow);
+    their UDP queries took it too, but for a rare one: a UDP flow is its 5-tuple, and a
+    fresh socket may get the client port of an earlier flow that an LB still holds,
+    which keeps the mode it started in (by design). So UDP: mostly `mode`."""
+    other = "snat" if mode == "dsr" else "dsr"
+    for name in names:
+        n = seen[name]
+        if name in TCP_VIPS:
+            assert n[mode] > 0 and n[other] == 0, (name, seen)
+        else:
+            assert n[mode] > 0 and n[other] * 10 <= n[mode], (name, seen)
+
+
 @pytest.mark.parametrize("vip, sources, names", [
     (topology.VIP, topology.CLIENT_ADDRS[:16], ("web", "dns")),
     (topology.VIP6, topology.CLIENT_ADDRS6[:16], ("web6", "dns6")),
@@ -142,7 +161,7 @@ def test_switch_dsr_snat_dsr_under_traffic_breaks_nothing(lab: dict, all_dsr_aft
     """Long-lived connections opened in DSR live through both switches and stay DSR;
     those opened in SNAT live through the switch back and stay SNAT (their backend and
     who it sees asking never change); new connections take each new mode."""
-    assert all(n["snat"] == 0 for n in new_connection_modes().values())
+    assert_new_flows_took(new_connection_modes(), "dsr")
     with LongLived(count=4) as in_dsr:
         gen = run.traffic(["--rate", "100", "--json"], quiet=True)
         try:
@@ -150,12 +169,10 @@ def test_switch_dsr_snat_dsr_under_traffic_breaks_nothing(lab: dict, all_dsr_aft
             set_mode(list(VIPS), "snat")
             with LongLived(count=4) as in_snat:
                 time.sleep(1.0)
-                now = new_connection_modes()
-                assert set(now) == set(VIPS) and all(n["dsr"] == 0 for n in now.values()), now
+                assert_new_flows_took(new_connection_modes(), "snat")
                 set_mode(list(VIPS), "dsr")
                 time.sleep(1.0)
-                now = new_connection_modes()
-                assert all(n["snat"] == 0 for n in now.values()), now
+                assert_new_flows_took(new_connection_modes(), "dsr")
                 time.sleep(1.0)
                 kept_snat = in_snat.stop()
             kept_dsr = in_dsr.stop()
@@ -269,11 +286,11 @@ def test_port_exhaustion_is_a_counted_drop_never_a_wrong_translation(
     assert web["modes"]["no_port"] >= len(failed), web["modes"]
 
 
-def xlb(*argv: str) -> dict[str, Any]:
+def xlb(*argv: str) -> Any:
     r = subprocess.run([sys.executable, "-m", "xlb", *argv, "--json"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, (argv, r.stderr)
-    return json.loads(r.stdout)  # type: ignore[no-any-return]
+    return json.loads(r.stdout)
 
 
 def test_cli_switches_both_modes(lab: dict, all_dsr_after: None) -> None:
@@ -282,11 +299,13 @@ def test_cli_switches_both_modes(lab: dict, all_dsr_after: None) -> None:
         answer = xlb("mode", "web", "snat", "--yes", "--socket", lb["socket"])
         assert answer["after"]["web"]["mode"] == "snat", answer
     seen = new_connection_modes()
-    assert seen["web"]["dsr"] == 0 and seen["web"]["snat"] > 0, seen
-    assert seen["dns"]["snat"] == 0, "only web was switched"
+    assert_new_flows_took(seen, "snat", ("web",))
+    assert_new_flows_took(seen, "dsr", ("web6", "dns", "dns6"))  # only web was switched
     for lb in lab["lbs"]:
+        shown = {v["name"]: v["mode"] for v in xlb("vips", "--socket", lb["socket"])}
+        assert shown == {**{n: "dsr" for n in VIPS}, "web": "snat"}, (lb, shown)
         xlb("mode", "web", "dsr", "--yes", "--socket", lb["socket"])
-    assert new_connection_modes()["web"]["snat"] == 0
+    assert_new_flows_took(new_connection_modes(), "dsr")
     sock = lab["lbs"][0]["socket"]
     shown = xlb("xdp-mode", "--socket", sock)
     assert shown["xdp_mode"] == "native", shown

@@ -264,6 +264,14 @@ class _Backends:
             f"; the agent says: {agent}" if agent else "")
 
 
+def _udp_flow_over(entry: S.Conn, snat_vip: bool, ctl: S.LbConfig) -> bool:
+    """bpf/xlb.c udp_flow_over(): a UDP flow idle past the UDP timeout whose VIP has
+    changed mode since is over; its next packet starts a new flow."""
+    mode = S.XLB_MODE_SNAT if snat_vip else S.XLB_MODE_DSR
+    idle = time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE) - entry.last_seen_ns
+    return bool(entry.mode != mode and idle > ctl.snat_udp_timeout * NSEC_PER_SEC)
+
+
 def _balance(a: _Answer, b: _Backends, ctl: S.LbConfig, s: IPAddress, sport: int,
              d: IPAddress, dport: int, protocol: str, syn: bool, length: int,
              cpu: int | None) -> P.Explain:
@@ -280,6 +288,14 @@ def _balance(a: _Answer, b: _Backends, ctl: S.LbConfig, s: IPAddress, sport: int
     backend_id = S.XLB_NO_BACKEND
     reason = "tx_encap"
     snat_vip = bool(b.meta.flags & S.XLB_VIP_F_SNAT)
+    over = entry is not None and not tcp and _udp_flow_over(entry, snat_vip, ctl)
+    if entry is not None and over:
+        idle = (time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE) - entry.last_seen_ns) / NSEC_PER_SEC
+        was = "SNAT" if entry.mode == S.XLB_MODE_SNAT else "DSR"
+        a.step("connection", f"connection entry of a {was} flow idle {idle:.0f} s, past the "
+                             f"UDP timeout ({ctl.snat_udp_timeout} s), and its VIP has "
+                             f"changed mode since: a new flow; Maglev picks")
+        entry = None
     if entry is not None and entry.mode == S.XLB_MODE_SNAT and (snat_vip or not syn):
         return _snat_flow(a, b, ctl, fkey, entry, syn, cpu)
     if syn and snat_vip:
@@ -310,7 +326,7 @@ def _balance(a: _Answer, b: _Backends, ctl: S.LbConfig, s: IPAddress, sport: int
     elif tcp:
         a.step("connection", "no connection entry, and not a SYN: Maglev picks and no entry "
                              "is made (a connection this LB lost, or made-up packets)")
-    else:
+    elif not over:
         a.step("connection", "no connection entry: a new flow; Maglev picks")
     a.step("hash", f"flow hash {a.hash:#010x} (source, ports, protocol)")
     if be is None:
