@@ -4,10 +4,12 @@ from __future__ import annotations
 
 
 def human(n: float) -> str:
-    """12 -> "12", 1234 -> "1.2k", 5.6e6 -> "5.6M"."""
+    """12 -> "12", 1234 -> "1.2k", 5.6e6 -> "5.6M"; 999.96 -> "1.0k" (the unit is chosen
+    after rounding, so a number never shows as "1000" or "1000.0k")."""
     for unit in ("", "k", "M", "G", "T"):
-        if abs(n) < 1000:
-            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        digits = 0 if unit == "" else 1
+        if abs(round(n, digits)) < 1000:
+            return f"{n:.{digits}f}{unit}"
         n /= 1000
     return f"{n:.1f}P"
 
