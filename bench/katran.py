@@ -358,8 +358,13 @@ def sample(fd: int, pkt: bytes, expect: int, repeat: int, same_out: bool = False
 Row = Callable[[], float]
 
 
+def insns(prog_fd: int) -> int:
+    """The program's size as the kernel runs it (xlated BPF instructions)."""
+    return int(bpfsys.prog_info(prog_fd).xlated_prog_len) // 8
+
+
 def xlb_rows(pin_root: str, run_root: str, pk: dict[str, tuple[bytes, int]],
-             repeat: int) -> dict[str, Row]:
+             repeat: int) -> tuple[dict[str, Row], int]:
     """xlb's same classes, built and configured as bench/dataplane.py does (plus a UDP VIP)."""
     from xlb.dataplane import loader
     from xlb.dataplane.config import parse_config
@@ -384,7 +389,7 @@ def xlb_rows(pin_root: str, run_root: str, pk: dict[str, tuple[bytes, int]],
     for name, (pkt, expect) in pk.items():
         fd = bench.prog_fd if expect == XDP_TX else prod.prog_fd
         rows[name] = functools.partial(sample, fd, pkt, expect, repeat)
-    return rows
+    return rows, insns(prod.prog_fd)
 
 
 def main() -> int:
@@ -463,8 +468,10 @@ def main() -> int:
                 sample, ks[prog].prog_fd, pkt, expect, args.repeat, same_out=expect == XDP_TX)
         rows["katran push_pop_overhead"] = functools.partial(
             sample, push_pop.prog_fd, pk["non_vip_pass"][0], XDP_PASS, args.repeat, True)
+        sizes = {"katran": insns(ks["upstream"].prog_fd)}
         if not args.no_xlb:
-            for name, row in xlb_rows(pin_root, run_root, pk, args.repeat).items():
+            xrows, sizes["xlb"] = xlb_rows(pin_root, run_root, pk, args.repeat)
+            for name, row in xrows.items():
                 rows[f"xlb {name}"] = row
 
         samples: dict[str, list[float]] = {name: [] for name in rows}
@@ -506,7 +513,7 @@ def main() -> int:
     doc = {"repeat": args.repeat, "runs": args.runs, "cpu": args.cpu,
            "lru_size": args.lru_size, "ns_per_packet": med,
            "ratio_to_floor": {k: round(v / floor_ns, 2) for k, v in med.items()},
-           "spread": spread, "katran_path_checks": checks}
+           "spread": spread, "xlated_insns": sizes, "katran_path_checks": checks}
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -529,6 +536,8 @@ def main() -> int:
           f"{med['katran push_pop_overhead']:.0f} ns); syn_new_flow_v4: Katran's new-flow rate "
           "limit raised so every SYN writes its entry; syn_flood_guard_v4: upstream's limit "
           "(125000/s/CPU), passed at once, so most SYNs skip the write")
+    print("program size (xlated instructions, production builds): "
+          + ", ".join(f"{k} {v}" for k, v in sizes.items()))
     print("Katran paths (its counters over all runs, and one upstream-build frame):")
     for cls, text in checks.items():
         print(f"  {cls}: {text}")
