@@ -373,7 +373,8 @@ def test_both_ways_of_finding_proposals_agree(state):
     walked = maglev._proposals_by_position(
         np.concatenate([free, free]), logs, ptr, win, int(win.sum()), offset, logs.log[skip]
     )
-    by_slot = maglev._proposals_by_slot(free, ptr, lim, offset, skip)
+    slots = np.flatnonzero(free)
+    by_slot = maglev._proposals_by_slot(slots, logs, ptr, lim, offset, logs.log[skip])
     for a, b in zip(walked, by_slot, strict=True):
         assert a.tolist() == b.tolist()
     # and they are what the definition says: slot (offset + sigma[j] * skip) % m, free

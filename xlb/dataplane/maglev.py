@@ -250,41 +250,32 @@ def _proposals_by_position(
 
 
 def _proposals_by_slot(
-    free: np.ndarray,
+    slots: np.ndarray,
+    logs: _LogTables,
     ptr: np.ndarray,
     lim: np.ndarray,
     offset: np.ndarray,
-    skip: np.ndarray,
+    log_skip: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The same proposals as ``_proposals_by_position``, found from the free slots' side.
+    """The same proposals as ``_proposals_by_position``, found from the free ``slots``' side.
 
-    Backend g reaches slot s at the position j with ``sigma[j] = (s - offset) / skip mod m``,
-    a proposal if ``ptr[g] <= j < lim[g]``. Costs groups x free slots instead of the positions
-    walked: far less once the table is nearly full and the walks mostly pass taken slots.
+    Backend g reaches slot s at the position j with ``sigma[j] = (s - offset) / skip mod m``
+    (dividing: subtracting logarithms), a proposal if ``ptr[g] <= j < lim[g]``. Costs groups x
+    free slots instead of the positions walked: far less once the table is nearly full and the
+    walks mostly pass taken slots.
     """
-    m = len(free)
-    slots = np.flatnonzero(free)
-    pos = slots[None, :] - offset[:, None]
-    pos *= _mod_inverse(skip, m)[:, None]  # (s - offset) in (-m, m): |product| < m**2
-    pos %= m
-    pos = _inverse_visit_order(m).take(pos)
+    m = len(logs.log)
+    diff = slots[None, :] - offset[:, None]
+    diff += m * (diff < 0)
+    quot = logs.log.take(diff)
+    quot += ((m - 1 - log_skip) % (m - 1))[:, None]
+    quot = logs.exp2.take(quot)
+    quot[diff == 0] = 0  # s == offset: sigma[j] == 0, which has no logarithm
+    pos = _inverse_visit_order(m).take(quot)
     grp, col = np.nonzero((pos < lim[:, None]) & (pos >= ptr[:, None]))
     p_pos = pos[grp, col]
     order = np.argsort(grp * m + p_pos)  # by group, then position
     return grp.take(order), p_pos.take(order), slots.take(col.take(order))
-
-
-def _mod_inverse(x: np.ndarray, m: int) -> np.ndarray:
-    """``x ** -1 mod m`` for prime ``m`` (Fermat: ``x ** (m - 2)``); exact in int64, m < 2**24."""
-    result = np.ones_like(x)
-    base = x % m
-    e = m - 2
-    while e:
-        if e & 1:
-            result = result * base % m
-        base = base * base % m
-        e >>= 1
-    return result
 
 
 def _validate(
@@ -376,13 +367,13 @@ def build_table(
     best_time = np.empty(m, dtype=np.float64)
     best_rank = np.empty(m, dtype=np.int64)
     owner = np.empty(m, dtype=np.int64)
+    slots: np.ndarray | None = None  # the free slots, once the rounds look from their side
 
     while n_free:
         act = np.flatnonzero(need)
         a_need = need[act]
         a_ptr = ptr[act]
         a_tgt = target_f[act]
-        a_skip = skip[act]
 
         # Horizon: the median of the times at which each backend expects to have seen its
         # remaining need in free slots (free density ahead of its pointer is n_free / ahead).
@@ -403,7 +394,12 @@ def build_table(
         # it is cheaper to ask, for every free slot, at which position each backend reaches it.
         walked = int(win.sum())
         if len(act) * n_free < walked:
-            p_grp, p_pos, p_slot = _proposals_by_slot(free, a_ptr, lim, offset[act], a_skip)
+            # the free slots: found once, then only those still free (an m-wide scan per
+            # round would cost more than the rest of a late round)
+            slots = np.flatnonzero(free) if slots is None else slots[free.take(slots)]
+            p_grp, p_pos, p_slot = _proposals_by_slot(
+                slots, logs, a_ptr, lim, offset[act], log_skip[act]
+            )
         else:
             p_grp, p_pos, p_slot = _proposals_by_position(
                 free2, logs, a_ptr, win, walked, offset[act], log_skip[act]
