@@ -228,7 +228,7 @@ def _proposals_by_position(
 
     Returns (group, position, slot) of each proposal, by group then position. ``free2`` is the
     free mask twice over, so ``offset + sigma * skip`` (< 2m) needs no reduction either. Index
-    arrays are intp and gathers use ``take``: both much cheaper than int32 fancy indexing.
+    arrays are intp and gathers use ``take``, so no gather converts its indices first.
     """
     m = len(free2) // 2
     ends = np.cumsum(win)
