@@ -5,7 +5,10 @@ M = 65537 and N = 10, 100, 1000 backends, with equal weights and with seeded ran
 1..100, it reports:
 
 * build time: median of 7 builds, after one warm-up build (which also fills the per-ring-size
-  caches of the clock and the visiting order);
+  caches of the clock, the visiting order and the log tables), wall clock and this thread's
+  CPU time (on a shared machine the wall clock also counts waiting for a CPU), and the minor
+  page faults per build (fresh numpy temporaries faulting in: a large, history-dependent
+  share of the CPU time, as glibc's malloc adapts its mmap threshold as it goes);
 * share error: the largest |share - w/W| / (w/W) over the backends, in percent, and the
   largest |entries - M*w/W| in entries (always < 1). The percentage is large only where the
   ideal itself is small: with N = 1000 and weights 1..100 a weight-1 backend's ideal is ~1.3
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import statistics
 import sys
 import time
@@ -53,11 +57,14 @@ def measure(n: int, weighting: str, m: int = DEFAULT_RING_SIZE) -> dict[str, obj
     pool = list(zip(keys, weights, strict=True))
 
     table = build_table(pool, m)  # warm-up
-    times = []
+    times, cpu, faults = [], [], []
     for _ in range(RUNS):
-        t0 = time.perf_counter()
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0, c0 = time.perf_counter(), time.thread_time()
         build_table(pool, m)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 
     total = sum(weights)
     held = [0] * n
@@ -83,6 +90,8 @@ def measure(n: int, weighting: str, m: int = DEFAULT_RING_SIZE) -> dict[str, obj
         "weights": weighting,
         "build_ms": statistics.median(times) * 1e3,
         "build_ms_min": min(times) * 1e3,
+        "build_cpu_ms": statistics.median(cpu) * 1e3,
+        "page_faults": statistics.median(faults),
         "max_share_error_pct": share_err * 100,
         "max_share_error_entries": entry_err,
         "removed_backend": worst["victim"],
@@ -95,11 +104,14 @@ def measure(n: int, weighting: str, m: int = DEFAULT_RING_SIZE) -> dict[str, obj
 
 def render(rows: list[dict[str, object]]) -> str:
     head = (
-        f"{'N':>5}  {'weights':<11} {'build ms':>8}  {'share err %':>11}  {'(entries)':>9}  "
+        f"{'N':>5}  {'weights':<11} {'build ms':>8}  {'cpu ms':>6}  {'faults':>6}  "
+        f"{'share err %':>11}  "
+        f"{'(entries)':>9}  "
         f"{'disrupt %':>9}  {'1/N %':>7}  {'min %':>7}  {'excess %':>8}"
     )
     lines = [
-        f"Maglev table, M = {rows[0]['ring_size']}: build = median of {RUNS} (warm); "
+        f"Maglev table, M = {rows[0]['ring_size']}: build = median of {RUNS} (warm), wall "
+        "and CPU; "
         f"disruption = worst excess of {REMOVALS} single removals",
         "(entries = worst |count - M*w/W|; min = removed backend's own share, the least any table",
         " can move, which is 1/N for equal weights; excess = disrupt - min)",
@@ -110,6 +122,7 @@ def render(rows: list[dict[str, object]]) -> str:
     for r in rows:
         lines.append(
             f"{r['backends']:>5}  {r['weights']:<11} {r['build_ms']:>8.2f}  "
+            f"{r['build_cpu_ms']:>6.2f}  {r['page_faults']:>6.0f}  "
             f"{r['max_share_error_pct']:>11.3f}  {r['max_share_error_entries']:>9.3f}  "
             f"{r['disruption_pct']:>9.3f}  "
             f"{r['one_over_n_pct']:>7.3f}  {r['removed_share_pct']:>7.3f}  "

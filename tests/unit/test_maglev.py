@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import REPO
+from xlb.dataplane import maglev
 from xlb.dataplane.maglev import (
     DEFAULT_RING_SIZE,
     MAX_RING_SIZE,
@@ -335,6 +336,67 @@ def test_batched_fill_equals_serial_reference(pool, m):
 def test_batched_fill_equals_serial_reference_full_ring(weights):
     pool = [(f"10.9.{i}.1", w) for i, w in enumerate(weights)]
     assert build_table(pool).tolist() == reference_table(pool, M)
+
+
+
+@settings(deadline=None, max_examples=6, suppress_health_check=[HealthCheck.too_slow])
+@given(pools(50, 1000, max_weight=100) | pools(50, 1000, max_weight=1))
+def test_batched_fill_equals_serial_reference_large_pools(pool):
+    # Large pools on the full ring: many rounds, most of them finding proposals from the free
+    # slots' side (the fill's tail), with exact time ties at equal weights.
+    if not any(w for _, w in pool):
+        return
+    assert build_table(pool).tolist() == reference_table(pool, M)
+
+
+@st.composite
+def fill_states(draw):
+    """A mid-fill state: free slots, and each backend's pointer and horizon (limit)."""
+    m = draw(st.sampled_from(SMALL_PRIMES[1:]))
+    g = draw(st.integers(1, 12))
+    rnd = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    free = rnd.random(m) < draw(st.floats(0.0, 1.0))
+    ptr = rnd.integers(0, m + 1, g)
+    lim = np.minimum(ptr + rnd.integers(0, m + 1, g), m)
+    return free, ptr, lim, rnd.integers(0, m, g), rnd.integers(1, m, g)
+
+
+@SOME
+@given(fill_states())
+def test_both_ways_of_finding_proposals_agree(state):
+    # A round finds (backend, position, slot) proposals by walking positions, or from the free
+    # slots when few are left; the choice is a cost estimate, so the answers must be identical.
+    free, ptr, lim, offset, skip = state
+    m = len(free)
+    logs = maglev._log_tables(m)
+    win = np.maximum(lim - ptr, 0)
+    walked = maglev._proposals_by_position(
+        np.concatenate([free, free]), logs, ptr, win, int(win.sum()), offset, logs.log[skip]
+    )
+    slots = np.flatnonzero(free)
+    by_slot = maglev._proposals_by_slot(slots, logs, ptr, lim, offset, logs.log[skip])
+    for a, b in zip(walked, by_slot, strict=True):
+        assert a.tolist() == b.tolist()
+    # and they are what the definition says: slot (offset + sigma[j] * skip) % m, free
+    sigma = maglev._visit_order(m)
+    grp, pos, slot = walked
+    assert slot.tolist() == ((offset[grp] + sigma[pos].astype(np.int64) * skip[grp]) % m).tolist()
+    assert free[slot].all()
+    expect = sum(int(free[(offset[i] + sigma[ptr[i]:lim[i]].astype(np.int64) * skip[i]) % m].sum())
+                 for i in range(len(ptr)))
+    assert len(slot) == expect
+
+
+@pytest.mark.parametrize("m", [2, 3, 13, 251, 65537])
+def test_log_tables_multiply_mod_m(m):
+    logs = maglev._log_tables(m)
+    sigma = maglev._visit_order(m).astype(np.int64)
+    js = np.arange(m)
+    js = js[js != logs.zero_pos]
+    for s in {1, m - 1, (m // 3) or 1, 12345 % m or 1}:
+        got = logs.exp2[logs.log_visit[js] + logs.log[s]]
+        assert got.tolist() == (sigma[js] * s % m).tolist()
+    assert sigma[logs.zero_pos] == 0
 
 
 # --- input validation ------------------------------------------------------------------------

@@ -30,6 +30,10 @@ Three departures from the paper:
   and the round re-resolved until nobody is over. Every backend then moves past the horizon.
   About a dozen rounds of numpy work replace ``M`` Python iterations, and the table is
   bit-identical to the serial fill (the tests check this against a reference implementation).
+  A round walks the positions (multiplying mod M as adding discrete logarithms, see
+  ``_LogTables``) while many slots are free; once few are, it asks instead at which position
+  each backend would reach each free slot, as walks through a nearly full table mostly pass
+  taken slots.
 
 Everything is derived from blake2b digests of the keys, never from Python's salted ``hash()``, so a
 table is identical across processes, hosts and runs, and does not depend on the order of the list.
@@ -39,8 +43,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import operator
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -152,6 +158,126 @@ def _visit_order(m: int) -> np.ndarray:
     return order
 
 
+@functools.lru_cache(maxsize=4)
+def _inverse_visit_order(m: int) -> np.ndarray:
+    """``sigma``'s inverse: the position of each value in the visiting order."""
+    inverse = np.empty(m, dtype=np.int64)
+    inverse[_visit_order(m)] = np.arange(m, dtype=np.int64)
+    inverse.flags.writeable = False
+    return inverse
+
+
+class _LogTables(NamedTuple):
+    """``sigma[j] * skip mod m`` as ``exp2[log_visit[j] + log(skip)]``: two lookups and an add.
+
+    With a primitive root r of the prime m, every nonzero value is ``r ** e``, so multiplying
+    mod m is adding exponents; ``exp2`` holds two periods of ``r ** e`` so the sum needs no
+    reduction. This takes the multiply and the division out of the fill's inner loop.
+    ``sigma[j] == 0`` (at ``zero_pos``) has no logarithm: its slot is the offset itself.
+    """
+
+    log: np.ndarray  # log[v] for v in 1..m-1 (log[0] unused)
+    log_visit: np.ndarray  # log[sigma[j]] (0 at zero_pos)
+    exp2: np.ndarray  # r ** (e mod (m - 1)) for e in 0 .. 2(m - 1) - 1
+    zero_pos: int
+
+
+def _primitive_root(m: int) -> int:
+    """Smallest generator of the multiplicative group mod the prime ``m``."""
+    order = m - 1
+    factors, rest, f = [], order, 2
+    while f * f <= rest:
+        if rest % f == 0:
+            factors.append(f)
+            while rest % f == 0:
+                rest //= f
+        f += 1
+    if rest > 1:
+        factors.append(rest)
+    return next(g for g in range(1, m) if all(pow(g, order // q, m) != 1 for q in factors))
+
+
+@functools.lru_cache(maxsize=4)
+def _log_tables(m: int) -> _LogTables:
+    """The tables for ring size ``m``, cached like the clock and the visiting order."""
+    order = m - 1
+    r = _primitive_root(m)
+    block = math.isqrt(order) + 1  # r ** (block * k + i), from two short power lists
+    low = np.array([pow(r, i, m) for i in range(block)], dtype=np.int64)
+    high = np.array([pow(r, block * k, m) for k in range(-(-order // block))], dtype=np.int64)
+    exp = (high[:, None] * low[None, :] % m).ravel()[:order]
+    log = np.zeros(m, dtype=np.int64)
+    log[exp] = np.arange(order, dtype=np.int64)
+    zero_pos = int(_inverse_visit_order(m)[0])
+    tables = _LogTables(log, log.take(_visit_order(m)), np.concatenate([exp, exp]), zero_pos)
+    for a in tables[:3]:
+        a.flags.writeable = False
+    return tables
+
+
+def _proposals_by_position(
+    free2: np.ndarray,
+    logs: _LogTables,
+    ptr: np.ndarray,
+    win: np.ndarray,
+    walked: int,
+    offset: np.ndarray,
+    log_skip: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Walk positions ``ptr[g] .. ptr[g] + win[g] - 1`` of every backend g; keep the free slots.
+
+    Returns (group, position, slot) of each proposal, by group then position. ``free2`` is the
+    free mask twice over, so ``offset + sigma * skip`` (< 2m) needs no reduction either. Index
+    arrays are intp and gathers use ``take``, so no gather converts its indices first.
+    """
+    m = len(free2) // 2
+    ends = np.cumsum(win)
+    starts = ends - win
+    pos = np.repeat(ptr - starts, win)
+    pos += np.arange(walked)
+    slot = logs.log_visit.take(pos)
+    slot += np.repeat(log_skip, win)
+    slot = logs.exp2.take(slot)
+    slot += np.repeat(offset, win)
+    # The one position whose sigma is 0 lands on the offset itself.
+    zero = (ptr <= logs.zero_pos) & (logs.zero_pos < ptr + win)
+    slot[(starts + logs.zero_pos - ptr)[zero]] = offset[zero]
+    prop = np.flatnonzero(free2.take(slot))
+    grp = np.repeat(np.arange(len(win)), np.diff(np.searchsorted(prop, ends), prepend=0))
+    p_slot = slot.take(prop)
+    p_slot -= m * (p_slot >= m)
+    return grp, pos.take(prop), p_slot
+
+
+def _proposals_by_slot(
+    slots: np.ndarray,
+    logs: _LogTables,
+    ptr: np.ndarray,
+    lim: np.ndarray,
+    offset: np.ndarray,
+    log_skip: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same proposals as ``_proposals_by_position``, found from the free ``slots``' side.
+
+    Backend g reaches slot s at the position j with ``sigma[j] = (s - offset) / skip mod m``
+    (dividing: subtracting logarithms), a proposal if ``ptr[g] <= j < lim[g]``. Costs groups x
+    free slots instead of the positions walked: far less once the table is nearly full and the
+    walks mostly pass taken slots.
+    """
+    m = len(logs.log)
+    diff = slots[None, :] - offset[:, None]
+    diff += m * (diff < 0)
+    quot = logs.log.take(diff)
+    quot += ((m - 1 - log_skip) % (m - 1))[:, None]
+    quot = logs.exp2.take(quot)
+    quot[diff == 0] = 0  # s == offset: sigma[j] == 0, which has no logarithm
+    pos = _inverse_visit_order(m).take(quot)
+    grp, col = np.nonzero((pos < lim[:, None]) & (pos >= ptr[:, None]))
+    p_pos = pos[grp, col]
+    order = np.argsort(grp * m + p_pos)  # by group, then position
+    return grp.take(order), p_pos.take(order), slots.take(col.take(order))
+
+
 def _validate(
     backends: Sequence[tuple[str, int]], ring_size: int
 ) -> tuple[int, list[str], list[int]]:
@@ -225,27 +351,29 @@ def build_table(
     digests = [_digest(k) for k in keys]
     rank = _tiebreak_rank(digests)
     target = _targets(np.array(weights, dtype=np.int64), m, rank)
-    offset = np.array([int.from_bytes(d[:8], "little") % m for d in digests], dtype=np.int64)
-    skip = np.array(
-        [int.from_bytes(d[8:], "little") % (m - 1) + 1 for d in digests], dtype=np.int64
-    )
+    halves = np.frombuffer(b"".join(digests), dtype="<u8").reshape(n, 2)
+    offset = (halves[:, 0] % np.uint64(m)).astype(np.int64)
+    skip = (halves[:, 1] % np.uint64(m - 1)).astype(np.int64) + 1
     target_f = target.astype(np.float64)
     clock = _clock(m)
-    visit = _visit_order(m)
+    logs = _log_tables(m)
+    log_skip = logs.log[skip]
 
-    free = np.ones(m, dtype=bool)
+    free2 = np.ones(2 * m, dtype=bool)  # free mask, twice (see _proposals_by_position)
+    free = free2[:m]
     n_free = m
     need = target.copy()
     ptr = np.zeros(n, dtype=np.int64)  # every position before ptr is taken, or need is 0
     best_time = np.empty(m, dtype=np.float64)
     best_rank = np.empty(m, dtype=np.int64)
+    owner = np.empty(m, dtype=np.int64)
+    slots: np.ndarray | None = None  # the free slots, once the rounds look from their side
 
     while n_free:
         act = np.flatnonzero(need)
         a_need = need[act]
         a_ptr = ptr[act]
         a_tgt = target_f[act]
-        a_skip = skip[act]
 
         # Horizon: the median of the times at which each backend expects to have seen its
         # remaining need in free slots (free density ahead of its pointer is n_free / ahead).
@@ -253,50 +381,50 @@ def build_table(
         ahead = m - a_ptr
         est = np.minimum(a_ptr + np.ceil(a_need * (ahead / n_free)).astype(np.int64) - 1, m - 1)
         half = len(act) // 2
-        tau = np.partition(clock[est] / a_tgt, half)[half]
+        tau = np.partition(clock.take(est) / a_tgt, half)[half]
         # lim = how many positions have clock[j] / target <= tau (searchsorted on the product
         # can be one off through rounding; fix that with the exact comparison).
         lim = np.searchsorted(clock, tau * a_tgt, side="right")
-        lim -= (lim > 0) & (clock[np.maximum(lim - 1, 0)] / a_tgt > tau)
-        lim += (lim < m) & (clock[np.minimum(lim, m - 1)] / a_tgt <= tau)
+        lim -= (lim > 0) & (clock.take(np.maximum(lim - 1, 0)) / a_tgt > tau)
+        lim += (lim < m) & (clock.take(np.minimum(lim, m - 1)) / a_tgt <= tau)
         win = np.maximum(lim - a_ptr, 0)
 
-        # Ragged gather of the slots at positions a_ptr[g] .. lim[g] - 1 for every active g.
-        # Positions fit int32 (m <= 2**24), which halves the memory traffic of this, the
-        # biggest step; in-place arithmetic avoids page-faulting fresh temporaries.
-        ends = np.cumsum(win)
-        starts = ends - win
-        total = int(ends[-1])
-        idx_t = np.int32 if total < 2**31 else np.int64
-        pos = np.repeat((a_ptr - starts).astype(idx_t), win)
-        pos += np.arange(total, dtype=idx_t)
-        slot = visit[pos].astype(np.int64)
-        slot *= np.repeat(a_skip, win)
-        slot += np.repeat(offset[act], win)
-        quot = slot // m  # floor-divide by a scalar and subtract: much cheaper than % m
-        quot *= m
-        slot -= quot
-        prop = np.flatnonzero(free[slot])
-        p_slot = slot[prop]
-        p_count = np.diff(np.searchsorted(prop, ends), prepend=0)
-        p_grp = np.repeat(np.arange(len(act)), p_count)
-        p_time = clock[pos[prop]] / a_tgt[p_grp]
-        p_rank = rank[act][p_grp]
+        # Proposals: every (backend, position) up to the horizon whose slot is free, grouped by
+        # backend in position order. Early on, walk the positions; once few slots are free,
+        # it is cheaper to ask, for every free slot, at which position each backend reaches it.
+        walked = int(win.sum())
+        if len(act) * n_free < walked:
+            # the free slots: found once, then only those still free (an m-wide scan per
+            # round would cost more than the rest of a late round)
+            slots = np.flatnonzero(free) if slots is None else slots[free.take(slots)]
+            p_grp, p_pos, p_slot = _proposals_by_slot(
+                slots, logs, a_ptr, lim, offset[act], log_skip[act]
+            )
+        else:
+            p_grp, p_pos, p_slot = _proposals_by_position(
+                free2, logs, a_ptr, win, walked, offset[act], log_skip[act]
+            )
+        p_time = clock.take(p_pos) / a_tgt.take(p_grp)
+        p_rank = rank[act].take(p_grp)
 
         # Earliest proposal wins each slot (exact ties: lowest digest rank). A backend that wins
         # more than it needs would have stopped at its need-th win, so its later proposals are
         # void; re-resolve until nobody is over. Voiding only ever grows, so this settles.
-        live = np.arange(len(prop))
+        live = np.arange(len(p_slot))
         while True:
-            s, t = p_slot[live], p_time[live]
+            s, t = p_slot.take(live), p_time.take(live)
             best_time[s] = np.inf
             np.minimum.at(best_time, s, t)
-            cand = live[t == best_time[s]]
-            s, r = p_slot[cand], p_rank[cand]
-            best_rank[s] = n
-            np.minimum.at(best_rank, s, r)
-            won = cand[r == best_rank[s]]
-            w_grp = p_grp[won]
+            cand = live[t == best_time.take(s)]
+            s = p_slot.take(cand)
+            owner[s] = cand  # one candidate per slot unless times tie exactly (rare)
+            won = cand[owner.take(s) == cand]
+            if len(won) < len(cand):
+                r = p_rank.take(cand)
+                best_rank[s] = n
+                np.minimum.at(best_rank, s, r)
+                won = cand[r == best_rank.take(s)]
+            w_grp = p_grp.take(won)
             n_won = np.bincount(w_grp, minlength=len(act))
             over = n_won > a_need
             if not over.any():
@@ -308,17 +436,18 @@ def build_table(
             stop = o_won[o_first[over] + a_need[over] - 1]
             cutoff = np.full(len(act), np.inf)
             cutoff[p_grp[stop]] = p_time[stop]
-            kept = live[p_time[live] <= cutoff[p_grp[live]]]
+            kept = live[p_time.take(live) <= cutoff.take(p_grp.take(live))]
             if len(kept) == len(live):  # cannot happen: each pass voids the overshoot
                 raise RuntimeError("maglev fill failed to settle (bug)")
             live = kept
 
         if not len(won) and (lim <= a_ptr).all():  # cannot happen: the median moves on
             raise RuntimeError("maglev fill made no progress (bug)")
-        w_slot = p_slot[won]
+        w_slot = p_slot.take(won)
         w_back = act[w_grp]
         table[w_slot] = w_back
         free[w_slot] = False
+        free2[w_slot + m] = False
         n_free -= len(won)
         need -= np.bincount(w_back, minlength=n)
         ptr[act] = np.maximum(lim, a_ptr)
