@@ -496,7 +496,7 @@ class Parts:
                           for name, (w, c) in self.took.items())
         rest_w = sum(wall) - sum(w for w, _ in self.took.values())
         rest_c = sum(cpu) - sum(c for _, c in self.took.values())
-        print(f"  where a tick goes (ms wall/CPU, mean): {parts}; "
+        print(f"    where it goes (ms wall/CPU, mean): {parts}; "
               f"the rest {rest_w / n * 1000:.2f}/{rest_c / n * 1000:.2f}")
 
 
@@ -512,6 +512,12 @@ def ticks(agent: Agent, traffic: Traffic, n: int) -> tuple[list[float], list[flo
     return wall, cpu
 
 
+def measured(label: str, agent: Agent, traffic: Traffic, n: int
+             ) -> tuple[str, list[float], list[float], Parts]:
+    with Parts(agent) as parts:
+        return (label, *ticks(agent, traffic, n), parts)
+
+
 def median_ms(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1000:6.2f} ms"
 
@@ -522,27 +528,40 @@ def scale(tmp: str, connections: int, n: int, profile: bool) -> None:
           f"traffic on every CPU, {connections:,} connection entries; {n} ticks each")
     with in_process_agent(tmp, "sc", vips, per_vip,
                           max_connections=max(connections, 1 << 20)) as agent:
+        starting = getattr(agent, "_probes_starting", None)
+        if starting is not None:  # the default probes compile in the background: wait
+            starting.join()
+        probes = getattr(agent, "probes", None)
+        if probes is not None:
+            on = [name for name, st in probes.state.items() if st == "attached"]
+            print(f"  probes attached (the defaults): {', '.join(on) or 'none'}")
         traffic = Traffic(agent)
         for _ in range(3):
             traffic.step()
             agent.tick()
-        rows: list[tuple[str, list[float], list[float]]] = []
-        rows.append(("0 connections", *ticks(agent, traffic, n)))
+        rows: list[tuple[str, list[float], list[float], Parts]] = []
+        rows.append(measured("0 connections", agent, traffic, n))
         took = fill_connections(agent, connections)
         have = count_connections(agent)
         print(f"  {connections:,} entries inserted with batch updates in {took:.1f} s; the "
               f"table holds {have:,}")
-        rows.append((f"{have:,} connections", *ticks(agent, traffic, n)))
+        rows.append(measured(f"{have:,} connections", agent, traffic, n))
         flush_connections(agent)
-        rows.append(("0 connections again", *ticks(agent, traffic, n)))
+        rows.append(measured("0 connections again", agent, traffic, n))
         fill_connections(agent, connections)
-        rows.append((f"{have:,} connections again", *ticks(agent, traffic, n)))
-        for label, wall, cpu in rows:
+        rows.append(measured(f"{have:,} connections again", agent, traffic, n))
+        v0 = agent.desired.vips[0]
+        pair = (agent.vip_ids[vip_label(v0.address, v0.port, v0.protocol)],
+                agent.backend_ids[str(v0.backends[0].address)])
+        t, c = time.perf_counter(), time.thread_time()
+        dropped = agent.dp.drop_flows({pair}) if agent.dp is not None else {}
+        print(f"  moving one down backend's flows (a pass over all {have:,} entries, after a "
+              f"health event only): {(time.perf_counter() - t) * 1000:.0f} ms wall, "
+              f"{(time.thread_time() - c) * 1000:.0f} ms CPU, {sum(dropped.values())} dropped")
+        for label, wall, cpu, parts in rows:
             print(f"  tick, {label:<26} wall {median_ms(wall)} median ({max(wall) * 1000:.2f} "
                   f"max); CPU {median_ms(cpu)} median ({max(cpu) * 1000:.2f} max)")
-        with Parts(agent) as parts:
-            wall, cpu = ticks(agent, traffic, n)
-        parts.show(n, wall, cpu)
+            parts.show(n, wall, cpu)
         encoding(agent)
         if profile:
             import cProfile
