@@ -68,7 +68,7 @@ class Watch:
             self._look = None
 
     def check(self) -> list[P.Alarm]:
-        """One look (about a millisecond); the alarms to show: those in force, and those
+        """One look (well under a millisecond); the alarms to show: those in force, and those
         restored in the last KEEP seconds (an operator must learn it happened)."""
         self._check("attach", self._attachment)
         self._check("pins", self._pins)
