@@ -430,6 +430,21 @@ def fill_connections(agent: Agent, n: int, batch: int = 65536) -> float:
     return time.perf_counter() - t0
 
 
+def send_to_vips(agent: Agent, flows: int = 2048) -> subprocess.Popen[bytes]:
+    """A sender in the bench's namespace: TCP packets of `flows` clients to every VIP,
+    into the interface the XDP program runs on, until it is stopped."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    dst = netns.mac(NS, "xlb0")
+    vips = agent.desired.vips
+    frames = [bytes(Ether(dst=dst) / IP(src=f"10.99.{i // 250}.{1 + i % 250}",
+                                         dst=str(vips[i % len(vips)].address))
+                    / TCP(sport=20000 + i, dport=vips[i % len(vips)].port, flags="A"))
+              for i in range(flows)]
+    return netns.send_frames(NS, "peer0", frames, 0)
+
+
 def count_connections(agent: Agent) -> int:
     """Entries in the connection table (a full walk: the bench's check, never the tick's)."""
     assert agent.dp is not None
@@ -500,11 +515,13 @@ class Parts:
               f"the rest {rest_w / n * 1000:.2f}/{rest_c / n * 1000:.2f}")
 
 
-def ticks(agent: Agent, traffic: Traffic, n: int) -> tuple[list[float], list[float]]:
-    """(wall, CPU) of n ticks, each after a step of traffic."""
+def ticks(agent: Agent, traffic: Traffic | None, n: int) -> tuple[list[float], list[float]]:
+    """(wall, CPU) of n ticks, each after a step of traffic (None: the data plane's own
+    counters, of real packets)."""
     wall, cpu = [], []
     for _ in range(n):
-        traffic.step()
+        if traffic is not None:
+            traffic.step()
         t, c = time.perf_counter(), time.thread_time()
         agent.tick()
         cpu.append(time.thread_time() - c)
@@ -512,7 +529,7 @@ def ticks(agent: Agent, traffic: Traffic, n: int) -> tuple[list[float], list[flo
     return wall, cpu
 
 
-def measured(label: str, agent: Agent, traffic: Traffic, n: int
+def measured(label: str, agent: Agent, traffic: Traffic | None, n: int
              ) -> tuple[str, list[float], list[float], Parts]:
     with Parts(agent) as parts:
         return (label, *ticks(agent, traffic, n), parts)
@@ -558,6 +575,20 @@ def scale(tmp: str, connections: int, n: int, profile: bool) -> None:
         print(f"  moving one down backend's flows (a pass over all {have:,} entries, after a "
               f"health event only): {(time.perf_counter() - t) * 1000:.0f} ms wall, "
               f"{(time.thread_time() - c) * 1000:.0f} ms CPU, {sum(dropped.values())} dropped")
+        sender = send_to_vips(agent)
+        try:
+            time.sleep(1.0)
+            agent.tick()
+            label = "packets flowing"
+            rows.append(measured(label, agent, None, n))
+            time.sleep(1.0)  # the rates of a whole second
+            agent.tick()
+            pps = agent.last["totals"]["pps"]
+        finally:
+            sender.terminate()
+            sender.wait()
+        print(f"  real packets through the XDP program meanwhile (a sender in the namespace, "
+              f"as fast as it goes, sharing the CPUs): {pps:,.0f} packets/s")
         for label, wall, cpu, parts in rows:
             print(f"  tick, {label:<26} wall {median_ms(wall)} median ({max(wall) * 1000:.2f} "
                   f"max); CPU {median_ms(cpu)} median ({max(cpu) * 1000:.2f} max)")
