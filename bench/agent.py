@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -45,24 +46,30 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOTS = tempfile.mkdtemp(prefix="xlb-bench-agent-")
 os.environ.setdefault("XLB_PIN_ROOT", f"/sys/fs/bpf/xlb-bench-agent-{os.getpid()}")
 os.environ.setdefault("XLB_RUN_ROOT", os.path.join(ROOTS, "run"))
 os.environ.setdefault("XLB_STATE_ROOT", os.path.join(ROOTS, "state"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from xlb.agent import core  # noqa: E402
 from xlb.agent import settings as agent_settings  # noqa: E402
 from xlb.agent.core import Agent  # noqa: E402
 from xlb.agent.main import Ticker  # noqa: E402
 from xlb.agent.server import Server  # noqa: E402
 from xlb.api.client import AgentClient  # noqa: E402
-from xlb.dataplane import lifecycle  # noqa: E402
+from xlb.dataplane import bpfsys, lifecycle, manager  # noqa: E402
+from xlb.dataplane import structs as S  # noqa: E402
+from xlb.dataplane.config import vip_label  # noqa: E402
 from xlb.errors import AgentUnavailable  # noqa: E402
 from xlb.lab import netns  # noqa: E402
 from xlb.paths import PIN_ROOT, RUN_ROOT  # noqa: E402
 from xlb.schema import AGENT, smallest_ring  # noqa: E402
 
 NS = f"xlbbench-{os.getpid()}"
+QUEUES = S.XLB_MAX_QUEUES  # the test interface has as many RX queues as xlb counts
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -77,7 +84,7 @@ def backend_addresses(n: int) -> list[str]:
 
 
 def config(tmp: str, name: str, vips: int, per_vip: int, health: str = "none",
-           agent_extra: str = "", tail: str = "") -> str:
+           agent_extra: str = "", tail: str = "", max_connections: int = 65536) -> str:
     addrs = backend_addresses(vips * per_vip)
     lines = [f"""[agent]
 socket = "{tmp}/{name}.sock"
@@ -96,7 +103,7 @@ netns = "{NS}"
 max_vips = {max(vips, 4)}
 ring_size = {smallest_ring(per_vip)}
 max_backends = {max(8192, vips * per_vip)}
-max_connections = 65536
+max_connections = {max_connections}
 """]
     for v in range(vips):
         lines.append(f'[[vip]]\nname = "v{v}"\naddress = "10.200.{v // 250}.{1 + v % 250}"\n'
@@ -114,7 +121,7 @@ def supports(key: str) -> bool:
 def namespace() -> Iterator[None]:
     netns.create(NS)
     try:
-        netns.veth(NS, "xlb0", NS, "peer0", queues=2)
+        netns.veth(NS, "xlb0", NS, "peer0", queues=QUEUES)
         yield
     finally:
         netns.remove(NS)
@@ -122,10 +129,12 @@ def namespace() -> Iterator[None]:
 
 @contextlib.contextmanager
 def in_process_agent(tmp: str, name: str, vips: int, per_vip: int,
-                     agent_extra: str = "", tail: str = "") -> Iterator[Agent]:
+                     agent_extra: str = "", tail: str = "",
+                     max_connections: int = 65536) -> Iterator[Agent]:
     path = os.path.join(tmp, f"{name}.toml")
     with open(path, "w") as f:
-        f.write(config(tmp, name, vips, per_vip, agent_extra=agent_extra, tail=tail))
+        f.write(config(tmp, name, vips, per_vip, agent_extra=agent_extra, tail=tail,
+                       max_connections=max_connections))
     agent = Agent(agent_settings.load(path))
     agent.start()
     try:
@@ -334,26 +343,295 @@ def fanout(tmp: str, subscribers: int) -> None:
             print(f"  {n:3d} subscribers: wall {statistics.median(wall) * 1000:6.2f} ms median, "
                   f"{max(wall) * 1000:6.2f} ms max; CPU {statistics.median(cpu) * 1000:6.2f} ms "
                   "median per tick")
-        msg = {"jsonrpc": "2.0", "method": "snapshot", "params": agent.last}
-        size = len(json.dumps(msg))
-        encoders: list[tuple[str, Callable[[], object]]] = [
-            ("json", lambda: json.dumps(msg, allow_nan=False).encode())]
-        try:
-            import msgspec  # type: ignore[import-not-found,unused-ignore]
+        encoding(agent)
 
-            encoders.append(("msgspec", lambda: msgspec.json.encode(msg)))
-        except ImportError:
-            pass
-        for name, encode in encoders:
-            took = []
-            for _ in range(50):
-                t = time.perf_counter()
-                encode()
-                took.append(time.perf_counter() - t)
-            print(f"  encoding one snapshot ({size / 1024:.0f} KiB) with {name}: "
-                  f"{statistics.median(took) * 1000:.2f} ms median")
-        if len(encoders) == 1:
-            print("  (msgspec is not installed: no figure for it)")
+
+def _ptr(arr: np.ndarray) -> ctypes.c_char:
+    return ctypes.c_char.from_address(arr.ctypes.data)
+
+
+class Traffic:
+    """The per-CPU counters as traffic on every queue, VIP and backend would leave them:
+    each step() adds a second's worth to each row of every CPU (and counts each backend's
+    flows as active in this activity epoch and the last, as the data plane does), written
+    with one batch update per map, as the data plane's own rows are read."""
+
+    def __init__(self, agent: Agent, pps: float = 1e6):
+        assert agent.dp is not None
+        self.maps = agent.dp.maps
+        self.per_row = {"queue_stats": pps / QUEUES, "vip_stats": pps / max(1, len(agent.vip_ids)),
+                        "backend_stats": pps / max(1, len(agent.backend_ids))}
+        self.rows = {name: self.maps[name].read_percpu().copy() for name in self.per_row}
+        self.used = {"queue_stats": np.arange(QUEUES),
+                     "vip_stats": np.array(sorted(agent.vip_ids.values()), dtype=np.int64),
+                     "backend_stats": np.array(sorted(agent.backend_ids.values()),
+                                               dtype=np.int64)}
+
+    def step(self) -> None:
+        epoch = manager.activity_epoch(time.monotonic_ns())
+        for name, per_row in self.per_row.items():
+            rows, used = self.rows[name], self.used[name]
+            ncpu = rows.shape[1]
+            packets = np.uint64(max(1, int(per_row / ncpu)))
+            rows[used, :, 0] += packets                   # packets
+            rows[used, :, 1] += packets * np.uint64(800)  # bytes
+            if name == "queue_stats":
+                rows[used, :, 2 + S.XDP_ACTIONS.index("tx")] += packets
+            if name == "backend_stats":
+                rows[used, :, 2] += np.uint64(max(1, int(packets) // 20))  # new flows
+                for e in (epoch - 1, epoch):
+                    rows[used, :, ACTIVE + (e & 1)] = np.uint64(100)
+                    rows[used, :, ACTIVE_EPOCH + (e & 1)] = np.uint64(e)
+            m = self.maps[name]
+            keys = np.arange(len(rows), dtype=np.uint32)
+            bpfsys.update_batch(m.fd, _ptr(keys), _ptr(np.ascontiguousarray(rows)), len(rows))
+
+
+ACTIVE = S.BackendStats.active.offset // 8
+ACTIVE_EPOCH = S.BackendStats.active_epoch.offset // 8
+
+
+def fill_connections(agent: Agent, n: int, batch: int = 65536) -> float:
+    """n connection entries, spread over the VIPs and backends as clients would leave
+    them, written with batch updates: an equal share from each CPU (the table's LRU
+    lists are per CPU, and a CPU's share of the entries is all its list holds).
+    Returns the seconds it took."""
+    assert agent.dp is not None
+    fd = agent.dp.maps["conns"].fd
+    vips = [(v.address, v.port, agent.vip_ids[vip_label(v.address, v.port, v.protocol)],
+             [agent.backend_ids[str(b.address)] for b in v.backends])
+            for v in agent.desired.vips]
+    now = time.monotonic_ns()
+    cpus = sorted(os.sched_getaffinity(0))
+    t0 = time.perf_counter()
+    try:
+        for c, cpu in enumerate(cpus):
+            os.sched_setaffinity(0, {cpu})
+            lo, hi = n * c // len(cpus), n * (c + 1) // len(cpus)
+            for start in range(lo, hi, batch):
+                i = np.arange(start, min(start + batch, hi), dtype=np.uint64)
+                k = np.zeros(len(i), dtype=np.dtype(S.FlowKey))
+                v = np.zeros(len(i), dtype=np.dtype(S.Conn))
+                which = i % np.uint64(len(vips))
+                k["src"][:, 0] = (np.uint64(0x0A640000) + i // np.uint64(50000)).astype(np.uint32)
+                k["sport"] = (np.uint64(10000) + i % np.uint64(50000)).astype(np.uint16)
+                for j, (addr, port, vid, bids) in enumerate(vips):
+                    sel = which == np.uint64(j)
+                    k["dst"][sel, 0] = int(addr)
+                    k["dport"][sel] = port
+                    v["vip_id"][sel] = vid
+                    v["backend_id"][sel] = np.array(bids, dtype=np.uint32)[
+                        (i[sel] // np.uint64(len(vips))) % np.uint64(len(bids))]
+                k["proto"], k["family"] = 6, S.XLB_AF_INET
+                v["last_seen_ns"] = now
+                bpfsys.update_batch(fd, _ptr(k), _ptr(v), len(i))
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+    return time.perf_counter() - t0
+
+
+def send_to_vips(agent: Agent, flows: int = 2048) -> subprocess.Popen[bytes]:
+    """A sender in the bench's namespace: TCP packets of `flows` clients to every VIP,
+    into the interface the XDP program runs on, until it is stopped."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    dst = netns.mac(NS, "xlb0")
+    vips = agent.desired.vips
+    frames = [bytes(Ether(dst=dst) / IP(src=f"10.99.{i // 250}.{1 + i % 250}",
+                                         dst=str(vips[i % len(vips)].address))
+                    / TCP(sport=20000 + i, dport=vips[i % len(vips)].port, flags="A"))
+              for i in range(flows)]
+    return netns.send_frames(NS, "peer0", frames, 0)
+
+
+def count_connections(agent: Agent) -> int:
+    """Entries in the connection table (a full walk: the bench's check, never the tick's)."""
+    assert agent.dp is not None
+    fd = agent.dp.maps["conns"].fd
+    return sum(len(keys) for keys, _ in bpfsys.hash_batches(
+        fd, ctypes.sizeof(S.FlowKey), ctypes.sizeof(S.Conn), 65536))
+
+
+def flush_connections(agent: Agent) -> None:
+    assert agent.dp is not None
+    fd = agent.dp.maps["conns"].fd
+    for keys, _ in bpfsys.hash_batches(fd, ctypes.sizeof(S.FlowKey), ctypes.sizeof(S.Conn),
+                                       65536):
+        bpfsys.delete_batch(fd, keys)
+
+
+class Parts:
+    """Where a tick's time goes: the steps of Agent.tick() wrapped, wall and CPU summed
+    per step (patched on this agent only, taken off at the end)."""
+
+    STEPS = (("watch", "watch", "check"), ("health", None, "commit_health"),
+             ("counters", "dp", "counters"), ("rates", "rates", "update"),
+             ("cpu load", core, "cpu_load"), ("probes", "probes", "tick"),
+             ("trace", "trace_source", "kernel_events"), ("snapshot", None, "_snapshot"))
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self.took: dict[str, list[float]] = {name: [0.0, 0.0] for name, *_ in self.STEPS}
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _owner(self, where: object) -> Any:
+        return self.agent if where is None else (
+            getattr(self.agent, where) if isinstance(where, str) else where)
+
+    def __enter__(self) -> Parts:
+        for name, where, attr in self.STEPS:
+            owner = self._owner(where)
+            inner = getattr(owner, attr)
+            sums = self.took[name]
+
+            def timed(*a: Any, _inner: Any = inner, _sums: list[float] = sums,
+                      **kw: Any) -> Any:
+                t, c = time.perf_counter(), time.thread_time()
+                try:
+                    return _inner(*a, **kw)
+                finally:
+                    _sums[0] += time.perf_counter() - t
+                    _sums[1] += time.thread_time() - c
+            setattr(owner, attr, timed)
+            # an instance's own attribute goes; a module's function is put back
+            self._undo.append((owner, attr, None if isinstance(where, str) or where is None
+                               else inner))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, attr, inner in self._undo:
+            if inner is None:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, inner)
+
+    def show(self, n: int, wall: list[float], cpu: list[float]) -> None:
+        parts = "; ".join(f"{name} {w / n * 1000:.2f}/{c / n * 1000:.2f}"
+                          for name, (w, c) in self.took.items())
+        rest_w = sum(wall) - sum(w for w, _ in self.took.values())
+        rest_c = sum(cpu) - sum(c for _, c in self.took.values())
+        print(f"    where it goes (ms wall/CPU, mean): {parts}; "
+              f"the rest {rest_w / n * 1000:.2f}/{rest_c / n * 1000:.2f}")
+
+
+def ticks(agent: Agent, traffic: Traffic | None, n: int) -> tuple[list[float], list[float]]:
+    """(wall, CPU) of n ticks, each after a step of traffic (None: the data plane's own
+    counters, of real packets)."""
+    wall, cpu = [], []
+    for _ in range(n):
+        if traffic is not None:
+            traffic.step()
+        t, c = time.perf_counter(), time.thread_time()
+        agent.tick()
+        cpu.append(time.thread_time() - c)
+        wall.append(time.perf_counter() - t)
+    return wall, cpu
+
+
+def measured(label: str, agent: Agent, traffic: Traffic | None, n: int
+             ) -> tuple[str, list[float], list[float], Parts]:
+    with Parts(agent) as parts:
+        return (label, *ticks(agent, traffic, n), parts)
+
+
+def median_ms(xs: list[float]) -> str:
+    return f"{statistics.median(xs) * 1000:6.2f} ms"
+
+
+def scale(tmp: str, connections: int, n: int, profile: bool) -> None:
+    vips, per_vip = 8, 125
+    print(f"\nscale: {vips * per_vip} backends over {vips} VIPs, {QUEUES} queues counting "
+          f"traffic on every CPU, {connections:,} connection entries; {n} ticks each")
+    with in_process_agent(tmp, "sc", vips, per_vip,
+                          max_connections=max(connections, 1 << 20)) as agent:
+        starting = getattr(agent, "_probes_starting", None)
+        if starting is not None:  # the default probes compile in the background: wait
+            starting.join()
+        probes = getattr(agent, "probes", None)
+        if probes is not None:
+            on = [name for name, st in probes.state.items() if st == "attached"]
+            print(f"  probes attached (the defaults): {', '.join(on) or 'none'}")
+        traffic = Traffic(agent)
+        for _ in range(3):
+            traffic.step()
+            agent.tick()
+        rows: list[tuple[str, list[float], list[float], Parts]] = []
+        rows.append(measured("0 connections", agent, traffic, n))
+        took = fill_connections(agent, connections)
+        have = count_connections(agent)
+        print(f"  {connections:,} entries inserted with batch updates in {took:.1f} s; the "
+              f"table holds {have:,}")
+        rows.append(measured(f"{have:,} connections", agent, traffic, n))
+        flush_connections(agent)
+        rows.append(measured("0 connections again", agent, traffic, n))
+        fill_connections(agent, connections)
+        rows.append(measured(f"{have:,} connections again", agent, traffic, n))
+        v0 = agent.desired.vips[0]
+        pair = (agent.vip_ids[vip_label(v0.address, v0.port, v0.protocol)],
+                agent.backend_ids[str(v0.backends[0].address)])
+        t, c = time.perf_counter(), time.thread_time()
+        dropped = agent.dp.drop_flows({pair}) if agent.dp is not None else {}
+        print(f"  moving one down backend's flows (a pass over all {have:,} entries, after a "
+              f"health event only): {(time.perf_counter() - t) * 1000:.0f} ms wall, "
+              f"{(time.thread_time() - c) * 1000:.0f} ms CPU, {sum(dropped.values())} dropped")
+        sender = send_to_vips(agent)
+        try:
+            time.sleep(1.0)
+            agent.tick()
+            label = "packets flowing"
+            rows.append(measured(label, agent, None, n))
+            time.sleep(1.0)  # the rates of a whole second
+            agent.tick()
+            pps = agent.last["totals"]["pps"]
+        finally:
+            sender.terminate()
+            sender.wait()
+        print(f"  real packets through the XDP program meanwhile (a sender in the namespace, "
+              f"as fast as it goes, sharing the CPUs): {pps:,.0f} packets/s")
+        for label, wall, cpu, parts in rows:
+            print(f"  tick, {label:<26} wall {median_ms(wall)} median ({max(wall) * 1000:.2f} "
+                  f"max); CPU {median_ms(cpu)} median ({max(cpu) * 1000:.2f} max)")
+            parts.show(n, wall, cpu)
+        encoding(agent)
+        if profile:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            for _ in range(n):
+                traffic.step()
+                prof.enable()
+                agent.tick()
+                prof.disable()
+            print(f"  profile of {n} ticks (cumulative, top 25):")
+            pstats.Stats(prof, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
+
+
+def encoding(agent: Agent) -> None:
+    """The last snapshot as the API sends it: its size, the agent's cost to encode it
+    once per tick (json, and msgspec if installed), a reader's cost to decode it."""
+    msg = {"jsonrpc": "2.0", "method": "snapshot", "params": agent.last}
+    data = json.dumps(msg, allow_nan=False).encode()
+    encoders: list[tuple[str, Callable[[], object]]] = [
+        ("json", lambda: json.dumps(msg, allow_nan=False).encode())]
+    try:
+        import msgspec  # type: ignore[import-not-found,unused-ignore]
+
+        encoders.append(("msgspec", lambda: msgspec.json.encode(msg)))
+    except ImportError:
+        pass
+    for name, encode in (*encoders, ("json (decoding)", lambda: json.loads(data))):
+        took = []
+        for _ in range(30):
+            t = time.perf_counter()
+            encode()
+            took.append(time.perf_counter() - t)
+        what = name if "decoding" in name else f"encoding with {name}"
+        print(f"  snapshot ({len(data):,} bytes, {len(data) / 1024:.0f} KiB) {what}: "
+              f"{median_ms(took)} median")
+    if len(encoders) == 1:
+        print("  (msgspec is not installed: no figure for it)")
 
 
 class Poller:
@@ -463,7 +741,10 @@ def main() -> int:
     ap.add_argument("--backends", type=int, default=5000)
     ap.add_argument("--budget", type=float, default=20.0,
                     help="seconds to give an agent that handles verdicts one by one")
-    ap.add_argument("--only", choices=("mass", "tick", "fanout", "live"))
+    ap.add_argument("--only", choices=("mass", "tick", "fanout", "live", "scale"))
+    ap.add_argument("--connections", type=int, default=1_000_000, help="for scale")
+    ap.add_argument("--ticks", type=int, default=30, help="for scale: ticks per figure")
+    ap.add_argument("--profile", action="store_true", help="scale: cProfile the tick too")
     ap.add_argument("--subscribers", type=int, default=10, help="for fanout (default 10)")
     ap.add_argument("--lab-size", action="store_true",
                     help="tick: at the lab's size (4 VIPs x 3 backends), not 10 x 100")
@@ -488,6 +769,8 @@ def main() -> int:
                 fanout(tmp, args.subscribers)
             if args.only in (None, "live"):
                 live(tmp, args.backends, args.budget)
+            if args.only in (None, "scale"):
+                scale(tmp, args.connections, args.ticks, args.profile)
     finally:
         shutil.rmtree(PIN_ROOT, ignore_errors=True)
         shutil.rmtree(ROOTS, ignore_errors=True)

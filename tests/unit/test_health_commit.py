@@ -6,6 +6,7 @@ healthy backend fails open with an alarm. Against a recording data plane: no roo
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from xlb.agent import core
 from xlb.agent.settings import load
 from xlb.dataplane import structs as S
-from xlb.dataplane.config import Config
+from xlb.dataplane.config import Config, vip_label
 from xlb.dataplane.manager import ApplyResult, Counters
 from xlb.errors import ApplyError
 
@@ -54,7 +55,7 @@ class Recorder:
         ids = {str(a): i for i, a in enumerate(cfg.backend_addresses())}
         return ApplyResult(backend_ids=ids, vip_ids={})
 
-    def counters(self) -> Counters:
+    def counters(self, **_: Any) -> Counters:
         return Counters(time.monotonic(), np.zeros((S.XLB_MAX_QUEUES, 2 + S.XLB_NUM_ACTIONS)),
                         np.zeros((16, 2)), np.zeros((2048, 3)), np.zeros((len(S.Reason), 2)))
 
@@ -154,3 +155,42 @@ def test_a_vip_with_no_healthy_backend_fails_open_loudly(
     assert [b.state for b in left].count("drained") == 70, "no new flows, none moved yet"
     agent.tick()  # a tick out of panic: the flows of those still down move
     assert len(recorder(agent).applied[-1][0].vip("v3").backends) == 30
+
+
+def test_moving_flows_is_a_pass_the_tick_never_waits_for(
+        agent: core.Agent, caplog: pytest.LogCaptureFixture) -> None:
+    """The pass over the connection table that drops the flows to move runs in a thread
+    of its own: the tick that asks for it ends while the pass still runs."""
+    gate, asked = threading.Event(), []
+
+    def drop_flows(pairs: Any, stop: Any = None) -> dict[Any, int]:
+        asked.append(set(pairs))
+        gate.wait(30)
+        return {p: 3 for p in pairs}
+
+    recorder(agent).drop_flows = drop_flows  # type: ignore[method-assign]
+    v0 = agent.desired.vip("v0")
+    agent.vip_ids = {vip_label(v0.address, v0.port, v0.protocol): 2}
+    agent.backend_ids = {"10.0.0.1": 5}
+    agent._purge = {("v0", "10.0.0.1")}
+    ticked = threading.Event()
+
+    def tick() -> None:
+        agent.tick()
+        ticked.set()
+
+    threading.Thread(target=tick, daemon=True).start()
+    try:
+        assert ticked.wait(20), "the tick waited for the pass over the connection table"
+        assert not gate.is_set()
+        with caplog.at_level(logging.INFO):
+            gate.set()
+            for _ in range(200):
+                if not agent._purge:
+                    break
+                time.sleep(0.05)
+        assert asked == [{(2, 5)}] and agent._purge == set()
+        assert "VIP v0: 3 flow(s) of backend 10.0.0.1 (down) moved" in caplog.text
+    finally:
+        gate.set()
+        agent.stopping.set()  # the purge thread ends (within a second)

@@ -89,6 +89,8 @@ class Agent:
         self._pending: dict[str, tuple[bool, str]] = {}  # verdicts the next tick commits
         self._pending_lock = threading.Lock()
         self._purge: set[tuple[str, str]] = set()   # (VIP, address): flows to drop
+        self._purger: threading.Thread | None = None  # drops them, started when needed
+        self._purge_asked = threading.Event()       # a tick found flows to drop
         self._clean: set[tuple[str, str]] = set()   # (VIP, address): flows dropped
         self._present_of: tuple[Config | None, set[str]] = (None, set())
         self.stopping = threading.Event()            # set on SIGTERM: long work gives up
@@ -126,6 +128,8 @@ class Agent:
             BgpControl(ac.bgp, self.name, ac.config.instance.netns or None, self.audit)
             if ac.bgp is not None else None)
         self._bgp_at = 0.0  # monotonic time ExaBGP may start (see _bgp_hold)
+        # (intent, ids, shares) -> per VIP, the snapshot rows' parts that rarely change
+        self._layout_cache: tuple[tuple[Any, ...], list[_Layout]] | None = None
         self.last: P.Snapshot = self._snapshot(None)  # what readers see until the first tick
 
     # -- start and intent ---------------------------------------------------------
@@ -224,6 +228,7 @@ class Agent:
         self.probes.close()
         self.trace.close()  # a running trace is turned off: nobody would stop it
         self.trace_source.close()
+        self._stop_purger()  # before the maps it reads are closed
         if self.watch:
             self.watch.close()
             os.close(self.watch.owned.prog_fd)
@@ -681,10 +686,38 @@ class Agent:
 
     def _purge_flows(self) -> None:
         """Flows to move whose backend another VIP keeps valid (so it is not invalidated)
-        are found in the connection table and dropped; their next packet asks Maglev. One
-        pass over the table, in batches, outside the lock; given up when stopping."""
+        must be found in the connection table: a pass over all of it (about a second at a
+        million entries), so the purge thread does it and the tick never waits for it."""
         if not self._purge:
             return
+        self._purge_asked.set()
+        if self._purger is None:
+            self._purger = threading.Thread(target=self._purging, name="xlb-purge",
+                                            daemon=True)
+            self._purger.start()
+
+    def _purging(self) -> None:
+        """The purge thread: a pass whenever a tick asks, until the agent stops."""
+        while not self.stopping.is_set():
+            if not self._purge_asked.wait(timeout=1.0):
+                continue
+            self._purge_asked.clear()
+            try:
+                self._purge_pass()
+            except Exception as e:  # a bug: logged, and the next tick asks again
+                log.error("moving the flows of down backends failed: %s", e, exc_info=e)
+
+    def _stop_purger(self) -> None:
+        """Stop the purge thread (a pass gives up between batches) and wait for it."""
+        self.stopping.set()
+        self._purge_asked.set()
+        if self._purger is not None:
+            self._purger.join(timeout=30)
+            self._purger = None
+
+    def _purge_pass(self) -> None:
+        """The flows to move are dropped; their next packet asks Maglev. One pass over the
+        table, in batches, outside the lock; given up when stopping."""
         assert self.dp is not None
         with self.lock:
             labels = {v.name: vip_label(v.address, v.port, v.protocol) for v in self.desired.vips}
@@ -766,7 +799,8 @@ class Agent:
         self.ticks += 1
         self.commit_health()
         self._bgp_tick()
-        counters = self.dp.counters()  # only the tick reads counters and keeps rates
+        # only the tick reads counters and keeps rates; backend rows up to the ids in use
+        counters = self.dp.counters(backend_rows=_rows_in_use(self.backend_ids))
         rates = self.rates.update(counters)
         self.active = counters.active
         self.reason_totals = counters.reasons[:, 0].copy()
@@ -799,26 +833,30 @@ class Agent:
 
     def _snapshot(self, rates: Rates | None) -> P.Snapshot:
         """The typed snapshot of protocol.Snapshot: intent, health and the last rates."""
-        ids, vip_ids = self.backend_ids, self.vip_ids
+        vip_ids = self.vip_ids
         vips: list[P.Vip] = []
-        for vip in self.desired.vips:
-            key = vip_label(vip.address, vip.port, vip.protocol)
-            rows: list[P.Backend] = []
-            for b in vip.backends:
-                addr = str(b.address)
-                bid = ids.get(addr)
-                pps = new = 0.0
-                if rates is not None and bid is not None:
-                    pps, new = float(rates.backends[bid, 0]), float(rates.backends[bid, 2])
-                active = (int(self.active[bid]) if bid is not None and bid < len(self.active)
-                          else 0)
-                rows.append({"address": addr, "weight": b.weight,
-                             "state": _state(b.state, addr in self.down, pps),
-                             "health": self.down.get(addr, "up"),
-                             "ring_share": round(self.shares.get(key, {}).get(addr, 0.0), 6),
-                             "pps": round(pps, 1), "new_connections_per_s": round(new, 1),
-                             "active_connections": active,
-                             "changed": self.changed_at.get(addr, 0.0)})
+        for vip, lay in zip(self.desired.vips, self._layout_rows(), strict=True):
+            have = lay.ids >= 0
+            at = np.where(have, lay.ids, 0)
+            if rates is not None:  # per backend, gathered at once from the counter rows
+                pps_of = np.where(have, rates.backends[at, 0], 0.0).tolist()
+                new_of = np.where(have, rates.backends[at, 2], 0.0).tolist()
+            else:
+                pps_of = new_of = [0.0] * len(at)
+            counted = have & (lay.ids < len(self.active))
+            active_of = np.where(counted, self.active[np.where(counted, at, 0)]
+                                 if len(self.active) else 0, 0).tolist()
+            down, changed = self.down, self.changed_at
+            rows: list[P.Backend] = [
+                {"address": addr, "weight": weight,
+                 "state": _state(configured, addr in down, pps),
+                 "health": down.get(addr, "up"), "ring_share": share,
+                 "pps": round(pps, 1), "new_connections_per_s": round(new, 1),
+                 "active_connections": int(active), "changed": changed.get(addr, 0.0)}
+                for addr, weight, configured, share, pps, new, active in zip(
+                    lay.addresses, lay.weights, lay.states, lay.shares, pps_of, new_of,
+                    active_of, strict=True)]
+            key = lay.label
             vid = vip_ids.get(key)
             pps = (round(float(rates.vips[vid, 0]), 1)
                    if rates is not None and vid is not None else 0.0)
@@ -857,6 +895,28 @@ class Agent:
                 "kernel": self.kernel,
                 "bgp": self.bgp_status()}
 
+    def _layout_rows(self) -> list[_Layout]:
+        """Per VIP of the intent, what its backends' snapshot rows keep from tick to tick
+        (addresses as text, weights, shares, counter rows): worked out again only when the
+        intent, the ids or the shares changed (each is replaced whole, never changed in
+        place), not for every backend at every tick."""
+        now = (self.desired, self.backend_ids, self.shares)
+        cached = self._layout_cache
+        if cached is not None and all(a is b for a, b in zip(cached[0], now, strict=True)):
+            return cached[1]
+        out: list[_Layout] = []
+        for vip in self.desired.vips:
+            label = vip_label(vip.address, vip.port, vip.protocol)
+            shares = self.shares.get(label, {})
+            addrs = [str(b.address) for b in vip.backends]
+            out.append(_Layout(label, addrs, [b.weight for b in vip.backends],
+                               [b.state for b in vip.backends],
+                               [round(shares.get(a, 0.0), 6) for a in addrs],
+                               np.array([self.backend_ids.get(a, -1) for a in addrs],
+                                        dtype=np.int64)))
+        self._layout_cache = (now, out)
+        return out
+
     def _modes(self, rates: Rates | None, vid: int | None, pps: float) -> P.VipModes:
         """A VIP's traffic by forwarding mode: SNAT from its snat_stats row, DSR the rest
         of its client packets (a flow keeps its mode, so both can flow after a switch)."""
@@ -877,6 +937,28 @@ class Agent:
         if len(used):
             self.queue_count = max(self.queue_count, int(used[-1]) + 1)
         return max(self.queue_count, 1)
+
+
+ROWS_AHEAD = 256  # backend counter rows read past the highest id in use, in steps of this
+
+
+def _rows_in_use(ids: dict[str, int]) -> int:
+    """Backend counter rows the tick reads: past every id in use, rounded up to a step,
+    so a backend added while a tick runs (the next free id) is read already."""
+    top = max(ids.values(), default=-1) + 1
+    return (top // ROWS_AHEAD + 1) * ROWS_AHEAD
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One VIP's backends as its snapshot rows show them, in the intent's order."""
+
+    label: str
+    addresses: list[str]
+    weights: list[int]
+    states: list[str]      # as configured: active, drained
+    shares: list[float]    # of the VIP's ring, rounded as shown
+    ids: np.ndarray        # counter rows (backend ids); -1 where none is applied yet
 
 
 def _shares(ring: np.ndarray, ids: dict[int, str]) -> dict[str, float]:

@@ -274,20 +274,28 @@ class Dataplane:
         except (OSError, ValueError):
             return None
 
-    def counters(self, active_epoch: int | None = None) -> Counters:
+    def counters(self, active_epoch: int | None = None,
+                 backend_rows: int | None = None) -> Counters:
         """One batch read per stats map. `active` is for the last complete
-        activity epoch unless `active_epoch` names another (tests: the current)."""
+        activity epoch unless `active_epoch` names another (tests: the current).
+
+        `backend_rows`: read only the first rows of backend_stats (every id in use is
+        below it; the cost of the read is per row of the map, in use or not); the
+        rest read as zero, so the arrays keep the map's shape whatever is read."""
         m = self.maps
         at = time.monotonic_ns()
         if active_epoch is None:
             active_epoch = activity_epoch(at) - 1
-        backends = m["backend_stats"].read_percpu()
+        stats = m["backend_stats"]
+        read = stats.read_percpu(backend_rows)
+        summed = np.zeros((stats.max_entries, _BACKEND_SUMMED), dtype=np.uint64)
+        summed[:len(read)] = read[:, :, :_BACKEND_SUMMED].sum(axis=1)
+        active = np.zeros(stats.max_entries, dtype=np.uint64)
+        active[:len(read)] = active_flows(read, active_epoch)
         return Counters(at / 1e9, m["queue_stats"].read_array(),
-                        m["vip_stats"].read_array(),
-                        backends[:, :, :_BACKEND_SUMMED].sum(axis=1),
+                        m["vip_stats"].read_array(), summed,
                         m["reason_stats"].read_array(), m["miss_stats"].read_array(),
-                        active_flows(backends, active_epoch), active_epoch,
-                        m["snat_stats"].read_array())
+                        active, active_epoch, m["snat_stats"].read_array())
 
     def drop_flows(self, pairs: set[tuple[int, int]], stop: Callable[[], bool] = lambda: False
                    ) -> dict[tuple[int, int], int]:

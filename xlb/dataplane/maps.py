@@ -147,13 +147,14 @@ class PinnedMap:
         """
         return self.read_percpu().sum(axis=1)
 
-    def read_percpu(self) -> np.ndarray:
-        """Every entry as (entries, cpus, u64 fields), in one batch syscall.
+    def read_percpu(self, rows: int | None = None) -> np.ndarray:
+        """Every entry (or the first `rows`) as (entries, cpus, u64 fields), in one batch
+        syscall.
 
         For fields that must not be summed blindly (backend_stats' active-flow
         epochs); a map that is not per-CPU reads as one CPU.
         """
-        n = self.max_entries
+        n = self.max_entries if rows is None else max(1, min(rows, self.max_entries))
         fields = ctypes.sizeof(self.spec.value) // 8
         keys = np.zeros(n, dtype=np.uint32)
         vals = np.zeros(n * self.ncpu * fields, dtype=np.uint64)

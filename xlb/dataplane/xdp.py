@@ -15,21 +15,28 @@ the call fail (ForeignProgramError) instead of being clobbered.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import socket
+import struct
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink import NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
+from pyroute2.netns import NETNS_RUN_DIR
 
 from xlb.dataplane import bpfsys
 from xlb.errors import AttachError, BpfError, ForeignProgramError
 from xlb.schema import MAX_FRAME
 
+T = TypeVar("T")
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -129,21 +136,149 @@ def _index(ipr: Any, interface: str, netns: str) -> int:
 
 def query(interface: str, netns: str = "", ipr: Any = None) -> XdpState:
     """What is attached to `interface`. `ipr`: a netlink socket the caller keeps open
-    (open_netlink): opening one in a namespace costs ~10 ms, asking on it under 1 ms."""
+    (open_netlink): opening one in a namespace costs ~10 ms, asking on it under 1 ms; or
+    a Look (opened in `netns`), which asks in some 20 microseconds."""
     if ipr is None:
         with _open(netns) as own:
             return query(interface, netns, own)
+    if isinstance(ipr, Look):
+        return ipr.query(interface)
     idx = _index(ipr, interface, netns)
     link = ipr.get_links(idx)[0]
     xdp = link.get_attr("IFLA_XDP")
-    attached = xdp.get_attr("IFLA_XDP_ATTACHED") if xdp is not None else 0
-    prog_id = xdp.get_attr("IFLA_XDP_PROG_ID") if xdp is not None else 0
-    mode = ATTACHED.get(attached or 0, f"unknown ({attached})")
-    programs = tuple((m, int(xdp.get_attr(attr))) for attr, m in _MODE_IDS
-                     if xdp is not None and xdp.get_attr(attr))
+    return _state(interface, netns, idx,
+                  {} if xdp is None else {name: xdp.get_attr(name) for name in _XDP_ATTRS})
+
+
+# the attributes of IFLA_XDP that say what is attached, by pyroute2's names and numbers
+_XDP_ATTRS = {"IFLA_XDP_ATTACHED": 2, "IFLA_XDP_PROG_ID": 4, "IFLA_XDP_DRV_PROG_ID": 5,
+              "IFLA_XDP_SKB_PROG_ID": 6, "IFLA_XDP_HW_PROG_ID": 7}
+
+
+def _state(interface: str, netns: str, idx: int, attrs: dict[str, Any]) -> XdpState:
+    """An XdpState from IFLA_XDP's attributes (by name; absent ones None or missing)."""
+    attached = attrs.get("IFLA_XDP_ATTACHED") or 0
+    prog_id = attrs.get("IFLA_XDP_PROG_ID") or 0
+    mode = ATTACHED.get(attached, f"unknown ({attached})")
+    programs = tuple((m, int(attrs[attr])) for attr, m in _MODE_IDS if attrs.get(attr))
     if not programs and prog_id and mode:
         programs = ((mode, int(prog_id)),)
-    return XdpState(interface, netns, idx, mode, int(prog_id or 0), programs)
+    return XdpState(interface, netns, idx, mode, int(prog_id), programs)
+
+
+class Look:
+    """A bare rtnetlink socket in a namespace, kept open to ask what is attached to an
+    interface once per tick: one RTM_GETLINK by name, without statistics, of whose answer
+    only IFLA_XDP is read. The same answer as query(), in some 20 microseconds where
+    pyroute2 parses every attribute of the link (about a millisecond)."""
+
+    def __init__(self, netns: str = "") -> None:
+        self.netns = netns
+        self.sock = _in_netns(netns, lambda: socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE))
+        self.sock.settimeout(5.0)
+        self.seq = 0
+        self._buf = bytearray(1 << 20)  # any link's answer fits (statistics left out)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def query(self, interface: str) -> XdpState:
+        """As query(interface, netns): AttachError when the interface is not there."""
+        self.seq += 1
+        name = interface.encode() + b"\0"
+        attrs = (_nla(_IFLA_IFNAME, name)
+                 + _nla(_IFLA_EXT_MASK, struct.pack("=I", _RTEXT_FILTER_SKIP_STATS)))
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0) + attrs
+        self.sock.send(struct.pack("=IHHII", 16 + len(body), _RTM_GETLINK, _NLM_F_REQUEST,
+                                   self.seq, 0) + body)
+        while True:
+            size = self.sock.recv_into(self._buf)
+            data = bytes(self._buf[:size])
+            length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data)
+            if seq != self.seq:
+                continue  # an answer to an earlier question that timed out
+            if kind == _NLMSG_ERROR:
+                code = -struct.unpack_from("=i", data, 16)[0]
+                if code == errno.ENODEV:
+                    where = (f"network namespace {self.netns!r}" if self.netns else
+                             "this network namespace")
+                    raise AttachError(f"interface {interface!r} not found in {where}")
+                raise AttachError(f"asking about {interface}: {os.strerror(code)}")
+            idx = struct.unpack_from("=i", data, 20)[0]
+            xdp = _nested(data[:length], 32, _IFLA_XDP)
+            numbers = {n: i for i, n in _XDP_ATTRS.items()}
+            got = {} if xdp is None else {
+                numbers[t]: struct.unpack_from("=I", xdp, o)[0]
+                if t != _XDP_ATTRS["IFLA_XDP_ATTACHED"] else xdp[o]
+                for t, o in _attrs(xdp, 0) if t in numbers}
+            return _state(interface, self.netns, idx, got)
+
+
+_RTM_GETLINK, _NLM_F_REQUEST, _NLMSG_ERROR = 18, 1, 2
+_IFLA_IFNAME, _IFLA_XDP, _IFLA_EXT_MASK = 3, 43, 29
+_RTEXT_FILTER_SKIP_STATS = 1 << 3
+_NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    return struct.pack("=HH", 4 + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+
+
+def _attrs(data: bytes, at: int) -> Iterator[tuple[int, int]]:
+    """(type, payload offset) of each netlink attribute in data[at:]."""
+    while at + 4 <= len(data):
+        size, kind = struct.unpack_from("=HH", data, at)
+        if size < 4:
+            return
+        yield kind & _NLA_TYPE_MASK, at + 4
+        at += (size + 3) & ~3
+
+
+def _nested(data: bytes, at: int, want: int) -> bytes | None:
+    """The payload of the attribute `want` among those at data[at:] (None: absent)."""
+    for kind, offset in _attrs(data, at):
+        if kind == want:
+            size = struct.unpack_from("=H", data, offset - 4)[0]
+            return data[offset:offset - 4 + size]
+    return None
+
+
+def _in_netns(netns: str, make: Callable[[], T]) -> T:
+    """make() run in network namespace `netns` ("" here): in a thread of its own that
+    enters it, so no other thread of the process changes namespace."""
+    if not netns:
+        return make()
+    path = netns if netns.startswith("/") else os.path.join(NETNS_RUN_DIR, netns)
+    out: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise AttachError(f"entering network namespace {netns!r}: "
+                                      f"{os.strerror(err)}")
+            finally:
+                os.close(fd)
+            out.append(make())
+        except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+            failed.append(e)
+
+    t = threading.Thread(target=run, name="xlb-netns")
+    t.start()
+    t.join()
+    if failed:
+        if isinstance(failed[0], OSError):
+            raise AttachError(f"network namespace {netns!r}: {failed[0]}") from failed[0]
+        raise failed[0]
+    return out[0]
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def open_netlink(netns: str = "") -> Any:
