@@ -17,7 +17,7 @@ warm-up, reads every lab program's run time and run count over --seconds:
 
 Per program: runs/s, ns per run (run time / runs over the window) and % of one CPU. Also
 what drove it: connections and UDP queries per second, the generator's CPU and the
-machine's (all CPUs, /proc/stat), so whether the client saturated a core is visible.
+machine's (all CPUs, /proc/stat: busy, softirq, steal), so what limited the rate shows.
 These are real-traffic figures beside bench/dataplane.py's BPF_PROG_TEST_RUN ones: veth
 XDP, cache-cold, interleaved with the kernel's TCP stacks of four namespaces.
 """
@@ -78,16 +78,26 @@ def rates(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]],
     return out
 
 
-def cpu_ticks(pid: int | None = None) -> tuple[int, int]:
-    """(busy, total) clock ticks of the machine, or (busy, 0) of one process."""
-    if pid is not None:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12]), 0  # utime + stime
+def process_ticks(pid: int) -> int:
+    """CPU clock ticks (user + system) a process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def machine_ticks() -> list[int]:
+    """The machine's clock ticks so far: user nice system idle iowait irq softirq steal ..."""
     with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return sum(ticks) - idle, sum(ticks)
+        return [int(x) for x in f.readline().split()[1:]]
+
+
+def machine_share(before: list[int], after: list[int]) -> dict[str, float]:
+    """% of all CPUs over the window: busy (not idle/iowait), of it softirq (packets) and
+    steal (the hypervisor's other guests)."""
+    d = [b - a for a, b in zip(before, after, strict=True)]
+    total = max(1, sum(d))
+    return {"busy": round((total - d[3] - d[4]) / total * 100, 1),
+            "softirq": round(d[6] / total * 100, 1), "steal": round(d[7] / total * 100, 1)}
 
 
 def measure(seconds: float, rate: float, concurrency: int, udp_every: int) -> dict[str, Any]:
@@ -98,32 +108,34 @@ def measure(seconds: float, rate: float, concurrency: int, udp_every: int) -> di
     try:
         time.sleep(WARMUP_S)
         hz = os.sysconf("SC_CLK_TCK")
-        g0, (m0, t0) = cpu_ticks(gen.pid)[0], cpu_ticks()
+        g0, m0 = process_ticks(gen.pid), machine_ticks()
         s0, w0 = sample(ids), time.monotonic()
         time.sleep(seconds)
         s1, w1 = sample(ids), time.monotonic()
-        g1, (m1, t1) = cpu_ticks(gen.pid)[0], cpu_ticks()
+        g1, m1 = process_ticks(gen.pid), machine_ticks()
     finally:
         summary = run.stop_traffic(gen)
     window = w1 - w0
     return {"window_s": round(window, 2), "program_ids": ids,
             "programs": rates(s0, s1, window),
             "generator_cpu_percent": round((g1 - g0) / hz / window * 100, 1),
-            "machine_cpu_percent": round((m1 - m0) / max(1, t1 - t0) * 100, 1),
+            "machine_cpu_percent": machine_share(m0, m1),
             "cpus": os.cpu_count(), "traffic": summary}
 
 
 def render(r: dict[str, Any]) -> str:
-    t = r["traffic"]
+    t, mc = r["traffic"], r["machine_cpu_percent"]
     secs = t.get("seconds") or 1
     lines = [
         f"lab: {r['lab']}; window {r['window_s']} s after {WARMUP_S:g} s of warm-up; "
         f"generator --rate {r['rate']:g} --concurrency {r['concurrency']} "
         f"--udp-every {r['udp_every']}",
         f"traffic: {t.get('connections_per_second', 0)} TCP conn/s "
-        f"({t.get('tcp_failed', 0)} failed), {round(t.get('udp_ok', 0) / secs, 1)} UDP "
-        f"queries/s; generator {r['generator_cpu_percent']}% of a CPU, machine "
-        f"{r['machine_cpu_percent']}% of {r['cpus']} CPUs",
+        f"({t.get('tcp_failed', 0)} failed{': ' if t.get('errors') else ''}"
+        f"{t.get('errors') or ''}), "
+        f"{round(t.get('udp_ok', 0) / secs, 1)} UDP queries/s",
+        f"CPU: generator {r['generator_cpu_percent']}% of one; machine (all {r['cpus']}) busy "
+        f"{mc['busy']}%, of which softirq {mc['softirq']}%, steal {mc['steal']}%",
         "",
         f"{'program':<8}{'id':>7}{'runs/s':>11}{'ns/run':>9}{'% CPU':>8}",
     ]
