@@ -754,12 +754,13 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
     if (in_pool4(cfg, ip->daddr))
         return reply_v4(p, ip, end);
     /* a TCP/UDP packet that could be balanced need not confirm its address before its VIP
-     * is looked up (process() does, if that finds none); any other verdict needs it */
+     * is looked up (process() does, if that finds none or the packet is malformed); any
+     * other verdict needs it now */
     int plain = (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) && ip->ihl == 5 &&
                 !(ip->frag_off & bpf_htons(IP_MF_OFFSET));
-    p->unconfirmed = plain && cfg->vip_filter;
     if (!maybe_vip_addr(cfg, p) || (cfg->vip_filter && !plain && !is_vip_addr(p)))
         return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
+    p->unconfirmed = plain && cfg->vip_filter;
     if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
         return verdict(XLB_R_DROP_FRAGMENT, XDP_DROP);
     if (ip->ihl != 5)
@@ -773,11 +774,8 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
     }
     u32 l4_min = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
     if (p->inner_len < sizeof(*ip) + l4_min || !whole(ctx, p, ip, end) ||
-        parse_l4(ip + 1, end, p)) {
-        if (p->unconfirmed && !is_vip_addr(p))
-            return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
+        parse_l4(ip + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
-    }
     return XLB_NEXT_BALANCE;
 }
 
@@ -824,9 +822,9 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
     if (in_pool6(cfg, p->flow.dst))  /* as in v4 */
         return reply_v6(p, ip6, end);
     int plain = ip6->nexthdr == IPPROTO_TCP || ip6->nexthdr == IPPROTO_UDP;  /* as in v4 */
-    p->unconfirmed = plain && cfg->vip_filter;
     if (!maybe_vip_addr(cfg, p) || (cfg->vip_filter && !plain && !is_vip_addr(p)))
         return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
+    p->unconfirmed = plain && cfg->vip_filter;
     u8 nh = ip6->nexthdr;
     p->inner_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
     p->tos = ipv6_tclass(ip6);
@@ -845,11 +843,8 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
     }
     u32 l4_min = nh == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
     if (p->inner_len < sizeof(*ip6) + l4_min || !whole(ctx, p, ip6, end) ||
-        parse_l4(ip6 + 1, end, p)) {
-        if (p->unconfirmed && !is_vip_addr(p))
-            return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
+        parse_l4(ip6 + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
-    }
     return XLB_NEXT_BALANCE;
 }
 
@@ -870,8 +865,12 @@ static __always_inline int process(struct xdp_md *ctx, struct parsed *p,
         next = process_v6(ctx, p, cfg);
     else
         return verdict(XLB_R_PASS_NOT_IP, XDP_PASS);
-    if (next >= 0)
+    if (next >= 0) {
+        /* a TCP/UDP packet to a filter's "maybe" is a verdict (malformed) only for a VIP */
+        if (p->unconfirmed && !is_vip_addr(p))
+            return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
         return next;
+    }
     struct xlb_vip_meta *vip = 0;
     if (next != XLB_NEXT_REPLY) {
         struct xlb_vip_key k = {};
