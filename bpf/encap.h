@@ -136,6 +136,19 @@ static __always_inline int encapsulate(struct xdp_md *ctx, struct parsed *p,
     __builtin_memcpy(e->h_dest, orig_dst, ETH_ALEN);
     __builtin_memcpy(e->h_source, orig_src, ETH_ALEN);
     e->h_proto = p->flow.family == XLB_AF_INET ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6);
+#ifdef XLB_BENCH_NEW_FLOWS
+    /* the next repetition is a new flow: the client's port moves on (and its address's
+     * last 16 bits, when the port wraps), as in snat.h's restore */
+    u16 *port = data + sizeof(*e) + (p->flow.family == XLB_AF_INET ? sizeof(struct iphdr)
+                                                                    : sizeof(struct ipv6hdr));
+    u16 *host = data + sizeof(*e) + (p->flow.family == XLB_AF_INET ? 14 : 22);
+    if ((void *)(port + 1) > end || (void *)(host + 1) > end)
+        return verdict(XLB_R_DROP_ADJUST_FAILED, XDP_ABORTED);
+    u16 next = bpf_ntohs(*port) + 1;
+    *port = bpf_htons(next);
+    if (!next)
+        *host = bpf_htons(bpf_ntohs(*host) + 1);
+#endif
 #endif
     return verdict(reason, XDP_TX);
 }

@@ -41,6 +41,8 @@ struct parsed {
     u8 tos;
     u8 path;          /* enum xlb_path: how the backend was chosen */
     u8 mode;          /* XLB_MODE_* of the flow (a trace event reports it) */
+    u8 unconfirmed;   /* a VIP address only by ctl's vip_filter (xlb.c: process()) */
+    u8 pad[3];
     u32 hash;         /* the flow hash, once computed */
     u32 vip_id;       /* XLB_NO_VIP until a VIP is found */
     u32 backend_id;   /* XLB_NO_BACKEND until one is chosen */

@@ -5,12 +5,15 @@
  * buffer: a power of two, at least a page).
  *
  * Path of a packet: parse (Ethernet, one 802.1Q tag, IPv4/IPv6, TCP/UDP) ->
- * is the destination a VIP address? (no: XDP_PASS, the host's own traffic)
+ * a SNAT pool address? (a backend's reply) -> is the destination a VIP address?
+ * (no: XDP_PASS, the host's own traffic; ctl's vip_filter answers most "no"s
+ * without a lookup, and a plain TCP/UDP packet's "maybe" is settled by the VIP
+ * lookup itself, vip_addrs asked only when that finds none)
  * -> fragments/options (IPv6: the extension-header chain) dropped -> ICMP:
  * pings answered, errors about a VIP flow sent to that flow's backend -> VIP
  * lookup (port, then port 0) -> connection table (TCP SYN always asks
  * Maglev; other TCP without an entry makes none; misses counted by kind:
- * SYN, non-SYN, UDP) -> Maglev ring ->
+ * SYN, non-SYN, UDP; a known flow's hash comes from its entry) -> Maglev ring ->
  * encapsulate to the backend (or ICMP too-big) -> XDP_TX. Every packet is
  * counted under exactly one reason, per RX queue and per action.
  *
@@ -67,6 +70,13 @@ BPF_TABLE_PINNED("percpu_array", u32, struct xlb_traffic, miss_stats, XLB_MAX_MI
                  PIN_DIR "/miss_stats");
 BPF_TABLE_PINNED("percpu_array", u32, struct xlb_trace_stats, trace_stats, 1,
                  PIN_DIR "/trace_stats");
+/* The coarse clock as last read on this CPU, and the jiffy it was read in: not pinned (a
+ * cache, rebuilt by each program). */
+struct xlb_clock {
+    u64 jiffies;
+    u64 ns;
+};
+BPF_PERCPU_ARRAY(clock_cache, struct xlb_clock, 1);
 /* The trace ring buffer, pinned like the rest (BPF_RINGBUF_OUTPUT's table, with
  * BPF_TABLE_PINNED's section: BCC has no pinned ring buffer macro). */
 struct trace_events_table_t {
@@ -112,6 +122,25 @@ static __always_inline void count_miss(u32 miss, u64 bytes)
         t->packets++;
         t->bytes += bytes;
     }
+}
+
+/* bpf_ktime_get_coarse_ns(), read at most once a jiffy per CPU: the coarse clock moves
+ * only when a tick advances jiffies, so within a jiffy the cached value is what the helper
+ * returns (give or take the tick's own update), and reading jiffies (inlined by the kernel)
+ * and a per-CPU slot costs a few instructions where the helper call costs ~10 ns. */
+static __always_inline u64 coarse_now(void)
+{
+    u32 zero = 0;
+    struct xlb_clock *c = clock_cache.lookup(&zero);
+    u64 j = bpf_jiffies64();
+    if (c && c->jiffies == j)
+        return c->ns;
+    u64 now = bpf_ktime_get_coarse_ns();
+    if (c) {
+        c->jiffies = j;
+        c->ns = now;
+    }
+    return now;
 }
 
 /* These call verdict(), so they come after it. */
@@ -222,7 +251,7 @@ static __always_inline int conn_touch(struct xlb_conn *c, u64 now, u64 epoch)
 {
     u64 seen = c->last_seen_ns;
     int touched = (seen >> XLB_ACTIVE_EPOCH_SHIFT) < epoch;
-    if (touched || now - seen > XLB_NSEC_PER_SEC)
+    if (touched || (s64)(now - seen) > (s64)XLB_NSEC_PER_SEC)  /* signed: as udp_flow_over */
         c->last_seen_ns = now;
     return touched;
 }
@@ -235,8 +264,8 @@ static __always_inline int udp_flow_over(const struct xlb_conn *c,
                                          const struct xlb_config *cfg, u64 now)
 {
     u8 mode = (vip->flags & XLB_VIP_F_SNAT) ? XLB_MODE_SNAT : XLB_MODE_DSR;
-    return c->mode != mode &&
-           now - c->last_seen_ns > (u64)cfg->snat_udp_timeout * XLB_NSEC_PER_SEC;
+    return c->mode != mode &&  /* signed: another CPU may have written a later time */
+           (s64)(now - c->last_seen_ns) > (s64)((u64)cfg->snat_udp_timeout * XLB_NSEC_PER_SEC);
 }
 
 /* Nanoseconds an idle translation keeps its (address, port) from new flows. */
@@ -330,7 +359,7 @@ static __always_inline int snat_new(struct xdp_md *ctx, struct parsed *p,
         return verdict(XLB_R_DROP_SNAT_NO_PORT, XDP_DROP);
     }
     struct xlb_conn nc = {.backend_id = backend_id, .vip_id = vip_id, .last_seen_ns = now,
-                          .snat_port = k.snat_port, .mode = XLB_MODE_SNAT};
+                          .snat_port = k.snat_port, .mode = XLB_MODE_SNAT, .hash = hash};
     __builtin_memcpy(nc.snat_addr, k.snat_addr, sizeof(nc.snat_addr));
     conns.update(&p->flow, &nc);
     count_sent(vip_id, backend_id, bytes, 1, 1, epoch);
@@ -437,7 +466,7 @@ static __always_inline int snat_reply(struct xdp_md *ctx, struct parsed *p,
     struct xlb_snat_entry *e = snat_rev.lookup(&k);
     if (!e)
         return verdict(XLB_R_DROP_SNAT_NO_ENTRY, XDP_DROP);
-    snat_touch(e, bpf_ktime_get_coarse_ns());
+    snat_touch(e, coarse_now());
     if (p->flow.proto == IPPROTO_TCP && (p->tcp_flags & (XLB_TCP_FIN | XLB_TCP_RST)))
         e->flags |= XLB_CONN_F_CLOSING;
     u32 vip_id = e->vip_id;
@@ -469,8 +498,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
                                    const struct xlb_vip_meta *vip,
                                    const struct xlb_config *cfg, u64 bytes)
 {
-    u32 hash = flow_hash(&p->flow);
-    u64 now = bpf_ktime_get_coarse_ns();
+    u64 now = coarse_now();
     u64 epoch = now >> XLB_ACTIVE_EPOCH_SHIFT;
     u32 backend_id = XLB_NO_BACKEND;
     struct xlb_backend *be = 0;
@@ -478,15 +506,21 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
     int new_conn = 0;
     int touched = 0;  /* the flow's first packet in this epoch: counted as active */
     p->vip_id = vip->vip_id;
-    p->hash = hash;
 
     int tcp = p->flow.proto == IPPROTO_TCP;
     int syn = tcp && (p->tcp_flags & 0x12) == 0x02;
     struct xlb_conn *c = 0;
+    u32 hash = 0;  /* a known flow's is in its entry: computed only when it is not */
     u8 path = XLB_PATH_CONN;
-    if (!syn || (vip->flags & XLB_VIP_F_SNAT)) {  /* a SYN to a SNAT VIP may be a retransmit */
+    if (!syn || (vip->flags & XLB_VIP_F_SNAT))  /* a SYN to a SNAT VIP may be a retransmit */
         c = conns.lookup(&p->flow);
-        if (c && !tcp && udp_flow_over(c, vip, cfg, now))
+    if (c)
+        hash = c->hash;
+    if (!hash)
+        hash = flow_hash(&p->flow);
+    p->hash = hash;
+    if (c) {
+        if (!tcp && udp_flow_over(c, vip, cfg, now))
             c = 0;  /* a new flow (a DSR one's entry is written over, a SNAT one's too) */
         if (c && c->mode == XLB_MODE_SNAT) {
             int v = snat_flow(ctx, p, vip, cfg, c, hash, now, epoch, bytes, tcp, syn, &be,
@@ -521,6 +555,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
             c->backend_id = backend_id;
             c->vip_id = vip->vip_id;
             c->last_seen_ns = now;
+            c->hash = hash;
             new_conn = 1;
             touched = 1;
             path = XLB_PATH_MAGLEV_STALE;
@@ -535,7 +570,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct parsed *p,
                 reason = XLB_R_TX_ENCAP_FLOW_LIMIT;
             } else {
                 struct xlb_conn nc = {.backend_id = backend_id, .vip_id = vip->vip_id,
-                                      .last_seen_ns = now};
+                                      .last_seen_ns = now, .hash = hash};
                 conns.update(&p->flow, &nc);
                 new_conn = 1;
                 touched = 1;
@@ -598,26 +633,28 @@ static __always_inline int balance_icmp_error(struct xdp_md *ctx, struct parsed 
     return encapsulate(ctx, p, be, cfg, hash, XLB_R_TX_ENCAP_ICMP_ERROR);
 }
 
-static __always_inline struct xlb_vip_meta *find_vip(struct parsed *p)
-{
-    struct xlb_vip_key k = {};
-    __builtin_memcpy(k.addr, p->flow.dst, sizeof(k.addr));
-    k.port = p->flow.dport;
-    k.proto = p->flow.proto;
-    k.family = p->flow.family;
-    struct xlb_vip_meta *v = vips.lookup(&k);
-    if (v)
-        return v;
-    k.port = 0;
-    return vips.lookup(&k);
-}
-
 static __always_inline int is_vip_addr(struct parsed *p)
 {
     struct xlb_addr_key k = {};
     __builtin_memcpy(k.addr, p->flow.dst, sizeof(k.addr));
     k.family = p->flow.family;
     return vip_addrs.lookup(&k) != 0;
+}
+
+/* The bit of ctl's vip_filter for address a (4 words; xlb/dataplane/manager.py
+ * vip_filter() computes the same). */
+static __always_inline u32 vip_filter_bit(const u32 *a)
+{
+    return 1u << (((a[0] ^ a[1] ^ a[2] ^ a[3]) * 0x9E3779B1u) >> 27);
+}
+
+/* May the destination be a VIP address? With a filter, a clear bit says no at the cost of
+ * a multiply; a set bit says "maybe" (confirmed later, when it matters: see process()).
+ * Without one (0: an older agent wrote ctl, or too many addresses), vip_addrs says. */
+static __always_inline int maybe_vip_addr(const struct xlb_config *cfg, struct parsed *p)
+{
+    u32 f = cfg->vip_filter;
+    return f ? (f & vip_filter_bit(p->flow.dst)) != 0 : is_vip_addr(p);
 }
 
 /* Is the IP packet of p->inner_len bytes at ip whole in the frame? Beyond the
@@ -661,6 +698,20 @@ static __always_inline int icmp4_to_vip(struct xdp_md *ctx, struct parsed *p, st
     return XLB_NEXT_ICMP_ERROR;
 }
 
+/* Is the (IPv4) destination an address of the SNAT pool? Pools are never VIP addresses. */
+static __always_inline int in_pool4(const struct xlb_config *cfg, u32 daddr)
+{
+    return cfg->has_snat4 && (daddr & ~cfg->snat4_mask) == cfg->snat4_net;
+}
+
+static __always_inline int in_pool6(const struct xlb_config *cfg, const u32 *d)
+{
+    /* pools are /96 or longer: host bits in word 3 */
+    return cfg->has_snat6 && !((d[0] ^ cfg->snat6_net[0]) | (d[1] ^ cfg->snat6_net[1]) |
+                               (d[2] ^ cfg->snat6_net[2]) |
+                               ((d[3] & ~cfg->snat6_mask[3]) ^ cfg->snat6_net[3]));
+}
+
 /* To a pool address over IPv4: TCP/UDP (no options, not a fragment) is a reply to
  * translate back; anything else is not translated (passed, as not for a VIP). */
 static __always_inline int reply_v4(struct parsed *p, struct iphdr *ip, void *end)
@@ -699,12 +750,17 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
     p->flow.src[0] = ip->saddr;
     p->flow.dst[0] = ip->daddr;
     p->flow.proto = ip->protocol;
-    if (!is_vip_addr(p)) {
-        /* a pool address (never a VIP's): a backend's reply to a SNAT flow */
-        if (cfg->has_snat4 && (ip->daddr & ~cfg->snat4_mask) == cfg->snat4_net)
-            return reply_v4(p, ip, end);
+    /* a pool address (never a VIP's: config checks): a backend's reply to a SNAT flow */
+    if (in_pool4(cfg, ip->daddr))
+        return reply_v4(p, ip, end);
+    /* a TCP/UDP packet that could be balanced need not confirm its address before its VIP
+     * is looked up (process() does, if that finds none or the packet is malformed); any
+     * other verdict needs it now */
+    int plain = (ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) && ip->ihl == 5 &&
+                !(ip->frag_off & bpf_htons(IP_MF_OFFSET));
+    if (!maybe_vip_addr(cfg, p) || (cfg->vip_filter && !plain && !is_vip_addr(p)))
         return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
-    }
+    p->unconfirmed = plain && cfg->vip_filter;
     if (ip->frag_off & bpf_htons(IP_MF_OFFSET))
         return verdict(XLB_R_DROP_FRAGMENT, XDP_DROP);
     if (ip->ihl != 5)
@@ -717,9 +773,8 @@ static __always_inline int process_v4(struct xdp_md *ctx, struct parsed *p,
         return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     }
     u32 l4_min = ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
-    if (p->inner_len < sizeof(*ip) + l4_min || !whole(ctx, p, ip, end))
-        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
-    if (parse_l4(ip + 1, end, p))
+    if (p->inner_len < sizeof(*ip) + l4_min || !whole(ctx, p, ip, end) ||
+        parse_l4(ip + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     return XLB_NEXT_BALANCE;
 }
@@ -764,14 +819,12 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
     __builtin_memcpy(p->flow.src, &ip6->saddr, 16);
     __builtin_memcpy(p->flow.dst, &ip6->daddr, 16);
     p->flow.proto = ip6->nexthdr;
-    if (!is_vip_addr(p)) {
-        const u32 *d = p->flow.dst;  /* pools are /96 or longer: host bits in word 3 */
-        if (cfg->has_snat6 && !((d[0] ^ cfg->snat6_net[0]) | (d[1] ^ cfg->snat6_net[1]) |
-                                (d[2] ^ cfg->snat6_net[2]) |
-                                ((d[3] & ~cfg->snat6_mask[3]) ^ cfg->snat6_net[3])))
-            return reply_v6(p, ip6, end);
+    if (in_pool6(cfg, p->flow.dst))  /* as in v4 */
+        return reply_v6(p, ip6, end);
+    int plain = ip6->nexthdr == IPPROTO_TCP || ip6->nexthdr == IPPROTO_UDP;  /* as in v4 */
+    if (!maybe_vip_addr(cfg, p) || (cfg->vip_filter && !plain && !is_vip_addr(p)))
         return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
-    }
+    p->unconfirmed = plain && cfg->vip_filter;
     u8 nh = ip6->nexthdr;
     p->inner_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
     p->tos = ipv6_tclass(ip6);
@@ -789,9 +842,8 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
         return verdict(XLB_R_PASS_VIP_OTHER_PROTO, XDP_PASS);
     }
     u32 l4_min = nh == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
-    if (p->inner_len < sizeof(*ip6) + l4_min || !whole(ctx, p, ip6, end))
-        return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
-    if (parse_l4(ip6 + 1, end, p))
+    if (p->inner_len < sizeof(*ip6) + l4_min || !whole(ctx, p, ip6, end) ||
+        parse_l4(ip6 + 1, end, p))
         return verdict(XLB_R_DROP_MALFORMED, XDP_DROP);
     return XLB_NEXT_BALANCE;
 }
@@ -813,11 +865,30 @@ static __always_inline int process(struct xdp_md *ctx, struct parsed *p,
         next = process_v6(ctx, p, cfg);
     else
         return verdict(XLB_R_PASS_NOT_IP, XDP_PASS);
-    if (next >= 0)
+    if (next >= 0) {
+        /* a TCP/UDP packet to a filter's "maybe" is a verdict (malformed) only for a VIP */
+        if (p->unconfirmed && !is_vip_addr(p))
+            return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
         return next;
+    }
+    struct xlb_vip_meta *vip = 0;
+    if (next != XLB_NEXT_REPLY) {
+        struct xlb_vip_key k = {};
+        __builtin_memcpy(k.addr, p->flow.dst, sizeof(k.addr));
+        k.port = p->flow.dport;
+        k.proto = p->flow.proto;
+        k.family = p->flow.family;
+        vip = vips.lookup(&k);  /* the port's VIP, else the address's any-port VIP */
+        if (!vip) {
+            if (p->unconfirmed && !is_vip_addr(p))  /* only a filter's "maybe" */
+                return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
+            k.port = 0;
+            vip = vips.lookup(&k);
+        }
+    }
+    p->unconfirmed = 0;  /* settled; one value for the verifier's states from here on */
     if (next == XLB_NEXT_REPLY)
         return snat_reply(ctx, p, cfg, bytes);
-    struct xlb_vip_meta *vip = find_vip(p);
     if (!vip)
         return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
     if (next == XLB_NEXT_ICMP_ERROR)

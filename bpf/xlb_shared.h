@@ -153,7 +153,9 @@ struct xlb_conn {        /* connection-table value */
     __u16 snat_port;     /* SNAT flows: the source port the backend sees */
     __u8 mode;           /* XLB_MODE_*: the mode the flow started in, kept for life */
     __u8 pad;
-    __u32 pad2;
+    __u32 hash;          /* the flow hash (outer source, flow label), kept so a packet of a
+                          * known flow need not compute it; 0: not kept (an entry made by an
+                          * older xlb, or by hand): computed */
 };
 
 /* Key of the reverse-translation table `snat_rev` (LRU hash, common LRU: replies may
@@ -252,7 +254,9 @@ struct xlb_config {      /* single entry of map `ctl` */
     __u32 snat_tcp_timeout;   /* seconds idle before a TCP translation may be taken over */
     __u32 snat_udp_timeout;   /* the same for UDP */
     __u32 snat_close_timeout; /* the same for TCP after a FIN or RST */
-    __u32 pad2;
+    __u32 vip_filter;     /* bit vip_filter_bit(a) set for every VIP address a: a clear bit
+                           * means "not a VIP address" without a lookup; 0: no filter (every
+                           * destination is looked up in vip_addrs first) */
 };
 
 struct xlb_flow_guard {  /* per-CPU single entry of map `flow_guard`: new entries this second */

@@ -180,13 +180,13 @@ def explain(dp: Dataplane, src: str | IPAddress, sport: int | None, dst: str | I
     m = dp.maps
     a = _Answer(f"{_endpoint(s, sport)} -> {_endpoint(d, dport)}/{protocol}", [])
 
-    # process_v4/v6: is the destination a VIP address at all?
+    # process_v4/v6: an address of a SNAT pool (never a VIP's)? a VIP address at all?
+    ctl = m["ctl"].get(0)
+    assert isinstance(ctl, S.LbConfig)
+    pool = snat_pool(ctl, d.version)
+    if pool is not None and d in pool:
+        return _snat_reply(a, dp, s, sport, d, dport, proto, pool, names)
     if m["vip_addrs"].get(S.AddrKey(addr=S.pack_addr(d), family=family)) is None:
-        ctl = m["ctl"].get(0)
-        assert isinstance(ctl, S.LbConfig)
-        pool = snat_pool(ctl, d.version)
-        if pool is not None and d in pool:
-            return _snat_reply(a, dp, s, sport, d, dport, proto, pool, names)
         a.step("vip", f"{d} is not a VIP address: the host's own traffic, passed on")
         return a.done("pass_not_vip")
     a.step("vip", f"{d} is a VIP address")
@@ -205,8 +205,6 @@ def explain(dp: Dataplane, src: str | IPAddress, sport: int | None, dst: str | I
     a.vip = (names if names is not None else vip_names(applied())).get(label, label)
     any_port = " (the any-port VIP: none on that port)" if key.port == 0 and dport else ""
     a.step("service", f"VIP {a.vip}: {label}{any_port}, Maglev ring {meta.ring_slot}")
-    ctl = m["ctl"].get(0)
-    assert isinstance(ctl, S.LbConfig)
     b = _Backends(dp, a.vip, key, meta, states or {}, applied)
     if sport is None:
         return _shares(a, b, s, dport, protocol)

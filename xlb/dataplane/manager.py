@@ -23,7 +23,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, VipConfig, vip_label
 from xlb.dataplane.loader import Geometry, geometry_from_pins
 from xlb.dataplane.maps import InstanceMaps, PinnedMap
+from xlb.dataplane.structs import IPAddress
 from xlb.dataplane.trace import check_config as check_trace_config
 from xlb.errors import ApplyError
 from xlb.paths import PIN_ROOT, RUN_ROOT, run_dir
@@ -97,10 +98,26 @@ def new_flow_limit(max_connections: int, turnover: float, cpus: int) -> int:
     return max(1, min(0xFFFFFFFF, int(max_connections / cpus / turnover)))
 
 
+VIP_FILTER_MAX_BITS = 16  # more set: 0, no filter (most other addresses would pass it)
+
+
+def vip_filter(addresses: Iterable[IPAddress]) -> int:
+    """ctl's vip_filter: bit vip_filter_bit(a) of bpf/xlb.c set for each VIP address, so
+    the data plane passes most other destinations (the host's own traffic, SNAT replies)
+    without a map lookup. 0 (no filter: every destination is looked up) when more than
+    VIP_FILTER_MAX_BITS bits would be set."""
+    f = 0
+    for a in addresses:
+        w = S.pack_addr(a)
+        f |= 1 << ((((w[0] ^ w[1] ^ w[2] ^ w[3]) * 0x9E3779B1) & 0xFFFFFFFF) >> 27)
+    return f if bin(f).count("1") <= VIP_FILTER_MAX_BITS else 0
+
+
 def lb_config(cfg: Config) -> S.LbConfig:
     i = cfg.instance
     c = S.LbConfig(mtu=i.mtu, new_flow_limit=new_flow_limit(
         i.max_connections, i.flow_table_turnover, bpfsys.possible_cpus()))
+    c.vip_filter = vip_filter(v.address for v in cfg.vips)
     if i.nexthop_mac:
         c.nexthop_mac[:] = list(i.nexthop_mac)
         c.has_nexthop_mac = 1

@@ -125,7 +125,7 @@ class FlowKey(ctypes.Structure):
 class Conn(ctypes.Structure):
     _fields_ = [("backend_id", u32), ("vip_id", u32), ("last_seen_ns", u64),
                 ("snat_addr", u32 * 4), ("snat_port", u16), ("mode", u8), ("pad", u8),
-                ("pad2", u32)]
+                ("hash", u32)]
 
 
 class SnatKey(ctypes.Structure):
@@ -176,7 +176,7 @@ class LbConfig(ctypes.Structure):
                 ("snat6_mask", u32 * 4), ("has_snat4", u8), ("has_snat6", u8),
                 ("snat_port_min", u16), ("snat_port_max", u16), ("pad1", u16),
                 ("snat_tcp_timeout", u32), ("snat_udp_timeout", u32),
-                ("snat_close_timeout", u32), ("pad2", u32)]
+                ("snat_close_timeout", u32), ("vip_filter", u32)]
 
 
 class FlowGuard(ctypes.Structure):
