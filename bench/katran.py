@@ -371,7 +371,7 @@ def xlb_rows(pin_root: str, run_root: str, pk: dict[str, tuple[bytes, int]],
     from xlb.dataplane.manager import Dataplane, geometry_of
 
     raw: dict[str, Any] = copy.deepcopy(xlb_bench.CONFIG)
-    raw["vip"].append({"name": "dns", "address": "10.100.0.10", "port": UDP_PORT,
+    raw["vip"].append({"name": "katran-udp", "address": "10.100.0.10", "port": UDP_PORT,
                        "protocol": "udp", "backend": [{"address": a} for a in _reals(False)]})
     cfg = parse_config(raw)
     geo = geometry_of(cfg)
