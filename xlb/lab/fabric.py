@@ -76,7 +76,7 @@ def sessions(lab: Lab) -> dict[str, str]:
     return {p.name: state.get(p.name, "absent") for p in peers(lab)}
 
 
-def wait_routes(lab: Lab, lbs: tuple[str, ...] | None = None, timeout: float = 20.0,
+def wait_routes(lab: Lab, lbs: tuple[str, ...] | None = None, timeout: float = 60.0,
                 ) -> dict[str, list[str]]:
     """Until every VIP prefix has exactly `lbs` (default: every LB) as next hops; the routes
     then. LabError naming what is missing after `timeout` s (with the sessions' states)."""
