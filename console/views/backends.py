@@ -18,6 +18,7 @@ from textual.reactive import var
 from textual.widgets import DataTable, Input, Static
 
 from console.draw import ago, bar, pct
+from console.livetable import LiveTable
 from console.messages import DetailsRequested
 from console.model import SORT_KEYS, BackendRow, Fleet, VipRef, sort_and_filter, vip_modes
 from console.views.base import STATE_MARK, STATE_ROLE, View, cell_key, num, sync_table
@@ -56,7 +57,7 @@ class Backends(View):
 
     def compose(self) -> ComposeResult:
         yield Static(id="be-title")
-        table: DataTable[Any] = DataTable(id="be-table", cursor_type="row", zebra_stripes=True)
+        table: LiveTable = LiveTable(id="be-table", cursor_type="row", zebra_stripes=True)
         for name in COLUMNS:
             table.add_column(name, key=name)
         yield table
@@ -147,7 +148,7 @@ class Backends(View):
         self._fleet = fleet
         ref = self.selected_vip(fleet)
         title = self.query_one("#be-title", Static)
-        table: DataTable[Any] = self.query_one("#be-table", DataTable)
+        table = self.query_one("#be-table", LiveTable)
         if ref is None:
             title.update("No VIP yet: waiting for the agent's first snapshot …")
             sync_table(table, [], tuple, self._rows)

@@ -16,6 +16,7 @@ from textual.containers import Container
 from textual.theme import Theme
 from textual.widgets import DataTable
 
+from console.livetable import Change, LiveTable
 from console.messages import RedrawRequested
 from console.model import Fleet
 from xlb.api.protocol import VipModes
@@ -87,12 +88,12 @@ def num(text: str, width: int = 7) -> str:
     return text.rjust(width)
 
 
-def sync_table(table: DataTable[Any], keys: list[str], cells: Callable[[str], tuple[Any, ...]],
+def sync_table(table: LiveTable, keys: list[str], cells: Callable[[str], tuple[Any, ...]],
                last: dict[str, tuple[Any, ...]], only_visible: bool = False) -> None:
     """Make `table` show one row per key, in order, with `cells(key)`; touch only what changed.
 
-    Same keys in the same order: changed cells are updated in place (cheap, and
-    the cursor stays put). With only_visible, just the rows on screen are
+    Same keys in the same order: changed cells are updated in place (only they
+    are rendered again, and the cursor stays put). With only_visible, just the rows on screen are
     brought up to date: at thousands of rows that is most of the saving, and
     the view redraws again when the table scrolls. Otherwise the rows are
     rebuilt and the cursor is put back on the same key if it is still there.
@@ -103,13 +104,15 @@ def sync_table(table: DataTable[Any], keys: list[str], cells: Callable[[str], tu
         if only_visible:
             top = int(table.scroll_offset.y)
             todo = keys[max(0, top - 2): top + table.size.height + 2]
+        changes: list[Change] = []
         for key in todo:
             new, old = cells(key), last[key]
             for col, value, before in zip(columns, new, old, strict=False):
                 if value != before:
-                    table.update_cell(key, col, value,
-                                      update_width=len(str(value)) > len(str(before)))
+                    changes.append((key, col.value or "", value,
+                                    len(str(value)) > len(str(before))))
             last[key] = new
+        table.update_cells(changes)
         return
     selected = cell_key(table)
     table.clear()

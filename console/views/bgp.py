@@ -32,6 +32,7 @@ from console.bgpmodel import (
     speakers,
 )
 from console.draw import ago, clip
+from console.livetable import LiveTable
 from console.model import Fleet
 from console.views.base import View, cell_key, num, sync_table
 
@@ -101,7 +102,7 @@ class Bgp(View):
                     clock(p["since"]) if p["since"] else "–",
                     ", ".join(p["peers"]) or "–", clip(p["reason"], WHY_WIDTH))
 
-        sync_table(self.query_one("#bgp-prefixes", DataTable), list(self._prefixes), cells,
+        sync_table(self.query_one("#bgp-prefixes", LiveTable), list(self._prefixes), cells,
                    self._prows)
         self._detail()
         fleet_box = self.query_one("#bgp-fleet", Static)
@@ -169,7 +170,7 @@ class Bgp(View):
                     self.marked(clip(n["last_error"], ERROR_WIDTH), "error")
                     if n["last_error"] else "")
 
-        sync_table(self.query_one("#bgp-neighbors", DataTable), list(peers), cells,
+        sync_table(self.query_one("#bgp-neighbors", LiveTable), list(peers), cells,
                    self._nrows)
 
     def _fleet(self, fleet: Fleet) -> Text:
@@ -203,7 +204,7 @@ class Bgp(View):
             return (clock(e["time"]), self.marked(e["kind"], role.get(e["kind"], "foreground")),
                     e["peer"], (f"{name}: " if several else "") + e["message"])
 
-        sync_table(self.query_one("#bgp-events", DataTable), keys, cells, self._erows)
+        sync_table(self.query_one("#bgp-events", LiveTable), keys, cells, self._erows)
 
     def help_note(self, fleet: Fleet) -> str:
         return ("A prefix is one VIP address (/32, /128) and carries every VIP at it. It is "
@@ -216,8 +217,8 @@ class Bgp(View):
                 "cannot use them.")
 
 
-def _table(id_: str, columns: tuple[str, ...], widths: dict[str, int]) -> DataTable[Any]:
-    table: DataTable[Any] = DataTable(id=id_, cursor_type="row")
+def _table(id_: str, columns: tuple[str, ...], widths: dict[str, int]) -> LiveTable:
+    table: LiveTable = LiveTable(id=id_, cursor_type="row")
     for name in columns:
         table.add_column(name, key=name, width=widths.get(name))
     return table

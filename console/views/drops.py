@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from console.draw import spark
+from console.livetable import LiveTable
 from console.messages import ExamplesRequested
 from console.model import Fleet, KernelDropRow
 from console.views.base import View, cell_key, num, sync_table
@@ -43,17 +44,17 @@ class Drops(View):
 
     def compose(self) -> ComposeResult:
         yield Static(id="dr-title")
-        table: DataTable[Any] = DataTable(id="dr-table", cursor_type="row")
+        table: LiveTable = LiveTable(id="dr-table", cursor_type="row")
         for name in COLUMNS:
             table.add_column(name, key=name)
         yield table
         yield Static(id="dr-kernel-title")
-        kernel: DataTable[Any] = DataTable(id="dr-kernel", cursor_type="row")
+        kernel: LiveTable = LiveTable(id="dr-kernel", cursor_type="row")
         for name in KERNEL_COLUMNS:
             kernel.add_column(name, key=name)
         yield kernel
         yield Static(id="dr-xdp-title")
-        xdp: DataTable[Any] = DataTable(id="dr-xdp", cursor_type="row")
+        xdp: LiveTable = LiveTable(id="dr-xdp", cursor_type="row")
         for name in XDP_COLUMNS:
             xdp.add_column(name, key=name)
         yield xdp
@@ -77,7 +78,7 @@ class Drops(View):
             rows[name] = (self.marked(label, role, bold=name == worst_name), kind,
                           num(human(rate)), num(human(total)),
                           self.marked(spark(hist, SPARK_WIDTH), role))
-        sync_table(self.query_one("#dr-table", DataTable), list(rows), rows.__getitem__,
+        sync_table(self.query_one("#dr-table", LiveTable), list(rows), rows.__getitem__,
                    self._rows)
 
         self._redraw_kernel(fleet)
@@ -121,7 +122,7 @@ class Drops(View):
                     num(share), num(human(r.per_s)), num(human(r.total)),
                     self.marked(spark(list(r.history), SPARK_WIDTH), role))
 
-        sync_table(self.query_one("#dr-kernel", DataTable), list(self._kernel), cells,
+        sync_table(self.query_one("#dr-kernel", LiveTable), list(self._kernel), cells,
                    self._krows)
 
     def _redraw_xdp(self, fleet: Fleet) -> None:
@@ -141,7 +142,7 @@ class Drops(View):
                     (f"{inst}/" if several else "") + (e["program"] or f"id {e['prog_id']}"),
                     e["interface"], e["action"], num(human(e["per_s"])), num(human(e["total"])))
 
-        sync_table(self.query_one("#dr-xdp", DataTable), list(rows), cells, self._xrows)
+        sync_table(self.query_one("#dr-xdp", LiveTable), list(rows), cells, self._xrows)
 
     def help_note(self, fleet: Fleet) -> str:
         return ("Verdicts are the data plane's own counters: every packet under exactly one "
