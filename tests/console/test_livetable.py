@@ -26,8 +26,9 @@ class Pair(App[None]):
     """A LiveTable changed in place next to a DataTable rebuilt with the same values."""
 
     def compose(self) -> ComposeResult:
-        for table in (LiveTable(id="live", cursor_type="row"),
-                      DataTable(id="plain", cursor_type="row")):
+        tables: tuple[DataTable[Any], ...] = (LiveTable(id="live", cursor_type="row"),
+                                              DataTable(id="plain", cursor_type="row"))
+        for table in tables:
             for name in COLUMNS:
                 table.add_column(name, key=name)
             for key, cells in rows(60).items():
