@@ -47,7 +47,7 @@ from console.modes import Modes
 from console.routing import Routing
 from console.tracing import Tracing
 from console.views.backends import Backends
-from console.views.base import View
+from console.views.base import View, show
 from console.views.bgp import Bgp
 from console.views.drops import Drops
 from console.views.flows import Flows
@@ -272,7 +272,7 @@ class XlbConsole(App[None]):
             why = "--read-only" if self.read_only_flag else "read-only credentials"
             parts.append(f"[reverse $warning] READ-ONLY ({why}) [/]")
         for status in self.query("#status").results(Static):  # none while shutting down
-            status.update("  │  ".join(parts))
+            show(status, "  │  ".join(parts))
 
     # -- views -----------------------------------------------------------------------------------
     def current_view(self) -> View | None:

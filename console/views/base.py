@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+from weakref import WeakKeyDictionary
 
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.text import Text
 from textual.containers import Container
+from textual.content import Content
 from textual.theme import Theme
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from console.livetable import Change, LiveTable
 from console.messages import RedrawRequested
@@ -81,6 +84,30 @@ class View(Container):
         """A table cell as markup: plain strings are cheap to build and compare, and the
         table turns only the visible ones into styled text when it draws them."""
         return f"[{'bold ' if bold else ''}{self.role(role)}]{escape(text)}[/]"
+
+
+_SHOWN: WeakKeyDictionary[Static, tuple[str, Text | str]] = WeakKeyDictionary()
+
+
+def show(static: Static, content: Text | str) -> None:
+    """Static.update, only when the content changed (an update renders the widget again),
+    and without a layout of the screen when its lines keep their widths and none wraps
+    (a layout places every widget of the screen again): most panels change figures, not
+    shape, every second."""
+    key = (static.app.theme, content)  # markup's $variables follow the theme
+    last = _SHOWN.get(static)
+    if last == key:
+        return
+    _SHOWN[static] = key
+    widths = _widths(content)
+    same_shape = (last is not None and widths == _widths(last[1])
+                  and max(widths, default=0) <= static.content_region.width)
+    static.update(content, layout=not same_shape)
+
+
+def _widths(content: Text | str) -> list[int]:
+    plain = content.plain if isinstance(content, Text) else Content.from_markup(content).plain
+    return [cell_len(line) for line in plain.split("\n")]
 
 
 def num(text: str, width: int = 7) -> str:

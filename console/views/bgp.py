@@ -34,7 +34,7 @@ from console.bgpmodel import (
 from console.draw import ago, clip
 from console.livetable import LiveTable
 from console.model import Fleet
-from console.views.base import View, cell_key, num, sync_table
+from console.views.base import View, cell_key, num, show, sync_table
 
 NEIGHBOR_COLUMNS = ("neighbor", "AS", "family", "state", "since", "up", "sent", "recv",
                     "last error")
@@ -83,14 +83,14 @@ class Bgp(View):
     def redraw(self, fleet: Fleet) -> None:
         shown = speakers(fleet)
         several = len(shown) > 1
-        self.query_one("#bgp-title", Static).update(self._title(fleet, shown))
+        show(self.query_one("#bgp-title", Static), self._title(fleet, shown))
         self._neighbors(shown, several)
         rows = prefix_rows(fleet)
         self._prefixes = {r.key: r for r in rows}
         up = sum(1 for r in rows if r.doc["announced"])
         head = Text("VIP prefixes", style="bold")
         head.append(f"   {up} of {len(rows)} announced" if rows else "   none")
-        self.query_one("#bgp-prefixes-title", Static).update(head)
+        show(self.query_one("#bgp-prefixes-title", Static), head)
 
         def cells(key: str) -> tuple[Any, ...]:
             r = self._prefixes[key]
@@ -107,7 +107,7 @@ class Bgp(View):
         self._detail()
         fleet_box = self.query_one("#bgp-fleet", Static)
         fleet_box.display = len(speakers(fleet, every=True)) > 1
-        fleet_box.update(self._fleet(fleet))
+        show(fleet_box, self._fleet(fleet))
         self._events(fleet, several)
 
     # -- parts -----------------------------------------------------------------------------
@@ -122,7 +122,7 @@ class Bgp(View):
             out.append(p["reason"], style=self.role(CAUSE_ROLE.get(p["cause"], "foreground")))
             out.append(f"  ·  to {', '.join(p['peers'])}" if p["peers"] else
                        "  ·  no established peer has it" if p["announced"] else "")
-        self.query_one("#bgp-detail", Static).update(out)
+        show(self.query_one("#bgp-detail", Static), out)
 
     def _title(self, fleet: Fleet, shown: list[tuple[str, Any]]) -> Text:
         out = Text()
@@ -192,7 +192,7 @@ class Bgp(View):
         evs = events(fleet)[:SHOWN_EVENTS]
         head = Text("Events", style="bold")
         head.append(f"   newest first, {len(evs)} shown" if evs else "   none yet")
-        self.query_one("#bgp-events-title", Static).update(head)
+        show(self.query_one("#bgp-events-title", Static), head)
         rows = {f"{name}/{e['time']!r}/{i}": (name, e) for i, (name, e) in
                 enumerate(reversed(evs))}
         keys = list(rows)[::-1]

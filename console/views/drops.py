@@ -19,7 +19,7 @@ from console.draw import spark
 from console.livetable import LiveTable
 from console.messages import ExamplesRequested
 from console.model import Fleet, KernelDropRow
-from console.views.base import View, cell_key, num, sync_table
+from console.views.base import View, cell_key, num, show, sync_table
 from xlb.api.protocol import reason_kind, reason_order
 from xlb.units import human
 
@@ -66,7 +66,7 @@ class Drops(View):
         worst_name = worst[0] if worst and (worst[1] > 0 or worst[2] > 0) else None
         top = ("biggest drop reason", worst_name, worst[1], worst[2]) if (
             worst_name and worst is not None) else None
-        self.query_one("#dr-title", Static).update(
+        show(self.query_one("#dr-title", Static),
             self._title("Verdicts of the data plane", None, top, "no drops"))
         order = sorted(reasons, key=lambda r: (reason_order(r[0])[0],
                                                -r[1], -r[2], r[0]))
@@ -109,7 +109,7 @@ class Drops(View):
         top = rows[0].reason if rows and (rows[0].per_s > 0 or rows[0].total > 0) else None
         lead = None if top is None else (
             "top reason", top, self._kernel[top].per_s, self._kernel[top].total)
-        self.query_one("#dr-kernel-title", Static).update(self._title(
+        show(self.query_one("#dr-kernel-title", Static), self._title(
             "Kernel drops by reason", "drops" if not fleet.probe_attached("drops") else None,
             lead, "the kernel dropped nothing"))
 
@@ -128,7 +128,7 @@ class Drops(View):
     def _redraw_xdp(self, fleet: Fleet) -> None:
         errors = fleet.xdp_errors()
         several = len({i for i, _ in errors}) > 1
-        self.query_one("#dr-xdp-title", Static).update(self._title(
+        show(self.query_one("#dr-xdp-title", Static), self._title(
             "XDP exceptions and redirect errors",
             "xdp" if not fleet.probe_attached("xdp") else None, None,
             None if errors else "none"))

@@ -1,5 +1,7 @@
-"""Tables that change every second re-render only the cells that changed, and still show
-exactly what a freshly built table shows (console/livetable.py)."""
+"""Redraws at 1000 backends stay cheap: tables re-render only the cells that changed, and
+still show exactly what a freshly built table shows (console/livetable.py); panels are
+updated only when their text changed, and lay the screen out again only when their shape
+changed (console/views/base.py, show)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.app import App, ComposeResult
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from console.app import XlbConsole
 from console.livetable import LiveTable
@@ -119,6 +122,46 @@ def test_backends_renders_only_the_figures_that_changed(tmp_path: Path) -> None:
             columns = {column for _, column in cache.rendered}
             assert columns, "nothing was drawn again although the figures changed"
             assert columns <= {"conns", "pkts", "new/s", "active", "changed"}, columns
+
+    try:
+        asyncio.run(main())
+    finally:
+        d.stop()
+
+
+def test_panels_update_only_what_changed(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes' panels say the same every second: not updated again. The RX queues panel
+    changes its figures, not its shape: updated without a layout of the screen."""
+    updates: list[tuple[str, bool]] = []
+    original = Static.update
+
+    def update(self: Static, content: Any = "", *, layout: bool = True) -> None:
+        updates.append((self.id or "", layout))
+        original(self, content, layout=layout)
+
+    monkeypatch.setattr(Static, "update", update)
+    d = AgentDouble(str(tmp_path / "lb1.sock"), backends=300, queues=16, tick=0.3).start()
+
+    async def main() -> None:
+        app = XlbConsole([d.path])
+        async with app.run_test(size=(160, 48)) as pilot:
+            await until(lambda: app.fleet.instances, pilot)
+            seen = app.redraws
+            await until(lambda: app.redraws >= seen + 2, pilot)  # laid out, sizes known
+            await pilot.pause()
+            updates.clear()
+            seen = app.redraws
+            await until(lambda: app.redraws >= seen + 3, pilot)
+            queues = [layout for name, layout in updates if name == "ov-queues"]
+            assert queues and not any(queues), updates
+            await pilot.press("6")
+            seen = app.redraws
+            await until(lambda: app.redraws >= seen + 2, pilot)
+            updates.clear()
+            seen = app.redraws
+            await until(lambda: app.redraws >= seen + 3, pilot)
+            assert not [u for u in updates if u[0] in ("pr-title", "pr-notes")], updates
 
     try:
         asyncio.run(main())
