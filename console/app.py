@@ -21,13 +21,14 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Static, TabbedContent, TabPane
 
 from console import themes
 from console.bgpmodel import PrefixRow, alerts, speakers
 from console.dialogs import BackendScreen, ConfirmScreen, ExamplesScreen, HelpScreen, WeightScreen
 from console.dialogs.backend import audit_lines
 from console.draw import ago, clip, one_line
+from console.footer import Footer
 from console.link import AgentLink
 from console.messages import (
     AgentHello,

@@ -6,12 +6,14 @@ changed (console/views/base.py, show)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import Any
 
 import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Static
+from textual.widgets._footer import FooterKey
 
 from console.app import XlbConsole
 from console.livetable import LiveTable
@@ -167,3 +169,24 @@ def test_panels_update_only_what_changed(tmp_path: Path,
         asyncio.run(main())
     finally:
         d.stop()
+
+
+def test_view_switches_leave_no_footer_keys_behind(double: AgentDouble) -> None:
+    """The footer's keys change with every view: the old ones must be freed (RSS stays
+    flat however long the console runs and however often the view changes)."""
+    def removed_keys() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, FooterKey) and not o.is_attached)
+
+    async def main() -> None:
+        app = XlbConsole([double.path])
+        async with app.run_test(size=(160, 48)) as pilot:
+            await until(lambda: app.fleet.instances, pilot)
+            before = removed_keys()
+            for key in "2346123461":
+                await pilot.press(key)
+                await pilot.pause()
+            await pilot.pause()
+            assert removed_keys() <= before
+
+    asyncio.run(main())
