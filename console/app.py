@@ -21,13 +21,14 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Static, TabbedContent, TabPane
 
 from console import themes
 from console.bgpmodel import PrefixRow, alerts, speakers
 from console.dialogs import BackendScreen, ConfirmScreen, ExamplesScreen, HelpScreen, WeightScreen
 from console.dialogs.backend import audit_lines
 from console.draw import ago, clip, one_line
+from console.footer import Footer
 from console.link import AgentLink
 from console.messages import (
     AgentHello,
@@ -47,7 +48,7 @@ from console.modes import Modes
 from console.routing import Routing
 from console.tracing import Tracing
 from console.views.backends import Backends
-from console.views.base import View
+from console.views.base import View, show
 from console.views.bgp import Bgp
 from console.views.drops import Drops
 from console.views.flows import Flows
@@ -272,7 +273,7 @@ class XlbConsole(App[None]):
             why = "--read-only" if self.read_only_flag else "read-only credentials"
             parts.append(f"[reverse $warning] READ-ONLY ({why}) [/]")
         for status in self.query("#status").results(Static):  # none while shutting down
-            status.update("  │  ".join(parts))
+            show(status, "  │  ".join(parts))
 
     # -- views -----------------------------------------------------------------------------------
     def current_view(self) -> View | None:

@@ -18,9 +18,10 @@ from textual.reactive import var
 from textual.widgets import DataTable, Input, Static
 
 from console.draw import ago, bar, pct
+from console.livetable import LiveTable
 from console.messages import DetailsRequested
 from console.model import SORT_KEYS, BackendRow, Fleet, VipRef, sort_and_filter, vip_modes
-from console.views.base import STATE_MARK, STATE_ROLE, View, cell_key, num, sync_table
+from console.views.base import STATE_MARK, STATE_ROLE, View, cell_key, num, show, sync_table
 from xlb.units import human
 
 COLUMNS = ("backend", "weight", "state", "ring", "conns", "pkts", "active", "new/s", "health",
@@ -56,7 +57,7 @@ class Backends(View):
 
     def compose(self) -> ComposeResult:
         yield Static(id="be-title")
-        table: DataTable[Any] = DataTable(id="be-table", cursor_type="row", zebra_stripes=True)
+        table: LiveTable = LiveTable(id="be-table", cursor_type="row", zebra_stripes=True)
         for name in COLUMNS:
             table.add_column(name, key=name)
         yield table
@@ -147,20 +148,20 @@ class Backends(View):
         self._fleet = fleet
         ref = self.selected_vip(fleet)
         title = self.query_one("#be-title", Static)
-        table: DataTable[Any] = self.query_one("#be-table", DataTable)
+        table = self.query_one("#be-table", LiveTable)
         if ref is None:
-            title.update("No VIP yet: waiting for the agent's first snapshot …")
+            show(title, "No VIP yet: waiting for the agent's first snapshot …")
             sync_table(table, [], tuple, self._rows)
-            self.query_one("#be-chart", Static).update("")
+            show(self.query_one("#be-chart", Static), "")
             return
         all_rows = fleet.backend_rows(ref)
         rows = sort_and_filter(all_rows, self.sort, self.filter_text)
-        title.update(self._title(fleet, ref, len(rows), len(all_rows)))
+        show(title, self._title(fleet, ref, len(rows), len(all_rows)))
         now = max((i.snap["time"] for i in fleet.shown()), default=0.0)
         by_key = {r.address: r for r in rows}
         sync_table(table, list(by_key), lambda k: self._cells(by_key[k], now), self._rows,
                    only_visible=True)
-        self.query_one("#be-chart", Static).update(self._chart(rows))
+        show(self.query_one("#be-chart", Static), self._chart(rows))
 
     def _title(self, fleet: Fleet, ref: VipRef, shown: int, total: int) -> Text:
         ok = ref.healthy == ref.total and ref.total > 0

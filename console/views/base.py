@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+from weakref import WeakKeyDictionary
 
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.text import Text
 from textual.containers import Container
+from textual.content import Content
 from textual.theme import Theme
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
+from console.livetable import Change, LiveTable
 from console.messages import RedrawRequested
 from console.model import Fleet
 from xlb.api.protocol import VipModes
@@ -82,17 +86,41 @@ class View(Container):
         return f"[{'bold ' if bold else ''}{self.role(role)}]{escape(text)}[/]"
 
 
+_SHOWN: WeakKeyDictionary[Static, tuple[str, Text | str]] = WeakKeyDictionary()
+
+
+def show(static: Static, content: Text | str) -> None:
+    """Static.update, only when the content changed (an update renders the widget again),
+    and without a layout of the screen when its lines keep their widths and none wraps
+    (a layout places every widget of the screen again): most panels change figures, not
+    shape, every second."""
+    key = (static.app.theme, content)  # markup's $variables follow the theme
+    last = _SHOWN.get(static)
+    if last == key:
+        return
+    _SHOWN[static] = key
+    widths = _widths(content)
+    same_shape = (last is not None and widths == _widths(last[1])
+                  and max(widths, default=0) <= static.content_region.width)
+    static.update(content, layout=not same_shape)
+
+
+def _widths(content: Text | str) -> list[int]:
+    plain = content.plain if isinstance(content, Text) else Content.from_markup(content).plain
+    return [cell_len(line) for line in plain.split("\n")]
+
+
 def num(text: str, width: int = 7) -> str:
     """A right-aligned figure for a table cell."""
     return text.rjust(width)
 
 
-def sync_table(table: DataTable[Any], keys: list[str], cells: Callable[[str], tuple[Any, ...]],
+def sync_table(table: LiveTable, keys: list[str], cells: Callable[[str], tuple[Any, ...]],
                last: dict[str, tuple[Any, ...]], only_visible: bool = False) -> None:
     """Make `table` show one row per key, in order, with `cells(key)`; touch only what changed.
 
-    Same keys in the same order: changed cells are updated in place (cheap, and
-    the cursor stays put). With only_visible, just the rows on screen are
+    Same keys in the same order: changed cells are updated in place (only they
+    are rendered again, and the cursor stays put). With only_visible, just the rows on screen are
     brought up to date: at thousands of rows that is most of the saving, and
     the view redraws again when the table scrolls. Otherwise the rows are
     rebuilt and the cursor is put back on the same key if it is still there.
@@ -103,13 +131,15 @@ def sync_table(table: DataTable[Any], keys: list[str], cells: Callable[[str], tu
         if only_visible:
             top = int(table.scroll_offset.y)
             todo = keys[max(0, top - 2): top + table.size.height + 2]
+        changes: list[Change] = []
         for key in todo:
             new, old = cells(key), last[key]
             for col, value, before in zip(columns, new, old, strict=False):
                 if value != before:
-                    table.update_cell(key, col, value,
-                                      update_width=len(str(value)) > len(str(before)))
+                    changes.append((key, col.value or "", value,
+                                    len(str(value)) > len(str(before))))
             last[key] = new
+        table.update_cells(changes)
         return
     selected = cell_key(table)
     table.clear()

@@ -32,8 +32,9 @@ from console.bgpmodel import (
     speakers,
 )
 from console.draw import ago, clip
+from console.livetable import LiveTable
 from console.model import Fleet
-from console.views.base import View, cell_key, num, sync_table
+from console.views.base import View, cell_key, num, show, sync_table
 
 NEIGHBOR_COLUMNS = ("neighbor", "AS", "family", "state", "since", "up", "sent", "recv",
                     "last error")
@@ -82,14 +83,14 @@ class Bgp(View):
     def redraw(self, fleet: Fleet) -> None:
         shown = speakers(fleet)
         several = len(shown) > 1
-        self.query_one("#bgp-title", Static).update(self._title(fleet, shown))
+        show(self.query_one("#bgp-title", Static), self._title(fleet, shown))
         self._neighbors(shown, several)
         rows = prefix_rows(fleet)
         self._prefixes = {r.key: r for r in rows}
         up = sum(1 for r in rows if r.doc["announced"])
         head = Text("VIP prefixes", style="bold")
         head.append(f"   {up} of {len(rows)} announced" if rows else "   none")
-        self.query_one("#bgp-prefixes-title", Static).update(head)
+        show(self.query_one("#bgp-prefixes-title", Static), head)
 
         def cells(key: str) -> tuple[Any, ...]:
             r = self._prefixes[key]
@@ -101,12 +102,12 @@ class Bgp(View):
                     clock(p["since"]) if p["since"] else "–",
                     ", ".join(p["peers"]) or "–", clip(p["reason"], WHY_WIDTH))
 
-        sync_table(self.query_one("#bgp-prefixes", DataTable), list(self._prefixes), cells,
+        sync_table(self.query_one("#bgp-prefixes", LiveTable), list(self._prefixes), cells,
                    self._prows)
         self._detail()
         fleet_box = self.query_one("#bgp-fleet", Static)
         fleet_box.display = len(speakers(fleet, every=True)) > 1
-        fleet_box.update(self._fleet(fleet))
+        show(fleet_box, self._fleet(fleet))
         self._events(fleet, several)
 
     # -- parts -----------------------------------------------------------------------------
@@ -121,7 +122,7 @@ class Bgp(View):
             out.append(p["reason"], style=self.role(CAUSE_ROLE.get(p["cause"], "foreground")))
             out.append(f"  ·  to {', '.join(p['peers'])}" if p["peers"] else
                        "  ·  no established peer has it" if p["announced"] else "")
-        self.query_one("#bgp-detail", Static).update(out)
+        show(self.query_one("#bgp-detail", Static), out)
 
     def _title(self, fleet: Fleet, shown: list[tuple[str, Any]]) -> Text:
         out = Text()
@@ -169,7 +170,7 @@ class Bgp(View):
                     self.marked(clip(n["last_error"], ERROR_WIDTH), "error")
                     if n["last_error"] else "")
 
-        sync_table(self.query_one("#bgp-neighbors", DataTable), list(peers), cells,
+        sync_table(self.query_one("#bgp-neighbors", LiveTable), list(peers), cells,
                    self._nrows)
 
     def _fleet(self, fleet: Fleet) -> Text:
@@ -191,7 +192,7 @@ class Bgp(View):
         evs = events(fleet)[:SHOWN_EVENTS]
         head = Text("Events", style="bold")
         head.append(f"   newest first, {len(evs)} shown" if evs else "   none yet")
-        self.query_one("#bgp-events-title", Static).update(head)
+        show(self.query_one("#bgp-events-title", Static), head)
         rows = {f"{name}/{e['time']!r}/{i}": (name, e) for i, (name, e) in
                 enumerate(reversed(evs))}
         keys = list(rows)[::-1]
@@ -203,7 +204,7 @@ class Bgp(View):
             return (clock(e["time"]), self.marked(e["kind"], role.get(e["kind"], "foreground")),
                     e["peer"], (f"{name}: " if several else "") + e["message"])
 
-        sync_table(self.query_one("#bgp-events", DataTable), keys, cells, self._erows)
+        sync_table(self.query_one("#bgp-events", LiveTable), keys, cells, self._erows)
 
     def help_note(self, fleet: Fleet) -> str:
         return ("A prefix is one VIP address (/32, /128) and carries every VIP at it. It is "
@@ -216,8 +217,8 @@ class Bgp(View):
                 "cannot use them.")
 
 
-def _table(id_: str, columns: tuple[str, ...], widths: dict[str, int]) -> DataTable[Any]:
-    table: DataTable[Any] = DataTable(id=id_, cursor_type="row")
+def _table(id_: str, columns: tuple[str, ...], widths: dict[str, int]) -> LiveTable:
+    table: LiveTable = LiveTable(id=id_, cursor_type="row")
     for name in columns:
         table.add_column(name, key=name, width=widths.get(name))
     return table

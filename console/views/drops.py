@@ -16,9 +16,10 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from console.draw import spark
+from console.livetable import LiveTable
 from console.messages import ExamplesRequested
 from console.model import Fleet, KernelDropRow
-from console.views.base import View, cell_key, num, sync_table
+from console.views.base import View, cell_key, num, show, sync_table
 from xlb.api.protocol import reason_kind, reason_order
 from xlb.units import human
 
@@ -43,17 +44,17 @@ class Drops(View):
 
     def compose(self) -> ComposeResult:
         yield Static(id="dr-title")
-        table: DataTable[Any] = DataTable(id="dr-table", cursor_type="row")
+        table: LiveTable = LiveTable(id="dr-table", cursor_type="row")
         for name in COLUMNS:
             table.add_column(name, key=name)
         yield table
         yield Static(id="dr-kernel-title")
-        kernel: DataTable[Any] = DataTable(id="dr-kernel", cursor_type="row")
+        kernel: LiveTable = LiveTable(id="dr-kernel", cursor_type="row")
         for name in KERNEL_COLUMNS:
             kernel.add_column(name, key=name)
         yield kernel
         yield Static(id="dr-xdp-title")
-        xdp: DataTable[Any] = DataTable(id="dr-xdp", cursor_type="row")
+        xdp: LiveTable = LiveTable(id="dr-xdp", cursor_type="row")
         for name in XDP_COLUMNS:
             xdp.add_column(name, key=name)
         yield xdp
@@ -65,7 +66,7 @@ class Drops(View):
         worst_name = worst[0] if worst and (worst[1] > 0 or worst[2] > 0) else None
         top = ("biggest drop reason", worst_name, worst[1], worst[2]) if (
             worst_name and worst is not None) else None
-        self.query_one("#dr-title", Static).update(
+        show(self.query_one("#dr-title", Static),
             self._title("Verdicts of the data plane", None, top, "no drops"))
         order = sorted(reasons, key=lambda r: (reason_order(r[0])[0],
                                                -r[1], -r[2], r[0]))
@@ -77,7 +78,7 @@ class Drops(View):
             rows[name] = (self.marked(label, role, bold=name == worst_name), kind,
                           num(human(rate)), num(human(total)),
                           self.marked(spark(hist, SPARK_WIDTH), role))
-        sync_table(self.query_one("#dr-table", DataTable), list(rows), rows.__getitem__,
+        sync_table(self.query_one("#dr-table", LiveTable), list(rows), rows.__getitem__,
                    self._rows)
 
         self._redraw_kernel(fleet)
@@ -108,7 +109,7 @@ class Drops(View):
         top = rows[0].reason if rows and (rows[0].per_s > 0 or rows[0].total > 0) else None
         lead = None if top is None else (
             "top reason", top, self._kernel[top].per_s, self._kernel[top].total)
-        self.query_one("#dr-kernel-title", Static).update(self._title(
+        show(self.query_one("#dr-kernel-title", Static), self._title(
             "Kernel drops by reason", "drops" if not fleet.probe_attached("drops") else None,
             lead, "the kernel dropped nothing"))
 
@@ -121,13 +122,13 @@ class Drops(View):
                     num(share), num(human(r.per_s)), num(human(r.total)),
                     self.marked(spark(list(r.history), SPARK_WIDTH), role))
 
-        sync_table(self.query_one("#dr-kernel", DataTable), list(self._kernel), cells,
+        sync_table(self.query_one("#dr-kernel", LiveTable), list(self._kernel), cells,
                    self._krows)
 
     def _redraw_xdp(self, fleet: Fleet) -> None:
         errors = fleet.xdp_errors()
         several = len({i for i, _ in errors}) > 1
-        self.query_one("#dr-xdp-title", Static).update(self._title(
+        show(self.query_one("#dr-xdp-title", Static), self._title(
             "XDP exceptions and redirect errors",
             "xdp" if not fleet.probe_attached("xdp") else None, None,
             None if errors else "none"))
@@ -141,7 +142,7 @@ class Drops(View):
                     (f"{inst}/" if several else "") + (e["program"] or f"id {e['prog_id']}"),
                     e["interface"], e["action"], num(human(e["per_s"])), num(human(e["total"])))
 
-        sync_table(self.query_one("#dr-xdp", DataTable), list(rows), cells, self._xrows)
+        sync_table(self.query_one("#dr-xdp", LiveTable), list(rows), cells, self._xrows)
 
     def help_note(self, fleet: Fleet) -> str:
         return ("Verdicts are the data plane's own counters: every packet under exactly one "

@@ -29,7 +29,7 @@ from console.draw import ago, endpoint
 from console.messages import ExplainRequested, TraceFilterSubmitted
 from console.model import Fleet
 from console.tracefeed import TraceRow
-from console.views.base import View
+from console.views.base import View, show
 from console.views.eventlist import Cell, EventList
 from xlb.api.protocol import TraceEvent, TraceStatus, reason_kind
 from xlb.units import human
@@ -196,8 +196,8 @@ class Flows(View):
         self._names = dict(fleet.by_path)
         shown = {fleet.path_of(i.name) for i in fleet.shown()}
         statuses = {p: s for p, s in fleet.trace.status.items() if p in shown}
-        self.query_one("#fl-title", Static).update(self._title(fleet, statuses))
-        self.query_one("#fl-figures", Static).update(self._figures(fleet, statuses))
+        show(self.query_one("#fl-title", Static), self._title(fleet, statuses))
+        show(self.query_one("#fl-figures", Static), self._figures(fleet, statuses))
         if self.paused:
             return
         if time.monotonic() - self._last < FRAME:

@@ -19,7 +19,7 @@ from console.model import (
     napi_exhaustion,
     softirq_percent,
 )
-from console.views.base import View
+from console.views.base import View, show
 from xlb.units import human
 
 SPARK_WIDTH = 24
@@ -63,10 +63,10 @@ class Overview(View):
                 "interface's driver cannot run it natively (x then offers no switch).")
 
     def redraw(self, fleet: Fleet) -> None:
-        self.query_one("#ov-summary", Static).update(self._summary(fleet))
-        self.query_one("#ov-queues", Static).update(self._queues(fleet))
-        self.query_one("#ov-cpus", Static).update(self._cpus(fleet))
-        self.query_one("#ov-vips", Static).update(self._vips(fleet))
+        show(self.query_one("#ov-summary", Static), self._summary(fleet))
+        show(self.query_one("#ov-queues", Static), self._queues(fleet))
+        show(self.query_one("#ov-cpus", Static), self._cpus(fleet))
+        show(self.query_one("#ov-vips", Static), self._vips(fleet))
 
     # -- parts ---------------------------------------------------------------------------
     def _summary(self, fleet: Fleet) -> Text:

@@ -15,9 +15,10 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from console.draw import clip
+from console.livetable import LiveTable
 from console.messages import ProbeToggleRequested
 from console.model import Fleet
-from console.views.base import View, cell_key, num, sync_table
+from console.views.base import View, cell_key, num, show, sync_table
 from xlb.api.protocol import Probe
 from xlb.units import human
 
@@ -40,7 +41,7 @@ class Probes(View):
 
     def compose(self) -> ComposeResult:
         yield Static(id="pr-title")
-        table: DataTable[Any] = DataTable(id="pr-table", cursor_type="row")
+        table: LiveTable = LiveTable(id="pr-table", cursor_type="row")
         for name in COLUMNS:
             table.add_column(name, key=name, width=TARGET_WIDTH if name == "target" else None)
         yield table
@@ -55,7 +56,7 @@ class Probes(View):
         title.append("Probes of the agent", style="bold")
         title.append(f"   {attached} of {len(probes)} attached" if probes else
                      "   the agent reports no probes")
-        self.query_one("#pr-title", Static).update(title)
+        show(self.query_one("#pr-title", Static), title)
 
         def cells(key: str) -> tuple[Any, ...]:
             inst, p = self._probes[key]
@@ -69,8 +70,8 @@ class Probes(View):
                     num("–" if cost[0] is None else f"{cost[0]:.0f}"),
                     num("–" if cost[1] is None else f"{cost[1]:.2f}"))
 
-        sync_table(self.query_one("#pr-table", DataTable), list(self._probes), cells, self._rows)
-        self.query_one("#pr-notes", Static).update(self._notes(probes, several))
+        sync_table(self.query_one("#pr-table", LiveTable), list(self._probes), cells, self._rows)
+        show(self.query_one("#pr-notes", Static), self._notes(probes, several))
 
     def _notes(self, probes: list[tuple[str, Probe]], several: bool) -> Text:
         """Why a probe is not attached, and what replaces it (the manager's own words)."""
