@@ -12,7 +12,7 @@ the ordinary way (update_cell with update_width), which re-renders it all.
 This relies on DataTable's private caches (Textual is pinned, <9): their keys
 begin with the row key and the column key (rendered cells), the row key
 (rendered rows), the y of the line (lines), or end with the row's index (its
-formatted cells). tests/console/test_livetable.py renders a LiveTable after
+formatted cells). tests/console/test_cheap_redraw.py renders a LiveTable after
 update_cells against a DataTable built with the same values: any drift in
 those internals shows there as a stale or different screen.
 """
