@@ -12,34 +12,23 @@ Backends behind the load balancer are often reachable only from a network namesp
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
-import functools
 import ipaddress
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
 from xlb.addresses import host_port
+from xlb.netns import CLONE_NEWNET, NETNS_DIR, NetnsError, socket_in_netns
 from xlb.schema import AGENT
 
 log = logging.getLogger(__name__)
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
 KINDS = ("tcp", "http")
-
-
-class NetnsError(OSError):
-    """The check could not get a socket in its namespace; str() is the whole story."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 @dataclass(frozen=True)
@@ -80,55 +69,6 @@ class CheckSpec:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def socket_in_netns(
-    netns: str, family: socket.AddressFamily | int, type: socket.SocketKind | int
-) -> socket.socket:
-    """A socket created inside network namespace `netns` (a name under /run/netns).
-
-    setns() moves only the calling thread, and a socket keeps the namespace it was
-    created in for its whole life: so the calling thread enters the namespace for the
-    socket() call alone and goes back at once. No thread is started and nothing else
-    runs in between, so thousands of checks a second cost microseconds each (a thread
-    per check, or a worker thread whose every answer wakes the event loop, cost ten
-    times more and flood the loop's wake-up pipe).
-    """
-    home = _home()
-    try:
-        fd = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        raise NetnsError(e.errno, f"netns {netns}: {e.strerror}") from None
-    try:
-        if _libc().setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise NetnsError(err, f"setns {netns}: {os.strerror(err)}")
-        try:
-            return socket.socket(family, type)
-        finally:
-            if _libc().setns(home, CLONE_NEWNET) != 0:  # cannot happen: fail loudly
-                log.critical("cannot return to the agent's own network namespace after "
-                             "making a socket in %s: %s; exiting", netns,
-                             os.strerror(ctypes.get_errno()))
-                os._exit(1)
-    finally:
-        os.close(fd)
-
-
-_HOME = threading.local()
-
-
-def _home() -> int:
-    """An fd of the calling thread's own network namespace (opened once per thread)."""
-    fd: int | None = getattr(_HOME, "fd", None)
-    if fd is None:
-        fd = _HOME.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    return fd
 
 
 async def _connect(

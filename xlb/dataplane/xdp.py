@@ -15,28 +15,25 @@ the call fail (ForeignProgramError) instead of being clobbered.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
 import struct
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink import NLM_F_REQUEST, genlmsg
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
-from pyroute2.netns import NETNS_RUN_DIR
 
 from xlb.dataplane import bpfsys
 from xlb.errors import AttachError, BpfError, ForeignProgramError
+from xlb.netns import socket_in_netns
 from xlb.schema import MAX_FRAME
 
-T = TypeVar("T")
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -153,6 +150,7 @@ def query(interface: str, netns: str = "", ipr: Any = None) -> XdpState:
 # the attributes of IFLA_XDP that say what is attached, by pyroute2's names and numbers
 _XDP_ATTRS = {"IFLA_XDP_ATTACHED": 2, "IFLA_XDP_PROG_ID": 4, "IFLA_XDP_DRV_PROG_ID": 5,
               "IFLA_XDP_SKB_PROG_ID": 6, "IFLA_XDP_HW_PROG_ID": 7}
+_XDP_NAMES = {number: name for name, number in _XDP_ATTRS.items()}
 
 
 def _state(interface: str, netns: str, idx: int, attrs: dict[str, Any]) -> XdpState:
@@ -174,8 +172,11 @@ class Look:
 
     def __init__(self, netns: str = "") -> None:
         self.netns = netns
-        self.sock = _in_netns(netns, lambda: socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE))
+        kind = (socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+        try:
+            self.sock = socket_in_netns(netns, *kind) if netns else socket.socket(*kind)
+        except OSError as e:
+            raise AttachError(f"network namespace {netns!r}: {e}") from e
         self.sock.settimeout(5.0)
         self.seq = 0
         self._buf = bytearray(1 << 20)  # any link's answer fits (statistics left out)
@@ -207,11 +208,10 @@ class Look:
                 raise AttachError(f"asking about {interface}: {os.strerror(code)}")
             idx = struct.unpack_from("=i", data, 20)[0]
             xdp = _nested(data[:length], 32, _IFLA_XDP)
-            numbers = {n: i for i, n in _XDP_ATTRS.items()}
             got = {} if xdp is None else {
-                numbers[t]: struct.unpack_from("=I", xdp, o)[0]
+                _XDP_NAMES[t]: struct.unpack_from("=I", xdp, o)[0]
                 if t != _XDP_ATTRS["IFLA_XDP_ATTACHED"] else xdp[o]
-                for t, o in _attrs(xdp, 0) if t in numbers}
+                for t, o in _attrs(xdp, 0) if t in _XDP_NAMES}
             return _state(interface, self.netns, idx, got)
 
 
@@ -242,43 +242,6 @@ def _nested(data: bytes, at: int, want: int) -> bytes | None:
             size = struct.unpack_from("=H", data, offset - 4)[0]
             return data[offset:offset - 4 + size]
     return None
-
-
-def _in_netns(netns: str, make: Callable[[], T]) -> T:
-    """make() run in network namespace `netns` ("" here): in a thread of its own that
-    enters it, so no other thread of the process changes namespace."""
-    if not netns:
-        return make()
-    path = netns if netns.startswith("/") else os.path.join(NETNS_RUN_DIR, netns)
-    out: list[T] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise AttachError(f"entering network namespace {netns!r}: "
-                                      f"{os.strerror(err)}")
-            finally:
-                os.close(fd)
-            out.append(make())
-        except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
-            failed.append(e)
-
-    t = threading.Thread(target=run, name="xlb-netns")
-    t.start()
-    t.join()
-    if failed:
-        if isinstance(failed[0], OSError):
-            raise AttachError(f"network namespace {netns!r}: {failed[0]}") from failed[0]
-        raise failed[0]
-    return out[0]
-
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def open_netlink(netns: str = "") -> Any:
