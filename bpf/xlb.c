@@ -46,6 +46,8 @@ BPF_TABLE_PINNED("array", u32, struct xlb_meta, meta, 1, PIN_DIR "/meta");
 BPF_TABLE_PINNED("array", u32, struct xlb_config, ctl, 1, PIN_DIR "/ctl");
 BPF_TABLE_PINNED("hash", struct xlb_vip_key, struct xlb_vip_meta, vips, MAX_VIPS, PIN_DIR "/vips");
 BPF_TABLE_PINNED("hash", struct xlb_addr_key, u32, vip_addrs, MAX_VIPS, PIN_DIR "/vip_addrs");
+BPF_TABLE_PINNED("array", u32, struct xlb_vip_slot, vip_index, 2 * XLB_VIP_INDEX_SLOTS,
+                 PIN_DIR "/vip_index");
 BPF_TABLE_PINNED("array", u32, u32, rings, RING_SLOTS * RING_SIZE, PIN_DIR "/rings");
 BPF_TABLE_PINNED("array", u32, struct xlb_backend, backends, MAX_BACKENDS, PIN_DIR "/backends");
 BPF_TABLE_PINNED("lru_hash", struct xlb_flow_key, struct xlb_conn, conns, MAX_CONNS,
@@ -848,6 +850,42 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
     return XLB_NEXT_BALANCE;
 }
 
+/* The slot of VIP key k in a bank of the VIP index (xlb/dataplane/vipindex.py: slot()). */
+static __always_inline u32 vip_index_slot(const struct xlb_vip_key *k, u32 salt)
+{
+    const u32 *w = (const u32 *)k;
+    u32 h = w[0] ^ w[1] ^ w[2] ^ w[3] ^ w[4] ^ (salt * 0x85EBCA6Bu);
+    h *= 0x9E3779B1u;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    return h >> 24;  /* XLB_VIP_INDEX_SLOTS = 256 */
+}
+
+/* The VIP of key k, copied to *out: from the VIP index when ctl has one (every VIP key is
+ * there, so a key not found is no VIP), else from `vips`. A copy, so what follows sees one
+ * kind of pointer whichever map answered (the verifier walks it once). */
+static __always_inline int find_vip(const struct xlb_config *cfg, const struct xlb_vip_key *k,
+                                    struct xlb_vip_meta *out)
+{
+    u32 ix = cfg->vip_index;
+    if (ix) {
+        u32 i = ((ix >> 15) & 1) * XLB_VIP_INDEX_SLOTS + vip_index_slot(k, ix & 0x7FFF);
+        struct xlb_vip_slot *s = vip_index.lookup(&i);
+        if (!s)
+            return 0;
+        const u32 *a = (const u32 *)k, *b = (const u32 *)&s->key;
+        if ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]))
+            return 0;
+        *out = s->meta;
+        return 1;
+    }
+    struct xlb_vip_meta *m = vips.lookup(k);
+    if (!m)
+        return 0;
+    *out = *m;
+    return 1;
+}
+
 /* Parse (per family), then take the next step: each step is called here once, for
  * both families (see XLB_NEXT_BALANCE). */
 static __always_inline int process(struct xdp_md *ctx, struct parsed *p,
@@ -871,29 +909,30 @@ static __always_inline int process(struct xdp_md *ctx, struct parsed *p,
             return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
         return next;
     }
-    struct xlb_vip_meta *vip = 0;
+    struct xlb_vip_meta vip = {};
+    int found = 0;
     if (next != XLB_NEXT_REPLY) {
         struct xlb_vip_key k = {};
         __builtin_memcpy(k.addr, p->flow.dst, sizeof(k.addr));
         k.port = p->flow.dport;
         k.proto = p->flow.proto;
         k.family = p->flow.family;
-        vip = vips.lookup(&k);  /* the port's VIP, else the address's any-port VIP */
-        if (!vip) {
+        found = find_vip(cfg, &k, &vip);  /* the port's VIP, else the address's any-port VIP */
+        if (!found) {
             if (p->unconfirmed && !is_vip_addr(p))  /* only a filter's "maybe" */
                 return verdict(XLB_R_PASS_NOT_VIP, XDP_PASS);
             k.port = 0;
-            vip = vips.lookup(&k);
+            found = find_vip(cfg, &k, &vip);
         }
     }
     p->unconfirmed = 0;  /* settled; one value for the verifier's states from here on */
     if (next == XLB_NEXT_REPLY)
         return snat_reply(ctx, p, cfg, bytes);
-    if (!vip)
+    if (!found)
         return verdict(XLB_R_PASS_VIP_NO_SERVICE, XDP_PASS);
     if (next == XLB_NEXT_ICMP_ERROR)
-        return balance_icmp_error(ctx, p, vip, cfg, bytes);
-    return balance(ctx, p, vip, cfg, bytes);
+        return balance_icmp_error(ctx, p, &vip, cfg, bytes);
+    return balance(ctx, p, &vip, cfg, bytes);
 }
 
 /* Is addr (4 words) in the prefix net/mask (net stored masked)? */

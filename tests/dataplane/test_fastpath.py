@@ -14,7 +14,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from tests.dataplane.test_snat import POOL4, POOL6, snat_config, tcp4, tcp6, udp4, udp6
+from tests.dataplane.test_snat import POOL4, POOL6, VIP4, snat_config, tcp4, tcp6, udp4, udp6
+from tests.dataplane.test_vipindex import sharing_port
 from tests.helpers import (
     CLIENT,
     XDP_PASS,
@@ -103,16 +104,19 @@ def snat_dut(roots: tuple[str, str]) -> Iterator[DataplaneUnderTest]:
         yield d
 
 
-def _reset(dut: DataplaneUnderTest, filt: int | None) -> None:
+def _reset(dut: DataplaneUnderTest, filt: int | None, index: bool = True) -> None:
     dut.apply(snat_config(name="fast"))
     dut.flush_conns()
     rev = dut.dp.maps["snat_rev"]
     for k in rev.keys():
         rev.delete(k)
+    ctl = dut.dp.maps["ctl"].get(0)
+    assert ctl.vip_index, "the agent's config has a VIP index"
     if filt is not None:
-        ctl = dut.dp.maps["ctl"].get(0)
         ctl.vip_filter = filt
-        dut.dp.maps["ctl"].set(0, ctl)
+    if not index:
+        ctl.vip_index = 0
+    dut.dp.maps["ctl"].set(0, ctl)
 
 
 def _replies(dut: DataplaneUnderTest, out: bytes) -> bytes:
@@ -126,12 +130,15 @@ def _replies(dut: DataplaneUnderTest, out: bytes) -> bytes:
     return bytes(eth() / back / seg / Raw(b"reply"))
 
 
-def _run_all(dut: DataplaneUnderTest, other: str) -> list[tuple[int, bytes, dict[str, int]]]:
-    """Every kind of destination: VIP ports, any-port VIP, a VIP address's other port, ICMP
-    to a VIP, IP options and fragments to a VIP and to `other` (not a VIP), TCP/UDP/ICMP
-    and truncated TCP to `other`, SNAT flows and their replies to the pools."""
+def _run_all(dut: DataplaneUnderTest, other: str, sharing: int = 81
+             ) -> list[tuple[int, bytes, dict[str, int]]]:
+    """Every kind of destination: VIP ports, any-port VIP, a VIP address's other port (and
+    port `sharing`: one whose key shares a slot of the VIP index with a VIP's), ICMP to a
+    VIP, IP options and fragments to a VIP and to `other` (not a VIP), TCP/UDP/ICMP and
+    truncated TCP to `other`, SNAT flows and their replies to the pools."""
     e = eth()
     frames = [
+        tcp4(40009, "S", dport=sharing), tcp4(40009, "A", dport=sharing),
         tcp4(40000, "S"), tcp4(40000, "A"), udp4(40001), tcp6(40002, "S"), udp6(40003),
         tcp4(40004, "S", dst="10.100.0.30"), tcp4(40004, "A", dst="10.100.0.30"),
         tcp4(40005, "S", dst="10.100.0.20", dport=8080), tcp4(40006, "S", dport=81),
@@ -158,23 +165,29 @@ def _run_all(dut: DataplaneUnderTest, other: str) -> list[tuple[int, bytes, dict
 
 
 def test_verdicts_and_bytes_whatever_the_filter(snat_dut: DataplaneUnderTest) -> None:
-    """The filter only saves lookups: with the agent's filter, with one that says "maybe"
-    to every address (each confirmed by vip_addrs when it matters), and with none (an older
-    agent's ctl), every packet gets the same verdict and the same bytes out."""
+    """The filter and the VIP index only save lookups: with the agent's filter, with one
+    that says "maybe" to every address (each confirmed by vip_addrs when it matters), and
+    with none (an older agent's ctl), with the VIP index and without it (vips looked up),
+    every packet gets the same verdict and the same bytes out."""
     got = {}
     agents = lb_config(parse_config(snat_config(name="fast"))).vip_filter
+    _reset(snat_dut, None)
+    sharing, _ = sharing_port(snat_dut, VIP4, {80, 53})
     for other in (_colliding(agents), _missing(agents)):
         with one_cpu():
-            for name, filt in (("agent's", None), ("all maybe", ALL_MAYBE), ("none", 0)):
-                _reset(snat_dut, filt)
+            for name, filt, index in (("agent's", None, True), ("all maybe", ALL_MAYBE, True),
+                                      ("none", 0, True), ("agent's, no index", None, False),
+                                      ("none, no index", 0, False)):
+                _reset(snat_dut, filt, index)
                 before = snat_dut.reasons()
-                runs = _run_all(snat_dut, other)
+                runs = _run_all(snat_dut, other, sharing)
                 after = runs[-1][2]
                 got[name] = ([(a, o) for a, o, _ in runs[:-1]],
                              {k: after[k] - before[k] for k in after if after[k] != before[k]})
-        assert got["agent's"] == got["all maybe"] == got["none"], other
+        assert len({repr(g) for g in got.values()}) == 1, other
         verdicts = [a for a, _ in got["none"][0]]
         assert verdicts.count(XDP_TX) >= 10 and XDP_PASS in verdicts
+        assert verdicts[:2] == [XDP_PASS, XDP_PASS]  # the port sharing a VIP's slot
         counted = got["none"][1]
         assert counted["pass_not_vip"] == 6, counted  # the non-VIP TCP, UDP, ICMP, truncated
         assert counted["tx_snat_reply"] == 4, counted  # the 4 SNAT flows' replies

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import XDP_TX, DataplaneUnderTest, base_config, outer_v4, syn
-from xlb.dataplane import bpfsys, loader
+from xlb.dataplane import bpfsys, loader, vipindex
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import parse_config
 from xlb.dataplane.manager import ApplyError, Dataplane, geometry_of
@@ -24,7 +24,15 @@ def snapshot(dp: Dataplane) -> dict[str, Any]:
         "vip_addrs": sorted(bytes(k) for k in dp.maps["vip_addrs"].keys()),
         "backends": [bytes(b) for b in dp.maps["backends"].read_structs()],
         "ctl": bytes(dp.maps["ctl"].get(0)),  # type: ignore[arg-type]
+        "vip_index": _active_bank(dp),
     }
+
+
+def _active_bank(dp: Dataplane) -> bytes:
+    """The bank of the VIP index in use (the idle one may be written: no packet reads it)."""
+    bank = vipindex.bank_of(dp.maps["ctl"].get(0).vip_index)  # type: ignore[union-attr]
+    rows = dp.maps["vip_index"].read_rows()
+    return rows[bank * vipindex.SLOTS:(bank + 1) * vipindex.SLOTS].tobytes()
 
 
 def changed_config() -> dict[str, Any]:

@@ -85,7 +85,8 @@ def test_miss_enum_matches() -> None:
                                   "XLB_TF_SPORT", "XLB_TF_DPORT", "XLB_TF_PORT", "XLB_TF_PROTO",
                                   "XLB_TF_VIP", "XLB_TF_BACKEND", "XLB_TF_ALL", "XLB_MODE_DSR",
                                   "XLB_MODE_SNAT", "XLB_VIP_F_SNAT", "XLB_CONN_F_CLOSING",
-                                  "XLB_SNAT_PROBES"])
+                                  "XLB_SNAT_PROBES", "XLB_VIP_INDEX_SLOTS",
+                                  "XLB_VIP_INDEX_MAX_KEYS"])
 def test_constants_match(name: str) -> None:
     m = re.search(rf"^#define {name}\s+(0x[0-9a-fA-F]+|\d+)u?\b", HEADER.read_text(), re.M)
     assert m, name

@@ -59,6 +59,7 @@ class Geometry:
     def expected_entries(self) -> dict[str, int]:
         return {
             "meta": 1, "ctl": 1, "vips": self.max_vips, "vip_addrs": self.max_vips,
+            "vip_index": 2 * S.XLB_VIP_INDEX_SLOTS,
             "rings": self.ring_slots * self.ring_size, "backends": self.max_backends,
             "conns": self.max_connections, "queue_stats": S.XLB_MAX_QUEUES,
             "vip_stats": self.max_vips, "backend_stats": self.max_backends,

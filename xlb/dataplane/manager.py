@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from xlb import statefile
-from xlb.dataplane import bpfsys, maglev
+from xlb.dataplane import bpfsys, maglev, vipindex
 from xlb.dataplane import structs as S
 from xlb.dataplane.config import Config, VipConfig, vip_label
 from xlb.dataplane.loader import Geometry, geometry_from_pins
@@ -548,6 +548,7 @@ class Dataplane:
         old_ctl = m["ctl"].get(0)
         if old_ctl is not None:  # a trace is started and stopped by set_trace only
             plan.ctl.trace = old_ctl.trace
+            plan.ctl.vip_index = old_ctl.vip_index  # the index moves once vips are written
         undo.put(m["ctl"], 0, plan.ctl, old_ctl)
         for addr, bid in plan.backend_ids.items():
             new = _backend_row(addr)
@@ -572,6 +573,7 @@ class Dataplane:
                 m["vip_stats"].zero(v.meta.vip_id)
                 m["snat_stats"].zero(v.meta.vip_id)
             undo.put(m["vips"], v.key, v.meta, v.old)
+        self._write_vip_index(plan, undo)
         # removals last: the new state is complete before anything disappears
         for vkey, meta in plan.removed_vips:
             undo.delete(m["vips"], vkey, meta)
@@ -580,6 +582,29 @@ class Dataplane:
                 undo.delete(m["vip_addrs"], akey, ctypes.c_uint32(1))
         for bid, old in plan.removed_backends.items():
             undo.put(m["backends"], bid, S.Backend(), S.Backend.from_buffer_copy(old))
+
+    def _write_vip_index(self, plan: _Plan, undo: _Undo) -> None:
+        """The VIP index of the planned VIPs (xlb/dataplane/vipindex.py): written into the
+        idle bank, then ctl points at it, so a packet sees the whole old index or the whole
+        new one. Rolled back with ctl (the bank in use is never written)."""
+        m = self.maps["vip_index"]
+        entries = [(v.key, v.meta) for v in plan.vips]
+        salt = vipindex.pick_salt([k for k, _ in entries])
+        cur = plan.ctl.vip_index
+        new = 0
+        if salt:
+            rows = vipindex.bank_rows(entries, salt)
+            bank = vipindex.bank_of(cur)
+            live = m.read_rows()[bank * vipindex.SLOTS:(bank + 1) * vipindex.SLOTS]
+            if cur and cur == vipindex.descriptor(bank, salt) and np.array_equal(live, rows):
+                return  # the index in use is this one already
+            bank = 1 - bank if cur else 0
+            m.write_rows(bank * vipindex.SLOTS, rows)
+            new = vipindex.descriptor(bank, salt)
+        if new != cur:
+            ctl = S.LbConfig.from_buffer_copy(plan.ctl)
+            ctl.vip_index = new
+            undo.put(self.maps["ctl"], 0, ctl, plan.ctl)
 
     def _save_applied(self, cfg: Config, plan: _Plan) -> None:
         doc = {"config": cfg.to_dict(),

@@ -32,6 +32,7 @@ SPECS: dict[str, MapSpec] = {
     "ctl": MapSpec(ctypes.c_uint32, S.LbConfig),
     "vips": MapSpec(S.VipKey, S.VipMeta),
     "vip_addrs": MapSpec(S.AddrKey, ctypes.c_uint32),
+    "vip_index": MapSpec(ctypes.c_uint32, S.VipSlot),
     "rings": MapSpec(ctypes.c_uint32, ctypes.c_uint32),
     "backends": MapSpec(ctypes.c_uint32, S.Backend),
     "conns": MapSpec(S.FlowKey, S.Conn),
@@ -50,7 +51,7 @@ SPECS: dict[str, MapSpec] = {
 TRACE_EVENTS = "trace_events"
 # maps a later xlb added without changing the layout of the others: pins made before them
 # are adopted, and loading the program creates what is missing (BPF_TABLE_PINNED)
-ADDED_LATER: frozenset[str] = frozenset({"miss_stats"})
+ADDED_LATER: frozenset[str] = frozenset({"miss_stats", "vip_index"})
 
 
 def pin_dir(instance: str, root: str = PIN_ROOT) -> str:
@@ -112,10 +113,14 @@ class PinnedMap:
     # -- arrays ----------------------------------------------------------------
     def write_u32_range(self, start: int, values: np.ndarray) -> None:
         """Write consecutive u32 entries (a Maglev ring) in one batch call."""
-        n = len(values)
+        self.write_rows(start, np.ascontiguousarray(values, dtype=np.uint32))
+
+    def write_rows(self, start: int, rows: np.ndarray) -> None:
+        """Write consecutive entries from `start` in one batch call: one row of `rows`
+        (contiguous, each row exactly one value's bytes) per entry."""
+        n = len(rows)
         keys = np.arange(start, start + n, dtype=np.uint32)
-        vals = np.ascontiguousarray(values, dtype=np.uint32)
-        bpfsys.update_batch(self.fd, _np_ptr(keys), _np_ptr(vals), n)
+        bpfsys.update_batch(self.fd, _np_ptr(keys), _np_ptr(np.ascontiguousarray(rows)), n)
 
     def read_u32_range(self, start: int, count: int) -> np.ndarray:
         keys = np.zeros(count, dtype=np.uint32)

@@ -27,6 +27,8 @@ XLB_MODE_SNAT = 1
 XLB_VIP_F_SNAT = 0x1
 XLB_CONN_F_CLOSING = 0x1
 XLB_SNAT_PROBES = 16
+XLB_VIP_INDEX_SLOTS = 256  # per bank of the VIP index (two banks)
+XLB_VIP_INDEX_MAX_KEYS = 64
 XLB_ACTIVE_EPOCH_SHIFT = 33  # activity epoch: 2**33 ns of CLOCK_MONOTONIC, about 8.6 s
 XLB_TRACE_OFF = 0
 XLB_TRACE_ON = 1
@@ -113,6 +115,12 @@ class VipMeta(ctypes.Structure):
     _fields_ = [("vip_id", u32), ("ring_slot", u32), ("flags", u32), ("pad", u32)]
 
 
+class VipSlot(ctypes.Structure):
+    """struct xlb_vip_slot (map `vip_index`): one VIP key and its entry of `vips`."""
+
+    _fields_ = [("key", VipKey), ("meta", VipMeta)]
+
+
 class AddrKey(ctypes.Structure):
     _fields_ = [("addr", u32 * 4), ("family", u8), ("pad", u8 * 3)]
 
@@ -174,7 +182,7 @@ class LbConfig(ctypes.Structure):
                 ("trace", TraceConfig),
                 ("snat4_net", u32), ("snat4_mask", u32), ("snat6_net", u32 * 4),
                 ("snat6_mask", u32 * 4), ("has_snat4", u8), ("has_snat6", u8),
-                ("snat_port_min", u16), ("snat_port_max", u16), ("pad1", u16),
+                ("snat_port_min", u16), ("snat_port_max", u16), ("vip_index", u16),
                 ("snat_tcp_timeout", u32), ("snat_udp_timeout", u32),
                 ("snat_close_timeout", u32), ("vip_filter", u32)]
 
@@ -227,6 +235,7 @@ class TraceStats(ctypes.Structure):
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "xlb_vip_key": VipKey,
     "xlb_vip_meta": VipMeta,
+    "xlb_vip_slot": VipSlot,
     "xlb_addr_key": AddrKey,
     "xlb_flow_key": FlowKey,
     "xlb_conn": Conn,
