@@ -6,6 +6,7 @@ no VIP, and past the index's size the program looks up `vips` as before."""
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,8 +27,11 @@ from tests.helpers import (
     eth,
     syn,
 )
+from xlb.dataplane import bpfsys, loader, vipindex
 from xlb.dataplane import structs as S
-from xlb.dataplane import vipindex
+from xlb.dataplane.config import parse_config
+from xlb.dataplane.manager import Dataplane, geometry_of
+from xlb.dataplane.maps import pin_dir
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +155,28 @@ def test_past_the_index_size_vips_is_looked_up(roots: tuple[str, str]) -> None:
         d.apply(cfg)
         assert _desc(d) != 0 and _indexed(d) == _in_vips(d)
         assert _reason_of(d, syn(sport=42009, dst="10.101.0.1")) == (XDP_TX, "tx_encap")
+
+
+def test_pins_made_before_the_index_are_adopted(roots: tuple[str, str]) -> None:
+    """An upgrade over an older xlb's pins (no vip_index map, ctl's word 0): the load makes
+    the map, packets find their VIPs in `vips` until the agent's apply lays out the index."""
+    pin_root, run_root = roots
+    cfg = parse_config(base_config("vixold"))
+    loader.load("vixold", geometry_of(cfg), pin_root)
+    try:
+        with Dataplane("vixold", pin_root, run_root) as dp:
+            dp.apply(cfg)
+            ctl = dp.maps["ctl"].get(0)
+            ctl.vip_index = 0  # what an older agent wrote there
+            dp.maps["ctl"].set(0, ctl)
+        os.unlink(os.path.join(pin_dir("vixold", pin_root), "vip_index"))
+        second = loader.load("vixold", geometry_of(cfg), pin_root)
+        assert second.adopted
+        assert bpfsys.test_run(second.prog_fd, syn(sport=42010))[0] == XDP_TX
+        with Dataplane("vixold", pin_root, run_root) as dp:
+            dp.apply(cfg)
+            assert dp.maps["ctl"].get(0).vip_index != 0
+        assert bpfsys.test_run(second.prog_fd, syn(sport=42011))[0] == XDP_TX
+        assert bpfsys.test_run(second.prog_fd, syn(sport=42012, dport=82))[0] == XDP_PASS
+    finally:
+        loader.remove_pins("vixold", pin_root)
