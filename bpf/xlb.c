@@ -864,7 +864,7 @@ static __always_inline u32 vip_index_slot(const struct xlb_vip_key *k, u32 salt)
 /* The VIP of key k, copied to *out: from the VIP index when ctl has one (every VIP key is
  * there, so a key not found is no VIP), else from `vips`. A copy, so what follows sees one
  * kind of pointer whichever map answered (the verifier walks it once). */
-static __always_inline int find_vip(const struct xlb_config *cfg, const struct xlb_vip_key *k,
+static __always_inline int find_vip(const struct xlb_config *cfg, struct xlb_vip_key *k,
                                     struct xlb_vip_meta *out)
 {
     u32 ix = cfg->vip_index;
