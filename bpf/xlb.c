@@ -850,7 +850,7 @@ static __always_inline int process_v6(struct xdp_md *ctx, struct parsed *p,
     return XLB_NEXT_BALANCE;
 }
 
-/* The slot of VIP key k in a bank of the VIP index (xlb/dataplane/vipindex.py: slot()). */
+/* The slot of VIP key k in a bank of the VIP index (xlb/dataplane/vipindex.py: slots()). */
 static __always_inline u32 vip_index_slot(const struct xlb_vip_key *k, u32 salt)
 {
     const u32 *w = (const u32 *)k;
