@@ -61,6 +61,7 @@ from scapy.packet import Raw  # noqa: E402
 from bench import dataplane as xlb_bench  # noqa: E402
 from xlb import resources  # noqa: E402
 from xlb.dataplane import bpfsys, maglev  # noqa: E402
+from xlb.dataplane.structs import net_port  # noqa: E402
 
 KATRAN_SRC = Path(__file__).resolve().parent / "peers" / "katran"
 # katran/lib/Makefile-bpf (what build_bpf_modules_opensource.sh runs), minus nothing
@@ -140,10 +141,6 @@ def _addr16(addr: str) -> ctypes.Array[ctypes.c_uint8]:
     """Katran's address unions: an IPv4 address in the first 4 bytes, network order."""
     raw = ipaddress.ip_address(addr).packed
     return (ctypes.c_uint8 * 16)(*raw.ljust(16, b"\0"))
-
-
-def _be16(port: int) -> int:
-    return int.from_bytes(port.to_bytes(2, "big"), sys.byteorder)
 
 
 @dataclass(frozen=True)
@@ -242,7 +239,7 @@ def configure(k: Loaded, lru_per_cpu: int, ncpus: int) -> None:
     bpfsys.update(k.fd("ctl_array"), ctypes.c_uint32(0), ctl)
     next_real = 1  # real id 0 means "no real" in the ring
     for vip_num, vip in enumerate(VIPS):
-        key = VipDefinition(addr=_addr16(vip.address), port=_be16(vip.port), proto=vip.proto)
+        key = VipDefinition(addr=_addr16(vip.address), port=net_port(vip.port), proto=vip.proto)
         bpfsys.update(k.fd("vip_map"), key, VipMeta(flags=0, vip_num=vip_num))
         ids = {}
         for addr in vip.reals:
@@ -282,8 +279,8 @@ def lru_entry(k: Loaded, cpu: int, pkt: bytes) -> int | None:
     e = Ether(pkt)
     ip = e[IP] if IP in e else e[IPv6]
     l4 = ip.payload
-    key = FlowKey(src=_addr16(ip.src), dst=_addr16(ip.dst), sport=_be16(l4.sport),
-                  dport=_be16(l4.dport), proto=ip.proto if IP in e else ip.nh)
+    key = FlowKey(src=_addr16(ip.src), dst=_addr16(ip.dst), sport=net_port(l4.sport),
+                  dport=net_port(l4.dport), proto=ip.proto if IP in e else ip.nh)
     val = RealPosLru()
     fd = bpfsys.obj_get(os.path.join(k.maps_dir, f"katran_lru{cpu}"))
     try:
