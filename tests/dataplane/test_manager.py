@@ -31,8 +31,7 @@ def snapshot(dp: Dataplane) -> dict[str, Any]:
 def _active_bank(dp: Dataplane) -> bytes:
     """The bank of the VIP index in use (the idle one may be written: no packet reads it)."""
     bank = vipindex.bank_of(dp.maps["ctl"].get(0).vip_index)  # type: ignore[union-attr]
-    rows = dp.maps["vip_index"].read_rows()
-    return rows[bank * vipindex.SLOTS:(bank + 1) * vipindex.SLOTS].tobytes()
+    return vipindex.bank(dp.maps["vip_index"].read_rows(), bank).tobytes()
 
 
 def changed_config() -> dict[str, Any]:

@@ -45,7 +45,7 @@ def _desc(dut: DataplaneUnderTest) -> int:
 
 
 def _bank(dut: DataplaneUnderTest, bank: int) -> np.ndarray:
-    return dut.dp.maps["vip_index"].read_rows()[bank * vipindex.SLOTS:(bank + 1) * vipindex.SLOTS]
+    return vipindex.bank(dut.dp.maps["vip_index"].read_rows(), bank)
 
 
 def _indexed(dut: DataplaneUnderTest) -> dict[bytes, bytes]:

@@ -595,7 +595,7 @@ class Dataplane:
         if salt:
             rows = vipindex.bank_rows(entries, salt)
             bank = vipindex.bank_of(cur)
-            live = m.read_rows()[bank * vipindex.SLOTS:(bank + 1) * vipindex.SLOTS]
+            live = vipindex.bank(m.read_rows(), bank)
             if cur and cur == vipindex.descriptor(bank, salt) and np.array_equal(live, rows):
                 return  # the index in use is this one already
             bank = 1 - bank if cur else 0

@@ -64,6 +64,11 @@ def bank_rows(entries: Sequence[tuple[S.VipKey, S.VipMeta]], salt: int) -> np.nd
     return rows
 
 
+def bank(rows: np.ndarray, b: int) -> np.ndarray:
+    """Bank b's rows out of the whole map's rows (PinnedMap.read_rows())."""
+    return rows[b * SLOTS:(b + 1) * SLOTS]
+
+
 def descriptor(bank: int, salt: int) -> int:
     """ctl.vip_index for `bank` laid out with `salt` (0: no index)."""
     return (bank << BANK_SHIFT) | salt if salt else 0
